@@ -1,0 +1,291 @@
+//! `sluice ingest`.
+
+use std::fs;
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value, json};
+
+use sluice::ingest::output::{Format, write_records};
+use sluice::ingest::{DEFAULT_PIECE_SIZE, IngestBuilder, Input, Progress, Summary};
+use sluice::mapping::MappingFile;
+
+use super::{CliError, parse_size};
+
+/// Arguments of `sluice ingest`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// CSV files with a header row, read in this order.
+    #[arg(required = true, value_name = "FILE")]
+    files: Vec<PathBuf>,
+    /// Mapping in the shape of a Customer Profiles CreateUploadJob request.
+    #[arg(long, value_name = "MAPPING.json")]
+    mapping: PathBuf,
+    /// Worker threads [default: one per core].
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Target piece size, e.g. 4MiB.
+    #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = DEFAULT_PIECE_SIZE)]
+    piece_size: u64,
+    /// Default region (ISO 3166-1 alpha-2) of phone numbers without a
+    /// country code.
+    #[arg(long, value_name = "REGION", default_value = "US")]
+    region: String,
+    /// Field delimiter: one ASCII character, or \t for tabs.
+    #[arg(long, value_name = "CHAR", default_value = ",")]
+    delimiter: String,
+    /// Write the surviving records (CSV or NDJSON by extension) in input
+    /// order.
+    #[arg(long, value_name = "FILE.csv|FILE.ndjson")]
+    out: Option<PathBuf>,
+    /// Print the summary as one JSON object on stdout.
+    #[arg(long)]
+    json: bool,
+}
+
+pub(crate) fn run(args: Args) -> Result<(), CliError> {
+    let mapping_bytes = fs::read(&args.mapping)
+        .map_err(|e| CliError(format!("{}: {e}", args.mapping.display())))?;
+    let mapping = MappingFile::from_json(&mapping_bytes)
+        .map_err(|e| CliError(format!("{}: {e}", args.mapping.display())))?;
+    let delimiter = match args.delimiter.as_str() {
+        "\\t" | "\t" => b'\t',
+        d if d.len() == 1 && d.is_ascii() => d.as_bytes()[0],
+        d => {
+            return Err(CliError(format!(
+                "--delimiter {d:?}: must be one ASCII character"
+            )));
+        }
+    };
+    let out = match &args.out {
+        None => None,
+        Some(p) => {
+            let format = Format::from_path(p).ok_or_else(|| {
+                CliError(format!(
+                    "--out {}: name the file .csv, .ndjson or .jsonl",
+                    p.display()
+                ))
+            })?;
+            Some((p.clone(), format, Staged::create(p)?))
+        }
+    };
+
+    let mut builder = IngestBuilder::new(mapping.mapping);
+    builder
+        .piece_size(args.piece_size)
+        .region(&args.region)
+        .delimiter(delimiter);
+    if let Some(n) = args.threads {
+        builder.threads(n);
+    }
+    let ingest = builder.build()?;
+    let inputs: Vec<Input> = args.files.iter().map(Input::path).collect();
+
+    let progress = Progress::new();
+    let started = Instant::now();
+    let outcome = std::thread::scope(|s| {
+        let handle = s.spawn(|| ingest.run_with(inputs, &progress));
+        show_progress(&progress, &handle);
+        handle.join().expect("the ingest thread does not panic")
+    })?;
+    let elapsed = started.elapsed();
+
+    if let Some((path, format, staged)) = out {
+        let file = staged.file()?;
+        write_records(&outcome.records, format, file)
+            .map_err(|e| CliError(format!("{}: {e}", path.display())))?;
+        staged.commit()?;
+    }
+
+    let summary = &outcome.summary;
+    let stdout = io::stdout();
+    let mut w = stdout.lock();
+    if args.json {
+        serde_json::to_writer(&mut w, &summary_json(summary))?;
+        writeln!(w)?;
+    } else {
+        write_human(&mut w, summary, args.files.len())?;
+    }
+    w.flush()?;
+    let secs = elapsed.as_secs_f64();
+    eprintln!(
+        "sluice: {} in {:.2} s ({:.0} MB/s)",
+        human_bytes(summary.bytes),
+        secs,
+        summary.bytes as f64 / secs.max(1e-9) / 1e6
+    );
+    Ok(())
+}
+
+/// Draws a progress bar on stderr while the run goes, if it is a terminal.
+fn show_progress<T>(progress: &Progress, handle: &std::thread::ScopedJoinHandle<'_, T>) {
+    if !io::stderr().is_terminal() {
+        return;
+    }
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} {elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    while !handle.is_finished() {
+        let p = progress.snapshot();
+        bar.set_length(p.total_bytes);
+        bar.set_position(p.bytes_done);
+        bar.set_message(format!("pieces {}/{}", p.completed_pieces, p.total_pieces));
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    bar.finish_and_clear();
+}
+
+/// The `--json` summary, with the member names of the job APIs.
+fn summary_json(s: &Summary) -> Value {
+    let by_field: Map<String, Value> = s
+        .field_warnings_by_field
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(f, n)| (f.to_string(), json!(n)))
+        .collect();
+    json!({
+        "TotalProcessed": s.processed,
+        "UniqueRecords": s.unique,
+        "DuplicateRecords": s.duplicates,
+        "FailedRecords": s.failed,
+        "FieldWarnings": s.field_warnings,
+        "FieldWarningsByField": by_field,
+        "TotalPieces": s.total_pieces,
+        "CompletedPieces": s.completed_pieces,
+        "FailedPieces": s.failed_pieces,
+        "Failures": s.failures.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "Stopped": s.stopped,
+    })
+}
+
+fn write_human(w: &mut impl Write, s: &Summary, files: usize) -> io::Result<()> {
+    let files = if files == 1 {
+        "1 file".to_owned()
+    } else {
+        format!("{files} files")
+    };
+    writeln!(w, "ingested {files}, {}", human_bytes(s.bytes))?;
+    writeln!(w, "  rows processed   {:>13}", group(s.processed))?;
+    writeln!(w, "  unique records   {:>13}", group(s.unique))?;
+    writeln!(w, "  duplicates       {:>13}", group(s.duplicates))?;
+    writeln!(w, "  failed rows      {:>13}", group(s.failed))?;
+    write!(w, "  field warnings   {:>13}", group(s.field_warnings))?;
+    let by: Vec<String> = s
+        .field_warnings_by_field
+        .iter()
+        .filter(|(_, n)| *n > 0)
+        .map(|(f, n)| format!("{f} {}", group(*n)))
+        .collect();
+    if by.is_empty() {
+        writeln!(w)?;
+    } else {
+        writeln!(w, "  ({})", by.join(", "))?;
+    }
+    writeln!(
+        w,
+        "  pieces           {:>13}  ({} completed, {} failed)",
+        group(s.total_pieces),
+        group(s.completed_pieces),
+        group(s.failed_pieces)
+    )?;
+    if s.stopped {
+        writeln!(w, "  stopped before the end of the input")?;
+    }
+    if !s.failures.is_empty() {
+        const SHOWN: usize = 10;
+        writeln!(w, "first failures:")?;
+        for f in s.failures.iter().take(SHOWN) {
+            writeln!(w, "  {f}")?;
+        }
+        if s.failed as usize > SHOWN {
+            writeln!(
+                w,
+                "  … and {} more (--json lists the first {})",
+                group(s.failed - SHOWN as u64),
+                s.failures.len()
+            )?;
+        }
+    }
+    Ok(())
+}
+
+fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i) % 3 == 0 {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn human_bytes(b: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = b as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u + 1 < UNITS.len() {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 {
+        format!("{b} B")
+    } else {
+        format!("{v:.2} {}", UNITS[u])
+    }
+}
+
+/// An output file written under a temporary name and renamed into place
+/// only when complete, so a failed run leaves no half-written output.
+struct Staged {
+    tmp: PathBuf,
+    dest: PathBuf,
+    committed: bool,
+}
+
+impl Staged {
+    /// Creates the temporary file now, so an unwritable destination is an
+    /// error before the run rather than after it.
+    fn create(dest: &Path) -> Result<Staged, CliError> {
+        let name = dest
+            .file_name()
+            .ok_or_else(|| CliError(format!("--out {}: not a file name", dest.display())))?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(".sluice-partial");
+        let tmp = dest.with_file_name(tmp_name);
+        fs::File::create(&tmp).map_err(|e| CliError(format!("--out {}: {e}", dest.display())))?;
+        Ok(Staged {
+            tmp,
+            dest: dest.to_owned(),
+            committed: false,
+        })
+    }
+
+    fn file(&self) -> Result<fs::File, CliError> {
+        fs::File::create(&self.tmp).map_err(|e| CliError(format!("{}: {e}", self.tmp.display())))
+    }
+
+    fn commit(mut self) -> Result<(), CliError> {
+        fs::rename(&self.tmp, &self.dest)
+            .map_err(|e| CliError(format!("--out {}: {e}", self.dest.display())))?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for Staged {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_file(&self.tmp);
+        }
+    }
+}

@@ -1,0 +1,176 @@
+//! The surviving records, written as CSV or as newline-delimited JSON, in
+//! the input order of the rows that were kept (so outputs can be diffed).
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use csv_core::{WriteResult, Writer};
+
+use super::mapping::Mapping;
+use super::pipeline::Records;
+
+/// An output format.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum Format {
+    /// A header of target names, then one row per record.
+    Csv,
+    /// One JSON object per line; dotted targets become nested objects.
+    Ndjson,
+}
+
+impl Format {
+    /// The format a file name asks for: `.csv`, or `.ndjson` / `.jsonl` /
+    /// `.json`.
+    pub fn from_path(path: &Path) -> Option<Format> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "csv" => Some(Format::Csv),
+            "ndjson" | "jsonl" | "json" => Some(Format::Ndjson),
+            _ => None,
+        }
+    }
+}
+
+/// Writes every record of `records` to `out` in input order.
+///
+/// # Errors
+///
+/// When writing fails.
+pub fn write_records<W: Write>(records: &Records, format: Format, out: W) -> io::Result<()> {
+    let mut out = io::BufWriter::with_capacity(1 << 20, out);
+    match format {
+        Format::Csv => {
+            let mut csv = CsvOut::new(&mut out);
+            for f in records.mapping().fields() {
+                csv.field(f.target.as_bytes())?;
+            }
+            csv.end_record()?;
+            for r in records.in_input_order() {
+                for v in r.values() {
+                    csv.field(v.as_bytes())?;
+                }
+                csv.end_record()?;
+            }
+        }
+        Format::Ndjson => {
+            let tree = Tree::new(records.mapping());
+            let mut values = Vec::new();
+            for r in records.in_input_order() {
+                values.clear();
+                values.extend(r.values());
+                tree.write(&mut out, &values)?;
+                out.write_all(b"\n")?;
+            }
+        }
+    }
+    out.flush()
+}
+
+/// CSV through `csv-core`'s writer, so that quoting matches the reader.
+struct CsvOut<W: Write> {
+    out: W,
+    csv: Writer,
+    buf: [u8; 4096],
+    first: bool,
+}
+
+impl<W: Write> CsvOut<W> {
+    fn new(out: W) -> CsvOut<W> {
+        CsvOut {
+            out,
+            csv: Writer::new(),
+            buf: [0; 4096],
+            first: true,
+        }
+    }
+
+    fn field(&mut self, mut input: &[u8]) -> io::Result<()> {
+        if !self.first {
+            let (_, n) = self.csv.delimiter(&mut self.buf);
+            self.out.write_all(&self.buf[..n])?;
+        }
+        self.first = false;
+        loop {
+            let (res, nin, nout) = self.csv.field(input, &mut self.buf);
+            input = &input[nin..];
+            self.out.write_all(&self.buf[..nout])?;
+            if res == WriteResult::InputEmpty {
+                return Ok(());
+            }
+        }
+    }
+
+    fn end_record(&mut self) -> io::Result<()> {
+        loop {
+            let (res, n) = self.csv.terminator(&mut self.buf);
+            self.out.write_all(&self.buf[..n])?;
+            if res == WriteResult::InputEmpty {
+                break;
+            }
+        }
+        self.first = true;
+        Ok(())
+    }
+}
+
+/// Target paths as a tree, for nested JSON.
+struct Tree {
+    children: Vec<(String, Node)>,
+}
+
+enum Node {
+    Leaf(usize),
+    Inner(Tree),
+}
+
+impl Tree {
+    fn new(mapping: &Mapping) -> Tree {
+        let mut root = Tree {
+            children: Vec::new(),
+        };
+        for (i, f) in mapping.fields().iter().enumerate() {
+            let segments: Vec<&str> = f.target.split('.').collect();
+            root.insert(&segments, i);
+        }
+        root
+    }
+
+    /// Mapping checks guarantee that no target is a prefix of another.
+    fn insert(&mut self, path: &[&str], field: usize) {
+        let (head, tail) = (path[0], &path[1..]);
+        if tail.is_empty() {
+            self.children.push((head.to_owned(), Node::Leaf(field)));
+            return;
+        }
+        let existing = self
+            .children
+            .iter_mut()
+            .find(|(name, node)| name == head && matches!(node, Node::Inner(_)));
+        match existing {
+            Some((_, Node::Inner(t))) => t.insert(tail, field),
+            _ => {
+                let mut t = Tree {
+                    children: Vec::new(),
+                };
+                t.insert(tail, field);
+                self.children.push((head.to_owned(), Node::Inner(t)));
+            }
+        }
+    }
+
+    fn write<W: Write>(&self, out: &mut W, values: &[&str]) -> io::Result<()> {
+        out.write_all(b"{")?;
+        for (i, (name, node)) in self.children.iter().enumerate() {
+            if i > 0 {
+                out.write_all(b",")?;
+            }
+            serde_json::to_writer(&mut *out, name)?;
+            out.write_all(b":")?;
+            match node {
+                Node::Leaf(f) => serde_json::to_writer(&mut *out, values[*f])?,
+                Node::Inner(t) => t.write(out, values)?,
+            }
+        }
+        out.write_all(b"}")
+    }
+}

@@ -1,0 +1,1042 @@
+/*!
+One run: inputs → reader → workers → dedup, with counters and a summary.
+
+# Design
+
+```text
+ reader thread ──bounded queue──▶ N workers (rayon pool) ──▶ sharded dedup
+   cut pieces                        parse, map, normalize,     (last row wins)
+   (split.rs, source.rs)             encode, insert
+        │                                   │
+        └────────── reports (per piece) ────┴──▶ collector (the caller's thread)
+                                                  counts, first 100 failures,
+                                                  absolute positions
+```
+
+* Memory is bounded by the unique records: the queue holds at most
+  `2 × threads` pieces, buffers are recycled, and each worker keeps one
+  piece's arena.
+* Workers insert into the dedup shards themselves. A separate dedup thread
+  would serialize the step with the most cache misses and, on two cores,
+  take a core from parsing; sharding lets every worker insert its own rows.
+* Positions are piece-relative while parsing; the collector turns them into
+  absolute lines and record numbers with prefix sums over the pieces of each
+  input, once all are in.
+* Counters in [`Progress`] are atomics updated as each piece completes, so
+  another thread can show progress or ask the run to stop between pieces.
+*/
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
+
+use super::dedup::{Dedup, PieceRow, Stored, get_varint, put_varint};
+use super::error::{Error, ErrorKind, Failure, FailureReason, Position};
+use super::mapping::Mapping;
+use super::normalize::{ContentType, Normalizer};
+use super::parse::{PieceParser, count_newlines};
+use super::source::{Input, Opened, Piece, PieceSink, ReadEvent, SLACK, cut_pieces};
+use super::split::Splitter;
+
+/// The default piece size: 4 MiB.
+pub const DEFAULT_PIECE_SIZE: u64 = 4 << 20;
+/// The largest piece size accepted: 1 GiB.
+pub const MAX_PIECE_SIZE: u64 = 1 << 30;
+/// How many failures a summary keeps (all are counted).
+pub const MAX_FAILURES: usize = 100;
+
+/// Live counters of a run, safe to read from any thread while it runs.
+#[derive(Debug, Default)]
+pub struct Progress {
+    total_pieces: AtomicU64,
+    completed_pieces: AtomicU64,
+    failed_pieces: AtomicU64,
+    total_bytes: AtomicU64,
+    bytes_done: AtomicU64,
+    processed: AtomicU64,
+    failed: AtomicU64,
+    warnings: AtomicU64,
+    unique: AtomicU64,
+    stop: AtomicBool,
+}
+
+/// The counters of a [`Progress`] at one moment.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct ProgressSnapshot {
+    /// Pieces in all inputs (grows while inputs of unknown size are read).
+    pub total_pieces: u64,
+    /// Pieces done, failed ones included.
+    pub completed_pieces: u64,
+    /// Pieces that could not be read or parsed completely.
+    pub failed_pieces: u64,
+    /// Body bytes of all inputs of known size.
+    pub total_bytes: u64,
+    /// Body bytes in completed pieces.
+    pub bytes_done: u64,
+    /// Rows read.
+    pub processed: u64,
+    /// Rows that failed.
+    pub failed: u64,
+    /// Fields kept as they were because they did not normalize.
+    pub warnings: u64,
+    /// Distinct keys so far.
+    pub unique: u64,
+}
+
+impl Progress {
+    /// Fresh counters.
+    pub fn new() -> Progress {
+        Progress::default()
+    }
+
+    /// Reads all counters.
+    pub fn snapshot(&self) -> ProgressSnapshot {
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        ProgressSnapshot {
+            total_pieces: get(&self.total_pieces),
+            completed_pieces: get(&self.completed_pieces),
+            failed_pieces: get(&self.failed_pieces),
+            total_bytes: get(&self.total_bytes),
+            bytes_done: get(&self.bytes_done),
+            processed: get(&self.processed),
+            failed: get(&self.failed),
+            warnings: get(&self.warnings),
+            unique: get(&self.unique),
+        }
+    }
+
+    /// Asks the run to stop: no new piece starts; pieces being parsed
+    /// finish. The outcome then says [`Summary::stopped`].
+    pub fn stop(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether [`Progress::stop`] was called.
+    pub fn stop_requested(&self) -> bool {
+        self.stop.load(Ordering::Relaxed)
+    }
+
+    fn add(a: &AtomicU64, n: u64) {
+        a.fetch_add(n, Ordering::Relaxed);
+    }
+}
+
+/// The counts of a finished run.
+///
+/// Invariant: `processed = unique + duplicates + failed`.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct Summary {
+    /// Rows read (header rows excluded).
+    pub processed: u64,
+    /// Distinct keys kept.
+    pub unique: u64,
+    /// Rows dropped because a later row had the same key.
+    pub duplicates: u64,
+    /// Rows that failed.
+    pub failed: u64,
+    /// Fields kept as they were because they did not normalize.
+    pub field_warnings: u64,
+    /// Field warnings per mapped field, in mapping order.
+    pub field_warnings_by_field: Vec<(Arc<str>, u64)>,
+    /// Pieces in all inputs.
+    pub total_pieces: u64,
+    /// Pieces done, failed ones included.
+    pub completed_pieces: u64,
+    /// Pieces that could not be read or parsed completely.
+    pub failed_pieces: u64,
+    /// Body bytes read.
+    pub bytes: u64,
+    /// The first failures in input order, at most [`MAX_FAILURES`].
+    pub failures: Vec<Failure>,
+    /// The run was stopped before it read everything.
+    pub stopped: bool,
+}
+
+/// The result of a run: its summary and its unique records.
+pub struct Outcome {
+    /// Counts and failures.
+    pub summary: Summary,
+    /// The surviving records.
+    pub records: Records,
+}
+
+/// Settings for an [`Ingest`].
+///
+/// # Example
+///
+/// ```
+/// use sluice::ingest::normalize::ContentType;
+/// use sluice::ingest::{Field, Input, IngestBuilder, Mapping};
+///
+/// let mapping = Mapping::new(
+///     vec![
+///         Field::new("Email", "email", "EmailAddress", ContentType::EmailAddress),
+///         Field::new("Name", "name", "FirstName", ContentType::Name),
+///     ],
+///     &["Email"],
+/// )
+/// .unwrap();
+/// let ingest = IngestBuilder::new(mapping).threads(2).build().unwrap();
+/// let csv = "email,name\nA@x.com,Ann\nb@x.com,Bob\na@X.COM,  Anna \n";
+/// let outcome = ingest.run(vec![Input::bytes("people.csv", csv.as_bytes())]).unwrap();
+/// assert_eq!(outcome.summary.unique, 2);
+/// assert_eq!(outcome.summary.duplicates, 1);
+/// let rows: Vec<Vec<String>> = outcome
+///     .records
+///     .in_input_order()
+///     .map(|r| r.values().map(String::from).collect())
+///     .collect();
+/// assert_eq!(rows, [["b@x.com", "Bob"], ["a@x.com", "Anna"]]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct IngestBuilder {
+    mapping: Mapping,
+    threads: usize,
+    piece_size: u64,
+    region: String,
+    delimiter: u8,
+    quote: u8,
+}
+
+impl IngestBuilder {
+    /// Defaults: as many threads as cores, 4 MiB pieces, region `US`,
+    /// comma-delimited, `"`-quoted.
+    pub fn new(mapping: Mapping) -> IngestBuilder {
+        IngestBuilder {
+            mapping,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            piece_size: DEFAULT_PIECE_SIZE,
+            region: "US".to_owned(),
+            delimiter: b',',
+            quote: b'"',
+        }
+    }
+
+    /// Worker threads (at least 1).
+    pub fn threads(&mut self, n: usize) -> &mut IngestBuilder {
+        self.threads = n;
+        self
+    }
+
+    /// Target piece size in bytes (1 to 1 GiB).
+    pub fn piece_size(&mut self, bytes: u64) -> &mut IngestBuilder {
+        self.piece_size = bytes;
+        self
+    }
+
+    /// Default region for phone numbers without a country code.
+    pub fn region(&mut self, region: &str) -> &mut IngestBuilder {
+        self.region = region.to_owned();
+        self
+    }
+
+    /// The field delimiter.
+    pub fn delimiter(&mut self, delimiter: u8) -> &mut IngestBuilder {
+        self.delimiter = delimiter;
+        self
+    }
+
+    /// The quote character.
+    pub fn quote(&mut self, quote: u8) -> &mut IngestBuilder {
+        self.quote = quote;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// When threads is 0, the piece size is out of range, the region is
+    /// unknown, or delimiter and quote are equal or a line terminator.
+    pub fn build(&self) -> Result<Ingest, Error> {
+        if self.threads == 0 || self.threads > 1024 {
+            return Err(config("threads", "between 1 and 1024"));
+        }
+        if self.piece_size == 0 || self.piece_size > MAX_PIECE_SIZE {
+            return Err(config("piece size", "between 1 byte and 1 GiB"));
+        }
+        let bad = |b: u8| b == b'\n' || b == b'\r';
+        if self.delimiter == self.quote || bad(self.delimiter) || bad(self.quote) {
+            return Err(config(
+                "delimiter and quote",
+                "two different bytes, neither \\n nor \\r",
+            ));
+        }
+        Ok(Ingest {
+            mapping: Arc::new(self.mapping.clone()),
+            normalizer: Normalizer::with_region(&self.region)?,
+            threads: self.threads,
+            piece_size: self.piece_size,
+            delimiter: self.delimiter,
+            quote: self.quote,
+        })
+    }
+}
+
+fn config(setting: &'static str, expected: &'static str) -> Error {
+    ErrorKind::Config { setting, expected }.into()
+}
+
+/// A configured ingest; [`Ingest::run`] it on inputs.
+#[derive(Clone, Debug)]
+pub struct Ingest {
+    mapping: Arc<Mapping>,
+    normalizer: Normalizer,
+    threads: usize,
+    piece_size: u64,
+    delimiter: u8,
+    quote: u8,
+}
+
+/// What the worker pool needs about one input.
+struct InputPlan {
+    name: Arc<str>,
+    header: Vec<Arc<str>>,
+    /// Column index of each mapped field.
+    sources: Vec<usize>,
+    first_line: u64,
+}
+
+/// A failure as a worker sees it: relative to its piece.
+struct PieceFailure {
+    row: u32,
+    byte: u64,
+    line: u64,
+    reason: FailureReason,
+}
+
+struct PieceReport {
+    index: u64,
+    input: usize,
+    byte_start: u64,
+    bytes: u64,
+    records: u64,
+    newlines: u64,
+    processed: u64,
+    failed: u64,
+    warnings: Vec<u64>,
+    failures: Vec<PieceFailure>,
+    piece_failed: bool,
+}
+
+enum Report {
+    Piece(PieceReport),
+    Empty,
+    ReadFailed {
+        index: u64,
+        input: usize,
+        count: u64,
+        byte: u64,
+        message: String,
+    },
+    InputDone {
+        pieces: u64,
+    },
+}
+
+struct Shared<'a> {
+    mapping: &'a Mapping,
+    normalizer: &'a Normalizer,
+    inputs: &'a [InputPlan],
+    dedup: &'a Dedup,
+    progress: &'a Progress,
+    /// The non-key fields, in mapping order.
+    rest_fields: Vec<usize>,
+    fatal: Mutex<Option<Error>>,
+    delimiter: u8,
+    quote: u8,
+}
+
+impl Ingest {
+    /// Runs on `inputs` with fresh counters.
+    ///
+    /// # Errors
+    ///
+    /// As [`Ingest::run_with`].
+    pub fn run(&self, inputs: Vec<Input>) -> Result<Outcome, Error> {
+        self.run_with(inputs, &Progress::new())
+    }
+
+    /// Runs on `inputs`, in order, keeping `progress` up to date.
+    ///
+    /// Every input is opened and its header checked before any row is
+    /// read. Rows that fail are counted and the first 100 kept; they do not
+    /// end the run.
+    ///
+    /// # Errors
+    ///
+    /// Before any work: an input cannot be opened, has no header, repeats a
+    /// header name, or lacks a mapped column. During the run: the unique
+    /// records exceed what one run holds.
+    pub fn run_with(&self, inputs: Vec<Input>, progress: &Progress) -> Result<Outcome, Error> {
+        let mut opened = Vec::with_capacity(inputs.len());
+        let mut plans = Vec::with_capacity(inputs.len());
+        for input in inputs {
+            let o = input.open(self.delimiter, self.quote)?;
+            plans.push(self.plan(&o)?);
+            opened.push(o);
+        }
+        for o in &opened {
+            Progress::add(
+                &progress.total_pieces,
+                o.pieces(self.piece_size).unwrap_or(0),
+            );
+            Progress::add(&progress.total_bytes, o.body_len.unwrap_or(0));
+        }
+
+        let dedup = Dedup::new();
+        let mapping = &*self.mapping;
+        let shared = Shared {
+            mapping,
+            normalizer: &self.normalizer,
+            inputs: &plans,
+            dedup: &dedup,
+            progress,
+            rest_fields: (0..mapping.fields().len())
+                .filter(|&i| mapping.key_position(i).is_none())
+                .collect(),
+            fatal: Mutex::new(None),
+            delimiter: self.delimiter,
+            quote: self.quote,
+        };
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(self.threads)
+            .thread_name(|i| format!("sluice-worker-{i}"))
+            .build()
+            .map_err(|_| config("threads", "a number of threads the system can start"))?;
+
+        let queue = 2 * self.threads;
+        let (work_tx, work_rx) = bounded::<Piece>(queue);
+        let (pool_tx, pool_rx) = bounded::<Vec<u8>>(queue + self.threads + 2);
+        let (report_tx, report_rx) = unbounded::<Report>();
+
+        let summary = std::thread::scope(|s| {
+            let reader_reports = report_tx.clone();
+            let piece_size = self.piece_size;
+            let shared = &shared;
+            s.spawn(move || {
+                read_inputs(opened, piece_size, shared, work_tx, pool_rx, reader_reports)
+            });
+            s.spawn(move || {
+                pool.scope(|ps| {
+                    for _ in 0..self.threads {
+                        let work_rx = work_rx.clone();
+                        let pool_tx = pool_tx.clone();
+                        let reports = report_tx.clone();
+                        ps.spawn(move |_| work(shared, work_rx, pool_tx, reports));
+                    }
+                });
+            });
+            collect(shared, report_rx)
+        });
+        if let Some(e) = shared.fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
+        Ok(Outcome {
+            summary,
+            records: Records {
+                stored: dedup.finish(),
+                mapping: Arc::clone(&self.mapping),
+            },
+        })
+    }
+
+    /// Resolves the mapped columns of one input.
+    fn plan(&self, o: &Opened) -> Result<InputPlan, Error> {
+        let mut sources = Vec::with_capacity(self.mapping.fields().len());
+        for f in self.mapping.fields() {
+            let col = o
+                .header
+                .iter()
+                .position(|h| **h == *f.column)
+                .ok_or_else(|| ErrorKind::MissingColumn {
+                    input: o.name.to_string(),
+                    column: f.column.to_string(),
+                    field: f.name.to_string(),
+                })?;
+            sources.push(col);
+        }
+        Ok(InputPlan {
+            name: Arc::clone(&o.name),
+            header: o.header.clone(),
+            sources,
+            first_line: o.first_line,
+        })
+    }
+}
+
+/// The reader thread: cuts every input into pieces, in order.
+fn read_inputs(
+    opened: Vec<Opened>,
+    piece_size: u64,
+    shared: &Shared<'_>,
+    work_tx: Sender<Piece>,
+    pool_rx: Receiver<Vec<u8>>,
+    reports: Sender<Report>,
+) {
+    let progress = shared.progress;
+    let mut splitter = Splitter::with_dialect(shared.delimiter, shared.quote);
+    // Room for a piece, the tail of the read that found its end, and one
+    // more read step, so that buffers are not reallocated (and copied).
+    let capacity = usize::try_from(piece_size)
+        .unwrap_or(usize::MAX)
+        .saturating_add(SLACK);
+    let mut base = 0u64;
+    for (input, o) in opened.into_iter().enumerate() {
+        if progress.stop_requested() {
+            break;
+        }
+        let expected = o.pieces(piece_size);
+        let mut sink = ReaderSink {
+            input,
+            capacity,
+            progress,
+            work_tx: &work_tx,
+            pool_rx: &pool_rx,
+            reports: &reports,
+        };
+        let used = cut_pieces(o, input, base, piece_size, &mut splitter, &mut sink);
+        // Inputs of unknown size (or that changed size) adjust the total.
+        let expected = expected.unwrap_or(0);
+        if used > expected {
+            Progress::add(&progress.total_pieces, used - expected);
+        }
+        let _ = reports.send(Report::InputDone { pieces: used });
+        base += used;
+    }
+}
+
+/// Where the reader thread's pieces and events go.
+struct ReaderSink<'a> {
+    input: usize,
+    capacity: usize,
+    progress: &'a Progress,
+    work_tx: &'a Sender<Piece>,
+    pool_rx: &'a Receiver<Vec<u8>>,
+    reports: &'a Sender<Report>,
+}
+
+impl PieceSink for ReaderSink<'_> {
+    fn buffer(&mut self) -> Vec<u8> {
+        self.pool_rx
+            .try_recv()
+            .unwrap_or_else(|_| Vec::with_capacity(self.capacity.min(64 << 20)))
+    }
+
+    fn piece(&mut self, piece: Piece) -> bool {
+        self.work_tx.send(piece).is_ok()
+    }
+
+    fn event(&mut self, event: ReadEvent) {
+        let progress = self.progress;
+        match event {
+            ReadEvent::Empty => {
+                Progress::add(&progress.completed_pieces, 1);
+                let _ = self.reports.send(Report::Empty);
+            }
+            ReadEvent::Failed {
+                index,
+                count,
+                byte,
+                error,
+            } => {
+                Progress::add(&progress.completed_pieces, count);
+                Progress::add(&progress.failed_pieces, count);
+                let _ = self.reports.send(Report::ReadFailed {
+                    index,
+                    input: self.input,
+                    count,
+                    byte,
+                    message: error.to_string(),
+                });
+            }
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.progress.stop_requested()
+    }
+}
+
+/// One worker: parses pieces until the queue closes.
+fn work(
+    shared: &Shared<'_>,
+    work_rx: Receiver<Piece>,
+    pool_tx: Sender<Vec<u8>>,
+    reports: Sender<Report>,
+) {
+    let mut w = Worker::new(shared);
+    for mut piece in work_rx.iter() {
+        if !shared.progress.stop_requested() {
+            let report = w.process(&piece);
+            if reports.send(Report::Piece(report)).is_err() {
+                break;
+            }
+        }
+        piece.data.clear();
+        let _ = pool_tx.try_send(piece.data);
+    }
+}
+
+struct Worker<'a> {
+    shared: &'a Shared<'a>,
+    parser: PieceParser,
+    arena: Vec<u8>,
+    rows: Vec<PieceRow>,
+    order: Vec<u32>,
+    key: Vec<u8>,
+    rest: Vec<u8>,
+    value: Vec<u8>,
+}
+
+/// What one row turned into.
+enum RowOutcome {
+    Kept,
+    Failed(FailureReason),
+}
+
+impl<'a> Worker<'a> {
+    fn new(shared: &'a Shared<'a>) -> Worker<'a> {
+        Worker {
+            shared,
+            parser: PieceParser::new(shared.delimiter, shared.quote),
+            arena: Vec::new(),
+            rows: Vec::new(),
+            order: Vec::new(),
+            key: Vec::new(),
+            rest: Vec::new(),
+            value: Vec::new(),
+        }
+    }
+
+    fn process(&mut self, piece: &Piece) -> PieceReport {
+        let shared = self.shared;
+        let plan = &shared.inputs[piece.input];
+        let nfields = shared.mapping.fields().len();
+        let mut report = PieceReport {
+            index: piece.index,
+            input: piece.input,
+            byte_start: piece.byte_start,
+            bytes: piece.data.len() as u64,
+            records: 0,
+            newlines: 0,
+            processed: 0,
+            failed: 0,
+            warnings: vec![0; nfields],
+            failures: Vec::new(),
+            piece_failed: false,
+        };
+        let data = &piece.data[..piece.unterminated.unwrap_or(piece.data.len())];
+        let text = simdutf8::basic::from_utf8(data).ok();
+        self.arena.clear();
+        self.rows.clear();
+        let Worker {
+            parser,
+            arena,
+            rows,
+            key,
+            rest,
+            value,
+            ..
+        } = self;
+        let last = piece.last || piece.unterminated.is_some();
+        let mut row: u32 = 0;
+        let newlines = parser.parse(data, text, last, |rec| {
+            let outcome = map_row(
+                shared,
+                plan,
+                rec.fields,
+                key,
+                rest,
+                value,
+                &mut report.warnings,
+            );
+            match outcome {
+                RowOutcome::Kept => {
+                    let start = arena.len();
+                    put_varint(arena, key.len() as u64);
+                    put_varint(arena, rest.len() as u64);
+                    let key_start = arena.len();
+                    arena.extend_from_slice(key);
+                    let key_end = arena.len();
+                    arena.extend_from_slice(rest);
+                    rows.push(PieceRow {
+                        hash: shared.dedup.hash(key),
+                        row,
+                        start,
+                        end: arena.len(),
+                        key_start,
+                        key_end,
+                    });
+                }
+                RowOutcome::Failed(reason) => {
+                    report.failed += 1;
+                    if report.failures.len() < MAX_FAILURES {
+                        report.failures.push(PieceFailure {
+                            row,
+                            byte: rec.byte as u64,
+                            line: rec.line,
+                            reason,
+                        });
+                    }
+                }
+            }
+            row += 1;
+        });
+        report.newlines = newlines;
+        if let Some(at) = piece.unterminated {
+            report.failed += 1;
+            report.piece_failed = true;
+            if report.failures.len() < MAX_FAILURES {
+                report.failures.push(PieceFailure {
+                    row,
+                    byte: at as u64,
+                    line: newlines,
+                    reason: FailureReason::UnterminatedQuote,
+                });
+            }
+            report.newlines += count_newlines(&piece.data[at..]);
+            row += 1;
+        }
+        report.records = u64::from(row);
+        report.processed = u64::from(row);
+
+        let piece_no = u32::try_from(piece.index).unwrap_or(u32::MAX);
+        match shared
+            .dedup
+            .insert_piece(piece_no, &self.rows, &self.arena, &mut self.order)
+        {
+            Ok(new) => Progress::add(&shared.progress.unique, new),
+            Err(_) => {
+                let mut fatal = shared.fatal.lock().unwrap_or_else(|p| p.into_inner());
+                fatal.get_or_insert_with(|| ErrorKind::Capacity.into());
+                shared.progress.stop();
+            }
+        }
+        let p = shared.progress;
+        Progress::add(&p.processed, report.processed);
+        Progress::add(&p.failed, report.failed);
+        Progress::add(&p.warnings, report.warnings.iter().sum());
+        Progress::add(&p.bytes_done, report.bytes);
+        if report.piece_failed {
+            Progress::add(&p.failed_pieces, 1);
+        }
+        Progress::add(&p.completed_pieces, 1);
+        report
+    }
+}
+
+/// Maps and normalizes one record into `key` and `rest`, or says why it
+/// fails.
+#[inline]
+fn map_row(
+    shared: &Shared<'_>,
+    plan: &InputPlan,
+    fields: super::parse::Fields<'_>,
+    key: &mut Vec<u8>,
+    rest: &mut Vec<u8>,
+    value: &mut Vec<u8>,
+    warnings: &mut [u64],
+) -> RowOutcome {
+    if fields.len() != plan.header.len() {
+        return RowOutcome::Failed(FailureReason::FieldCount {
+            expected: plan.header.len(),
+            found: fields.len(),
+        });
+    }
+    if !fields.is_text()
+        && let Some(col) = (0..fields.len()).find(|&i| fields.str(i).is_none())
+    {
+        return RowOutcome::Failed(FailureReason::InvalidUtf8 {
+            column: col + 1,
+            name: Arc::clone(&plan.header[col]),
+        });
+    }
+    let mapping = shared.mapping;
+    key.clear();
+    rest.clear();
+    for &fi in mapping.key_fields() {
+        let f = &mapping.fields()[fi];
+        let raw = fields.str(plan.sources[fi]).unwrap_or_default();
+        value.clear();
+        if let Err(problem) = shared.normalizer.normalize(f.content_type, raw, value) {
+            return RowOutcome::Failed(FailureReason::InvalidKey {
+                field: Arc::clone(&f.name),
+                column: Arc::clone(&f.column),
+                content_type: f.content_type,
+                problem,
+            });
+        }
+        let blank = value.is_empty()
+            || (f.content_type == ContentType::String
+                && std::str::from_utf8(value).is_ok_and(|s| s.trim().is_empty()));
+        if blank {
+            return RowOutcome::Failed(FailureReason::EmptyKey {
+                field: Arc::clone(&f.name),
+                column: Arc::clone(&f.column),
+            });
+        }
+        put_varint(key, value.len() as u64);
+        key.extend_from_slice(value);
+    }
+    for &fi in &shared.rest_fields {
+        let f = &mapping.fields()[fi];
+        let raw = fields.str(plan.sources[fi]).unwrap_or_default();
+        value.clear();
+        if shared
+            .normalizer
+            .normalize(f.content_type, raw, value)
+            .is_err()
+        {
+            value.clear();
+            value.extend_from_slice(raw.trim().as_bytes());
+            warnings[fi] += 1;
+        }
+        put_varint(rest, value.len() as u64);
+        rest.extend_from_slice(value);
+    }
+    RowOutcome::Kept
+}
+
+/// A failure waiting for its absolute position.
+struct Pending {
+    input: usize,
+    byte: u64,
+    line: u64,
+    reason: FailureReason,
+    /// The failure's row is this many records into its piece.
+    row: u64,
+}
+
+/// Per-piece counts for prefix sums.
+#[derive(Clone, Copy)]
+struct PieceStat {
+    records: u64,
+    newlines: u64,
+}
+
+/// The collector: gathers reports into a summary.
+fn collect(shared: &Shared<'_>, reports: Receiver<Report>) -> Summary {
+    let nfields = shared.mapping.fields().len();
+    let mut summary = Summary {
+        field_warnings_by_field: shared
+            .mapping
+            .fields()
+            .iter()
+            .map(|f| (Arc::clone(&f.name), 0))
+            .collect(),
+        ..Summary::default()
+    };
+    let mut stats: Vec<BTreeMap<u64, PieceStat>> = vec![BTreeMap::new(); shared.inputs.len()];
+    let mut pending: BTreeMap<(u64, u64), Pending> = BTreeMap::new();
+    let keep = |key: (u64, u64), p: Pending, pending: &mut BTreeMap<(u64, u64), Pending>| {
+        if pending.len() < MAX_FAILURES || pending.last_key_value().is_some_and(|(k, _)| key < *k) {
+            pending.insert(key, p);
+            if pending.len() > MAX_FAILURES {
+                pending.pop_last();
+            }
+        }
+    };
+    let mut total_pieces = 0u64;
+    for report in reports {
+        match report {
+            Report::Piece(r) => {
+                summary.processed += r.processed;
+                summary.failed += r.failed;
+                summary.bytes += r.bytes;
+                summary.completed_pieces += 1;
+                summary.failed_pieces += u64::from(r.piece_failed);
+                for (i, w) in r.warnings.iter().enumerate().take(nfields) {
+                    summary.field_warnings_by_field[i].1 += w;
+                }
+                stats[r.input].insert(
+                    r.index,
+                    PieceStat {
+                        records: r.records,
+                        newlines: r.newlines,
+                    },
+                );
+                for f in r.failures {
+                    let p = Pending {
+                        input: r.input,
+                        byte: r.byte_start + f.byte,
+                        line: f.line,
+                        reason: f.reason,
+                        row: u64::from(f.row),
+                    };
+                    keep((r.index, u64::from(f.row)), p, &mut pending);
+                }
+            }
+            Report::Empty => summary.completed_pieces += 1,
+            Report::ReadFailed {
+                index,
+                input,
+                count,
+                byte,
+                message,
+            } => {
+                summary.completed_pieces += count;
+                summary.failed_pieces += count;
+                let p = Pending {
+                    input,
+                    byte,
+                    line: 0,
+                    reason: FailureReason::Read { message, byte },
+                    row: 0,
+                };
+                keep((index, 0), p, &mut pending);
+            }
+            Report::InputDone { pieces, .. } => total_pieces += pieces,
+        }
+    }
+    summary.total_pieces = total_pieces;
+    summary.stopped = shared.progress.stop_requested();
+    summary.field_warnings = summary.field_warnings_by_field.iter().map(|(_, w)| w).sum();
+    summary.unique = shared.progress.unique.load(Ordering::Relaxed);
+    let valid = summary.processed - summary.failed;
+    summary.duplicates = valid.saturating_sub(summary.unique);
+
+    // Absolute positions: records and newlines before each piece.
+    let before = |input: usize, index: u64| -> PieceStat {
+        stats[input].range(..index).fold(
+            PieceStat {
+                records: 0,
+                newlines: 0,
+            },
+            |acc, (_, s)| PieceStat {
+                records: acc.records + s.records,
+                newlines: acc.newlines + s.newlines,
+            },
+        )
+    };
+    summary.failures = pending
+        .into_iter()
+        .map(|((index, _), p)| {
+            let plan = &shared.inputs[p.input];
+            let b = before(p.input, index);
+            Failure {
+                input: Arc::clone(&plan.name),
+                position: Position {
+                    byte: p.byte,
+                    line: plan.first_line + b.newlines + p.line,
+                    record: 1 + b.records + p.row,
+                },
+                reason: p.reason,
+            }
+        })
+        .collect();
+    summary
+}
+
+/// The unique records of a run.
+pub struct Records {
+    stored: Stored,
+    mapping: Arc<Mapping>,
+}
+
+/// One unique record.
+#[derive(Clone, Copy)]
+pub struct UniqueRecord<'a> {
+    mapping: &'a Mapping,
+    ordinal: u64,
+    key: &'a [u8],
+    rest: &'a [u8],
+}
+
+impl Records {
+    /// How many there are.
+    pub fn len(&self) -> u64 {
+        self.stored.len()
+    }
+
+    /// Whether there are none.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The mapping that shaped them.
+    pub fn mapping(&self) -> &Mapping {
+        &self.mapping
+    }
+
+    /// The records in the input order of the rows that were kept.
+    ///
+    /// Sorting takes a moment and 16 bytes a record; the order is the same
+    /// whatever the piece size or number of threads.
+    pub fn in_input_order(&self) -> impl Iterator<Item = UniqueRecord<'_>> + '_ {
+        use rayon::slice::ParallelSliceMut;
+        let mut locs = self.stored.locations();
+        locs.par_sort_unstable_by_key(|&(ordinal, _)| ordinal);
+        locs.into_iter().map(move |(ordinal, loc)| {
+            let (key, rest) = self.stored.get(loc);
+            UniqueRecord {
+                mapping: &self.mapping,
+                ordinal,
+                key,
+                rest,
+            }
+        })
+    }
+
+    /// The records in no particular order (cheapest).
+    pub fn iter(&self) -> impl Iterator<Item = UniqueRecord<'_>> + '_ {
+        self.stored.iter().map(move |r| UniqueRecord {
+            mapping: &self.mapping,
+            ordinal: r.ordinal,
+            key: r.key,
+            rest: r.rest,
+        })
+    }
+}
+
+impl<'a> UniqueRecord<'a> {
+    /// The encoded unique key: each key field's normalized value, prefixed
+    /// by its length as a LEB128 varint, in key order. Equal keys have
+    /// equal bytes.
+    pub fn key_bytes(&self) -> &'a [u8] {
+        self.key
+    }
+
+    /// Where the kept row was: greater means later in the input.
+    pub fn ordinal(&self) -> u64 {
+        self.ordinal
+    }
+
+    /// The normalized values of the key fields, in key order.
+    pub fn key_values(&self) -> impl Iterator<Item = &'a str> + 'a {
+        Segments(self.key)
+    }
+
+    /// Every field's value, in mapping order.
+    pub fn values(&self) -> impl Iterator<Item = &'a str> + 'a {
+        let mut keys: Vec<&'a str> = Segments(self.key).collect();
+        let mut rest = Segments(self.rest);
+        let mapping = self.mapping;
+        (0..mapping.fields().len()).map(move |i| match mapping.key_position(i) {
+            Some(k) => std::mem::take(&mut keys[k]),
+            None => rest.next().unwrap_or_default(),
+        })
+    }
+}
+
+/// Length-prefixed values.
+struct Segments<'a>(&'a [u8]);
+
+impl<'a> Iterator for Segments<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        if self.0.is_empty() {
+            return None;
+        }
+        let (len, n) = get_varint(self.0);
+        let end = (n + len as usize).min(self.0.len());
+        let v = &self.0[n..end];
+        self.0 = &self.0[end..];
+        // Values are written from `str`s by this crate.
+        Some(std::str::from_utf8(v).unwrap_or_default())
+    }
+}
