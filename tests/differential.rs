@@ -10,7 +10,7 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Rng, naive_ingest, records_of, sequential_records};
+use common::{Rec, Rng, naive_ingest, records_of, sequential_records};
 use sluice::ingest::normalize::ContentType;
 use sluice::ingest::parse::PieceParser;
 use sluice::ingest::split::{SplitResult, Splitter};
@@ -20,11 +20,7 @@ use sluice::synth::{Spec, write_customers};
 /// Records of `data` cut into pieces of `size` bytes, read `step` bytes at
 /// a time, each piece parsed on its own. Also the offset of an unterminated
 /// final record, if any.
-fn piecewise(
-    data: &[u8],
-    size: usize,
-    step: usize,
-) -> (Vec<(usize, u64, Vec<Vec<u8>>)>, Option<usize>) {
+fn piecewise(data: &[u8], size: usize, step: usize) -> (Vec<Rec>, Option<usize>) {
     let mut splitter = Splitter::new();
     let mut parser = PieceParser::new(b',', b'"');
     let mut out = Vec::new();
