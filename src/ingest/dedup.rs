@@ -12,12 +12,20 @@ Workers insert whole pieces: the rows of a piece are grouped by shard with
 a counting sort, and each shard is locked once per piece. With 256 shards
 two to eight workers rarely meet on a lock.
 
+Each shard's table is open addressing with linear probing over 16-byte
+slots: the ordinal, the record's location and 32 bits of its hash. A slot's
+position is derived from those 32 bits, so growing a table never touches
+the records, and a probe reads a record only when 32 hash bits already
+match. Inserting is dominated by cache misses (the slot, then the stored
+key of a duplicate), so rows go in groups of 16: first plain loads bring
+every row's slot into cache, then every candidate's stored key, each group
+of loads overlapping in the memory system; only then does the ordinary,
+sequential probe run. The warm-up loads decide nothing, so correctness rests
+on the plain probe alone.
+
 Memory is the unique records and little else:
 
-* A table entry is 16 bytes: the ordinal, the record's location and 32 bits
-  of its hash. The table's hash is derived from those 32 bits, so growing a
-  table never touches the records, and a probe reads a record only when 32
-  hash bits already match.
+* A slot is 16 bytes and tables are at most 70 % full.
 * Records are stored once, `[varint key len][varint rest len][key][rest]`,
   in 64 KiB blocks per shard (records over 16 KiB get an allocation of their
   own). A newer row overwrites the older one in place when it fits; when it
@@ -27,19 +35,19 @@ Memory is the unique records and little else:
 
 use std::sync::Mutex;
 
-use hashbrown::HashTable;
-
 const SHARDS: usize = 256;
 const BLOCK: usize = 64 * 1024;
 /// Records longer than this get their own allocation.
 const LARGE_RECORD: usize = BLOCK / 4;
 /// `loc` values with this bit set index `Shard::large`.
 const LARGE_BIT: u32 = 1 << 31;
+/// Rows whose cache misses are overlapped by the warm-up loads.
+const GROUP: usize = 16;
 /// Shards are not compacted below this much garbage.
 const MIN_GARBAGE: u64 = 4 * BLOCK as u64;
 
 /// One row of a parsed piece, encoded in the piece's arena.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Copy, Debug, Default)]
 pub(crate) struct PieceRow {
     /// Hash of the key bytes.
     pub(crate) hash: u64,
@@ -60,9 +68,18 @@ struct Entry {
     h32: u32,
 }
 
-/// The table hash of an entry: 32 stored bits spread over 64.
+/// A free slot: no real ordinal is `u64::MAX` (piece indexes are below
+/// `u32::MAX`).
+const EMPTY: Entry = Entry {
+    ordinal: u64::MAX,
+    loc: 0,
+    h32: 0,
+};
+
+/// Spreads 32 stored hash bits over 64 (Fibonacci hashing); a table of
+/// `2^bits` slots uses the top `bits`.
 #[inline]
-fn table_hash(h32: u32) -> u64 {
+fn spread(h32: u32) -> u64 {
     u64::from(h32).wrapping_mul(0x9E37_79B9_7F4A_7C15)
 }
 
@@ -75,14 +92,73 @@ fn shard_of(hash: u64) -> usize {
 #[derive(Clone, Copy, Debug)]
 pub(crate) struct CapacityExceeded;
 
+/// The records of one shard.
 #[derive(Default)]
-struct Shard {
-    table: HashTable<Entry>,
+struct Arena {
     blocks: Vec<Vec<u8>>,
     large: Vec<Box<[u8]>>,
     free_large: Vec<u32>,
     live: u64,
     garbage: u64,
+}
+
+/// Open addressing with linear probing.
+struct Table {
+    slots: Vec<Entry>,
+    /// `64 - log2(slots.len())`.
+    shift: u32,
+    len: usize,
+}
+
+impl Default for Table {
+    fn default() -> Table {
+        Table {
+            slots: vec![EMPTY; 16],
+            shift: 64 - 4,
+            len: 0,
+        }
+    }
+}
+
+impl Table {
+    #[inline]
+    fn home(&self, h32: u32) -> usize {
+        (spread(h32) >> self.shift) as usize
+    }
+
+    #[inline]
+    fn mask(&self) -> usize {
+        self.slots.len() - 1
+    }
+
+    /// Doubles the slots; positions come from the stored hash bits.
+    fn grow(&mut self) {
+        let doubled = vec![EMPTY; self.slots.len() * 2];
+        let old = std::mem::replace(&mut self.slots, doubled);
+        self.shift -= 1;
+        let mask = self.mask();
+        for e in old.into_iter().filter(|e| e.ordinal != u64::MAX) {
+            let mut i = self.home(e.h32);
+            while self.slots[i].ordinal != u64::MAX {
+                i = (i + 1) & mask;
+            }
+            self.slots[i] = e;
+        }
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
+        self.slots.iter().filter(|e| e.ordinal != u64::MAX)
+    }
+
+    fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry> + '_ {
+        self.slots.iter_mut().filter(|e| e.ordinal != u64::MAX)
+    }
+}
+
+#[derive(Default)]
+struct Shard {
+    table: Table,
+    arena: Arena,
 }
 
 /// Writes `v` as LEB128.
@@ -126,7 +202,7 @@ fn record_len(b: &[u8]) -> usize {
     a + c + klen as usize + rlen as usize
 }
 
-impl Shard {
+impl Arena {
     #[inline]
     fn bytes_at(&self, loc: u32) -> &[u8] {
         if loc & LARGE_BIT != 0 {
@@ -135,6 +211,11 @@ impl Shard {
             let loc = loc as usize;
             &self.blocks[loc / BLOCK][loc % BLOCK..]
         }
+    }
+
+    #[inline]
+    fn key_at(&self, loc: u32) -> &[u8] {
+        split_record(self.bytes_at(loc)).0
     }
 
     fn append(&mut self, rec: &[u8]) -> Result<u32, CapacityExceeded> {
@@ -169,91 +250,104 @@ impl Shard {
         Ok(loc as u32)
     }
 
-    /// Frees the record at `loc`, which is being replaced.
-    fn release(&mut self, loc: u32, len: usize) {
-        self.live -= len as u64;
+    /// Puts `rec` in place of the record at `loc`; returns where it went.
+    fn replace(&mut self, loc: u32, rec: &[u8]) -> Result<u32, CapacityExceeded> {
+        let old_len = record_len(self.bytes_at(loc));
+        if loc & LARGE_BIT == 0 && rec.len() <= old_len {
+            // Overwrite in place; the tail of the old record is garbage.
+            let l = loc as usize;
+            self.blocks[l / BLOCK][l % BLOCK..l % BLOCK + rec.len()].copy_from_slice(rec);
+            self.live = self.live + rec.len() as u64 - old_len as u64;
+            self.garbage += (old_len - rec.len()) as u64;
+            return Ok(loc);
+        }
+        let new_loc = self.append(rec)?;
+        self.live -= old_len as u64;
         if loc & LARGE_BIT != 0 {
             let i = loc & !LARGE_BIT;
             self.large[i as usize] = Box::default();
             self.free_large.push(i);
         } else {
-            self.garbage += len as u64;
+            self.garbage += old_len as u64;
         }
+        Ok(new_loc)
+    }
+}
+
+impl Shard {
+    #[inline]
+    fn bytes_at(&self, loc: u32) -> &[u8] {
+        self.arena.bytes_at(loc)
+    }
+
+    /// Loads the home slot of each row, so that it is in cache when needed.
+    /// The loads do not depend on each other and can all be in flight at
+    /// once. Decides nothing.
+    #[inline]
+    fn warm_slots(&self, rows: &[PieceRow]) -> u64 {
+        let t = &self.table;
+        rows.iter()
+            .fold(0, |acc, r| acc ^ t.slots[t.home(r.hash as u32)].ordinal)
+    }
+
+    /// Loads the stored record of each row whose home slot holds the same
+    /// hash bits (its duplicate, nearly always). Decides nothing.
+    #[inline]
+    fn warm_keys(&self, rows: &[PieceRow]) -> u64 {
+        let t = &self.table;
+        rows.iter().fold(0, |acc, r| {
+            let e = t.slots[t.home(r.hash as u32)];
+            if e.h32 == r.hash as u32 && e.ordinal != u64::MAX {
+                acc ^ u64::from(self.arena.bytes_at(e.loc)[0])
+            } else {
+                acc
+            }
+        })
     }
 
     /// Inserts one row; returns whether its key was new.
     fn insert(
         &mut self,
         ordinal: u64,
-        hash: u64,
+        h32: u32,
         key: &[u8],
         rec: &[u8],
     ) -> Result<bool, CapacityExceeded> {
-        let h32 = hash as u32;
-        let th = table_hash(h32);
-        let found = {
-            let Shard {
-                table,
-                blocks,
-                large,
-                ..
-            } = self;
-            table
-                .find_mut(th, |e| {
-                    e.h32 == h32 && {
-                        let b = if e.loc & LARGE_BIT != 0 {
-                            &large[(e.loc & !LARGE_BIT) as usize][..]
-                        } else {
-                            let l = e.loc as usize;
-                            &blocks[l / BLOCK][l % BLOCK..]
-                        };
-                        split_record(b).0 == key
-                    }
-                })
-                .map(|e| (e.ordinal, e.loc))
-        };
-        match found {
-            Some((old_ordinal, _)) if old_ordinal >= ordinal => Ok(false),
-            Some((_, old_loc)) => {
-                let old_len = record_len(self.bytes_at(old_loc));
-                let new_loc = if old_loc & LARGE_BIT == 0 && rec.len() <= old_len {
-                    // Overwrite in place; the tail of the old record is garbage.
-                    let l = old_loc as usize;
-                    self.blocks[l / BLOCK][l % BLOCK..l % BLOCK + rec.len()].copy_from_slice(rec);
-                    self.live = self.live + rec.len() as u64 - old_len as u64;
-                    self.garbage += (old_len - rec.len()) as u64;
-                    old_loc
-                } else {
-                    let loc = self.append(rec)?;
-                    self.release(old_loc, old_len);
-                    loc
-                };
-                let e = self
-                    .table
-                    .find_mut(th, |e| e.h32 == h32 && e.loc == old_loc)
-                    .expect("entry found above");
-                e.ordinal = ordinal;
-                e.loc = new_loc;
+        if (self.table.len + 1) * 10 > self.table.slots.len() * 7 {
+            self.table.grow();
+        }
+        let mask = self.table.mask();
+        let mut i = self.table.home(h32);
+        loop {
+            let e = self.table.slots[i];
+            if e.ordinal == u64::MAX {
+                let loc = self.arena.append(rec)?;
+                self.table.slots[i] = Entry { ordinal, loc, h32 };
+                self.table.len += 1;
+                return Ok(true);
+            }
+            if e.h32 == h32 && self.arena.key_at(e.loc) == key {
+                if e.ordinal >= ordinal {
+                    return Ok(false);
+                }
+                let loc = self.arena.replace(e.loc, rec)?;
+                self.table.slots[i] = Entry { ordinal, loc, h32 };
                 self.maybe_compact()?;
-                Ok(false)
+                return Ok(false);
             }
-            None => {
-                let loc = self.append(rec)?;
-                self.table
-                    .insert_unique(th, Entry { ordinal, loc, h32 }, |e| table_hash(e.h32));
-                Ok(true)
-            }
+            i = (i + 1) & mask;
         }
     }
 
     fn maybe_compact(&mut self) -> Result<(), CapacityExceeded> {
-        if self.garbage < MIN_GARBAGE || self.garbage < self.live / 2 {
+        let a = &mut self.arena;
+        if a.garbage < MIN_GARBAGE || a.garbage < a.live / 2 {
             return Ok(());
         }
-        let old = std::mem::take(&mut self.blocks);
-        self.live = self.large.iter().map(|b| b.len() as u64).sum();
-        self.garbage = 0;
-        let mut moved = Vec::with_capacity(self.table.len());
+        let old = std::mem::take(&mut a.blocks);
+        a.live = a.large.iter().map(|b| b.len() as u64).sum();
+        a.garbage = 0;
+        let mut moved = Vec::with_capacity(self.table.len);
         for e in self.table.iter() {
             if e.loc & LARGE_BIT == 0 {
                 moved.push(e.loc);
@@ -265,8 +359,7 @@ impl Shard {
         for &loc in &moved {
             let l = loc as usize;
             let b = &old[l / BLOCK][l % BLOCK..];
-            let rec = &b[..record_len(b)];
-            remap.push(self.append(rec)?);
+            remap.push(a.append(&b[..record_len(b)])?);
         }
         for e in self.table.iter_mut() {
             if e.loc & LARGE_BIT == 0 {
@@ -306,46 +399,65 @@ impl Dedup {
 
     /// Inserts the rows of piece `piece`; returns how many keys were new.
     ///
-    /// `order` is scratch space, reused between calls.
+    /// `sorted` is scratch space, reused between calls.
     pub(crate) fn insert_piece(
         &self,
         piece: u32,
         rows: &[PieceRow],
         arena: &[u8],
-        order: &mut Vec<u32>,
+        sorted: &mut Vec<PieceRow>,
     ) -> Result<u64, CapacityExceeded> {
-        let mut starts = [0u32; SHARDS + 1];
+        // Counting sort by shard: each shard's rows become one contiguous,
+        // in-order run (rows of one key keep their input order).
+        let mut starts = [0usize; SHARDS + 1];
         for r in rows {
             starts[shard_of(r.hash) + 1] += 1;
         }
         for i in 0..SHARDS {
             starts[i + 1] += starts[i];
         }
-        order.clear();
-        order.resize(rows.len(), 0);
+        sorted.clear();
+        sorted.resize(rows.len(), PieceRow::default());
         let mut fill = starts;
-        for (i, r) in rows.iter().enumerate() {
+        for r in rows {
             let s = shard_of(r.hash);
-            order[fill[s] as usize] = i as u32;
+            sorted[fill[s]] = *r;
             fill[s] += 1;
         }
         let mut new = 0u64;
         for s in 0..SHARDS {
-            let range = starts[s] as usize..starts[s + 1] as usize;
-            if range.is_empty() {
+            let run = &sorted[starts[s]..starts[s + 1]];
+            if run.is_empty() {
                 continue;
             }
             let mut shard = self.shards[s].lock().unwrap_or_else(|p| p.into_inner());
-            for &i in &order[range] {
-                let r = &rows[i as usize];
-                let ordinal = (u64::from(piece) << 32) | u64::from(r.row);
-                new += u64::from(shard.insert(
-                    ordinal,
-                    r.hash,
-                    &arena[r.key_start..r.key_end],
-                    &arena[r.start..r.end],
-                )?);
+            // A three-stage pipeline over groups of rows: warm the slots of
+            // group g + 2 and the keys of group g + 1 while inserting group g,
+            // so that each load has had time to arrive.
+            let groups = run.len().div_ceil(GROUP);
+            let group = |g: usize| &run[g * GROUP..((g + 1) * GROUP).min(run.len())];
+            let mut touched = 0u64;
+            for g in 0..groups + 2 {
+                if g < groups {
+                    touched ^= shard.warm_slots(group(g));
+                }
+                if (1..=groups).contains(&g) {
+                    touched ^= shard.warm_keys(group(g - 1));
+                }
+                if g < 2 {
+                    continue;
+                }
+                for r in group(g - 2) {
+                    let ordinal = (u64::from(piece) << 32) | u64::from(r.row);
+                    new += u64::from(shard.insert(
+                        ordinal,
+                        r.hash as u32,
+                        &arena[r.key_start..r.key_end],
+                        &arena[r.start..r.end],
+                    )?);
+                }
             }
+            std::hint::black_box(touched);
         }
         Ok(new)
     }
@@ -376,7 +488,7 @@ pub(crate) struct StoredRecord<'a> {
 
 impl Stored {
     pub(crate) fn len(&self) -> u64 {
-        self.shards.iter().map(|s| s.table.len() as u64).sum()
+        self.shards.iter().map(|s| s.table.len as u64).sum()
     }
 
     /// Every record's ordinal and location, `shard << 32 | loc`.

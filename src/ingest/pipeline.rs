@@ -36,7 +36,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 use super::dedup::{Dedup, PieceRow, Stored, get_varint, put_varint};
 use super::error::{Error, ErrorKind, Failure, FailureReason, Position};
 use super::mapping::Mapping;
-use super::normalize::{ContentType, Normalizer};
+use super::normalize::{Cache, ContentType, Normalizer};
 use super::parse::{PieceParser, count_newlines};
 use super::source::{Input, Opened, Piece, PieceSink, ReadEvent, SLACK, cut_pieces};
 use super::split::Splitter;
@@ -586,16 +586,8 @@ struct Worker<'a> {
     parser: PieceParser,
     arena: Vec<u8>,
     rows: Vec<PieceRow>,
-    order: Vec<u32>,
-    key: Vec<u8>,
-    rest: Vec<u8>,
-    value: Vec<u8>,
-}
-
-/// What one row turned into.
-enum RowOutcome {
-    Kept,
-    Failed(FailureReason),
+    sorted: Vec<PieceRow>,
+    cache: Cache,
 }
 
 impl<'a> Worker<'a> {
@@ -605,10 +597,8 @@ impl<'a> Worker<'a> {
             parser: PieceParser::new(shared.delimiter, shared.quote),
             arena: Vec::new(),
             rows: Vec::new(),
-            order: Vec::new(),
-            key: Vec::new(),
-            rest: Vec::new(),
-            value: Vec::new(),
+            sorted: Vec::new(),
+            cache: Cache::new(),
         }
     }
 
@@ -637,42 +627,19 @@ impl<'a> Worker<'a> {
             parser,
             arena,
             rows,
-            key,
-            rest,
-            value,
+            cache,
             ..
         } = self;
         let last = piece.last || piece.unterminated.is_some();
         let mut row: u32 = 0;
         let newlines = parser.parse(data, text, last, |rec| {
-            let outcome = map_row(
-                shared,
-                plan,
-                rec.fields,
-                key,
-                rest,
-                value,
-                &mut report.warnings,
-            );
-            match outcome {
-                RowOutcome::Kept => {
-                    let start = arena.len();
-                    put_varint(arena, key.len() as u64);
-                    put_varint(arena, rest.len() as u64);
-                    let key_start = arena.len();
-                    arena.extend_from_slice(key);
-                    let key_end = arena.len();
-                    arena.extend_from_slice(rest);
-                    rows.push(PieceRow {
-                        hash: shared.dedup.hash(key),
-                        row,
-                        start,
-                        end: arena.len(),
-                        key_start,
-                        key_end,
-                    });
+            match map_row(shared, plan, rec.fields, arena, cache, &mut report.warnings) {
+                Ok(mut r) => {
+                    r.hash = shared.dedup.hash(&arena[r.key_start..r.key_end]);
+                    r.row = row;
+                    rows.push(r);
                 }
-                RowOutcome::Failed(reason) => {
+                Err(reason) => {
                     report.failed += 1;
                     if report.failures.len() < MAX_FAILURES {
                         report.failures.push(PieceFailure {
@@ -707,7 +674,7 @@ impl<'a> Worker<'a> {
         let piece_no = u32::try_from(piece.index).unwrap_or(u32::MAX);
         match shared
             .dedup
-            .insert_piece(piece_no, &self.rows, &self.arena, &mut self.order)
+            .insert_piece(piece_no, &self.rows, &self.arena, &mut self.sorted)
         {
             Ok(new) => Progress::add(&shared.progress.unique, new),
             Err(_) => {
@@ -729,20 +696,24 @@ impl<'a> Worker<'a> {
     }
 }
 
-/// Maps and normalizes one record into `key` and `rest`, or says why it
-/// fails.
+/// Maps and normalizes one record onto the end of `arena`, encoded as the
+/// dedup table stores it (`[varint key len][varint rest len][key][rest]`),
+/// or says why it fails (leaving `arena` as it was).
+///
+/// Values are normalized straight into the arena behind one-byte length
+/// placeholders, which are widened in place in the rare case that a length
+/// needs more than one byte: no value is copied twice.
 #[inline]
 fn map_row(
     shared: &Shared<'_>,
     plan: &InputPlan,
     fields: super::parse::Fields<'_>,
-    key: &mut Vec<u8>,
-    rest: &mut Vec<u8>,
-    value: &mut Vec<u8>,
+    arena: &mut Vec<u8>,
+    cache: &mut Cache,
     warnings: &mut [u64],
-) -> RowOutcome {
+) -> Result<PieceRow, FailureReason> {
     if fields.len() != plan.header.len() {
-        return RowOutcome::Failed(FailureReason::FieldCount {
+        return Err(FailureReason::FieldCount {
             expected: plan.header.len(),
             found: fields.len(),
         });
@@ -750,55 +721,113 @@ fn map_row(
     if !fields.is_text()
         && let Some(col) = (0..fields.len()).find(|&i| fields.str(i).is_none())
     {
-        return RowOutcome::Failed(FailureReason::InvalidUtf8 {
+        return Err(FailureReason::InvalidUtf8 {
             column: col + 1,
             name: Arc::clone(&plan.header[col]),
         });
     }
     let mapping = shared.mapping;
-    key.clear();
-    rest.clear();
+    let normalizer = shared.normalizer;
+    let start = arena.len();
+    arena.extend_from_slice(&[0, 0]);
+    let key_start = arena.len();
+    let single_key = mapping.key_fields().len() == 1;
     for &fi in mapping.key_fields() {
         let f = &mapping.fields()[fi];
         let raw = fields.str(plan.sources[fi]).unwrap_or_default();
-        value.clear();
-        if let Err(problem) = shared.normalizer.normalize(f.content_type, raw, value) {
-            return RowOutcome::Failed(FailureReason::InvalidKey {
+        let len_at = if single_key {
+            None
+        } else {
+            Some(open_len(arena))
+        };
+        let value_start = arena.len();
+        if let Err(problem) = normalizer.normalize_cached(f.content_type, raw, arena, cache) {
+            arena.truncate(start);
+            return Err(FailureReason::InvalidKey {
                 field: Arc::clone(&f.name),
                 column: Arc::clone(&f.column),
                 content_type: f.content_type,
                 problem,
             });
         }
+        let value = &arena[value_start..];
         let blank = value.is_empty()
             || (f.content_type == ContentType::String
                 && std::str::from_utf8(value).is_ok_and(|s| s.trim().is_empty()));
         if blank {
-            return RowOutcome::Failed(FailureReason::EmptyKey {
+            arena.truncate(start);
+            return Err(FailureReason::EmptyKey {
                 field: Arc::clone(&f.name),
                 column: Arc::clone(&f.column),
             });
         }
-        put_varint(key, value.len() as u64);
-        key.extend_from_slice(value);
+        if let Some(at) = len_at {
+            close_len(arena, at);
+        }
     }
+    let key_len = arena.len() - key_start;
     for &fi in &shared.rest_fields {
         let f = &mapping.fields()[fi];
         let raw = fields.str(plan.sources[fi]).unwrap_or_default();
-        value.clear();
-        if shared
-            .normalizer
-            .normalize(f.content_type, raw, value)
+        let at = open_len(arena);
+        if normalizer
+            .normalize_cached(f.content_type, raw, arena, cache)
             .is_err()
         {
-            value.clear();
-            value.extend_from_slice(raw.trim().as_bytes());
+            arena.truncate(at + 1);
+            arena.extend_from_slice(super::normalize::trim(raw).as_bytes());
             warnings[fi] += 1;
         }
-        put_varint(rest, value.len() as u64);
-        rest.extend_from_slice(value);
+        close_len(arena, at);
     }
-    RowOutcome::Kept
+    let rest_len = arena.len() - key_start - key_len;
+    let header = if key_len < 0x80 && rest_len < 0x80 {
+        arena[start] = key_len as u8;
+        arena[start + 1] = rest_len as u8;
+        2
+    } else {
+        let mut h = Vec::with_capacity(20);
+        put_varint(&mut h, key_len as u64);
+        put_varint(&mut h, rest_len as u64);
+        let n = h.len();
+        arena.splice(start..start + 2, h);
+        n
+    };
+    Ok(PieceRow {
+        hash: 0,
+        row: 0,
+        start,
+        end: arena.len(),
+        key_start: start + header,
+        key_end: start + header + key_len,
+    })
+}
+
+/// Appends a one-byte length placeholder and returns its offset.
+#[inline(always)]
+fn open_len(buf: &mut Vec<u8>) -> usize {
+    buf.push(0);
+    buf.len() - 1
+}
+
+/// Sets the placeholder at `at` to the length of everything after it,
+/// widening it into a longer varint if need be.
+#[inline(always)]
+fn close_len(buf: &mut Vec<u8>, at: usize) {
+    let len = buf.len() - at - 1;
+    if len < 0x80 {
+        buf[at] = len as u8;
+    } else {
+        widen_len(buf, at, len);
+    }
+}
+
+#[cold]
+#[inline(never)]
+fn widen_len(buf: &mut Vec<u8>, at: usize, len: usize) {
+    let mut v = Vec::with_capacity(10);
+    put_varint(&mut v, len as u64);
+    buf.splice(at..at + 1, v);
 }
 
 /// A failure waiting for its absolute position.
@@ -993,9 +1022,10 @@ impl Records {
 }
 
 impl<'a> UniqueRecord<'a> {
-    /// The encoded unique key: each key field's normalized value, prefixed
-    /// by its length as a LEB128 varint, in key order. Equal keys have
-    /// equal bytes.
+    /// The encoded unique key: the key field's normalized value when the key
+    /// has one field; otherwise each key field's normalized value, prefixed
+    /// by its length as a LEB128 varint, in key order. Equal keys have equal
+    /// bytes.
     pub fn key_bytes(&self) -> &'a [u8] {
         self.key
     }
@@ -1007,12 +1037,15 @@ impl<'a> UniqueRecord<'a> {
 
     /// The normalized values of the key fields, in key order.
     pub fn key_values(&self) -> impl Iterator<Item = &'a str> + 'a {
-        Segments(self.key)
+        let single = self.mapping.key_fields().len() == 1;
+        let whole = single.then(|| std::str::from_utf8(self.key).unwrap_or_default());
+        let segments = (!single).then_some(Segments(self.key));
+        whole.into_iter().chain(segments.into_iter().flatten())
     }
 
     /// Every field's value, in mapping order.
     pub fn values(&self) -> impl Iterator<Item = &'a str> + 'a {
-        let mut keys: Vec<&'a str> = Segments(self.key).collect();
+        let mut keys: Vec<&'a str> = self.key_values().collect();
         let mut rest = Segments(self.rest);
         let mapping = self.mapping;
         (0..mapping.fields().len()).map(move |i| match mapping.key_position(i) {

@@ -51,46 +51,46 @@ impl std::error::Error for EmailProblem {}
 /// assert_eq!(out, b"jane.doe@example.com");
 /// ```
 pub fn normalize_email(value: &str, out: &mut Vec<u8>) -> Result<(), EmailProblem> {
-    let s = value.trim();
+    let s = super::trim(value);
     if s.is_empty() {
         return Ok(());
     }
-    let start = out.len();
-    if s.is_ascii() {
-        out.extend(s.bytes().map(|b| b.to_ascii_lowercase()));
-    } else {
-        out.extend_from_slice(s.to_lowercase().as_bytes());
+    if !s.is_ascii() {
+        let lower = s.to_lowercase();
+        out.extend_from_slice(lower.as_bytes());
+        return check_unicode(&lower);
     }
-    check(&out[start..])
+    // Copy, lowercase in place, then count with branch-free folds, which
+    // compile to vector code; addresses are short, so a few passes over
+    // them beat one pass with a branch per byte.
+    let start = out.len();
+    out.extend_from_slice(s.as_bytes());
+    let addr = &mut out[start..];
+    addr.make_ascii_lowercase();
+    let ats = addr.iter().fold(0usize, |n, &b| n + usize::from(b == b'@'));
+    let at = memchr::memrchr(b'@', addr).unwrap_or(0);
+    let dot_after_at = ats > 0 && memchr::memchr(b'.', &addr[at + 1..]).is_some();
+    let ws = addr.iter().fold(false, |w, &b| w | super::is_ascii_ws(b));
+    verdict(ats, at, dot_after_at, ws)
 }
 
-fn check(addr: &[u8]) -> Result<(), EmailProblem> {
-    let at = match memchr::memchr(b'@', addr) {
-        Some(at) => at,
-        None => return Err(EmailProblem::NoAt),
-    };
-    let domain = &addr[at + 1..];
-    if memchr::memchr(b'@', domain).is_some() {
-        return Err(EmailProblem::SeveralAt);
+fn verdict(ats: usize, at: usize, dot_after_at: bool, ws: bool) -> Result<(), EmailProblem> {
+    match ats {
+        0 => Err(EmailProblem::NoAt),
+        1 if at == 0 => Err(EmailProblem::EmptyLocalPart),
+        1 if !dot_after_at => Err(EmailProblem::DomainWithoutDot),
+        1 if ws => Err(EmailProblem::InnerWhitespace),
+        1 => Ok(()),
+        _ => Err(EmailProblem::SeveralAt),
     }
-    if at == 0 {
-        return Err(EmailProblem::EmptyLocalPart);
-    }
-    if memchr::memchr(b'.', domain).is_none() {
-        return Err(EmailProblem::DomainWithoutDot);
-    }
-    let has_ws = if addr.is_ascii() {
-        addr.iter().any(|&b| super::is_ascii_ws(b))
-    } else {
-        std::str::from_utf8(addr)
-            .expect("normalized from a str")
-            .chars()
-            .any(char::is_whitespace)
-    };
-    if has_ws {
-        return Err(EmailProblem::InnerWhitespace);
-    }
-    Ok(())
+}
+
+/// The same checks on a lowercased address with non-ASCII characters.
+fn check_unicode(addr: &str) -> Result<(), EmailProblem> {
+    let ats = addr.matches('@').count();
+    let at = addr.find('@').unwrap_or(0);
+    let dot_after_at = addr.rfind('@').is_some_and(|a| addr[a..].contains('.'));
+    verdict(ats, at, dot_after_at, addr.chars().any(char::is_whitespace))
 }
 
 #[cfg(test)]

@@ -183,6 +183,26 @@ impl Normalizer {
         }
     }
 
+    /// As [`Normalizer::normalize`], remembering costly results in `cache`.
+    ///
+    /// # Errors
+    ///
+    /// As [`Normalizer::normalize`].
+    #[inline]
+    pub fn normalize_cached(
+        &self,
+        content_type: ContentType,
+        value: &str,
+        out: &mut Vec<u8>,
+        cache: &mut Cache,
+    ) -> Result<(), Invalid> {
+        if content_type == ContentType::Name {
+            cache.name(value, out);
+            return Ok(());
+        }
+        self.normalize(content_type, value, out)
+    }
+
     /// The normal form of `value` as a new string.
     ///
     /// # Errors
@@ -204,4 +224,61 @@ impl Normalizer {
 #[inline]
 pub(crate) fn is_ascii_ws(b: u8) -> bool {
     matches!(b, b' ' | b'\t'..=b'\r')
+}
+
+/// `str::trim`, without looking at every character when both ends are
+/// plain ASCII (the common case).
+#[inline]
+pub(crate) fn trim(s: &str) -> &str {
+    let plain = |b: Option<&u8>| b.is_some_and(|&b| b.is_ascii() && !is_ascii_ws(b));
+    let b = s.as_bytes();
+    if plain(b.first()) && plain(b.last()) {
+        s
+    } else {
+        s.trim()
+    }
+}
+
+/// Normal forms of values that are costly to normalize and tend to repeat
+/// (names with accents, in practice), remembered by one thread.
+///
+/// Normalization is a pure function, so a cached answer is the answer. The
+/// cache holds at most 16,384 values and starts over when full.
+#[derive(Debug)]
+pub struct Cache {
+    names: hashbrown::HashMap<Box<str>, Box<str>, ahash::RandomState>,
+}
+
+impl Default for Cache {
+    fn default() -> Cache {
+        Cache {
+            names: hashbrown::HashMap::with_hasher(ahash::RandomState::with_seeds(1, 2, 3, 4)),
+        }
+    }
+}
+
+const CACHE_ENTRIES: usize = 16_384;
+
+impl Cache {
+    /// An empty cache.
+    pub fn new() -> Cache {
+        Cache::default()
+    }
+
+    fn name(&mut self, value: &str, out: &mut Vec<u8>) {
+        if value.is_ascii() {
+            return normalize_name(value, out);
+        }
+        if let Some(n) = self.names.get(value) {
+            out.extend_from_slice(n.as_bytes());
+            return;
+        }
+        let start = out.len();
+        normalize_name(value, out);
+        if self.names.len() >= CACHE_ENTRIES {
+            self.names.clear();
+        }
+        let normal = std::str::from_utf8(&out[start..]).expect("names are written as UTF-8");
+        self.names.insert(value.into(), normal.into());
+    }
 }

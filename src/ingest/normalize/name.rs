@@ -30,6 +30,20 @@ pub fn normalize_name(value: &str, out: &mut Vec<u8>) {
 }
 
 fn collapse_ascii(bytes: &[u8], out: &mut Vec<u8>) {
+    // Most names need nothing: no whitespace at either end, and only single
+    // spaces inside. Copy those in one go.
+    // Most have no byte at or below a space at all (a fold that vectorizes);
+    // the rest are clean when single spaces sit between other bytes.
+    let clean = !bytes.is_empty()
+        && (bytes.iter().fold(true, |ok, &b| ok & (b > b' '))
+            || (bytes[0] != b' '
+                && bytes[bytes.len() - 1] != b' '
+                && bytes.iter().all(|&b| b == b' ' || !super::is_ascii_ws(b))
+                && !bytes.windows(2).any(|w| w == b"  ")));
+    if clean {
+        out.extend_from_slice(bytes);
+        return;
+    }
     let mut pending_space = false;
     let mut wrote = false;
     for &b in bytes {

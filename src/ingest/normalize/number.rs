@@ -65,7 +65,7 @@ impl std::error::Error for NumberProblem {}
 /// assert_eq!(out, b"123.4");
 /// ```
 pub fn normalize_number(value: &str, out: &mut Vec<u8>) -> Result<(), NumberProblem> {
-    let s = value.trim().as_bytes();
+    let s = super::trim(value).as_bytes();
     if s.is_empty() {
         return Ok(());
     }

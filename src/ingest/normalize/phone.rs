@@ -256,7 +256,7 @@ impl PhoneNormalizer {
     /// assert_eq!(out, b"+442077395315");
     /// ```
     pub fn normalize(&self, value: &str, out: &mut Vec<u8>) -> Result<(), PhoneProblem> {
-        let s = value.trim();
+        let s = super::trim(value);
         if s.is_empty() {
             return Ok(());
         }
