@@ -156,6 +156,7 @@ pub struct Summary {
 }
 
 /// The result of a run: its summary and its unique records.
+#[derive(Debug)]
 pub struct Outcome {
     /// Counts and failures.
     pub summary: Summary,
@@ -973,6 +974,23 @@ pub struct UniqueRecord<'a> {
     ordinal: u64,
     key: &'a [u8],
     rest: &'a [u8],
+}
+
+impl std::fmt::Debug for Records {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Records")
+            .field("len", &self.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for UniqueRecord<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UniqueRecord")
+            .field("ordinal", &self.ordinal)
+            .field("values", &self.values().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 impl Records {

@@ -1,0 +1,319 @@
+//! `sluice ingest` as a user runs it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+
+const ROOT: &str = env!("CARGO_MANIFEST_DIR");
+
+fn sluice(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sluice"))
+        .args(args)
+        .current_dir(ROOT)
+        .output()
+        .expect("the binary runs")
+}
+
+fn ok(args: &[&str]) -> Output {
+    let out = sluice(args);
+    assert!(
+        out.status.success(),
+        "sluice {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+/// Runs and expects failure; returns stderr.
+fn fails(args: &[&str]) -> String {
+    let out = sluice(args);
+    assert!(!out.status.success(), "sluice {args:?} succeeded");
+    assert!(
+        out.stdout.is_empty(),
+        "nothing on stdout when the run fails"
+    );
+    String::from_utf8(out.stderr).unwrap()
+}
+
+const SAMPLE: [&str; 4] = [
+    "ingest",
+    "testdata/customers.csv",
+    "--mapping",
+    "testdata/customers.mapping.json",
+];
+
+fn with<'a>(base: &[&'a str], extra: &[&'a str]) -> Vec<&'a str> {
+    base.iter().chain(extra).copied().collect()
+}
+
+#[test]
+fn the_readme_sample_job() {
+    let out = ok(&with(&SAMPLE, &["--json"]));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["TotalProcessed"], 2000);
+    assert_eq!(v["UniqueRecords"], 1566);
+    assert_eq!(v["DuplicateRecords"], 413);
+    assert_eq!(v["FailedRecords"], 21);
+    assert_eq!(v["FieldWarnings"], 109);
+    assert_eq!(v["FieldWarningsByField"]["Phone"], 5);
+    assert_eq!(v["TotalPieces"], 1);
+    assert_eq!(v["CompletedPieces"], 1);
+    assert_eq!(v["FailedPieces"], 0);
+    let failures = v["Failures"].as_array().unwrap();
+    assert_eq!(failures.len(), 21);
+    assert_eq!(
+        failures[0],
+        "testdata/customers.csv:5: record 4: expected 10 fields, found 11"
+    );
+    // The readable summary says the same.
+    let out = ok(&SAMPLE);
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("unique records           1,566"), "{text}");
+    assert!(
+        text.contains("testdata/customers.csv:5: record 4"),
+        "{text}"
+    );
+}
+
+fn tmp() -> tempfile::TempDir {
+    tempfile::tempdir().unwrap()
+}
+
+fn out_path(dir: &Path, name: &str) -> PathBuf {
+    dir.join(name)
+}
+
+#[test]
+fn threads_and_piece_sizes_do_not_change_any_output() {
+    let dir = tmp();
+    let mut seen: Option<(Vec<u8>, Vec<u8>, Vec<u8>)> = None;
+    for (threads, piece) in [
+        ("1", "4MiB"),
+        ("2", "4MiB"),
+        ("8", "4MiB"),
+        ("2", "300"),
+        ("8", "1"),
+    ] {
+        let csv = out_path(dir.path(), &format!("out-{threads}-{piece}.csv"));
+        let nd = out_path(dir.path(), &format!("out-{threads}-{piece}.ndjson"));
+        let summary = ok(&with(
+            &SAMPLE,
+            &[
+                "--threads",
+                threads,
+                "--piece-size",
+                piece,
+                "--json",
+                "--out",
+                csv.to_str().unwrap(),
+            ],
+        ))
+        .stdout;
+        ok(&with(
+            &SAMPLE,
+            &[
+                "--threads",
+                threads,
+                "--piece-size",
+                piece,
+                "--out",
+                nd.to_str().unwrap(),
+            ],
+        ));
+        let mut summary: Value = serde_json::from_slice(&summary).unwrap();
+        if piece != "4MiB" {
+            // Piece counts follow the piece size; compare everything else.
+            for k in ["TotalPieces", "CompletedPieces"] {
+                summary[k] = Value::Null;
+            }
+        } else {
+            for k in ["TotalPieces", "CompletedPieces"] {
+                assert_eq!(summary[k], 1);
+                summary[k] = Value::Null;
+            }
+        }
+        let got = (
+            serde_json::to_vec(&summary).unwrap(),
+            std::fs::read(&csv).unwrap(),
+            std::fs::read(&nd).unwrap(),
+        );
+        match &seen {
+            None => seen = Some(got),
+            Some(first) => {
+                assert!(
+                    first.0 == got.0,
+                    "summary differs at threads {threads} piece {piece}"
+                );
+                assert!(
+                    first.1 == got.1,
+                    "CSV differs at threads {threads} piece {piece}"
+                );
+                assert!(
+                    first.2 == got.2,
+                    "NDJSON differs at threads {threads} piece {piece}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn out_writes_csv_and_nested_ndjson_in_input_order() {
+    let dir = tmp();
+    let csv = out_path(dir.path(), "o.csv");
+    let nd = out_path(dir.path(), "o.ndjson");
+    ok(&with(&SAMPLE, &["--out", csv.to_str().unwrap()]));
+    ok(&with(&SAMPLE, &["--out", nd.to_str().unwrap()]));
+    let text = std::fs::read_to_string(&csv).unwrap();
+    let mut lines = text.lines();
+    assert_eq!(
+        lines.next().unwrap(),
+        "AccountNumber,FirstName,LastName,EmailAddress,PhoneNumber,Address.City,\
+         Address.PostalCode,Attributes.LifetimeValue,Attributes.SignupDate,Attributes.Notes"
+    );
+    let nd_lines: Vec<Value> = std::fs::read_to_string(&nd)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(nd_lines.len(), 1566);
+    let first = &nd_lines[0];
+    assert!(first["EmailAddress"].as_str().unwrap().contains('@'));
+    assert!(first["Address"]["City"].is_string());
+    assert!(first["Attributes"]["LifetimeValue"].is_string());
+    // The CSV reads back whole (notes with quotes and newlines included),
+    // with a mapping of its own header.
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    let fields: Vec<String> = header
+        .iter()
+        .map(|h| format!(r#""{h}": {{"Source": "_source.{h}", "Target": "_profile.{h}"}}"#))
+        .collect();
+    let mapping = out_path(dir.path(), "back.json");
+    std::fs::write(
+        &mapping,
+        format!(
+            r#"{{"Fields": {{{}}}, "UniqueKey": "EmailAddress"}}"#,
+            fields.join(",")
+        ),
+    )
+    .unwrap();
+    let out = ok(&[
+        "ingest",
+        csv.to_str().unwrap(),
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (v["UniqueRecords"].clone(), v["FailedRecords"].clone()),
+        (1566.into(), 0.into())
+    );
+    let lines_in_input_order: Vec<&str> = nd_lines
+        .iter()
+        .map(|v| v["AccountNumber"].as_str().unwrap())
+        .collect();
+    let mut sorted = lines_in_input_order.clone();
+    sorted.sort();
+    assert_eq!(
+        lines_in_input_order, sorted,
+        "customer ids grow with input order"
+    );
+}
+
+#[test]
+fn errors_name_the_place_and_leave_no_output() {
+    let dir = tmp();
+    let out = out_path(dir.path(), "never.csv");
+    let o = out.to_str().unwrap();
+    let cases: Vec<(Vec<&str>, &str)> = vec![
+        (
+            vec![
+                "ingest",
+                "testdata/nope.csv",
+                "--mapping",
+                "testdata/customers.mapping.json",
+                "--out",
+                o,
+            ],
+            "testdata/nope.csv",
+        ),
+        (
+            vec![
+                "ingest",
+                "testdata/customers.csv",
+                "--mapping",
+                "testdata/nope.json",
+            ],
+            "testdata/nope.json",
+        ),
+        (
+            vec![
+                "ingest",
+                "testdata/customers.csv",
+                "--mapping",
+                "testdata/edge/ragged.csv",
+            ],
+            "invalid JSON at line 1",
+        ),
+        (
+            vec![
+                "ingest",
+                "testdata/edge/missing_column.csv",
+                "--mapping",
+                "testdata/edge/mapping.json",
+                "--out",
+                o,
+            ],
+            "no column \"email\"",
+        ),
+        (
+            vec![
+                "ingest",
+                "testdata/edge/empty.csv",
+                "--mapping",
+                "testdata/edge/mapping.json",
+            ],
+            "empty.csv: no header row",
+        ),
+        (
+            vec![
+                "ingest",
+                "testdata/edge/duplicate_header.csv",
+                "--mapping",
+                "testdata/edge/mapping.json",
+            ],
+            "duplicate header name \"email\" in columns 2 and 4",
+        ),
+        (with(&SAMPLE, &["--out", "x.parquet"]), "--out x.parquet"),
+        (
+            with(&SAMPLE, &["--region", "XX"]),
+            "unknown phone region \"XX\"",
+        ),
+        (with(&SAMPLE, &["--threads", "0"]), "threads must be"),
+        (with(&SAMPLE, &["--piece-size", "lots"]), "not a size"),
+        (with(&SAMPLE, &["--delimiter", "ab"]), "--delimiter"),
+    ];
+    for (args, want) in cases {
+        let err = fails(&args);
+        assert!(err.contains(want), "{args:?}: {err}");
+        assert!(!out.exists(), "{args:?} left an output file");
+    }
+    // Nothing half-written remains next to the destination either.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
+#[test]
+fn failed_rows_still_exit_zero() {
+    let out = ok(&[
+        "ingest",
+        "testdata/edge/unterminated.csv",
+        "--mapping",
+        "testdata/edge/mapping.json",
+        "--json",
+    ]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["FailedPieces"], 1);
+    assert_eq!(v["FailedRecords"], 1);
+}
