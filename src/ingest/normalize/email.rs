@@ -55,23 +55,60 @@ pub fn normalize_email(value: &str, out: &mut Vec<u8>) -> Result<(), EmailProble
     if s.is_empty() {
         return Ok(());
     }
-    if !s.is_ascii() {
+    // Copy, then 16 bytes at a time: lowercase, and note what the checks
+    // need (the `@`s, whitespace, bytes beyond ASCII).
+    let start = out.len();
+    out.extend_from_slice(s.as_bytes());
+    let scan = lower_and_scan(&mut out[start..]);
+    let (ats, at, ws, high) = (scan.ats, scan.last_at, scan.ws, scan.high);
+    if high {
+        out.truncate(start);
         let lower = s.to_lowercase();
         out.extend_from_slice(lower.as_bytes());
         return check_unicode(&lower);
     }
-    // Copy, lowercase in place, then count with branch-free folds, which
-    // compile to vector code; addresses are short, so a few passes over
-    // them beat one pass with a branch per byte.
-    let start = out.len();
-    out.extend_from_slice(s.as_bytes());
-    let addr = &mut out[start..];
-    addr.make_ascii_lowercase();
-    let ats = addr.iter().fold(0usize, |n, &b| n + usize::from(b == b'@'));
-    let at = memchr::memrchr(b'@', addr).unwrap_or(0);
-    let dot_after_at = ats > 0 && memchr::memchr(b'.', &addr[at + 1..]).is_some();
-    let ws = addr.iter().fold(false, |w, &b| w | super::is_ascii_ws(b));
+    let dot_after_at = ats > 0 && memchr::memchr(b'.', &out[start + at + 1..]).is_some();
     verdict(ats, at, dot_after_at, ws)
+}
+
+/// What [`lower_and_scan`] saw.
+struct Scan {
+    ats: usize,
+    last_at: usize,
+    ws: bool,
+    high: bool,
+}
+
+/// ASCII-lowercases `addr` in place, 16 bytes at a time, counting `@`s and
+/// noting whitespace and non-ASCII bytes.
+fn lower_and_scan(addr: &mut [u8]) -> Scan {
+    use wide::u8x16;
+    let (upper_a, upper_z, case) = (u8x16::splat(b'A'), u8x16::splat(b'Z'), u8x16::splat(0x20));
+    let (tab, cr, space) = (u8x16::splat(b'\t'), u8x16::splat(b'\r'), u8x16::splat(b' '));
+    let (at_sign, high_bit) = (u8x16::splat(b'@'), u8x16::splat(0x80));
+    let mut scan = Scan {
+        ats: 0,
+        last_at: 0,
+        ws: false,
+        high: false,
+    };
+    for (k, chunk) in addr.chunks_mut(16).enumerate() {
+        let mut lane = [0u8; 16];
+        lane[..chunk.len()].copy_from_slice(chunk);
+        let v = u8x16::new(lane);
+        let upper = v.simd_ge(upper_a) & v.simd_le(upper_z);
+        let lowered: [u8; 16] = (v | (upper & case)).into();
+        chunk.copy_from_slice(&lowered[..chunk.len()]);
+        let ws = (v.simd_ge(tab) & v.simd_le(cr)) | v.simd_eq(space);
+        scan.ws |= ws.any();
+        scan.high |= v.simd_ge(high_bit).any();
+        let ats = v.simd_eq(at_sign).to_bitmask();
+        if ats != 0 {
+            scan.ats += ats.count_ones() as usize;
+            scan.last_at = 16 * k + (31 - ats.leading_zeros()) as usize;
+        }
+    }
+    scan
 }
 
 fn verdict(ats: usize, at: usize, dot_after_at: bool, ws: bool) -> Result<(), EmailProblem> {
