@@ -46,3 +46,8 @@ assert_eq!(first.values().collect::<Vec<_>>(), ["ann@example.com", "+14155550132
 pub mod ingest;
 pub mod mapping;
 pub mod synth;
+
+/// The README's examples, run as doctests so that they stay true.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+pub struct ReadmeDoctests;
