@@ -242,7 +242,7 @@ fn a_ten_megabyte_field() {
         &["Email"],
     )
     .unwrap();
-    for size in [64 << 10, 4 << 20] {
+    for size in [1, 64 << 10, 4 << 20] {
         let o = IngestBuilder::new(mapping.clone())
             .threads(2)
             .piece_size(size)
@@ -346,4 +346,16 @@ fn settings_out_of_range_are_errors() {
         let e = b.build().unwrap_err();
         assert!(e.to_string().contains(what), "{e}");
     }
+    // More pieces than row ordinals can number: refused before reading.
+    let header = std::io::Cursor::new(b"id,email,name,phone\n".to_vec());
+    let e = IngestBuilder::new(m)
+        .piece_size(1)
+        .build()
+        .unwrap()
+        .run(vec![Input::reader("huge.csv", header, Some(1 << 40))])
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("piece size must be large enough"),
+        "{e}"
+    );
 }

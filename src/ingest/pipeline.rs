@@ -47,6 +47,8 @@ pub const DEFAULT_PIECE_SIZE: u64 = 4 << 20;
 pub const MAX_PIECE_SIZE: u64 = 1 << 30;
 /// How many failures a summary keeps (all are counted).
 pub const MAX_FAILURES: usize = 100;
+/// Pieces in one run: the piece index is the high half of a row's ordinal.
+const MAX_PIECES: u64 = u32::MAX as u64;
 
 /// Live counters of a run, safe to read from any thread while it runs.
 #[derive(Debug, Default)]
@@ -325,7 +327,9 @@ struct PieceReport {
 
 enum Report {
     Piece(PieceReport),
-    Empty,
+    Empty {
+        count: u64,
+    },
     ReadFailed {
         index: u64,
         input: usize,
@@ -380,13 +384,18 @@ impl Ingest {
             plans.push(self.plan(&o)?);
             opened.push(o);
         }
+        let mut known_pieces = 0u64;
         for o in &opened {
-            Progress::add(
-                &progress.total_pieces,
-                o.pieces(self.piece_size).unwrap_or(0),
-            );
+            known_pieces += o.pieces(self.piece_size).unwrap_or(0);
             Progress::add(&progress.total_bytes, o.body_len.unwrap_or(0));
         }
+        if known_pieces > MAX_PIECES {
+            return Err(config(
+                "piece size",
+                "large enough for fewer than 2^32 pieces in one run",
+            ));
+        }
+        Progress::add(&progress.total_pieces, known_pieces);
 
         let dedup = Dedup::new();
         let mapping = &*self.mapping;
@@ -534,9 +543,9 @@ impl PieceSink for ReaderSink<'_> {
     fn event(&mut self, event: ReadEvent) {
         let progress = self.progress;
         match event {
-            ReadEvent::Empty => {
-                Progress::add(&progress.completed_pieces, 1);
-                let _ = self.reports.send(Report::Empty);
+            ReadEvent::Empty { count } => {
+                Progress::add(&progress.completed_pieces, count);
+                let _ = self.reports.send(Report::Empty { count });
             }
             ReadEvent::Failed {
                 index,
@@ -672,15 +681,22 @@ impl<'a> Worker<'a> {
         report.records = u64::from(row);
         report.processed = u64::from(row);
 
-        let piece_no = u32::try_from(piece.index).unwrap_or(u32::MAX);
-        match shared
-            .dedup
-            .insert_piece(piece_no, &self.rows, &self.arena, &mut self.sorted)
-        {
+        let inserted = match u32::try_from(piece.index) {
+            Ok(piece_no) if piece.index < MAX_PIECES => shared
+                .dedup
+                .insert_piece(piece_no, &self.rows, &self.arena, &mut self.sorted)
+                .map_err(|_| Error::from(ErrorKind::Capacity)),
+            // Inputs of unknown size can only be checked as they are cut.
+            _ => Err(config(
+                "piece size",
+                "large enough for fewer than 2^32 pieces in one run",
+            )),
+        };
+        match inserted {
             Ok(new) => Progress::add(&shared.progress.unique, new),
-            Err(_) => {
+            Err(e) => {
                 let mut fatal = shared.fatal.lock().unwrap_or_else(|p| p.into_inner());
-                fatal.get_or_insert_with(|| ErrorKind::Capacity.into());
+                fatal.get_or_insert(e);
                 shared.progress.stop();
             }
         }
@@ -900,7 +916,7 @@ fn collect(shared: &Shared<'_>, reports: Receiver<Report>) -> Summary {
                     keep((r.index, u64::from(f.row)), p, &mut pending);
                 }
             }
-            Report::Empty => summary.completed_pieces += 1,
+            Report::Empty { count } => summary.completed_pieces += count,
             Report::ReadFailed {
                 index,
                 input,

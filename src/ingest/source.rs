@@ -254,8 +254,9 @@ pub(crate) struct Piece {
 
 /// What the piece reader reports besides pieces.
 pub(crate) enum ReadEvent {
-    /// A piece with no record start: complete, no rows.
-    Empty,
+    /// Pieces with no record start (a record longer than the piece size
+    /// covers them): complete, no rows.
+    Empty { count: u64 },
     /// Reading failed at `byte`; pieces `index..index + count` are lost.
     Failed {
         index: u64,
@@ -300,8 +301,10 @@ pub(crate) fn cut_pieces(
         }
         let target_abs = (k + 1).saturating_mul(piece_size);
         if start >= target_abs {
-            sink.event(ReadEvent::Empty);
-            k += 1;
+            // Every cell before the one holding `start` is empty.
+            let cell = start / piece_size;
+            sink.event(ReadEvent::Empty { count: cell - k });
+            k = cell;
             continue;
         }
         let target = usize::try_from(target_abs - start).unwrap_or(usize::MAX);
@@ -359,8 +362,8 @@ pub(crate) fn cut_pieces(
                 }
                 // Cells after the last record start hold no record.
                 let total = known.unwrap_or(k).max(k);
-                for _ in k..total {
-                    sink.event(ReadEvent::Empty);
+                if total > k {
+                    sink.event(ReadEvent::Empty { count: total - k });
                 }
                 return total;
             }
