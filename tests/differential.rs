@@ -10,50 +10,10 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Rec, Rng, naive_ingest, records_of, sequential_records};
+use common::{Rng, naive_ingest, piecewise, records_of, sequential_records};
 use sluice::ingest::normalize::ContentType;
-use sluice::ingest::parse::PieceParser;
-use sluice::ingest::split::{SplitResult, Splitter};
 use sluice::ingest::{Field, IngestBuilder, Input, Mapping};
 use sluice::synth::{Spec, write_customers};
-
-/// Records of `data` cut into pieces of `size` bytes, read `step` bytes at
-/// a time, each piece parsed on its own. Also the offset of an unterminated
-/// final record, if any.
-fn piecewise(data: &[u8], size: usize, step: usize) -> (Vec<Rec>, Option<usize>) {
-    let mut splitter = Splitter::new();
-    let mut parser = PieceParser::new(b',', b'"');
-    let mut out = Vec::new();
-    let (mut start, mut have, mut line) = (0usize, 0usize, 0u64);
-    let mut parse = |piece: &[u8], base: usize, last: bool, line: &mut u64| {
-        let text = std::str::from_utf8(piece).ok();
-        let n = parser.parse(piece, text, last, |r| {
-            out.push((
-                base + r.byte,
-                *line + r.line,
-                r.fields.iter().map(<[u8]>::to_vec).collect(),
-            ));
-        });
-        *line += n;
-    };
-    loop {
-        let eof = start + have >= data.len();
-        match splitter.split(&data[start..start + have], size, eof) {
-            SplitResult::NeedMore => have = (have + step).min(data.len() - start),
-            SplitResult::Piece(n) => {
-                parse(&data[start..start + n], start, false, &mut line);
-                start += n;
-                have -= n;
-                splitter.reset();
-            }
-            SplitResult::End { unterminated } => {
-                let end = unterminated.unwrap_or(have);
-                parse(&data[start..start + end], start, true, &mut line);
-                return (out, unterminated.map(|u| start + u));
-            }
-        }
-    }
-}
 
 /// Bytes that stress quoting, terminators, BOMs and UTF-8.
 fn adversarial(rng: &mut Rng, len: usize) -> Vec<u8> {

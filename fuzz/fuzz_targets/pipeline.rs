@@ -7,23 +7,18 @@ use libfuzzer_sys::fuzz_target;
 use sluice::ingest::normalize::ContentType;
 use sluice::ingest::{Field, IngestBuilder, Input, Mapping};
 
-#[path = "common.rs"]
+#[path = "../../tests/common/mod.rs"]
 mod common;
 
-use common::sequential;
-
 fuzz_target!(|input: &[u8]| {
-    if input.len() < 3 {
+    let Some((size, _, threads, data)) = common::knobs(input) else {
         return;
-    }
-    let size = 1 + usize::from(input[0]) * 7;
-    let threads = 1 + usize::from(input[2] % 4);
-    let data = &input[3..];
+    };
 
     // The pipeline: no panic, the invariant, and the same answer at other
     // piece sizes and thread counts. Map every header column as a string
     // and key on the first.
-    let Some((_, header)) = sequential(data).into_iter().next() else {
+    let Some((_, _, header)) = common::sequential_records(data).0.into_iter().next() else {
         return;
     };
     let Ok(names) = header

@@ -1,5 +1,6 @@
-//! Slow, obvious references for the tests: one sequential `csv-core` pass,
-//! and a naive ingest built from it.
+//! Slow, obvious references for the tests and the fuzz targets (which
+//! include this file by path): one sequential `csv-core` pass, the same
+//! input cut into pieces, and a naive ingest.
 #![allow(dead_code, unreachable_pub)]
 
 use std::collections::HashMap;
@@ -7,6 +8,8 @@ use std::sync::Arc;
 
 use csv_core::{ReadRecordResult, ReaderBuilder};
 use sluice::ingest::normalize::{ContentType, Normalizer};
+use sluice::ingest::parse::PieceParser;
+use sluice::ingest::split::{SplitResult, Splitter};
 use sluice::ingest::{Failure, FailureReason, Mapping, Position, Records};
 
 /// xorshift: deterministic test data.
@@ -106,6 +109,57 @@ pub fn sequential_records(data: &[u8]) -> (Vec<Rec>, Option<usize>) {
     }
     let unterminated = ends_inside_quotes(data).then(|| recs.last().map_or(0, |r| r.0));
     (recs, unterminated)
+}
+
+/// Records of `data` cut into pieces of `size` bytes, read `step` bytes at
+/// a time, each piece parsed on its own. Also the offset of an unterminated
+/// final record, if any.
+pub fn piecewise(data: &[u8], size: usize, step: usize) -> (Vec<Rec>, Option<usize>) {
+    let mut splitter = Splitter::new();
+    let mut parser = PieceParser::new(b',', b'"');
+    let mut out = Vec::new();
+    let (mut start, mut have, mut line) = (0usize, 0usize, 0u64);
+    let mut parse = |piece: &[u8], base: usize, last: bool, line: &mut u64| {
+        let text = std::str::from_utf8(piece).ok();
+        let n = parser.parse(piece, text, last, |r| {
+            out.push((
+                base + r.byte,
+                *line + r.line,
+                r.fields.iter().map(<[u8]>::to_vec).collect(),
+            ));
+        });
+        *line += n;
+    };
+    loop {
+        let eof = start + have >= data.len();
+        match splitter.split(&data[start..start + have], size, eof) {
+            SplitResult::NeedMore => have = (have + step).min(data.len() - start),
+            SplitResult::Piece(n) => {
+                parse(&data[start..start + n], start, false, &mut line);
+                start += n;
+                have -= n;
+                splitter.reset();
+            }
+            SplitResult::End { unterminated } => {
+                let end = unterminated.unwrap_or(have);
+                parse(&data[start..start + end], start, true, &mut line);
+                return (out, unterminated.map(|u| start + u));
+            }
+        }
+    }
+}
+
+/// Fuzz knobs from the first three bytes of an input: piece size, read
+/// step, thread count, and the rest as data.
+pub fn knobs(input: &[u8]) -> Option<(usize, usize, usize, &[u8])> {
+    let (head, data) = input.split_first_chunk::<3>()?;
+    let [a, b, c] = *head;
+    Some((
+        1 + usize::from(a) * 7,
+        1 + usize::from(b),
+        1 + usize::from(c % 4),
+        data,
+    ))
 }
 
 /// What a naive ingest produced.
