@@ -201,12 +201,20 @@ impl PieceParser {
         // Start of the next 64-byte block to classify.
         let mut block = 0usize;
         'blocks: while block < piece.len() {
+            // Full blocks are read in place; only the last, short one is
+            // copied into zeroes (which match nothing).
             let mut padded = [0u8; 64];
-            let avail = (piece.len() - block).min(64);
-            padded[..avail].copy_from_slice(&piece[block..block + avail]);
+            let bytes: &[u8; 64] = match piece.get(block..block + 64) {
+                Some(full) => full.try_into().expect("64 bytes"),
+                None => {
+                    let avail = piece.len() - block;
+                    padded[..avail].copy_from_slice(&piece[block..]);
+                    &padded
+                }
+            };
             let (mut dm, mut nm, mut sm) = (0u64, 0u64, 0u64);
             for k in 0..4 {
-                let lane: [u8; 16] = padded[16 * k..16 * k + 16].try_into().expect("16 bytes");
+                let lane: [u8; 16] = bytes[16 * k..16 * k + 16].try_into().expect("16 bytes");
                 let v = u8x16::new(lane);
                 dm |= (v.simd_eq(delim).to_bitmask() as u64) << (16 * k);
                 nm |= (v.simd_eq(newline).to_bitmask() as u64) << (16 * k);
