@@ -359,3 +359,32 @@ fn settings_out_of_range_are_errors() {
         "{e}"
     );
 }
+
+#[test]
+fn runs_share_a_pool_even_concurrently() {
+    let pool = std::sync::Arc::new(
+        rayon::ThreadPoolBuilder::new()
+            .num_threads(2)
+            .build()
+            .unwrap(),
+    );
+    let mut builder = IngestBuilder::new(edge_mapping());
+    builder.pool(std::sync::Arc::clone(&pool)).piece_size(16);
+    let ingest = builder.build().unwrap();
+    // From inside its own pool a run could wait on itself: refused.
+    let e = pool
+        .install(|| ingest.run(vec![Input::path(path("quoted.csv"))]))
+        .unwrap_err();
+    assert!(e.to_string().contains("outside the thread pool"), "{e}");
+    let alone = run_all(&edge_mapping(), &path("quoted.csv"));
+    std::thread::scope(|s| {
+        let runs: Vec<_> = (0..4)
+            .map(|_| s.spawn(|| ingest.run(vec![Input::path(path("quoted.csv"))]).unwrap()))
+            .collect();
+        for r in runs {
+            let o = r.join().unwrap();
+            assert_eq!(rows(&o), rows(&alone));
+            assert_eq!(o.summary.processed, 4);
+        }
+    });
+}

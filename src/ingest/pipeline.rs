@@ -4,21 +4,23 @@ One run: inputs → reader → workers → dedup, with counters and a summary.
 # Design
 
 ```text
- reader thread ──bounded queue──▶ N workers (rayon pool) ──▶ sharded dedup
-   cut pieces                        parse, map, normalize,     (last row wins)
-   (split.rs, source.rs)             encode, insert
-        │                                   │
-        └────────── reports (per piece) ────┴──▶ collector (the caller's thread)
-                                                  counts, first 100 failures,
-                                                  absolute positions
+ calling thread ──bounded queue──▶ N workers (rayon pool) ──▶ sharded dedup
+   reads and cuts pieces             parse, map, normalize,     (last row wins)
+   (split.rs, source.rs),            encode, insert
+   folds reports into the   ◀── per-piece reports ──┘
+   summary between pieces
 ```
 
 * Memory is bounded by the unique records: the queue holds at most
-  `2 × threads` pieces, buffers are recycled, and each worker keeps one
-  piece's arena.
+  `2 × threads` pieces, buffers are recycled, each worker keeps one piece's
+  arena, and reports are folded in as pieces go out.
 * Workers insert into the dedup shards themselves. A separate dedup thread
   would serialize the step with the most cache misses and, on two cores,
   take a core from parsing; sharding lets every worker insert its own rows.
+* A run starts no thread of its own: the calling thread reads, the workers
+  are tasks of a rayon pool (the run's own, or one shared with
+  [`IngestBuilder::pool`]), and `in_place_scope` returns when every worker
+  is done.
 * Positions are piece-relative while parsing; the collector turns them into
   absolute lines and record numbers with prefix sums over the pieces of each
   input, once all are in.
@@ -197,6 +199,7 @@ pub struct Outcome {
 #[derive(Clone, Debug)]
 pub struct IngestBuilder {
     mapping: Mapping,
+    pool: Option<Arc<rayon::ThreadPool>>,
     threads: usize,
     piece_size: u64,
     region: String,
@@ -210,6 +213,7 @@ impl IngestBuilder {
     pub fn new(mapping: Mapping) -> IngestBuilder {
         IngestBuilder {
             mapping,
+            pool: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             piece_size: DEFAULT_PIECE_SIZE,
             region: "US".to_owned(),
@@ -218,9 +222,21 @@ impl IngestBuilder {
         }
     }
 
-    /// Worker threads (at least 1).
+    /// Worker threads (at least 1). Each run starts its own pool of that
+    /// many threads, unless [`IngestBuilder::pool`] gives one.
     pub fn threads(&mut self, n: usize) -> &mut IngestBuilder {
         self.threads = n;
+        self
+    }
+
+    /// Runs on `pool` instead of starting threads for each run, with one
+    /// worker per thread of the pool (this overrides
+    /// [`IngestBuilder::threads`]). Sharing one pool among many runs saves
+    /// starting threads each time, and bounds the threads of concurrent runs
+    /// (they take turns on it).
+    pub fn pool(&mut self, pool: Arc<rayon::ThreadPool>) -> &mut IngestBuilder {
+        self.threads = pool.current_num_threads();
+        self.pool = Some(pool);
         self
     }
 
@@ -271,6 +287,7 @@ impl IngestBuilder {
         Ok(Ingest {
             mapping: Arc::new(self.mapping.clone()),
             normalizer: Normalizer::with_region(&self.region)?,
+            pool: self.pool.clone(),
             threads: self.threads,
             piece_size: self.piece_size,
             delimiter: self.delimiter,
@@ -288,6 +305,7 @@ fn config(setting: &'static str, expected: &'static str) -> Error {
 pub struct Ingest {
     mapping: Arc<Mapping>,
     normalizer: Normalizer,
+    pool: Option<Arc<rayon::ThreadPool>>,
     threads: usize,
     piece_size: u64,
     delimiter: u8,
@@ -412,36 +430,57 @@ impl Ingest {
             delimiter: self.delimiter,
             quote: self.quote,
         };
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(self.threads)
-            .thread_name(|i| format!("sluice-worker-{i}"))
-            .build()
-            .map_err(|_| config("threads", "a number of threads the system can start"))?;
+        let pool = match &self.pool {
+            Some(pool) => Arc::clone(pool),
+            None => Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(self.threads)
+                    .thread_name(|i| format!("sluice-worker-{i}"))
+                    .build()
+                    .map_err(|_| config("threads", "a number of threads the system can start"))?,
+            ),
+        };
+        if pool.current_thread_index().is_some() {
+            // The reader would take one of the pool's own threads, and the
+            // workers could wait for it forever.
+            return Err(config(
+                "the calling thread",
+                "outside the thread pool the run uses",
+            ));
+        }
 
         let queue = 2 * self.threads;
         let (work_tx, work_rx) = bounded::<Piece>(queue);
         let (pool_tx, pool_rx) = bounded::<Vec<u8>>(queue + self.threads + 2);
         let (report_tx, report_rx) = unbounded::<Report>();
+        let mut collector = Collector::new(&shared);
 
-        let summary = std::thread::scope(|s| {
-            let reader_reports = report_tx.clone();
-            let piece_size = self.piece_size;
-            let shared = &shared;
-            s.spawn(move || {
-                read_inputs(opened, piece_size, shared, work_tx, pool_rx, reader_reports)
-            });
-            s.spawn(move || {
-                pool.scope(|ps| {
-                    for _ in 0..self.threads {
-                        let work_rx = work_rx.clone();
-                        let pool_tx = pool_tx.clone();
-                        let reports = report_tx.clone();
-                        ps.spawn(move |_| work(shared, work_rx, pool_tx, reports));
-                    }
-                });
-            });
-            collect(shared, report_rx)
+        // The calling thread reads; the workers run on the pool. A run
+        // starts no thread of its own (none is left winding down after it
+        // returns), and the scope ends when every worker is done.
+        let shared_ref = &shared;
+        pool.in_place_scope(|ps| {
+            for _ in 0..self.threads {
+                let (rx, buffers, reports) = (work_rx.clone(), pool_tx.clone(), report_tx.clone());
+                ps.spawn(move |_| work(shared_ref, rx, buffers, reports));
+            }
+            // Only the workers hold these now: if they all stopped, sending
+            // would fail instead of waiting forever.
+            drop((work_rx, pool_tx, report_tx));
+            read_inputs(
+                opened,
+                self.piece_size,
+                shared_ref,
+                work_tx,
+                pool_rx,
+                &report_rx,
+                &mut collector,
+            );
         });
+        for report in report_rx.try_iter() {
+            collector.apply(report);
+        }
+        let summary = collector.finish();
         if let Some(e) = shared.fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
@@ -478,14 +517,16 @@ impl Ingest {
     }
 }
 
-/// The reader thread: cuts every input into pieces, in order.
+/// The reader (on the calling thread): cuts every input into pieces, in
+/// order, and folds the workers' reports into `collector` as it goes.
 fn read_inputs(
     opened: Vec<Opened>,
     piece_size: u64,
     shared: &Shared<'_>,
     work_tx: Sender<Piece>,
     pool_rx: Receiver<Vec<u8>>,
-    reports: Sender<Report>,
+    reports: &Receiver<Report>,
+    collector: &mut Collector<'_>,
 ) {
     let progress = shared.progress;
     let mut splitter = Splitter::with_dialect(shared.delimiter, shared.quote);
@@ -506,7 +547,8 @@ fn read_inputs(
             progress,
             work_tx: &work_tx,
             pool_rx: &pool_rx,
-            reports: &reports,
+            reports,
+            collector: &mut *collector,
         };
         let used = cut_pieces(o, input, base, piece_size, &mut splitter, &mut sink);
         // Inputs of unknown size (or that changed size) adjust the total.
@@ -514,22 +556,23 @@ fn read_inputs(
         if used > expected {
             Progress::add(&progress.total_pieces, used - expected);
         }
-        let _ = reports.send(Report::InputDone { pieces: used });
+        collector.apply(Report::InputDone { pieces: used });
         base += used;
     }
 }
 
-/// Where the reader thread's pieces and events go.
-struct ReaderSink<'a> {
+/// Where the reader's pieces and events go.
+struct ReaderSink<'a, 'c> {
     input: usize,
     capacity: usize,
     progress: &'a Progress,
     work_tx: &'a Sender<Piece>,
     pool_rx: &'a Receiver<Vec<u8>>,
-    reports: &'a Sender<Report>,
+    reports: &'a Receiver<Report>,
+    collector: &'a mut Collector<'c>,
 }
 
-impl PieceSink for ReaderSink<'_> {
+impl PieceSink for ReaderSink<'_, '_> {
     fn buffer(&mut self) -> Vec<u8> {
         self.pool_rx
             .try_recv()
@@ -537,7 +580,12 @@ impl PieceSink for ReaderSink<'_> {
     }
 
     fn piece(&mut self, piece: Piece) -> bool {
-        self.work_tx.send(piece).is_ok()
+        let sent = self.work_tx.send(piece).is_ok();
+        // Reports wait only as long as the pieces in flight.
+        for report in self.reports.try_iter() {
+            self.collector.apply(report);
+        }
+        sent
     }
 
     fn event(&mut self, event: ReadEvent) {
@@ -545,7 +593,7 @@ impl PieceSink for ReaderSink<'_> {
         match event {
             ReadEvent::Empty { count } => {
                 Progress::add(&progress.completed_pieces, count);
-                let _ = self.reports.send(Report::Empty { count });
+                self.collector.apply(Report::Empty { count });
             }
             ReadEvent::Failed {
                 index,
@@ -555,7 +603,7 @@ impl PieceSink for ReaderSink<'_> {
             } => {
                 Progress::add(&progress.completed_pieces, count);
                 Progress::add(&progress.failed_pieces, count);
-                let _ = self.reports.send(Report::ReadFailed {
+                self.collector.apply(Report::ReadFailed {
                     index,
                     input: self.input,
                     count,
@@ -864,30 +912,46 @@ struct PieceStat {
     newlines: u64,
 }
 
-/// The collector: gathers reports into a summary.
-fn collect(shared: &Shared<'_>, reports: Receiver<Report>) -> Summary {
-    let nfields = shared.mapping.fields().len();
-    let mut summary = Summary {
-        field_warnings_by_field: shared
-            .mapping
-            .fields()
-            .iter()
-            .map(|f| (Arc::clone(&f.name), 0))
-            .collect(),
-        ..Summary::default()
-    };
-    let mut stats: Vec<BTreeMap<u64, PieceStat>> = vec![BTreeMap::new(); shared.inputs.len()];
-    let mut pending: BTreeMap<(u64, u64), Pending> = BTreeMap::new();
-    let keep = |key: (u64, u64), p: Pending, pending: &mut BTreeMap<(u64, u64), Pending>| {
+/// Gathers reports into a summary, on the calling thread.
+struct Collector<'a> {
+    shared: &'a Shared<'a>,
+    summary: Summary,
+    /// Per input, per piece index: records and newlines, for prefix sums.
+    stats: Vec<BTreeMap<u64, PieceStat>>,
+    /// The first failures by (piece, row), at most [`MAX_FAILURES`].
+    pending: BTreeMap<(u64, u64), Pending>,
+}
+
+impl<'a> Collector<'a> {
+    fn new(shared: &'a Shared<'a>) -> Collector<'a> {
+        Collector {
+            shared,
+            summary: Summary {
+                field_warnings_by_field: shared
+                    .mapping
+                    .fields()
+                    .iter()
+                    .map(|f| (Arc::clone(&f.name), 0))
+                    .collect(),
+                ..Summary::default()
+            },
+            stats: vec![BTreeMap::new(); shared.inputs.len()],
+            pending: BTreeMap::new(),
+        }
+    }
+
+    fn keep(&mut self, key: (u64, u64), p: Pending) {
+        let pending = &mut self.pending;
         if pending.len() < MAX_FAILURES || pending.last_key_value().is_some_and(|(k, _)| key < *k) {
             pending.insert(key, p);
             if pending.len() > MAX_FAILURES {
                 pending.pop_last();
             }
         }
-    };
-    let mut total_pieces = 0u64;
-    for report in reports {
+    }
+
+    fn apply(&mut self, report: Report) {
+        let summary = &mut self.summary;
         match report {
             Report::Piece(r) => {
                 summary.processed += r.processed;
@@ -895,10 +959,10 @@ fn collect(shared: &Shared<'_>, reports: Receiver<Report>) -> Summary {
                 summary.bytes += r.bytes;
                 summary.completed_pieces += 1;
                 summary.failed_pieces += u64::from(r.piece_failed);
-                for (i, w) in r.warnings.iter().enumerate().take(nfields) {
-                    summary.field_warnings_by_field[i].1 += w;
+                for (slot, w) in summary.field_warnings_by_field.iter_mut().zip(&r.warnings) {
+                    slot.1 += w;
                 }
-                stats[r.input].insert(
+                self.stats[r.input].insert(
                     r.index,
                     PieceStat {
                         records: r.records,
@@ -913,7 +977,7 @@ fn collect(shared: &Shared<'_>, reports: Receiver<Report>) -> Summary {
                         reason: f.reason,
                         row: u64::from(f.row),
                     };
-                    keep((r.index, u64::from(f.row)), p, &mut pending);
+                    self.keep((r.index, u64::from(f.row)), p);
                 }
             }
             Report::Empty { count } => summary.completed_pieces += count,
@@ -933,48 +997,57 @@ fn collect(shared: &Shared<'_>, reports: Receiver<Report>) -> Summary {
                     reason: FailureReason::Read { message, byte },
                     row: 0,
                 };
-                keep((index, 0), p, &mut pending);
+                self.keep((index, 0), p);
             }
-            Report::InputDone { pieces, .. } => total_pieces += pieces,
+            Report::InputDone { pieces } => summary.total_pieces += pieces,
         }
     }
-    summary.total_pieces = total_pieces;
-    summary.stopped = shared.progress.stop_requested();
-    summary.field_warnings = summary.field_warnings_by_field.iter().map(|(_, w)| w).sum();
-    summary.unique = shared.progress.unique.load(Ordering::Relaxed);
-    let valid = summary.processed - summary.failed;
-    summary.duplicates = valid.saturating_sub(summary.unique);
 
-    // Absolute positions: records and newlines before each piece.
-    let before = |input: usize, index: u64| -> PieceStat {
-        stats[input].range(..index).fold(
-            PieceStat {
-                records: 0,
-                newlines: 0,
-            },
-            |acc, (_, s)| PieceStat {
-                records: acc.records + s.records,
-                newlines: acc.newlines + s.newlines,
-            },
-        )
-    };
-    summary.failures = pending
-        .into_iter()
-        .map(|((index, _), p)| {
-            let plan = &shared.inputs[p.input];
-            let b = before(p.input, index);
-            Failure {
-                input: Arc::clone(&plan.name),
-                position: Position {
-                    byte: p.byte,
-                    line: plan.first_line + b.newlines + p.line,
-                    record: 1 + b.records + p.row,
+    /// The summary, with failures at absolute positions.
+    fn finish(self) -> Summary {
+        let Collector {
+            shared,
+            mut summary,
+            stats,
+            pending,
+        } = self;
+        summary.stopped = shared.progress.stop_requested();
+        summary.field_warnings = summary.field_warnings_by_field.iter().map(|(_, w)| w).sum();
+        summary.unique = shared.progress.unique.load(Ordering::Relaxed);
+        let valid = summary.processed - summary.failed;
+        summary.duplicates = valid.saturating_sub(summary.unique);
+
+        // Absolute positions: records and newlines before each piece.
+        let before = |input: usize, index: u64| -> PieceStat {
+            stats[input].range(..index).fold(
+                PieceStat {
+                    records: 0,
+                    newlines: 0,
                 },
-                reason: p.reason,
-            }
-        })
-        .collect();
-    summary
+                |acc, (_, s)| PieceStat {
+                    records: acc.records + s.records,
+                    newlines: acc.newlines + s.newlines,
+                },
+            )
+        };
+        summary.failures = pending
+            .into_iter()
+            .map(|((index, _), p)| {
+                let plan = &shared.inputs[p.input];
+                let b = before(p.input, index);
+                Failure {
+                    input: Arc::clone(&plan.name),
+                    position: Position {
+                        byte: p.byte,
+                        line: plan.first_line + b.newlines + p.line,
+                        record: 1 + b.records + p.row,
+                    },
+                    reason: p.reason,
+                }
+            })
+            .collect();
+        summary
+    }
 }
 
 /// The unique records of a run.
