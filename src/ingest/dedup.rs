@@ -76,6 +76,13 @@ const EMPTY: Entry = Entry {
     h32: 0,
 };
 
+impl Entry {
+    #[inline]
+    fn is_empty(&self) -> bool {
+        self.ordinal == u64::MAX
+    }
+}
+
 /// Spreads 32 stored hash bits over 64 (Fibonacci hashing); a table of
 /// `2^bits` slots uses the top `bits`.
 #[inline]
@@ -137,9 +144,9 @@ impl Table {
         let old = std::mem::replace(&mut self.slots, doubled);
         self.shift -= 1;
         let mask = self.mask();
-        for e in old.into_iter().filter(|e| e.ordinal != u64::MAX) {
+        for e in old.into_iter().filter(|e| !e.is_empty()) {
             let mut i = self.home(e.h32);
-            while self.slots[i].ordinal != u64::MAX {
+            while !self.slots[i].is_empty() {
                 i = (i + 1) & mask;
             }
             self.slots[i] = e;
@@ -147,11 +154,11 @@ impl Table {
     }
 
     fn iter(&self) -> impl Iterator<Item = &Entry> + '_ {
-        self.slots.iter().filter(|e| e.ordinal != u64::MAX)
+        self.slots.iter().filter(|e| !e.is_empty())
     }
 
     fn iter_mut(&mut self) -> impl Iterator<Item = &mut Entry> + '_ {
-        self.slots.iter_mut().filter(|e| e.ordinal != u64::MAX)
+        self.slots.iter_mut().filter(|e| !e.is_empty())
     }
 }
 
@@ -297,7 +304,7 @@ impl Shard {
         let t = &self.table;
         rows.iter().fold(0, |acc, r| {
             let e = t.slots[t.home(r.hash as u32)];
-            if e.h32 == r.hash as u32 && e.ordinal != u64::MAX {
+            if e.h32 == r.hash as u32 && !e.is_empty() {
                 acc ^ u64::from(self.arena.bytes_at(e.loc)[0])
             } else {
                 acc
@@ -320,7 +327,7 @@ impl Shard {
         let mut i = self.table.home(h32);
         loop {
             let e = self.table.slots[i];
-            if e.ordinal == u64::MAX {
+            if e.is_empty() {
                 let loc = self.arena.append(rec)?;
                 self.table.slots[i] = Entry { ordinal, loc, h32 };
                 self.table.len += 1;

@@ -241,16 +241,7 @@ impl PieceParser {
                         // A blank line: csv-core skips it.
                     } else {
                         self.ranges.push((field, end));
-                        f(Record {
-                            fields: Fields {
-                                bytes: piece,
-                                text,
-                                ranges: &self.ranges,
-                            },
-                            byte: rec,
-                            line: record_line,
-                        });
-                        self.ranges.clear();
+                        self.emit(piece, text, rec, record_line, f);
                     }
                     line += 1;
                     record_line = line;
@@ -267,21 +258,12 @@ impl PieceParser {
                     self.ranges.push((at + 1, q.close));
                     line += q.newlines;
                     if q.ends_record {
-                        f(Record {
-                            fields: Fields {
-                                bytes: piece,
-                                text,
-                                ranges: &self.ranges,
-                            },
-                            byte: rec,
-                            line: record_line,
-                        });
-                        self.ranges.clear();
+                        self.emit(piece, text, rec, record_line, f);
                         rec = q.next;
+                        record_line = line;
                     }
                     field = q.next;
                     block = q.next;
-                    record_line = if q.ends_record { line } else { record_line };
                     continue 'blocks;
                 } else {
                     // A quote anywhere else, a quoted field with `""` or
@@ -312,19 +294,33 @@ impl PieceParser {
                     "a piece that is not the last must end with a terminator"
                 );
                 self.ranges.push((field, end));
-                f(Record {
-                    fields: Fields {
-                        bytes: piece,
-                        text,
-                        ranges: &self.ranges,
-                    },
-                    byte: rec,
-                    line: record_line,
-                });
-                self.ranges.clear();
+                self.emit(piece, text, rec, record_line, f);
             }
         }
         line
+    }
+
+    /// Hands the fields gathered in `self.ranges` to `f` as the record of
+    /// `piece` that starts at `byte` on `line`, and starts the next one.
+    #[inline(always)]
+    fn emit<F: FnMut(Record<'_>)>(
+        &mut self,
+        piece: &[u8],
+        text: Option<&str>,
+        byte: usize,
+        line: u64,
+        f: &mut F,
+    ) {
+        f(Record {
+            fields: Fields {
+                bytes: piece,
+                text,
+                ranges: &self.ranges,
+            },
+            byte,
+            line,
+        });
+        self.ranges.clear();
     }
 
     /// A quoted field opening at `open`, if it is plain: no `""` inside,

@@ -300,6 +300,14 @@ fn config(setting: &'static str, expected: &'static str) -> Error {
     ErrorKind::Config { setting, expected }.into()
 }
 
+/// More pieces than the high half of a row's ordinal can number.
+fn too_many_pieces() -> Error {
+    config(
+        "piece size",
+        "large enough for fewer than 2^32 pieces in one run",
+    )
+}
+
 /// A configured ingest; [`Ingest::run`] it on inputs.
 #[derive(Clone, Debug)]
 pub struct Ingest {
@@ -408,10 +416,7 @@ impl Ingest {
             Progress::add(&progress.total_bytes, o.body_len.unwrap_or(0));
         }
         if known_pieces > MAX_PIECES {
-            return Err(config(
-                "piece size",
-                "large enough for fewer than 2^32 pieces in one run",
-            ));
+            return Err(too_many_pieces());
         }
         Progress::add(&progress.total_pieces, known_pieces);
 
@@ -735,10 +740,7 @@ impl<'a> Worker<'a> {
                 .insert_piece(piece_no, &self.rows, &self.arena, &mut self.sorted)
                 .map_err(|_| Error::from(ErrorKind::Capacity)),
             // Inputs of unknown size can only be checked as they are cut.
-            _ => Err(config(
-                "piece size",
-                "large enough for fewer than 2^32 pieces in one run",
-            )),
+            _ => Err(too_many_pieces()),
         };
         match inserted {
             Ok(new) => Progress::add(&shared.progress.unique, new),

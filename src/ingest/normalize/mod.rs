@@ -267,7 +267,8 @@ impl Cache {
 
     fn name(&mut self, value: &str, out: &mut Vec<u8>) {
         if value.is_ascii() {
-            return normalize_name(value, out);
+            // ASCII is in NFKC already: only whitespace to collapse.
+            return name::collapse_ascii(value.as_bytes(), out);
         }
         if let Some(n) = self.names.get(value) {
             out.extend_from_slice(n.as_bytes());

@@ -29,7 +29,7 @@ pub fn normalize_name(value: &str, out: &mut Vec<u8>) {
     }
 }
 
-fn collapse_ascii(bytes: &[u8], out: &mut Vec<u8>) {
+pub(super) fn collapse_ascii(bytes: &[u8], out: &mut Vec<u8>) {
     // Most names need nothing: no whitespace at either end, and only single
     // spaces inside. Copy those in one go.
     // Most have no byte at or below a space at all (a fold that vectorizes);
