@@ -10,9 +10,9 @@ mod common;
 
 use std::collections::HashMap;
 
-use common::{Rng, naive_ingest, piecewise, records_of, sequential_records};
+use common::{Rng, naive_ingest, piecewise, records_of, run, sequential_records};
 use sluice::ingest::normalize::ContentType;
-use sluice::ingest::{Field, IngestBuilder, Input, Mapping};
+use sluice::ingest::{Field, Input, Mapping};
 use sluice::synth::{Spec, write_customers};
 
 /// Bytes that stress quoting, terminators, BOMs and UTF-8.
@@ -126,13 +126,13 @@ fn pipeline_equals_naive_ingest() {
         let want = naive_ingest(&csv, &mapping, "US");
         for threads in [1, 3] {
             for size in [1, 13, 100, 4096, 1 << 20] {
-                let outcome = IngestBuilder::new(mapping.clone())
-                    .threads(threads)
-                    .piece_size(size)
-                    .build()
-                    .unwrap()
-                    .run(vec![Input::bytes("t.csv", csv.clone())])
-                    .unwrap();
+                let outcome = run(
+                    &mapping,
+                    threads,
+                    size,
+                    vec![Input::bytes("t.csv", csv.clone())],
+                )
+                .unwrap();
                 let s = &outcome.summary;
                 let ctx = format!("key {key:?} threads {threads} size {size}");
                 assert_eq!(records_of(&outcome.records), want.records, "{ctx}");
@@ -180,13 +180,13 @@ fn last_row_wins_by_input_order() {
     .unwrap();
     for threads in [1, 2, 8] {
         for size in [1, 10, 333, 1 << 20] {
-            let outcome = IngestBuilder::new(mapping.clone())
-                .threads(threads)
-                .piece_size(size)
-                .build()
-                .unwrap()
-                .run(vec![Input::bytes("k.csv", csv.as_bytes())])
-                .unwrap();
+            let outcome = run(
+                &mapping,
+                threads,
+                size,
+                vec![Input::bytes("k.csv", csv.as_bytes())],
+            )
+            .unwrap();
             let got: HashMap<String, String> = outcome
                 .records
                 .iter()

@@ -1,6 +1,9 @@
 //! Edge files through the library, each at several piece sizes and thread
 //! counts: exact counts, exact records, failures with their positions.
 
+mod common;
+
+use common::run;
 use sluice::ingest::normalize::ContentType;
 use sluice::ingest::{ErrorKind, Field, IngestBuilder, Input, Mapping, Outcome, Progress, Summary};
 use sluice::mapping::MappingFile;
@@ -19,12 +22,7 @@ fn run_all(mapping: &Mapping, file: &str) -> Outcome {
     let mut kept = None;
     for threads in [1, 2] {
         for size in [1, 7, 1 << 20] {
-            let outcome = IngestBuilder::new(mapping.clone())
-                .threads(threads)
-                .piece_size(size)
-                .build()
-                .unwrap()
-                .run(vec![Input::path(file)])
+            let outcome = run(mapping, threads, size, vec![Input::path(file)])
                 .unwrap_or_else(|e| panic!("{file}: {e}"));
             let rows = rows(&outcome);
             let mut s = outcome.summary.clone();
@@ -243,13 +241,13 @@ fn a_ten_megabyte_field() {
     )
     .unwrap();
     for size in [1, 64 << 10, 4 << 20] {
-        let o = IngestBuilder::new(mapping.clone())
-            .threads(2)
-            .piece_size(size)
-            .build()
-            .unwrap()
-            .run(vec![Input::bytes("big.csv", csv.as_bytes())])
-            .unwrap();
+        let o = run(
+            &mapping,
+            2,
+            size,
+            vec![Input::bytes("big.csv", csv.as_bytes())],
+        )
+        .unwrap();
         let s = &o.summary;
         assert_eq!((s.processed, s.unique, s.failed), (2, 2, 0));
         assert_eq!(s.completed_pieces, s.total_pieces);

@@ -10,7 +10,9 @@ use csv_core::{ReadRecordResult, ReaderBuilder};
 use sluice::ingest::normalize::{ContentType, Normalizer};
 use sluice::ingest::parse::PieceParser;
 use sluice::ingest::split::{SplitResult, Splitter};
-use sluice::ingest::{Failure, FailureReason, Mapping, Position, Records};
+use sluice::ingest::{
+    Error, Failure, FailureReason, IngestBuilder, Input, Mapping, Outcome, Position, Records,
+};
 
 /// xorshift: deterministic test data.
 pub struct Rng(u64);
@@ -289,6 +291,21 @@ pub fn naive_ingest(csv: &[u8], mapping: &Mapping, region: &str) -> Naive {
     rows.sort();
     out.records = rows.into_iter().map(|(_, v)| v).collect();
     out
+}
+
+/// Runs `inputs` with `threads` workers and pieces of `piece_size` bytes.
+pub fn run(
+    mapping: &Mapping,
+    threads: usize,
+    piece_size: u64,
+    inputs: Vec<Input>,
+) -> Result<Outcome, Error> {
+    IngestBuilder::new(mapping.clone())
+        .threads(threads)
+        .piece_size(piece_size)
+        .build()
+        .expect("valid settings")
+        .run(inputs)
 }
 
 /// The records of a run, in input order, as strings.
