@@ -44,7 +44,9 @@ assert_eq!(first.values().collect::<Vec<_>>(), ["ann@example.com", "+14155550132
 #![deny(missing_docs)]
 
 pub mod ingest;
+pub mod job;
 pub mod mapping;
+pub mod store;
 pub mod synth;
 
 /// The README's examples, run as doctests so that they stay true.

@@ -10,6 +10,7 @@ use serde_json::{Map, Value, json};
 
 use sluice::ingest::output::{Format, write_records};
 use sluice::ingest::{DEFAULT_PIECE_SIZE, IngestBuilder, Input, Progress, Summary};
+use sluice::job::DEFAULT_BATCH_ROWS;
 use sluice::mapping::MappingFile;
 
 use super::{CliError, parse_size};
@@ -19,20 +20,20 @@ use super::{CliError, parse_size};
 pub(crate) struct Args {
     /// CSV files with a header row, read in this order.
     #[arg(required = true, value_name = "FILE")]
-    files: Vec<PathBuf>,
+    pub(super) files: Vec<PathBuf>,
     /// Mapping in the shape of a Customer Profiles CreateUploadJob request.
     #[arg(long, value_name = "MAPPING.json")]
-    mapping: PathBuf,
+    pub(super) mapping: PathBuf,
     /// Worker threads [default: one per core].
     #[arg(long, value_name = "N")]
-    threads: Option<usize>,
+    pub(super) threads: Option<usize>,
     /// Target piece size, e.g. 4MiB.
     #[arg(long, value_name = "SIZE", value_parser = parse_size, default_value_t = DEFAULT_PIECE_SIZE)]
-    piece_size: u64,
+    pub(super) piece_size: u64,
     /// Default region (ISO 3166-1 alpha-2) of phone numbers without a
     /// country code.
     #[arg(long, value_name = "REGION", default_value = "US")]
-    region: String,
+    pub(super) region: String,
     /// Field delimiter: one ASCII character, or \t for tabs.
     #[arg(long, value_name = "CHAR", default_value = ",")]
     delimiter: String,
@@ -42,7 +43,14 @@ pub(crate) struct Args {
     out: Option<PathBuf>,
     /// Print the summary as one JSON object on stdout.
     #[arg(long)]
-    json: bool,
+    pub(super) json: bool,
+    /// Write the result into the store in DIR as a job, in the domain the
+    /// mapping's DomainName names (created with 14-day expiry if new).
+    #[arg(long, value_name = "DIR", conflicts_with = "out")]
+    data_dir: Option<PathBuf>,
+    /// Profiles per write transaction (with --data-dir).
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_ROWS, hide = true)]
+    pub(super) batch_rows: usize,
 }
 
 pub(crate) fn run(args: Args) -> Result<(), CliError> {
@@ -71,6 +79,10 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
             Some((p.clone(), format, Staged::create(p)?))
         }
     };
+
+    if let Some(dir) = &args.data_dir {
+        return super::jobs::ingest_into_store(&args, dir, &mapping_bytes, mapping, delimiter);
+    }
 
     let mut builder = IngestBuilder::new(mapping.mapping);
     builder
@@ -120,7 +132,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
 }
 
 /// Draws a progress bar on stderr while the run goes, if it is a terminal.
-fn show_progress<T>(progress: &Progress, handle: &std::thread::ScopedJoinHandle<'_, T>) {
+pub(super) fn show_progress<T>(progress: &Progress, handle: &std::thread::ScopedJoinHandle<'_, T>) {
     if !io::stderr().is_terminal() {
         return;
     }
@@ -165,7 +177,7 @@ fn summary_json(s: &Summary) -> Value {
     })
 }
 
-fn write_human(w: &mut impl Write, s: &Summary, files: usize) -> io::Result<()> {
+pub(super) fn write_human(w: &mut impl Write, s: &Summary, files: usize) -> io::Result<()> {
     let files = if files == 1 {
         "1 file".to_owned()
     } else {
@@ -216,7 +228,7 @@ fn write_human(w: &mut impl Write, s: &Summary, files: usize) -> io::Result<()> 
     Ok(())
 }
 
-fn group(n: u64) -> String {
+pub(super) fn group(n: u64) -> String {
     let s = n.to_string();
     let mut out = String::with_capacity(s.len() + s.len() / 3);
     for (i, c) in s.chars().enumerate() {
@@ -228,7 +240,7 @@ fn group(n: u64) -> String {
     out
 }
 
-fn human_bytes(b: u64) -> String {
+pub(super) fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
     let mut u = 0;

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod ingest;
+mod jobs;
 
 /// Fast, exact CSV ingest with AWS-shaped import jobs.
 #[derive(Debug, Parser)]
@@ -18,6 +19,9 @@ struct Cli {
 enum Command {
     /// Split, parse, normalize and deduplicate CSV files with a mapping.
     Ingest(ingest::Args),
+    /// List, show, resume and stop jobs in a data directory.
+    #[command(subcommand)]
+    Jobs(jobs::Command),
 }
 
 /// Runs the command line; errors are printed on stderr.
@@ -25,6 +29,7 @@ pub(crate) fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Ingest(args) => ingest::run(args),
+        Command::Jobs(cmd) => jobs::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -53,13 +53,16 @@ pub fn write_records<W: Write>(records: &Records, format: Format, out: W) -> io:
             }
         }
         Format::Ndjson => {
-            let tree = Tree::new(records.mapping());
+            let shape = JsonShape::new(records.mapping());
             let mut values = Vec::new();
+            let mut line = Vec::new();
             for r in records.in_input_order() {
                 values.clear();
                 values.extend(r.values());
-                tree.write(&mut out, &values)?;
-                out.write_all(b"\n")?;
+                line.clear();
+                shape.write(&mut line, &values);
+                line.push(b'\n');
+                out.write_all(&line)?;
             }
         }
     }
@@ -113,19 +116,23 @@ impl<W: Write> CsvOut<W> {
     }
 }
 
-/// Target paths as a tree, for nested JSON.
-struct Tree {
-    children: Vec<(String, Node)>,
+/// How a mapping's records look as JSON objects: dotted targets become
+/// nested objects (`Address.City` → `{"Address":{"City":…}}`).
+#[derive(Debug)]
+pub struct JsonShape {
+    children: Vec<(Vec<u8>, Node)>,
 }
 
+#[derive(Debug)]
 enum Node {
     Leaf(usize),
-    Inner(Tree),
+    Inner(JsonShape),
 }
 
-impl Tree {
-    fn new(mapping: &Mapping) -> Tree {
-        let mut root = Tree {
+impl JsonShape {
+    /// The shape of `mapping`'s targets.
+    pub fn new(mapping: &Mapping) -> JsonShape {
+        let mut root = JsonShape {
             children: Vec::new(),
         };
         for (i, f) in mapping.fields().iter().enumerate() {
@@ -138,39 +145,55 @@ impl Tree {
     /// Mapping checks guarantee that no target is a prefix of another.
     fn insert(&mut self, path: &[&str], field: usize) {
         let (head, tail) = (path[0], &path[1..]);
+        // `"name":`, escaped once here rather than for every record.
+        let mut name = serde_json::to_vec(head).unwrap_or_default();
+        name.push(b':');
         if tail.is_empty() {
-            self.children.push((head.to_owned(), Node::Leaf(field)));
+            self.children.push((name, Node::Leaf(field)));
             return;
         }
         let existing = self
             .children
             .iter_mut()
-            .find(|(name, node)| name == head && matches!(node, Node::Inner(_)));
+            .find(|(n, node)| *n == name && matches!(node, Node::Inner(_)));
         match existing {
             Some((_, Node::Inner(t))) => t.insert(tail, field),
             _ => {
-                let mut t = Tree {
+                let mut t = JsonShape {
                     children: Vec::new(),
                 };
                 t.insert(tail, field);
-                self.children.push((head.to_owned(), Node::Inner(t)));
+                self.children.push((name, Node::Inner(t)));
             }
         }
     }
 
-    fn write<W: Write>(&self, out: &mut W, values: &[&str]) -> io::Result<()> {
-        out.write_all(b"{")?;
+    /// Appends one record, its values in mapping order, as a JSON object.
+    pub fn write(&self, out: &mut Vec<u8>, values: &[&str]) {
+        out.push(b'{');
         for (i, (name, node)) in self.children.iter().enumerate() {
             if i > 0 {
-                out.write_all(b",")?;
+                out.push(b',');
             }
-            serde_json::to_writer(&mut *out, name)?;
-            out.write_all(b":")?;
+            out.extend_from_slice(name);
             match node {
-                Node::Leaf(f) => serde_json::to_writer(&mut *out, values[*f])?,
-                Node::Inner(t) => t.write(out, values)?,
+                Node::Leaf(f) => write_json_str(out, values[*f]),
+                Node::Inner(t) => t.write(out, values),
             }
         }
-        out.write_all(b"}")
+        out.push(b'}');
+    }
+}
+
+/// Appends `s` as a JSON string.
+pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
+    let plain = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
+    if plain {
+        out.push(b'"');
+        out.extend_from_slice(s.as_bytes());
+        out.push(b'"');
+    } else {
+        // Writing into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut *out, s);
     }
 }

@@ -1,0 +1,460 @@
+//! `sluice jobs`, and `sluice ingest --data-dir`.
+
+use std::io::{self, IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Map, Value, json};
+
+use sluice::job::{JobStatus, ProfileJob, Runner, RunnerConfig, system_clock};
+use sluice::mapping::{DEFAULT_DATA_EXPIRY_DAYS, MappingFile};
+use sluice::store::{Domain, JobFilter, JobRecord, SqliteStore, Store};
+
+use super::CliError;
+use super::ingest::{Args as IngestArgs, group};
+
+/// Where the store lives unless `--data-dir` says otherwise.
+const DEFAULT_DATA_DIR: &str = "sluice-data";
+
+/// `sluice jobs …`.
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Command {
+    /// List jobs, newest first.
+    List {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Only jobs of this domain.
+        #[arg(long, value_name = "NAME")]
+        domain: Option<String>,
+        /// Only jobs in this status (CREATED, QUEUED, RUNNING, SUCCEEDED,
+        /// PARTIALLY_SUCCEEDED, FAILED, STOPPED); repeatable.
+        #[arg(long, value_name = "STATUS", value_parser = parse_status)]
+        status: Vec<JobStatus>,
+        /// At most this many.
+        #[arg(long, value_name = "N")]
+        limit: Option<usize>,
+        /// Print a JSON array.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one job: status, counters and first failures.
+    Show {
+        /// The job id.
+        id: String,
+        #[command(flatten)]
+        dir: DataDir,
+        /// Print one JSON object.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume jobs whose process died (or that were queued) and wait for
+    /// them to finish.
+    Resume {
+        #[command(flatten)]
+        dir: DataDir,
+        /// Worker threads [default: one per core].
+        #[arg(long, value_name = "N")]
+        threads: Option<usize>,
+        /// Print one JSON object per resumed job.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ask a job to stop (it stops between pieces or write batches).
+    Stop {
+        /// The job id.
+        id: String,
+        #[command(flatten)]
+        dir: DataDir,
+    },
+}
+
+/// The `--data-dir` option.
+#[derive(Debug, clap::Args)]
+pub(crate) struct DataDir {
+    /// The data directory holding the store.
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    data_dir: PathBuf,
+}
+
+fn parse_status(s: &str) -> Result<JobStatus, String> {
+    s.to_ascii_uppercase().parse().map_err(|e| format!("{e}"))
+}
+
+fn open(dir: &Path) -> Result<SqliteStore, CliError> {
+    Ok(SqliteStore::open(dir)?)
+}
+
+/// Opens an existing store, so that reading commands do not create one.
+fn open_existing(dir: &Path) -> Result<SqliteStore, CliError> {
+    if !dir.join(sluice::store::DB_FILE).is_file() {
+        return Err(CliError(format!(
+            "{}: no store here (write one with `sluice ingest --data-dir {}`)",
+            dir.display(),
+            dir.display()
+        )));
+    }
+    open(dir)
+}
+
+pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
+    let stdout = io::stdout();
+    let mut w = stdout.lock();
+    match cmd {
+        Command::List {
+            dir,
+            domain,
+            status,
+            limit,
+            json,
+        } => {
+            let store = open_existing(&dir.data_dir)?;
+            let jobs = store.jobs(&JobFilter {
+                domain,
+                statuses: status,
+                limit,
+                ..JobFilter::default()
+            })?;
+            if json {
+                let all: Vec<Value> = jobs.iter().map(job_json).collect();
+                serde_json::to_writer(&mut w, &all)?;
+                writeln!(w)?;
+            } else {
+                write_table(&mut w, &jobs)?;
+            }
+        }
+        Command::Show { id, dir, json } => {
+            let store = open_existing(&dir.data_dir)?;
+            let job = store
+                .job(&id)?
+                .ok_or_else(|| CliError(format!("no job {id} in {}", dir.data_dir.display())))?;
+            if json {
+                serde_json::to_writer(&mut w, &job_json(&job))?;
+                writeln!(w)?;
+            } else {
+                write_job(&mut w, &job)?;
+            }
+        }
+        Command::Resume { dir, threads, json } => {
+            let store = Arc::new(open_existing(&dir.data_dir)?);
+            let runner = Runner::new(
+                store,
+                RunnerConfig {
+                    threads,
+                    ..RunnerConfig::default()
+                },
+            )?;
+            let ids = runner.recover()?;
+            if ids.is_empty() && !json {
+                writeln!(w, "no job to resume")?;
+            }
+            let mut failed = 0;
+            for id in &ids {
+                let job = runner.wait(id, None)?;
+                if !matches!(
+                    job.status,
+                    JobStatus::Succeeded | JobStatus::PartiallySucceeded
+                ) {
+                    failed += 1;
+                }
+                if json {
+                    serde_json::to_writer(&mut w, &job_json(&job))?;
+                    writeln!(w)?;
+                } else {
+                    write_job(&mut w, &job)?;
+                }
+            }
+            if failed > 0 {
+                return Err(CliError(format!("{failed} resumed job(s) did not succeed")));
+            }
+        }
+        Command::Stop { id, dir } => {
+            let store = open_existing(&dir.data_dir)?;
+            let runner = Runner::new(
+                Arc::new(store),
+                RunnerConfig {
+                    max_jobs: 1,
+                    threads: Some(1),
+                    ..RunnerConfig::default()
+                },
+            )?;
+            let job = runner.stop(&id)?;
+            writeln!(w, "job {id}: {} (stop requested)", job.status)?;
+        }
+    }
+    w.flush()?;
+    Ok(())
+}
+
+/// `sluice ingest --data-dir DIR`: the run becomes a job in the store.
+pub(super) fn ingest_into_store(
+    args: &IngestArgs,
+    dir: &Path,
+    mapping_bytes: &[u8],
+    mapping: MappingFile,
+    delimiter: u8,
+) -> Result<(), CliError> {
+    let domain = mapping.domain_name.clone().ok_or_else(|| {
+        CliError(format!(
+            "{}: --data-dir needs DomainName in the mapping, to say which domain the profiles go into",
+            args.mapping.display()
+        ))
+    })?;
+    let mut inputs = Vec::new();
+    for f in &args.files {
+        // Absolute, so that `sluice jobs resume` finds them from anywhere.
+        let p = std::fs::canonicalize(f).map_err(|e| CliError(format!("{}: {e}", f.display())))?;
+        inputs.push(p);
+    }
+    let store = Arc::new(open(dir)?);
+    if store.domain(&domain)?.is_none() {
+        store.create_domain(&Domain {
+            name: domain.clone(),
+            default_expiration_days: DEFAULT_DATA_EXPIRY_DAYS,
+            created_ms: system_clock()(),
+        })?;
+        eprintln!(
+            "sluice: created domain {domain:?} (DefaultExpirationDays {DEFAULT_DATA_EXPIRY_DAYS})"
+        );
+    }
+    let runner = Runner::new(
+        store,
+        RunnerConfig {
+            max_jobs: 1,
+            threads: args.threads,
+            batch_rows: args.batch_rows,
+            ..RunnerConfig::default()
+        },
+    )?;
+    let display_name = mapping.display_name.clone().or_else(|| {
+        args.files
+            .first()
+            .and_then(|f| f.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+    });
+    let job = runner.submit(&ProfileJob {
+        domain,
+        display_name,
+        mapping: serde_json::from_slice(mapping_bytes)?,
+        inputs,
+        piece_size: Some(args.piece_size),
+        region: Some(args.region.clone()),
+        delimiter: (delimiter != b',').then_some(delimiter),
+    })?;
+    let started = std::time::Instant::now();
+    let job = follow(&runner, &job.id)?;
+    let secs = started.elapsed().as_secs_f64();
+
+    let stdout = io::stdout();
+    let mut w = stdout.lock();
+    if args.json {
+        serde_json::to_writer(&mut w, &job_json(&job))?;
+        writeln!(w)?;
+    } else {
+        write_job(&mut w, &job)?;
+    }
+    w.flush()?;
+    let c = &job.counters;
+    eprintln!(
+        "sluice: job {} {} in {secs:.2} s ({} rows, {} records written)",
+        job.id,
+        job.status,
+        group(c.processed),
+        group(c.created + c.updated)
+    );
+    match job.status {
+        JobStatus::Succeeded | JobStatus::PartiallySucceeded => Ok(()),
+        s => Err(CliError(format!(
+            "job {} {s}: {}",
+            job.id,
+            job.status_reason.as_deref().unwrap_or("no reason recorded")
+        ))),
+    }
+}
+
+/// Waits for a job, drawing progress on stderr if it is a terminal.
+fn follow(runner: &Runner, id: &str) -> Result<JobRecord, CliError> {
+    let bar = io::stderr().is_terminal().then(|| {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} {elapsed_precise} [{bar:30}] {bytes}/{total_bytes} {msg}",
+            )
+            .expect("a valid template")
+            .progress_chars("=> "),
+        );
+        bar
+    });
+    loop {
+        let job = runner.wait(id, Some(Duration::from_millis(100)))?;
+        if job.status.is_terminal() {
+            if let Some(b) = &bar {
+                b.finish_and_clear();
+            }
+            return Ok(job);
+        }
+        if let (Some(b), Some(p)) = (&bar, runner.progress(id)) {
+            b.set_length(p.total_bytes);
+            b.set_position(p.bytes_done);
+            let written = job.counters.created + job.counters.updated;
+            if p.completed_pieces < p.total_pieces || p.total_pieces == 0 {
+                b.set_message(format!("pieces {}/{}", p.completed_pieces, p.total_pieces));
+            } else {
+                b.set_message(format!(
+                    "writing {}/{} records",
+                    group(written),
+                    group(p.unique)
+                ));
+            }
+        }
+    }
+}
+
+fn secs(ms: i64) -> Value {
+    json!(ms as f64 / 1000.0)
+}
+
+/// A job as JSON: the ingest summary's member names, plus the job's.
+fn job_json(j: &JobRecord) -> Value {
+    let c = &j.counters;
+    let by_field: Map<String, Value> = c
+        .field_warnings_by_field
+        .iter()
+        .map(|(f, n)| (f.clone(), json!(n)))
+        .collect();
+    json!({
+        "JobId": j.id,
+        "Kind": j.kind,
+        "DomainName": j.domain,
+        "DisplayName": j.display_name,
+        "Status": j.status.as_str(),
+        "StatusReason": j.status_reason,
+        "Attempts": j.attempts,
+        "CreatedAt": secs(j.created_ms),
+        "StartedAt": j.started_ms.map(secs),
+        "CompletedAt": j.completed_ms.map(secs),
+        "TotalProcessed": c.processed,
+        "UniqueRecords": c.created + c.updated,
+        "CreatedRecords": c.created,
+        "UpdatedRecords": c.updated,
+        "DuplicateRecords": c.duplicates,
+        "FailedRecords": c.failed,
+        "FieldWarnings": c.field_warnings,
+        "FieldWarningsByField": by_field,
+        "TotalPieces": c.total_pieces,
+        "CompletedPieces": c.completed_pieces,
+        "FailedPieces": c.failed_pieces,
+        "Failures": c.failures,
+        "Stopped": j.status == JobStatus::Stopped,
+    })
+}
+
+fn write_table(w: &mut impl Write, jobs: &[JobRecord]) -> io::Result<()> {
+    writeln!(
+        w,
+        "{:<36}  {:<19}  {:<16}  {:>11}  {:>11}  {:>11}  {:>9}  {:>9}  CREATED (UTC)",
+        "JOB ID", "STATUS", "DOMAIN", "PROCESSED", "CREATED", "UPDATED", "FAILED", "PIECES"
+    )?;
+    for j in jobs {
+        let c = &j.counters;
+        writeln!(
+            w,
+            "{:<36}  {:<19}  {:<16}  {:>11}  {:>11}  {:>11}  {:>9}  {:>9}  {}",
+            j.id,
+            j.status.as_str(),
+            j.domain.as_deref().unwrap_or("-"),
+            group(c.processed),
+            group(c.created),
+            group(c.updated),
+            group(c.failed),
+            format!("{}/{}", c.completed_pieces, c.total_pieces),
+            utc(j.created_ms)
+        )?;
+    }
+    Ok(())
+}
+
+fn write_job(w: &mut impl Write, j: &JobRecord) -> io::Result<()> {
+    let c = &j.counters;
+    writeln!(w, "job {}  {}", j.id, j.status)?;
+    if let Some(r) = &j.status_reason {
+        writeln!(w, "  reason           {r}")?;
+    }
+    writeln!(
+        w,
+        "  domain           {}",
+        j.domain.as_deref().unwrap_or("-")
+    )?;
+    if let Some(n) = &j.display_name {
+        writeln!(w, "  name             {n}")?;
+    }
+    writeln!(w, "  created          {}", utc(j.created_ms))?;
+    if let Some(t) = j.started_ms {
+        writeln!(
+            w,
+            "  started          {}  (attempts: {})",
+            utc(t),
+            j.attempts
+        )?;
+    }
+    if let Some(t) = j.completed_ms {
+        writeln!(w, "  completed        {}", utc(t))?;
+    }
+    writeln!(w, "  rows processed   {:>13}", group(c.processed))?;
+    writeln!(w, "  created          {:>13}", group(c.created))?;
+    writeln!(w, "  updated          {:>13}", group(c.updated))?;
+    writeln!(w, "  duplicates       {:>13}", group(c.duplicates))?;
+    writeln!(w, "  failed rows      {:>13}", group(c.failed))?;
+    writeln!(w, "  field warnings   {:>13}", group(c.field_warnings))?;
+    writeln!(
+        w,
+        "  pieces           {:>13}  ({} completed, {} failed)",
+        group(c.total_pieces),
+        group(c.completed_pieces),
+        group(c.failed_pieces)
+    )?;
+    if !c.failures.is_empty() {
+        const SHOWN: usize = 10;
+        writeln!(w, "first failures:")?;
+        for f in c.failures.iter().take(SHOWN) {
+            writeln!(w, "  {f}")?;
+        }
+        if c.failures.len() > SHOWN {
+            writeln!(w, "  … (--json lists the first {})", c.failures.len())?;
+        }
+    }
+    Ok(())
+}
+
+/// `YYYY-MM-DD HH:MM:SS` in UTC.
+fn utc(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days to a civil date (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
+        assert_eq!(super::utc(1_795_000_000_000), "2026-11-18 11:06:40");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00");
+    }
+}

@@ -1,0 +1,96 @@
+/*!
+Jobs: an ingest with a lifecycle, run in the background, written into a
+[`Store`](crate::store::Store).
+
+A job is recorded `CREATED`, queued, run by a [`Runner`] (parse in
+parallel, then write the surviving records in key order in large
+transactions), and ends `SUCCEEDED`, `PARTIALLY_SUCCEEDED`, `FAILED` or
+`STOPPED`; [`JobStatus`] checks every step.
+
+# Crash safety: jobs resume
+
+If the process running a job dies (kill -9, power cut aside), the store is
+intact: SQLite's WAL keeps every committed transaction and none half-done.
+Each transaction of profiles also moves the job's `created`, `updated`
+and `written_through` (the last key it wrote), so they always agree with
+the profiles table. [`Runner::recover`] (run by `sluice jobs resume` and by
+a server at start) finds jobs left `RUNNING` with no live runner, queues
+them again and resumes them: the inputs are read again (parsing is
+deterministic, so the same records survive), keys up to `written_through`
+are skipped, and writing carries on after them. The final counts are
+exactly those of an uninterrupted run. If an input changed in between
+(size or modification time), the job fails instead, saying so; what it
+wrote stays.
+*/
+
+mod runner;
+mod status;
+mod write;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+pub use runner::{Runner, RunnerConfig};
+pub use status::{JobStatus, UnknownStatus};
+
+use crate::store::StoreError;
+
+/// The kind of a job that ingests files into a domain's profiles.
+pub const PROFILES_KIND: &str = "profiles";
+
+/// Rows per write transaction unless configured.
+pub const DEFAULT_BATCH_ROWS: usize = 250_000;
+
+/// Unix milliseconds now; swapped in tests to move time.
+pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64)
+    })
+}
+
+/// A job that ingests files into a domain's profiles: what is stored as
+/// the job's request, and all a runner needs to run it again.
+#[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ProfileJob {
+    /// The domain written into.
+    pub domain: String,
+    /// A name for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// The mapping: a CreateUploadJob-shaped JSON object (its `DataExpiry`
+    /// sets the profiles' expiry).
+    pub mapping: serde_json::Value,
+    /// The CSV files, read in this order.
+    pub inputs: Vec<PathBuf>,
+    /// Piece size in bytes, if not the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub piece_size: Option<u64>,
+    /// Default phone region, if not `US`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+    /// Field delimiter, if not a comma.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delimiter: Option<u8>,
+}
+
+/// What can go wrong asking for a job.
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    /// The store said no.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The request cannot run.
+    #[error("invalid job request: {0}")]
+    Invalid(String),
+    /// The runner is shutting down.
+    #[error("the job runner is shut down")]
+    ShutDown,
+}

@@ -1,0 +1,667 @@
+//! The runner: queued jobs on background threads, a bounded number at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::thread;
+use std::time::Duration;
+
+use rayon::ThreadPool;
+
+use super::write::{self, Halt, Target};
+use super::{
+    Clock, DEFAULT_BATCH_ROWS, JobError, JobStatus, PROFILES_KIND, ProfileJob, system_clock,
+};
+use crate::ingest::{IngestBuilder, Input, Progress, ProgressSnapshot, Summary};
+use crate::mapping::MappingFile;
+use crate::store::{
+    JobCounters, JobFilter, JobRecord, NewJob, Store, StoreError, Transition, WriteCounts,
+};
+
+const DAY_MS: i64 = 86_400_000;
+
+/// How a [`Runner`] works.
+#[derive(Clone)]
+pub struct RunnerConfig {
+    /// Jobs run at once; more wait in the queue. At least 1.
+    pub max_jobs: usize,
+    /// The worker pool all jobs share; built with [`RunnerConfig::threads`]
+    /// threads when `None`.
+    pub pool: Option<Arc<ThreadPool>>,
+    /// Worker threads of the pool built when `pool` is `None` (one per
+    /// core when `None`).
+    pub threads: Option<usize>,
+    /// Profiles per write transaction.
+    pub batch_rows: usize,
+    /// How often a running job's counters are saved and its stop flag read.
+    pub progress_interval: Duration,
+    /// The time.
+    pub clock: Clock,
+}
+
+impl Default for RunnerConfig {
+    fn default() -> RunnerConfig {
+        RunnerConfig {
+            max_jobs: 2,
+            pool: None,
+            threads: None,
+            batch_rows: DEFAULT_BATCH_ROWS,
+            progress_interval: Duration::from_millis(100),
+            clock: system_clock(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RunnerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerConfig")
+            .field("max_jobs", &self.max_jobs)
+            .field("threads", &self.threads)
+            .field("batch_rows", &self.batch_rows)
+            .field("progress_interval", &self.progress_interval)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Runs jobs in the background.
+///
+/// Jobs are queued by [`Runner::start`] (or [`Runner::submit`]) and run on
+/// `max_jobs` threads, all parsing on one shared worker pool. Dropping the
+/// runner stops its running jobs between pieces and puts them back in the
+/// queue, where [`Runner::recover`] finds them.
+pub struct Runner {
+    shared: Arc<Shared>,
+    workers: Vec<thread::JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for Runner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Runner")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Shared {
+    store: Arc<dyn Store>,
+    pool: Arc<ThreadPool>,
+    config: RunnerConfig,
+    state: Mutex<State>,
+    /// Workers wait here for work.
+    wake: Condvar,
+    /// Signalled when a job of this runner ends.
+    changed: Condvar,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<String>,
+    running: HashMap<String, Arc<Progress>>,
+    shutdown: bool,
+}
+
+impl Shared {
+    fn state(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn now(&self) -> i64 {
+        (self.config.clock)()
+    }
+
+    fn shutting_down(&self) -> bool {
+        self.state().shutdown
+    }
+
+    fn enqueue(&self, id: &str) {
+        let mut st = self.state();
+        if !st.queue.iter().any(|q| q == id) && !st.running.contains_key(id) {
+            st.queue.push_back(id.to_owned());
+        }
+        self.wake.notify_one();
+    }
+}
+
+impl Runner {
+    /// Starts `config.max_jobs` job threads over `store`.
+    ///
+    /// # Errors
+    ///
+    /// When the worker pool or the threads cannot be started.
+    pub fn new(store: Arc<dyn Store>, mut config: RunnerConfig) -> Result<Runner, JobError> {
+        config.max_jobs = config.max_jobs.max(1);
+        let pool = match config.pool.take() {
+            Some(p) => p,
+            None => {
+                let mut b =
+                    rayon::ThreadPoolBuilder::new().thread_name(|i| format!("sluice-worker-{i}"));
+                if let Some(n) = config.threads {
+                    b = b.num_threads(n.max(1));
+                }
+                Arc::new(b.build().map_err(|e| JobError::Invalid(e.to_string()))?)
+            }
+        };
+        let shared = Arc::new(Shared {
+            store,
+            pool,
+            config,
+            state: Mutex::new(State::default()),
+            wake: Condvar::new(),
+            changed: Condvar::new(),
+        });
+        let mut workers = Vec::new();
+        for i in 0..shared.config.max_jobs {
+            let s = Arc::clone(&shared);
+            let handle = thread::Builder::new()
+                .name(format!("sluice-job-{i}"))
+                .spawn(move || work(&s))
+                .map_err(|e| JobError::Invalid(format!("starting a job thread: {e}")))?;
+            workers.push(handle);
+        }
+        Ok(Runner { shared, workers })
+    }
+
+    /// The store jobs are kept in.
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.shared.store
+    }
+
+    /// Records a profile job, `CREATED`; [`Runner::start`] queues it.
+    ///
+    /// # Errors
+    ///
+    /// [`JobError::Invalid`] when the mapping is invalid or no input is
+    /// given, the store's error when the domain does not exist.
+    pub fn create(&self, job: &ProfileJob) -> Result<JobRecord, JobError> {
+        let bytes =
+            serde_json::to_vec(&job.mapping).map_err(|e| JobError::Invalid(e.to_string()))?;
+        MappingFile::from_json(&bytes).map_err(|e| JobError::Invalid(format!("mapping: {e}")))?;
+        if job.inputs.is_empty() {
+            return Err(JobError::Invalid("no input files".into()));
+        }
+        let request = serde_json::to_string(job).map_err(|e| JobError::Invalid(e.to_string()))?;
+        let id = uuid::Uuid::new_v4().to_string();
+        let store = &self.shared.store;
+        store.insert_job(&NewJob {
+            id: id.clone(),
+            kind: PROFILES_KIND.into(),
+            domain: Some(job.domain.clone()),
+            display_name: job.display_name.clone(),
+            request,
+            created_ms: self.shared.now(),
+        })?;
+        Ok(store.job(&id)?.ok_or(StoreError::NoJob(id))?)
+    }
+
+    /// Queues a `CREATED` job.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Transition`] when the job is not `CREATED`,
+    /// [`JobError::ShutDown`] when the runner is stopping.
+    pub fn start(&self, id: &str) -> Result<JobRecord, JobError> {
+        if self.shared.shutting_down() {
+            return Err(JobError::ShutDown);
+        }
+        let job = self.shared.store.transition(
+            id,
+            &Transition {
+                from: JobStatus::Created,
+                to: JobStatus::Queued,
+                at_ms: self.shared.now(),
+                reason: None,
+            },
+        )?;
+        self.shared.enqueue(id);
+        Ok(job)
+    }
+
+    /// Records and queues a profile job.
+    ///
+    /// # Errors
+    ///
+    /// As [`Runner::create`] and [`Runner::start`].
+    pub fn submit(&self, job: &ProfileJob) -> Result<JobRecord, JobError> {
+        let created = self.create(job)?;
+        self.start(&created.id)
+    }
+
+    /// Stops a job: one not yet running becomes `STOPPED` at once; a
+    /// running one (here or in another process) stops between pieces or
+    /// write batches. Stopping a finished job changes nothing.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoJob`], or a store error.
+    pub fn stop(&self, id: &str) -> Result<JobRecord, JobError> {
+        let store = &self.shared.store;
+        let job = store.request_stop(id)?;
+        if matches!(job.status, JobStatus::Created | JobStatus::Queued) {
+            let t = Transition {
+                from: job.status,
+                to: JobStatus::Stopped,
+                at_ms: self.shared.now(),
+                reason: Some("stopped before it ran"),
+            };
+            match store.transition(id, &t) {
+                // A runner took it meanwhile; it sees the stop flag.
+                Ok(_) | Err(StoreError::Transition { .. }) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        if let Some(p) = self.shared.state().running.get(id) {
+            p.stop();
+        }
+        Ok(store
+            .job(id)?
+            .ok_or_else(|| StoreError::NoJob(id.to_owned()))?)
+    }
+
+    /// Blocks until a job is in a terminal state, or `timeout` passes;
+    /// returns it as it then is.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoJob`], or a store error.
+    pub fn wait(&self, id: &str, timeout: Option<Duration>) -> Result<JobRecord, JobError> {
+        let deadline = timeout.map(|t| std::time::Instant::now() + t);
+        loop {
+            let job = self
+                .shared
+                .store
+                .job(id)?
+                .ok_or_else(|| StoreError::NoJob(id.to_owned()))?;
+            let late = deadline.is_some_and(|d| std::time::Instant::now() >= d);
+            if job.status.is_terminal() || late {
+                return Ok(job);
+            }
+            let st = self.shared.state();
+            // Jobs of other processes finish without telling this one.
+            let _ = self
+                .shared
+                .changed
+                .wait_timeout(st, Duration::from_millis(100));
+        }
+    }
+
+    /// The live counters of a job running here.
+    pub fn progress(&self, id: &str) -> Option<ProgressSnapshot> {
+        self.shared.state().running.get(id).map(|p| p.snapshot())
+    }
+
+    /// Finds jobs left `RUNNING` or `QUEUED` that no live runner holds
+    /// (their process died or shut down), queues them again and returns
+    /// their ids. See the [module documentation](super) for what resuming
+    /// means.
+    ///
+    /// # Errors
+    ///
+    /// A store error.
+    pub fn recover(&self) -> Result<Vec<String>, JobError> {
+        let store = &self.shared.store;
+        let stale = store.jobs(&JobFilter {
+            statuses: vec![JobStatus::Running, JobStatus::Queued],
+            ..JobFilter::default()
+        })?;
+        let mut queued = Vec::new();
+        for job in stale.into_iter().rev() {
+            if self.shared.state().running.contains_key(&job.id) {
+                continue;
+            }
+            let Some(claim) = store.claim(&job.id)? else {
+                continue; // a live runner has it
+            };
+            if job.status == JobStatus::Running {
+                let reason = format!(
+                    "resumed after its runner stopped during attempt {}",
+                    job.attempts
+                );
+                let t = Transition {
+                    from: JobStatus::Running,
+                    to: JobStatus::Queued,
+                    at_ms: self.shared.now(),
+                    reason: Some(&reason),
+                };
+                match store.transition(&job.id, &t) {
+                    Ok(_) => {}
+                    Err(StoreError::Transition { .. }) => continue,
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            drop(claim);
+            self.shared.enqueue(&job.id);
+            queued.push(job.id);
+        }
+        Ok(queued)
+    }
+}
+
+impl Drop for Runner {
+    fn drop(&mut self) {
+        {
+            let mut st = self.shared.state();
+            st.shutdown = true;
+            for p in st.running.values() {
+                p.stop();
+            }
+        }
+        self.shared.wake.notify_all();
+        for w in self.workers.drain(..) {
+            let _ = w.join();
+        }
+    }
+}
+
+fn work(shared: &Shared) {
+    loop {
+        let id = {
+            let mut st = shared.state();
+            loop {
+                if st.shutdown {
+                    return;
+                }
+                if let Some(id) = st.queue.pop_front() {
+                    break id;
+                }
+                st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
+            }
+        };
+        run_one(shared, &id);
+        shared.changed.notify_all();
+    }
+}
+
+/// How a run ended.
+enum End {
+    Done(JobStatus, Option<String>),
+    /// The runner is shutting down: back to the queue.
+    Requeue,
+}
+
+fn run_one(shared: &Shared, id: &str) {
+    let store = &shared.store;
+    let Ok(Some(claim)) = store.claim(id) else {
+        return; // another runner has it, or the id is not a job
+    };
+    match store.job(id) {
+        Ok(Some(j)) if j.status == JobStatus::Queued => {}
+        _ => return,
+    }
+    let t = Transition {
+        from: JobStatus::Queued,
+        to: JobStatus::Running,
+        at_ms: shared.now(),
+        reason: None,
+    };
+    let Ok(job) = store.transition(id, &t) else {
+        return;
+    };
+    let progress = Arc::new(Progress::new());
+    {
+        let mut st = shared.state();
+        if st.shutdown {
+            progress.stop();
+        }
+        st.running.insert(id.to_owned(), Arc::clone(&progress));
+    }
+    let end = run_profiles(shared, &job, &progress);
+    shared.state().running.remove(id);
+    let (to, reason) = match end {
+        End::Done(to, reason) => (to, reason),
+        End::Requeue => (
+            JobStatus::Queued,
+            Some("its runner shut down; it resumes when a runner recovers it".to_owned()),
+        ),
+    };
+    // If even this fails (the disk is gone), the job stays RUNNING with no
+    // claim, and `recover` resumes it later.
+    let _ = store.transition(
+        id,
+        &Transition {
+            from: JobStatus::Running,
+            to,
+            at_ms: shared.now(),
+            reason: reason.as_deref(),
+        },
+    );
+    drop(claim);
+}
+
+fn run_profiles(shared: &Shared, job: &JobRecord, progress: &Progress) -> End {
+    let fail = |reason: String| End::Done(JobStatus::Failed, Some(reason));
+    let store = &*shared.store;
+    let spec: ProfileJob = match serde_json::from_str(&job.request) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("the stored request cannot be read: {e}")),
+    };
+    let mapping = serde_json::to_vec(&spec.mapping)
+        .map_err(|e| e.to_string())
+        .and_then(|b| MappingFile::from_json(&b).map_err(|e| e.to_string()));
+    let mapping = match mapping {
+        Ok(m) => m,
+        Err(e) => return fail(format!("mapping: {e}")),
+    };
+    let domain = match store.domain(&spec.domain) {
+        Ok(Some(d)) => d,
+        Ok(None) => return fail(format!("domain {:?} does not exist", spec.domain)),
+        Err(e) => return fail(e.to_string()),
+    };
+    // The job's DataExpiry, else the domain's default (which a domain
+    // always has; 14 days unless its creator said otherwise).
+    let days = mapping
+        .data_expiry
+        .unwrap_or(domain.default_expiration_days)
+        .max(1);
+    let started = job.started_ms.unwrap_or_else(|| shared.now());
+    let expires_ms = started.saturating_add(i64::from(days) * DAY_MS);
+
+    let fingerprint = match fingerprint(&spec.inputs) {
+        Ok(f) => f,
+        Err(e) => return fail(e),
+    };
+    match &job.input_fingerprint {
+        Some(old) if *old != fingerprint && job.written_through.is_some() => {
+            return fail(format!(
+                "an input changed since the job began ({} records were written before and stay); \
+                 start a new job",
+                job.counters.created + job.counters.updated
+            ));
+        }
+        Some(old) if *old == fingerprint => {}
+        _ => {
+            if let Err(e) = store.set_input_fingerprint(&job.id, &fingerprint) {
+                return fail(e.to_string());
+            }
+        }
+    }
+
+    let mut builder = IngestBuilder::new(mapping.mapping);
+    builder.pool(Arc::clone(&shared.pool));
+    if let Some(s) = spec.piece_size {
+        builder.piece_size(s);
+    }
+    if let Some(r) = &spec.region {
+        builder.region(r);
+    }
+    if let Some(d) = spec.delimiter {
+        builder.delimiter(d);
+    }
+    let ingest = match builder.build() {
+        Ok(i) => i,
+        Err(e) => return fail(e.to_string()),
+    };
+    let inputs: Vec<Input> = spec.inputs.iter().map(Input::path).collect();
+
+    // Stop when asked, here or through the store by another process.
+    let stop_asked = || {
+        progress.stop_requested()
+            || shared.shutting_down()
+            || matches!(store.job(&job.id), Ok(Some(j)) if j.stop_requested)
+    };
+    let done = AtomicBool::new(false);
+    let outcome = thread::scope(|s| {
+        s.spawn(|| {
+            let mut saved = ProgressSnapshot::default();
+            while !done.load(Ordering::Relaxed) {
+                thread::sleep(shared.config.progress_interval);
+                let now = progress.snapshot();
+                if now != saved {
+                    let _ = store.save_progress(&job.id, &counters_so_far(&now));
+                    saved = now;
+                }
+                if stop_asked() {
+                    progress.stop();
+                }
+            }
+        });
+        let out = ingest.run_with(inputs, progress);
+        done.store(true, Ordering::Relaxed);
+        out
+    });
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => return fail(e.to_string()),
+    };
+    let summary = &outcome.summary;
+    if let Err(e) = store.save_progress(&job.id, &counters_of(summary)) {
+        return fail(e.to_string());
+    }
+    if summary.stopped {
+        if shared.shutting_down() {
+            return End::Requeue;
+        }
+        return End::Done(
+            JobStatus::Stopped,
+            Some(format!(
+                "stopped on request after {} of {} pieces, before any record was written",
+                summary.completed_pieces, summary.total_pieces
+            )),
+        );
+    }
+
+    let written = AtomicU64::new(0);
+    let target = Target {
+        store,
+        job: &job.id,
+        domain: &spec.domain,
+        expires_ms,
+        batch_rows: shared.config.batch_rows,
+        written_through: job.written_through.as_deref(),
+    };
+    let on_batch = |c: WriteCounts| {
+        written.fetch_add(c.created + c.updated, Ordering::Relaxed);
+    };
+    let now = || shared.now();
+    match write::write(
+        &outcome.records,
+        &shared.pool,
+        &target,
+        &now,
+        &stop_asked,
+        &on_batch,
+    ) {
+        Ok(()) => {}
+        Err(Halt::Stopped) if shared.shutting_down() => return End::Requeue,
+        Err(Halt::Stopped) => {
+            return End::Done(
+                JobStatus::Stopped,
+                Some(format!(
+                    "stopped on request while writing; the {} records written before stay",
+                    written.load(Ordering::Relaxed)
+                )),
+            );
+        }
+        Err(Halt::Store(e)) => {
+            return fail(format!(
+                "writing profiles: {e}; the {} records of committed batches stay",
+                written.load(Ordering::Relaxed)
+            ));
+        }
+    }
+    finished(summary)
+}
+
+/// The end state of a run that read and wrote everything.
+fn finished(s: &Summary) -> End {
+    let first = s.failures.first().map(ToString::to_string);
+    if s.processed > 0 && s.failed == s.processed {
+        End::Done(
+            JobStatus::Failed,
+            Some(format!(
+                "every row failed; the first: {}",
+                first.unwrap_or_default()
+            )),
+        )
+    } else if s.failed > 0 || s.failed_pieces > 0 {
+        End::Done(
+            JobStatus::PartiallySucceeded,
+            Some(format!(
+                "{} rows and {} pieces failed; the first: {}",
+                s.failed,
+                s.failed_pieces,
+                first.unwrap_or_default()
+            )),
+        )
+    } else {
+        End::Done(JobStatus::Succeeded, None)
+    }
+}
+
+fn counters_so_far(p: &ProgressSnapshot) -> JobCounters {
+    JobCounters {
+        total_pieces: p.total_pieces,
+        completed_pieces: p.completed_pieces,
+        failed_pieces: p.failed_pieces,
+        processed: p.processed,
+        created: 0,
+        updated: 0,
+        duplicates: p.processed.saturating_sub(p.failed + p.unique),
+        failed: p.failed,
+        field_warnings: p.warnings,
+        field_warnings_by_field: Vec::new(),
+        failures: Vec::new(),
+    }
+}
+
+fn counters_of(s: &Summary) -> JobCounters {
+    JobCounters {
+        total_pieces: s.total_pieces,
+        completed_pieces: s.completed_pieces,
+        failed_pieces: s.failed_pieces,
+        processed: s.processed,
+        created: 0,
+        updated: 0,
+        duplicates: s.duplicates,
+        failed: s.failed,
+        field_warnings: s.field_warnings,
+        field_warnings_by_field: s
+            .field_warnings_by_field
+            .iter()
+            .filter(|(_, n)| *n > 0)
+            .map(|(f, n)| (f.to_string(), *n))
+            .collect(),
+        failures: s.failures.iter().map(ToString::to_string).collect(),
+    }
+}
+
+/// Each input's size and modification time, so a resumed job can tell
+/// whether it would read the same bytes.
+fn fingerprint(inputs: &[impl AsRef<Path>]) -> Result<String, String> {
+    let mut parts = Vec::new();
+    for p in inputs {
+        let p = p.as_ref();
+        let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+        let modified = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        parts.push(serde_json::json!([
+            p.display().to_string(),
+            meta.len(),
+            modified.to_string()
+        ]));
+    }
+    Ok(serde_json::Value::Array(parts).to_string())
+}
