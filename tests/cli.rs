@@ -317,3 +317,89 @@ fn failed_rows_still_exit_zero() {
     assert_eq!(v["FailedPieces"], 1);
     assert_eq!(v["FailedRecords"], 1);
 }
+
+#[test]
+fn data_dir_makes_the_run_a_job_and_jobs_lists_and_shows_it() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let run = || {
+        let out = ok(&with(&SAMPLE, &["--json", "--data-dir", data]));
+        serde_json::from_slice::<Value>(&out.stdout).unwrap()
+    };
+    let first = run();
+    assert_eq!(first["Status"], "PARTIALLY_SUCCEEDED");
+    assert_eq!(first["DomainName"], "customers");
+    assert_eq!(first["CreatedRecords"], 1566);
+    assert_eq!(first["UpdatedRecords"], 0);
+    assert_eq!(first["UniqueRecords"], 1566);
+    assert_eq!(first["TotalProcessed"], 2000);
+    assert_eq!(first["DuplicateRecords"], 413);
+    assert_eq!(first["FailedRecords"], 21);
+    assert_eq!(first["FieldWarningsByField"]["Phone"], 5);
+    let second = run();
+    assert_eq!(second["CreatedRecords"], 0);
+    assert_eq!(second["UpdatedRecords"], 1566);
+    let (a, b) = (first["JobId"].as_str().unwrap(), second["JobId"].as_str().unwrap());
+    assert_ne!(a, b);
+    assert_eq!(a.len(), 36, "a UUID: {a}");
+
+    let list = ok(&["jobs", "list", "--data-dir", data]);
+    let text = String::from_utf8(list.stdout).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    assert_eq!(lines.len(), 3, "{text}");
+    assert!(lines[0].starts_with("JOB ID"), "{text}");
+    assert!(lines[1].starts_with(b) && lines[2].starts_with(a), "newest first: {text}");
+    assert!(lines[1].contains("PARTIALLY_SUCCEEDED") && lines[1].contains("1,566"));
+
+    let list = ok(&["jobs", "list", "--json", "--limit", "1", "--data-dir", data]);
+    let v: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 1);
+    assert_eq!(v[0]["JobId"], b);
+    let list = ok(&["jobs", "list", "--json", "--status", "succeeded", "--data-dir", data]);
+    assert_eq!(String::from_utf8(list.stdout).unwrap(), "[]\n");
+
+    let show = ok(&["jobs", "show", a, "--json", "--data-dir", data]);
+    let v: Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(v["CreatedRecords"], 1566);
+    assert_eq!(v["Failures"].as_array().unwrap().len(), 21);
+    let show = ok(&["jobs", "show", a, "--data-dir", data]);
+    let text = String::from_utf8(show.stdout).unwrap();
+    assert!(text.contains("created                  1,566"), "{text}");
+    assert!(text.contains("customers.csv:5: record 4"), "{text}");
+}
+
+#[test]
+fn job_commands_fail_clearly() {
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let err = fails(&["jobs", "list", "--data-dir", data]);
+    assert!(err.contains("no store here"), "{err}");
+    assert!(!dir.path().join("data").exists(), "reading creates nothing");
+
+    ok(&with(&SAMPLE, &["--data-dir", data]));
+    let err = fails(&["jobs", "show", "nope", "--data-dir", data]);
+    assert!(err.contains("no job nope in"), "{err}");
+    let err = fails(&["jobs", "list", "--status", "DONE", "--data-dir", data]);
+    assert!(err.contains("unknown job status \"DONE\""), "{err}");
+
+    let mapping = dir.path().join("m.json");
+    std::fs::write(
+        &mapping,
+        r#"{"Fields":{"E":{"Source":"_source.email","Target":"_profile.EmailAddress"}},"UniqueKey":"E"}"#,
+    )
+    .unwrap();
+    let err = fails(&[
+        "ingest",
+        "testdata/customers.csv",
+        "--mapping",
+        mapping.to_str().unwrap(),
+        "--data-dir",
+        data,
+    ]);
+    assert!(err.contains("--data-dir needs DomainName"), "{err}");
+    let out = dir.path().join("o.csv");
+    let err = fails(&with(&SAMPLE, &["--data-dir", data, "--out", out.to_str().unwrap()]));
+    assert!(err.contains("cannot be used with"), "{err}");
+}
