@@ -44,8 +44,10 @@ assert_eq!(first.values().collect::<Vec<_>>(), ["ann@example.com", "+14155550132
 #![deny(missing_docs)]
 
 pub mod ingest;
+#[cfg(feature = "store")]
 pub mod job;
 pub mod mapping;
+#[cfg(feature = "store")]
 pub mod store;
 pub mod synth;
 
