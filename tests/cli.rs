@@ -340,7 +340,10 @@ fn data_dir_makes_the_run_a_job_and_jobs_lists_and_shows_it() {
     let second = run();
     assert_eq!(second["CreatedRecords"], 0);
     assert_eq!(second["UpdatedRecords"], 1566);
-    let (a, b) = (first["JobId"].as_str().unwrap(), second["JobId"].as_str().unwrap());
+    let (a, b) = (
+        first["JobId"].as_str().unwrap(),
+        second["JobId"].as_str().unwrap(),
+    );
     assert_ne!(a, b);
     assert_eq!(a.len(), 36, "a UUID: {a}");
 
@@ -349,14 +352,25 @@ fn data_dir_makes_the_run_a_job_and_jobs_lists_and_shows_it() {
     let lines: Vec<&str> = text.lines().collect();
     assert_eq!(lines.len(), 3, "{text}");
     assert!(lines[0].starts_with("JOB ID"), "{text}");
-    assert!(lines[1].starts_with(b) && lines[2].starts_with(a), "newest first: {text}");
+    assert!(
+        lines[1].starts_with(b) && lines[2].starts_with(a),
+        "newest first: {text}"
+    );
     assert!(lines[1].contains("PARTIALLY_SUCCEEDED") && lines[1].contains("1,566"));
 
     let list = ok(&["jobs", "list", "--json", "--limit", "1", "--data-dir", data]);
     let v: Value = serde_json::from_slice(&list.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 1);
     assert_eq!(v[0]["JobId"], b);
-    let list = ok(&["jobs", "list", "--json", "--status", "succeeded", "--data-dir", data]);
+    let list = ok(&[
+        "jobs",
+        "list",
+        "--json",
+        "--status",
+        "succeeded",
+        "--data-dir",
+        data,
+    ]);
     assert_eq!(String::from_utf8(list.stdout).unwrap(), "[]\n");
 
     let show = ok(&["jobs", "show", a, "--json", "--data-dir", data]);
@@ -400,6 +414,9 @@ fn job_commands_fail_clearly() {
     ]);
     assert!(err.contains("--data-dir needs DomainName"), "{err}");
     let out = dir.path().join("o.csv");
-    let err = fails(&with(&SAMPLE, &["--data-dir", data, "--out", out.to_str().unwrap()]));
+    let err = fails(&with(
+        &SAMPLE,
+        &["--data-dir", data, "--out", out.to_str().unwrap()],
+    ));
     assert!(err.contains("cannot be used with"), "{err}");
 }

@@ -53,7 +53,14 @@ fn kill_and_resume(phase: Phase, rows: u64) {
         .arg(&data)
         .arg("--mapping")
         .arg(&mapping)
-        .args(["--batch-rows", "300", "--piece-size", "32KiB", "--threads", "2"])
+        .args([
+            "--batch-rows",
+            "300",
+            "--piece-size",
+            "32KiB",
+            "--threads",
+            "2",
+        ])
         .arg(&csv)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -61,7 +68,10 @@ fn kill_and_resume(phase: Phase, rows: u64) {
         .unwrap();
     let started = Instant::now();
     while !data.join(DB_FILE).exists() {
-        assert!(started.elapsed() < Duration::from_secs(60), "no store appeared");
+        assert!(
+            started.elapsed() < Duration::from_secs(60),
+            "no store appeared"
+        );
         std::thread::sleep(Duration::from_millis(1));
     }
     let store = SqliteStore::open(&data).unwrap();
@@ -70,7 +80,10 @@ fn kill_and_resume(phase: Phase, rows: u64) {
             child.try_wait().unwrap().is_none(),
             "the job finished before it could be killed ({phase:?})"
         );
-        assert!(started.elapsed() < Duration::from_secs(120), "the job did not get going");
+        assert!(
+            started.elapsed() < Duration::from_secs(120),
+            "the job did not get going"
+        );
         if let Some(j) = store.jobs(&Default::default()).unwrap().into_iter().next() {
             let c = &j.counters;
             let ready = match phase {
@@ -125,7 +138,12 @@ fn kill_and_resume(phase: Phase, rows: u64) {
     assert_eq!(j["DuplicateRecords"], s.duplicates);
     assert_eq!(j["FailedRecords"], s.failed);
     assert_eq!(j["CompletedPieces"], j["TotalPieces"]);
-    assert!(j["StatusReason"].as_str().unwrap().contains("rows and 0 pieces failed"));
+    assert!(
+        j["StatusReason"]
+            .as_str()
+            .unwrap()
+            .contains("rows and 0 pieces failed")
+    );
 
     assert_eq!(store.integrity_check(), Ok(()));
     assert_eq!(store.count_profiles("customers", FAR).unwrap(), s.unique);

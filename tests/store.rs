@@ -285,7 +285,12 @@ fn concurrent_jobs_into_different_and_the_same_domain_stay_consistent() {
     ];
     let ids: Vec<String> = plan
         .iter()
-        .map(|(d, f)| e.runner.submit(&e.job(d, std::slice::from_ref(f), None)).unwrap().id)
+        .map(|(d, f)| {
+            e.runner
+                .submit(&e.job(d, std::slice::from_ref(f), None))
+                .unwrap()
+                .id
+        })
         .collect();
     let jobs: Vec<JobRecord> = ids
         .iter()

@@ -75,6 +75,12 @@ pub enum StoreError {
         /// The state the job is in.
         actual: JobStatus,
     },
+    /// A batch whose keys were not strictly ascending.
+    #[error("profile batch: key {key:?} is not after the key before it")]
+    Unordered {
+        /// The first key out of order.
+        key: String,
+    },
     /// A stored value that this build cannot read.
     #[error("store {path}: job {id}: {problem}")]
     Corrupt {
@@ -352,8 +358,9 @@ pub trait Store: Send + Sync {
     /// # Errors
     ///
     /// [`StoreError::NoDomain`], [`StoreError::Transition`] when the job is
-    /// not running, or a database error; then nothing of the batch is
-    /// written.
+    /// not running, [`StoreError::Unordered`] when the keys are not
+    /// strictly ascending, or a database error; then nothing of the batch
+    /// is written.
     fn write_profiles(&self, batch: &ProfileBatch<'_>) -> Result<WriteCounts, StoreError>;
 
     /// A live (unexpired) profile.

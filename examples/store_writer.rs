@@ -1,0 +1,110 @@
+//! The store's writer on its own: N profiles in key order, in batches,
+//! through `Store::write_profiles`, twice (all creates, then all updates).
+//!
+//! ```text
+//! cargo run --release --example store_writer -- DIR [ROWS] [BATCH_ROWS]
+//! ```
+//!
+//! Rows look like the canonical job's: an e-mail key and a ~270-byte
+//! JSON object of fields.
+
+use std::time::Instant;
+
+use sluice::job::{JobStatus, system_clock};
+use sluice::store::{Domain, NewJob, ProfileBatch, ProfileRow, SqliteStore, Store, Transition};
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let args: Vec<String> = std::env::args().collect();
+    let dir = args
+        .get(1)
+        .ok_or("usage: store_writer DIR [ROWS] [BATCH_ROWS]")?;
+    let rows: usize = args.get(2).map_or(Ok(1_000_000), |s| s.parse())?;
+    let batch: usize = args.get(3).map_or(Ok(250_000), |s| s.parse())?;
+    std::fs::remove_dir_all(dir).ok();
+    let store = SqliteStore::open(dir)?;
+    let now = system_clock()();
+    store.create_domain(&Domain {
+        name: "bench".into(),
+        default_expiration_days: 14,
+        created_ms: now,
+    })?;
+
+    let mut keys: Vec<String> = (0..rows as u64)
+        .map(|i| {
+            let h = i.wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            format!("user.{:x}{}@example{}.com", h >> 40, i, i % 89)
+        })
+        .collect();
+    keys.sort_unstable();
+    let fields: Vec<String> = keys
+        .iter()
+        .enumerate()
+        .map(|(i, k)| {
+            format!(
+                r#"{{"AccountNumber":"C{i:08}","FirstName":"Anne Marie","LastName":"Anderson","EmailAddress":"{k}","PhoneNumber":"+17735556551","Address":{{"City":"Washington, D.C.","PostalCode":"66366"}},"Attributes":{{"LifetimeValue":"43350.5","SignupDate":"2024-01-09","Notes":""}}}}"#
+            )
+        })
+        .collect();
+    let bytes: usize =
+        keys.iter().map(String::len).sum::<usize>() + fields.iter().map(String::len).sum::<usize>();
+    println!(
+        "{rows} rows, {:.0} bytes of key and fields each, {batch} per transaction",
+        bytes as f64 / rows as f64
+    );
+
+    for round in ["create", "update"] {
+        let id = format!("bench-{round}");
+        store.insert_job(&NewJob {
+            id: id.clone(),
+            kind: "bench".into(),
+            domain: Some("bench".into()),
+            display_name: None,
+            request: "{}".into(),
+            created_ms: now,
+        })?;
+        for (from, to) in [
+            (JobStatus::Created, JobStatus::Queued),
+            (JobStatus::Queued, JobStatus::Running),
+        ] {
+            store.transition(
+                &id,
+                &Transition {
+                    from,
+                    to,
+                    at_ms: now,
+                    reason: None,
+                },
+            )?;
+        }
+        let start = Instant::now();
+        let (mut created, mut updated) = (0, 0);
+        for (ks, fs) in keys.chunks(batch).zip(fields.chunks(batch)) {
+            let rows: Vec<ProfileRow<'_>> = ks
+                .iter()
+                .zip(fs)
+                .map(|(key, fields)| ProfileRow { key, fields })
+                .collect();
+            let c = store.write_profiles(&ProfileBatch {
+                job: &id,
+                domain: "bench",
+                now_ms: now,
+                expires_ms: now + 14 * 86_400_000,
+                rows: &rows,
+            })?;
+            created += c.created;
+            updated += c.updated;
+        }
+        let secs = start.elapsed().as_secs_f64();
+        println!(
+            "{round}: {created} created, {updated} updated in {secs:.2} s = {:.0} rows/s",
+            rows as f64 / secs
+        );
+    }
+    let size = std::fs::metadata(store.path())?.len();
+    println!(
+        "database {:.2} GiB, {:.0} bytes a row",
+        size as f64 / (1u64 << 30) as f64,
+        size as f64 / rows as f64
+    );
+    Ok(())
+}
