@@ -55,7 +55,7 @@ fn kill_and_resume(phase: Phase, rows: u64) {
         .arg(&mapping)
         .args([
             "--batch-rows",
-            "300",
+            "40",
             "--piece-size",
             "32KiB",
             "--threads",
@@ -63,7 +63,7 @@ fn kill_and_resume(phase: Phase, rows: u64) {
         ])
         .arg(&csv)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(dir.path().join("stderr")).unwrap())
         .spawn()
         .unwrap();
     let started = Instant::now();
@@ -78,7 +78,8 @@ fn kill_and_resume(phase: Phase, rows: u64) {
     let killed: JobRecord = loop {
         assert!(
             child.try_wait().unwrap().is_none(),
-            "the job finished before it could be killed ({phase:?})"
+            "the job finished before it could be killed ({phase:?}): {}",
+            std::fs::read_to_string(dir.path().join("stderr")).unwrap()
         );
         assert!(
             started.elapsed() < Duration::from_secs(120),
