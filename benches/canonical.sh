@@ -16,34 +16,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ROWS=${ROWS:-9560000}
-SEED=${SEED:-42}
 REPEAT=${REPEAT:-3}
-DATA_DIR=${DATA_DIR:-target/bench-data}
-FILE="$DATA_DIR/customers-$ROWS-$SEED.csv"
-MAPPING=testdata/customers.mapping.json
-TIME=/usr/bin/time
-
-if [ ! -x "$TIME" ]; then
-  echo "benches/canonical.sh needs GNU time at $TIME (Debian: apt-get install time)" >&2
-  exit 1
-fi
-
-cargo build --release --quiet --bin sluice --example count_records --example gen_customers
-BIN=${CARGO_TARGET_DIR:-target}/release
-
-mkdir -p "$DATA_DIR"
-if [ ! -s "$FILE" ]; then
-  gen=../shared/bench/gen_customers.py
-  if [ -f "$gen" ]; then
-    echo "generating $FILE with $gen" >&2
-    python3 "$gen" --rows "$ROWS" --seed "$SEED" --out "$FILE"
-  else
-    echo "generating $FILE with examples/gen_customers.rs" >&2
-    "$BIN/examples/gen_customers" --rows "$ROWS" --seed "$SEED" --out "$FILE"
-  fi
-fi
-cat "$FILE" > /dev/null   # into the page cache
+BUILD="--example count_records"
+# shellcheck source=benches/common.sh
+. benches/common.sh
 
 # best_of CMD...: runs CMD $REPEAT times; prints "best_wall_s max_rss_kib".
 best_of() {

@@ -100,7 +100,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             rows as f64 / secs
         );
     }
-    let size = std::fs::metadata(store.path())?.len();
+    // Closing checkpoints the WAL into the file.
+    let path = store.path().to_owned();
+    drop(store);
+    let size = std::fs::metadata(path)?.len();
     println!(
         "database {:.2} GiB, {:.0} bytes a row",
         size as f64 / (1u64 << 30) as f64,

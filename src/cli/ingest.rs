@@ -210,20 +210,30 @@ pub(super) fn write_human(w: &mut impl Write, s: &Summary, files: usize) -> io::
     if s.stopped {
         writeln!(w, "  stopped before the end of the input")?;
     }
-    if !s.failures.is_empty() {
-        const SHOWN: usize = 10;
-        writeln!(w, "first failures:")?;
-        for f in s.failures.iter().take(SHOWN) {
-            writeln!(w, "  {f}")?;
-        }
-        if s.failed as usize > SHOWN {
-            writeln!(
-                w,
-                "  … and {} more (--json lists the first {})",
-                group(s.failed - SHOWN as u64),
-                s.failures.len()
-            )?;
-        }
+    write_failures(w, &s.failures, s.failed)
+}
+
+/// The first ten of `failures` (the first of `failed` in all).
+pub(super) fn write_failures(
+    w: &mut impl Write,
+    failures: &[impl std::fmt::Display],
+    failed: u64,
+) -> io::Result<()> {
+    const SHOWN: usize = 10;
+    if failures.is_empty() {
+        return Ok(());
+    }
+    writeln!(w, "first failures:")?;
+    for f in failures.iter().take(SHOWN) {
+        writeln!(w, "  {f}")?;
+    }
+    if failed > SHOWN as u64 {
+        writeln!(
+            w,
+            "  … and {} more (--json lists the first {})",
+            group(failed - SHOWN as u64),
+            failures.len()
+        )?;
     }
     Ok(())
 }

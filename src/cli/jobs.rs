@@ -13,7 +13,7 @@ use sluice::mapping::{DEFAULT_DATA_EXPIRY_DAYS, MappingFile};
 use sluice::store::{Domain, JobFilter, JobRecord, SqliteStore, Store};
 
 use super::CliError;
-use super::ingest::{Args as IngestArgs, group};
+use super::ingest::{Args as IngestArgs, group, write_failures};
 
 /// Where the store lives unless `--data-dir` says otherwise.
 const DEFAULT_DATA_DIR: &str = "sluice-data";
@@ -414,17 +414,7 @@ fn write_job(w: &mut impl Write, j: &JobRecord) -> io::Result<()> {
         group(c.completed_pieces),
         group(c.failed_pieces)
     )?;
-    if !c.failures.is_empty() {
-        const SHOWN: usize = 10;
-        writeln!(w, "first failures:")?;
-        for f in c.failures.iter().take(SHOWN) {
-            writeln!(w, "  {f}")?;
-        }
-        if c.failures.len() > SHOWN {
-            writeln!(w, "  … (--json lists the first {})", c.failures.len())?;
-        }
-    }
-    Ok(())
+    write_failures(w, &c.failures, c.failed)
 }
 
 /// `YYYY-MM-DD HH:MM:SS` in UTC.
