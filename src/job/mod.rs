@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 pub use runner::{Runner, RunnerConfig};
 pub use status::{JobStatus, UnknownStatus};
 
+use crate::mapping::MappingFile;
 use crate::store::StoreError;
 
 /// The kind of a job that ingests files into a domain's profiles.
@@ -79,6 +80,18 @@ pub struct ProfileJob {
     /// Field delimiter, if not a comma.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delimiter: Option<u8>,
+}
+
+impl ProfileJob {
+    /// The mapping, parsed and checked.
+    ///
+    /// # Errors
+    ///
+    /// The mapping's problem, naming its key.
+    pub fn mapping_file(&self) -> Result<MappingFile, String> {
+        let bytes = serde_json::to_vec(&self.mapping).map_err(|e| e.to_string())?;
+        MappingFile::from_json(&bytes).map_err(|e| e.to_string())
+    }
 }
 
 /// What can go wrong asking for a job.

@@ -14,7 +14,6 @@ use super::{
     Clock, DEFAULT_BATCH_ROWS, JobError, JobStatus, PROFILES_KIND, ProfileJob, system_clock,
 };
 use crate::ingest::{IngestBuilder, Input, Progress, ProgressSnapshot, Summary};
-use crate::mapping::MappingFile;
 use crate::store::{
     JobCounters, JobFilter, JobRecord, NewJob, Store, StoreError, Transition, WriteCounts,
 };
@@ -174,9 +173,8 @@ impl Runner {
     /// [`JobError::Invalid`] when the mapping is invalid or no input is
     /// given, the store's error when the domain does not exist.
     pub fn create(&self, job: &ProfileJob) -> Result<JobRecord, JobError> {
-        let bytes =
-            serde_json::to_vec(&job.mapping).map_err(|e| JobError::Invalid(e.to_string()))?;
-        MappingFile::from_json(&bytes).map_err(|e| JobError::Invalid(format!("mapping: {e}")))?;
+        job.mapping_file()
+            .map_err(|e| JobError::Invalid(format!("mapping: {e}")))?;
         if job.inputs.is_empty() {
             return Err(JobError::Invalid("no input files".into()));
         }
@@ -384,10 +382,8 @@ fn run_one(shared: &Shared, id: &str) {
     let Ok(Some(claim)) = store.claim(id) else {
         return; // another runner has it, or the id is not a job
     };
-    match store.job(id) {
-        Ok(Some(j)) if j.status == JobStatus::Queued => {}
-        _ => return,
-    }
+    // Refused unless the job is still QUEUED (stopped meanwhile, or run by
+    // another runner that has let go of it).
     let t = Transition {
         from: JobStatus::Queued,
         to: JobStatus::Running,
@@ -435,10 +431,7 @@ fn run_profiles(shared: &Shared, job: &JobRecord, progress: &Progress) -> End {
         Ok(s) => s,
         Err(e) => return fail(format!("the stored request cannot be read: {e}")),
     };
-    let mapping = serde_json::to_vec(&spec.mapping)
-        .map_err(|e| e.to_string())
-        .and_then(|b| MappingFile::from_json(&b).map_err(|e| e.to_string()));
-    let mapping = match mapping {
+    let mapping = match spec.mapping_file() {
         Ok(m) => m,
         Err(e) => return fail(format!("mapping: {e}")),
     };

@@ -55,20 +55,21 @@ pub(super) fn write(
     let multi = mapping.key_fields().len() > 1;
     // Keys of several fields are stored as JSON arrays of their values,
     // readable and unambiguous.
+    // `Records::iter` visits records in the same order every time, so the
+    // i-th key written here belongs to the i-th record below.
     let mut key_text = Vec::new();
-    let mut key_ends = Vec::new();
+    let mut key_bounds = vec![0];
     if multi {
-        key_ends.reserve(records.len() as usize);
+        key_bounds.reserve(records.len() as usize);
         for r in records.iter() {
             write_key_array(&mut key_text, &r);
-            key_ends.push(key_text.len());
+            key_bounds.push(key_text.len());
         }
     }
     let mut rows: Vec<(u64, &[u8], UniqueRecord<'_>)> = Vec::with_capacity(records.len() as usize);
     for (i, r) in records.iter().enumerate() {
         let key = if multi {
-            let start = if i == 0 { 0 } else { key_ends[i - 1] };
-            &key_text[start..key_ends[i]]
+            &key_text[key_bounds[i]..key_bounds[i + 1]]
         } else {
             r.key_bytes()
         };

@@ -155,11 +155,7 @@ impl SqliteStore {
             source,
         })?;
         let path = dir.join(DB_FILE);
-        let db = |source| StoreError::Db {
-            path: path.clone(),
-            source,
-        };
-        let mut writer = connect(&path).map_err(db)?;
+        let mut writer = connect(&path).map_err(db_err(&path))?;
         // Two processes creating the same new database at once can get
         // SQLITE_BUSY without the busy handler being asked (SQLite's
         // deadlock avoidance while the file turns into WAL mode): try again.
@@ -188,10 +184,7 @@ impl SqliteStore {
     }
 
     fn db(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
-        |source| StoreError::Db {
-            path: self.path.clone(),
-            source,
-        }
+        db_err(&self.path)
     }
 
     fn writer(&self) -> MutexGuard<'_, Connection> {
@@ -216,6 +209,14 @@ impl SqliteStore {
             .unwrap_or_else(|e| e.into_inner())
             .push(conn);
         out
+    }
+
+    /// A domain's row id, or [`StoreError::NoDomain`].
+    fn domain_id(&self, c: &Connection, name: &str) -> Result<i64, StoreError> {
+        c.prepare_cached("SELECT id FROM domains WHERE name = ?1")
+            .and_then(|mut s| s.query_row([name], |r| r.get(0)).optional())
+            .map_err(self.db())?
+            .ok_or_else(|| StoreError::NoDomain(name.to_owned()))
     }
 
     fn job_in(&self, conn: &Connection, id: &str) -> Result<Option<JobRecord>, StoreError> {
@@ -275,6 +276,14 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
+/// Turns SQLite's errors into the store's, naming the file.
+fn db_err(path: &Path) -> impl Fn(rusqlite::Error) -> StoreError + Copy + '_ {
+    move |source| StoreError::Db {
+        path: path.to_owned(),
+        source,
+    }
+}
+
 const BUSY_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 
 fn is_busy(e: &rusqlite::Error) -> bool {
@@ -286,10 +295,7 @@ fn is_busy(e: &rusqlite::Error) -> bool {
 
 /// WAL mode, the writer's settings and the migrations.
 fn set_up(writer: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let db = |source| StoreError::Db {
-        path: path.to_owned(),
-        source,
-    };
+    let db = db_err(path);
     writer
         .pragma_update(None, "page_size", PAGE_SIZE)
         .map_err(db)?;
@@ -316,10 +322,7 @@ fn set_up(writer: &mut Connection, path: &Path) -> Result<(), StoreError> {
 }
 
 fn migrate(conn: &mut Connection, path: &Path) -> Result<(), StoreError> {
-    let db = |source| StoreError::Db {
-        path: path.to_owned(),
-        source,
-    };
+    let db = db_err(path);
     let tx = conn
         .transaction_with_behavior(TransactionBehavior::Immediate)
         .map_err(db)?;
@@ -473,13 +476,7 @@ impl Store for SqliteStore {
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(self.db())?;
         if let Some(d) = &job.domain {
-            let known = tx
-                .query_row("SELECT 1 FROM domains WHERE name = ?1", [d], |_| Ok(()))
-                .optional()
-                .map_err(self.db())?;
-            if known.is_none() {
-                return Err(StoreError::NoDomain(d.clone()));
-            }
+            self.domain_id(&tx, d)?;
         }
         let n = tx
             .execute(
@@ -694,7 +691,8 @@ impl Store for SqliteStore {
         // One upsert a row. Which rows were new is told by counting the
         // domain's keys in the batch's key range before and after: every
         // row inserted is a batch key, and expired rows were purged above.
-        // Cheaper than a second statement a row (measured: +30% rows/s).
+        // Cheaper than INSERT OR IGNORE then UPDATE (examples/store_writer,
+        // 3 M rows: 204k -> 277k rows/s creating, 234k -> 489k updating).
         let (first, last) = match (b.rows.first(), b.rows.last()) {
             (Some(f), Some(l)) => (f.key, l.key),
             _ => return Ok(WriteCounts::default()),
@@ -737,28 +735,25 @@ impl Store for SqliteStore {
             created,
             updated: b.rows.len() as u64 - created,
         };
-        {
-            tx.execute(
-                "UPDATE domains SET next_expiry_ms = min(coalesce(next_expiry_ms, ?2), ?2) \
-                 WHERE id = ?1",
-                params![domain_id, b.expires_ms],
-            )
-            .map_err(self.db())?;
-            tx.execute(
-                "UPDATE jobs SET created = created + ?2, updated = updated + ?3, \
-                 written_through = ?4 WHERE id = ?1",
-                params![b.job, i(counts.created), i(counts.updated), last.as_bytes()],
-            )
-            .map_err(self.db())?;
-        }
+        tx.execute(
+            "UPDATE domains SET next_expiry_ms = min(coalesce(next_expiry_ms, ?2), ?2) \
+             WHERE id = ?1",
+            params![domain_id, b.expires_ms],
+        )
+        .map_err(self.db())?;
+        tx.execute(
+            "UPDATE jobs SET created = created + ?2, updated = updated + ?3, \
+             written_through = ?4 WHERE id = ?1",
+            params![b.job, i(counts.created), i(counts.updated), last.as_bytes()],
+        )
+        .map_err(self.db())?;
         tx.commit().map_err(self.db())?;
         Ok(counts)
     }
 
     fn profile(&self, domain: &str, key: &str, now_ms: i64) -> Result<Option<Profile>, StoreError> {
         self.read(|c| {
-            let id = domain_id(c, domain).map_err(self.db())?;
-            let id = id.ok_or_else(|| StoreError::NoDomain(domain.to_owned()))?;
+            let id = self.domain_id(c, domain)?;
             c.prepare_cached(
                 "SELECT profile_key, fields, created_ms, updated_ms, expires_ms FROM profiles \
                  WHERE domain_id = ?1 AND profile_key = ?2 AND expires_ms > ?3",
@@ -781,8 +776,7 @@ impl Store for SqliteStore {
 
     fn count_profiles(&self, domain: &str, now_ms: i64) -> Result<u64, StoreError> {
         self.read(|c| {
-            let id = domain_id(c, domain).map_err(self.db())?;
-            let id = id.ok_or_else(|| StoreError::NoDomain(domain.to_owned()))?;
+            let id = self.domain_id(c, domain)?;
             c.query_row(
                 "SELECT count(*) FROM profiles WHERE domain_id = ?1 AND expires_ms > ?2",
                 params![id, now_ms],
@@ -809,10 +803,4 @@ impl Store for SqliteStore {
         tx.commit().map_err(self.db())?;
         Ok(n)
     }
-}
-
-fn domain_id(c: &Connection, name: &str) -> rusqlite::Result<Option<i64>> {
-    c.prepare_cached("SELECT id FROM domains WHERE name = ?1")?
-        .query_row([name], |r| r.get(0))
-        .optional()
 }
