@@ -533,7 +533,8 @@ fn run_profiles(shared: &Shared, job: &JobRecord, progress: &Progress) -> End {
         );
     }
 
-    let written = AtomicU64::new(0);
+    // Earlier attempts' records count too: they stay as well.
+    let written = AtomicU64::new(job.counters.created + job.counters.updated);
     let target = Target {
         store,
         job: &job.id,
