@@ -23,11 +23,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::remove_dir_all(dir).ok();
     let store = SqliteStore::open(dir)?;
     let now = system_clock()();
-    store.create_domain(&Domain {
-        name: "bench".into(),
-        default_expiration_days: 14,
-        created_ms: now,
-    })?;
+    store.create_domain(&Domain::new("bench", 14, now))?;
 
     let mut keys: Vec<String> = (0..rows as u64)
         .map(|i| {
@@ -73,6 +69,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                     to,
                     at_ms: now,
                     reason: None,
+                    failure: None,
                 },
             )?;
         }

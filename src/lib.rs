@@ -43,6 +43,8 @@ assert_eq!(first.values().collect::<Vec<_>>(), ["ann@example.com", "+14155550132
 */
 #![deny(missing_docs)]
 
+#[cfg(feature = "store")]
+pub mod crypto;
 pub mod ingest;
 #[cfg(feature = "store")]
 pub mod job;

@@ -73,11 +73,7 @@ fn env(max_jobs: usize, batch_rows: usize) -> Env {
 impl Env {
     fn domain(&self, name: &str, days: u32) {
         self.store
-            .create_domain(&Domain {
-                name: name.into(),
-                default_expiration_days: days,
-                created_ms: T0,
-            })
+            .create_domain(&Domain::new(name, days, T0))
             .unwrap();
     }
 
@@ -90,6 +86,7 @@ impl Env {
             piece_size: Some(16 * 1024),
             region: None,
             delimiter: None,
+            sealed_key: None,
         }
     }
 
@@ -357,6 +354,7 @@ fn illegal_transitions_are_errors_and_stops_are_checked() {
                 to: JobStatus::Succeeded,
                 at_ms: T0,
                 reason: None,
+                failure: None,
             },
         )
         .unwrap_err();
@@ -371,6 +369,7 @@ fn illegal_transitions_are_errors_and_stops_are_checked() {
                 to: JobStatus::Running,
                 at_ms: T0,
                 reason: None,
+                failure: None,
             },
         )
         .unwrap_err();

@@ -209,11 +209,11 @@ pub(super) fn ingest_into_store(
     }
     let store = Arc::new(open(dir)?);
     if store.domain(&domain)?.is_none() {
-        store.create_domain(&Domain {
-            name: domain.clone(),
-            default_expiration_days: DEFAULT_DATA_EXPIRY_DAYS,
-            created_ms: system_clock()(),
-        })?;
+        store.create_domain(&Domain::new(
+            &domain,
+            DEFAULT_DATA_EXPIRY_DAYS,
+            system_clock()(),
+        ))?;
         eprintln!(
             "sluice: created domain {domain:?} (DefaultExpirationDays {DEFAULT_DATA_EXPIRY_DAYS})"
         );
@@ -241,6 +241,7 @@ pub(super) fn ingest_into_store(
         piece_size: Some(args.piece_size),
         region: Some(args.region.clone()),
         delimiter: (delimiter != b',').then_some(delimiter),
+        sealed_key: None,
     })?;
     let started = std::time::Instant::now();
     let job = follow(&runner, &job.id)?;

@@ -33,7 +33,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use runner::{Runner, RunnerConfig};
-pub use status::{JobStatus, UnknownStatus};
+pub use status::{FailureKind, JobStatus, UnknownStatus};
 
 use crate::mapping::MappingFile;
 use crate::store::StoreError;
@@ -80,6 +80,11 @@ pub struct ProfileJob {
     /// Field delimiter, if not a comma.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub delimiter: Option<u8>,
+    /// When set, every input is a sealed file ([`crate::crypto`]) under
+    /// this data key, wrapped for this job; the runner's
+    /// [`RunnerConfig::master_key`] opens it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sealed_key: Option<crate::crypto::SealedKey>,
 }
 
 impl ProfileJob {

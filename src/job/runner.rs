@@ -1,6 +1,7 @@
 //! The runner: queued jobs on background threads, a bounded number at once.
 
 use std::collections::{HashMap, VecDeque};
+use std::io;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
@@ -11,8 +12,11 @@ use rayon::ThreadPool;
 
 use super::write::{self, Halt, Target};
 use super::{
-    Clock, DEFAULT_BATCH_ROWS, JobError, JobStatus, PROFILES_KIND, ProfileJob, system_clock,
+    Clock, DEFAULT_BATCH_ROWS, FailureKind, JobError, JobStatus, PROFILES_KIND, ProfileJob,
+    system_clock,
 };
+use crate::crypto::{self, DataKey, MasterKey};
+use crate::ingest::ErrorKind;
 use crate::ingest::{IngestBuilder, Input, Progress, ProgressSnapshot, Summary};
 use crate::store::{
     JobCounters, JobFilter, JobRecord, NewJob, Store, StoreError, Transition, WriteCounts,
@@ -37,6 +41,8 @@ pub struct RunnerConfig {
     pub progress_interval: Duration,
     /// The time.
     pub clock: Clock,
+    /// Opens the data keys of jobs whose inputs are sealed (uploads).
+    pub master_key: Option<Arc<MasterKey>>,
 }
 
 impl Default for RunnerConfig {
@@ -48,6 +54,7 @@ impl Default for RunnerConfig {
             batch_rows: DEFAULT_BATCH_ROWS,
             progress_interval: Duration::from_millis(100),
             clock: system_clock(),
+            master_key: None,
         }
     }
 }
@@ -179,7 +186,8 @@ impl Runner {
             return Err(JobError::Invalid("no input files".into()));
         }
         let request = serde_json::to_string(job).map_err(|e| JobError::Invalid(e.to_string()))?;
-        let id = uuid::Uuid::new_v4().to_string();
+        // 32 lowercase hex digits: the Customer Profiles `uuid` shape.
+        let id = uuid::Uuid::new_v4().simple().to_string();
         let store = &self.shared.store;
         store.insert_job(&NewJob {
             id: id.clone(),
@@ -209,6 +217,7 @@ impl Runner {
                 to: JobStatus::Queued,
                 at_ms: self.shared.now(),
                 reason: None,
+                failure: None,
             },
         )?;
         self.shared.enqueue(id);
@@ -241,6 +250,7 @@ impl Runner {
                 to: JobStatus::Stopped,
                 at_ms: self.shared.now(),
                 reason: Some("stopped before it ran"),
+                failure: None,
             };
             match store.transition(id, &t) {
                 // A runner took it meanwhile; it sees the stop flag.
@@ -320,6 +330,7 @@ impl Runner {
                     to: JobStatus::Queued,
                     at_ms: self.shared.now(),
                     reason: Some(&reason),
+                    failure: None,
                 };
                 match store.transition(&job.id, &t) {
                     Ok(_) => {}
@@ -372,7 +383,7 @@ fn work(shared: &Shared) {
 
 /// How a run ended.
 enum End {
-    Done(JobStatus, Option<String>),
+    Done(JobStatus, Option<String>, Option<FailureKind>),
     /// The runner is shutting down: back to the queue.
     Requeue,
 }
@@ -389,6 +400,7 @@ fn run_one(shared: &Shared, id: &str) {
         to: JobStatus::Running,
         at_ms: shared.now(),
         reason: None,
+        failure: None,
     };
     let Ok(job) = store.transition(id, &t) else {
         return;
@@ -403,11 +415,12 @@ fn run_one(shared: &Shared, id: &str) {
     }
     let end = run_profiles(shared, &job, &progress);
     shared.state().running.remove(id);
-    let (to, reason) = match end {
-        End::Done(to, reason) => (to, reason),
+    let (to, reason, failure) = match end {
+        End::Done(to, reason, failure) => (to, reason, failure),
         End::Requeue => (
             JobStatus::Queued,
             Some("its runner shut down; it resumes when a runner recovers it".to_owned()),
+            None,
         ),
     };
     // If even this fails (the disk is gone), the job stays RUNNING with no
@@ -419,13 +432,22 @@ fn run_one(shared: &Shared, id: &str) {
             to,
             at_ms: shared.now(),
             reason: reason.as_deref(),
+            failure,
         },
     );
     drop(claim);
 }
 
 fn run_profiles(shared: &Shared, job: &JobRecord, progress: &Progress) -> End {
-    let fail = |reason: String| End::Done(JobStatus::Failed, Some(reason));
+    let invalid = |reason: String| {
+        End::Done(
+            JobStatus::Failed,
+            Some(reason),
+            Some(FailureKind::Validation),
+        )
+    };
+    let fail =
+        |reason: String| End::Done(JobStatus::Failed, Some(reason), Some(FailureKind::Internal));
     let store = &*shared.store;
     let spec: ProfileJob = match serde_json::from_str(&job.request) {
         Ok(s) => s,
@@ -433,12 +455,22 @@ fn run_profiles(shared: &Shared, job: &JobRecord, progress: &Progress) -> End {
     };
     let mapping = match spec.mapping_file() {
         Ok(m) => m,
-        Err(e) => return fail(format!("mapping: {e}")),
+        Err(e) => return invalid(format!("mapping: {e}")),
     };
     let domain = match store.domain(&spec.domain) {
         Ok(Some(d)) => d,
-        Ok(None) => return fail(format!("domain {:?} does not exist", spec.domain)),
+        Ok(None) => return invalid(format!("domain {:?} does not exist", spec.domain)),
         Err(e) => return fail(e.to_string()),
+    };
+    let key = match (&spec.sealed_key, &shared.config.master_key) {
+        (None, _) => None,
+        (Some(sealed), Some(master)) => match master.open_key(sealed, &job.id) {
+            Ok(k) => Some(k),
+            Err(e) => return fail(e.to_string()),
+        },
+        (Some(_), None) => {
+            return fail("the inputs are sealed and this runner has no master key".into());
+        }
     };
     // The job's DataExpiry, else the domain's default (which a domain
     // always has; 14 days unless its creator said otherwise).
@@ -451,11 +483,11 @@ fn run_profiles(shared: &Shared, job: &JobRecord, progress: &Progress) -> End {
 
     let fingerprint = match fingerprint(&spec.inputs) {
         Ok(f) => f,
-        Err(e) => return fail(e),
+        Err(e) => return invalid(e),
     };
     match &job.input_fingerprint {
         Some(old) if *old != fingerprint && job.written_through.is_some() => {
-            return fail(format!(
+            return invalid(format!(
                 "an input changed since the job began ({} records were written before and stay); \
                  start a new job",
                 job.counters.created + job.counters.updated
@@ -482,9 +514,12 @@ fn run_profiles(shared: &Shared, job: &JobRecord, progress: &Progress) -> End {
     }
     let ingest = match builder.build() {
         Ok(i) => i,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return invalid(e.to_string()),
     };
-    let inputs: Vec<Input> = spec.inputs.iter().map(Input::path).collect();
+    let inputs = match open_inputs(&spec.inputs, key.as_ref()) {
+        Ok(i) => i,
+        Err(e) => return invalid(e),
+    };
 
     // Stop when asked, here or through the store by another process.
     let stop_asked = || {
@@ -514,7 +549,16 @@ fn run_profiles(shared: &Shared, job: &JobRecord, progress: &Progress) -> End {
     });
     let outcome = match outcome {
         Ok(o) => o,
-        Err(e) => return fail(e.to_string()),
+        Err(e) => {
+            let kind = match e.kind() {
+                ErrorKind::Io { source, .. } if source.kind() != io::ErrorKind::InvalidData => {
+                    FailureKind::Internal
+                }
+                ErrorKind::Capacity => FailureKind::Internal,
+                _ => FailureKind::Validation,
+            };
+            return End::Done(JobStatus::Failed, Some(e.to_string()), Some(kind));
+        }
     };
     let summary = &outcome.summary;
     if let Err(e) = store.save_progress(&job.id, &counters_of(summary)) {
@@ -530,6 +574,7 @@ fn run_profiles(shared: &Shared, job: &JobRecord, progress: &Progress) -> End {
                 "stopped on request after {} of {} pieces, before any record was written",
                 summary.completed_pieces, summary.total_pieces
             )),
+            None,
         );
     }
 
@@ -564,6 +609,7 @@ fn run_profiles(shared: &Shared, job: &JobRecord, progress: &Progress) -> End {
                     "stopped on request while writing; the {} records written before stay",
                     written.load(Ordering::Relaxed)
                 )),
+                None,
             );
         }
         Err(Halt::Store(e)) => {
@@ -586,6 +632,7 @@ fn finished(s: &Summary) -> End {
                 "every row failed; the first: {}",
                 first.unwrap_or_default()
             )),
+            Some(FailureKind::Validation),
         )
     } else if s.failed > 0 || s.failed_pieces > 0 {
         End::Done(
@@ -596,9 +643,10 @@ fn finished(s: &Summary) -> End {
                 s.failed_pieces,
                 first.unwrap_or_default()
             )),
+            None,
         )
     } else {
-        End::Done(JobStatus::Succeeded, None)
+        End::Done(JobStatus::Succeeded, None, None)
     }
 }
 
@@ -637,6 +685,22 @@ fn counters_of(s: &Summary) -> JobCounters {
             .collect(),
         failures: s.failures.iter().map(ToString::to_string).collect(),
     }
+}
+
+/// The inputs as the engine reads them: plain files, or sealed ones
+/// decrypted as they are read.
+fn open_inputs(paths: &[std::path::PathBuf], key: Option<&DataKey>) -> Result<Vec<Input>, String> {
+    paths
+        .iter()
+        .map(|p| match key {
+            None => Ok(Input::path(p)),
+            Some(k) => {
+                let (reader, len) =
+                    crypto::open_file(p, k).map_err(|e| format!("{}: {e}", p.display()))?;
+                Ok(Input::reader(&p.display().to_string(), reader, Some(len)))
+            }
+        })
+        .collect()
 }
 
 /// Each input's size and modification time, so a resumed job can tell

@@ -17,7 +17,7 @@ use std::path::PathBuf;
 
 pub use sqlite::{DB_FILE, PAGE_SIZE, SCHEMA_VERSION, SqliteStore};
 
-use crate::job::JobStatus;
+use crate::job::{FailureKind, JobStatus};
 
 /// What can go wrong in a store.
 #[derive(Debug, thiserror::Error)]
@@ -49,6 +49,14 @@ pub enum StoreError {
         found: i64,
         /// The newest this build knows.
         known: i64,
+    },
+    /// A domain still has a job queued or running.
+    #[error("domain {domain:?} has job {job} in progress; stop it first")]
+    DomainBusy {
+        /// The domain.
+        domain: String,
+        /// A job in progress.
+        job: String,
     },
     /// A domain of that name exists.
     #[error("domain {0:?} already exists")]
@@ -103,6 +111,24 @@ pub struct Domain {
     pub default_expiration_days: u32,
     /// When it was created.
     pub created_ms: i64,
+    /// When it last changed (its creation, unless changed since).
+    pub updated_ms: i64,
+    /// What else its creator set, kept and given back as it came: a JSON
+    /// object (`{}` when nothing).
+    pub settings: String,
+}
+
+impl Domain {
+    /// A domain created at `now_ms` with nothing else set.
+    pub fn new(name: &str, default_expiration_days: u32, now_ms: i64) -> Domain {
+        Domain {
+            name: name.to_owned(),
+            default_expiration_days,
+            created_ms: now_ms,
+            updated_ms: now_ms,
+            settings: "{}".to_owned(),
+        }
+    }
 }
 
 /// A new job, as the API layer records it.
@@ -169,6 +195,8 @@ pub struct JobRecord {
     pub status: JobStatus,
     /// Why it failed or stopped, or how it was recovered.
     pub status_reason: Option<String>,
+    /// Whose fault a failure was.
+    pub failure: Option<FailureKind>,
     /// Whether someone asked it to stop.
     pub stop_requested: bool,
     /// How many times a runner has started it.
@@ -215,6 +243,8 @@ pub struct Transition<'a> {
     pub at_ms: i64,
     /// Why (kept in `status_reason`; `None` keeps the current reason).
     pub reason: Option<&'a str>,
+    /// Whose fault, when going to `FAILED`.
+    pub failure: Option<FailureKind>,
 }
 
 /// One profile to write: its key and its fields as a JSON object.
@@ -301,6 +331,15 @@ pub trait Store: Send + Sync {
     /// A database error, or a stored value this build cannot read.
     fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
 
+    /// Replaces the request of a job that is still `CREATED` (an upload
+    /// job's key changes each time its upload path is asked for).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Transition`] (from `CREATED` to `CREATED`) when the
+    /// job has moved on, [`StoreError::NoJob`], or a database error.
+    fn update_request(&self, id: &str, request: &str) -> Result<JobRecord, StoreError>;
+
     /// Jobs, newest first.
     ///
     /// # Errors
@@ -362,6 +401,22 @@ pub trait Store: Send + Sync {
     /// strictly ascending, or a database error; then nothing of the batch
     /// is written.
     fn write_profiles(&self, batch: &ProfileBatch<'_>) -> Result<WriteCounts, StoreError>;
+
+    /// Every domain, by name.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn domains(&self) -> Result<Vec<Domain>, StoreError>;
+
+    /// Deletes a domain with its profiles and its finished jobs; returns
+    /// how many profiles went.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoDomain`], [`StoreError::DomainBusy`] while one of its
+    /// jobs is queued or running, or a database error.
+    fn delete_domain(&self, name: &str) -> Result<u64, StoreError>;
 
     /// A live (unexpired) profile.
     ///

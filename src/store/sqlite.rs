@@ -10,7 +10,7 @@ use super::{
     Claim, Domain, JobCounters, JobFilter, JobRecord, NewJob, Profile, ProfileBatch, Store,
     StoreError, Transition, WriteCounts,
 };
-use crate::job::JobStatus;
+use crate::job::{FailureKind, JobStatus};
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "sluice.db";
@@ -108,6 +108,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY(app_id, segment_id, endpoint_id)
     ) WITHOUT ROWID;
     ",
+    // 2: what the API layer keeps of domains; whose fault a failure was.
+    "
+    ALTER TABLE domains ADD COLUMN updated_ms INTEGER;
+    ALTER TABLE domains ADD COLUMN settings TEXT NOT NULL DEFAULT '{}';
+    UPDATE domains SET updated_ms = created_ms;
+    ALTER TABLE jobs ADD COLUMN failure TEXT;
+    ",
 ];
 
 /// The schema version this build writes.
@@ -116,7 +123,20 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 const JOB_COLUMNS: &str = "id, kind, domain, display_name, request, status, status_reason, \
     stop_requested, attempts, total_pieces, completed_pieces, failed_pieces, processed, \
     created, updated, duplicates, failed, field_warnings, failures, written_through, \
-    input_fingerprint, created_ms, started_ms, completed_ms, field_warnings_by_field";
+    input_fingerprint, created_ms, started_ms, completed_ms, field_warnings_by_field, failure";
+
+const DOMAIN_COLUMNS: &str =
+    "name, default_expiration_days, created_ms, coalesce(updated_ms, created_ms), settings";
+
+fn domain_from_row(r: &Row<'_>) -> rusqlite::Result<Domain> {
+    Ok(Domain {
+        name: r.get(0)?,
+        default_expiration_days: r.get(1)?,
+        created_ms: r.get(2)?,
+        updated_ms: r.get(3)?,
+        settings: r.get(4)?,
+    })
+}
 
 /// A store in one SQLite file, `DB_FILE` in a data directory.
 ///
@@ -350,6 +370,7 @@ struct RawJob {
     status: String,
     failures: String,
     by_field: String,
+    failure: Option<String>,
 }
 
 impl RawJob {
@@ -359,6 +380,7 @@ impl RawJob {
             status: r.get(5)?,
             failures: r.get(18)?,
             by_field: r.get(24)?,
+            failure: r.get(25)?,
             record: JobRecord {
                 id: r.get(0)?,
                 kind: r.get(1)?,
@@ -367,6 +389,7 @@ impl RawJob {
                 request: r.get(4)?,
                 status: JobStatus::Created,
                 status_reason: r.get(6)?,
+                failure: None,
                 stop_requested: r.get(7)?,
                 attempts: r.get(8)?,
                 counters: JobCounters {
@@ -403,8 +426,15 @@ impl RawJob {
         let by_field: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&self.by_field)
                 .map_err(|e| corrupt(format!("field_warnings_by_field: {e}")))?;
+        let failure = match &self.failure {
+            None => None,
+            Some(f) => Some(
+                FailureKind::from_name(f).ok_or_else(|| corrupt(format!("failure kind {f:?}")))?,
+            ),
+        };
         let mut record = self.record;
         record.status = status;
+        record.failure = failure;
         record.counters.failures = failures;
         record.counters.field_warnings_by_field = by_field
             .into_iter()
@@ -441,9 +471,15 @@ impl Store for SqliteStore {
         let conn = self.writer();
         let n = conn
             .execute(
-                "INSERT OR IGNORE INTO domains(name, default_expiration_days, created_ms) \
-                 VALUES (?1, ?2, ?3)",
-                params![d.name, d.default_expiration_days, d.created_ms],
+                "INSERT OR IGNORE INTO domains(name, default_expiration_days, created_ms, \
+                 updated_ms, settings) VALUES (?1, ?2, ?3, ?4, ?5)",
+                params![
+                    d.name,
+                    d.default_expiration_days,
+                    d.created_ms,
+                    d.updated_ms,
+                    d.settings
+                ],
             )
             .map_err(self.db())?;
         if n == 0 {
@@ -455,19 +491,79 @@ impl Store for SqliteStore {
     fn domain(&self, name: &str) -> Result<Option<Domain>, StoreError> {
         self.read(|c| {
             c.query_row(
-                "SELECT name, default_expiration_days, created_ms FROM domains WHERE name = ?1",
+                &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE name = ?1"),
                 [name],
-                |r| {
-                    Ok(Domain {
-                        name: r.get(0)?,
-                        default_expiration_days: r.get(1)?,
-                        created_ms: r.get(2)?,
-                    })
-                },
+                domain_from_row,
             )
             .optional()
             .map_err(self.db())
         })
+    }
+
+    fn domains(&self) -> Result<Vec<Domain>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {DOMAIN_COLUMNS} FROM domains ORDER BY name"
+                ))
+                .map_err(self.db())?;
+            stmt.query_map([], domain_from_row)
+                .and_then(|rows| rows.collect())
+                .map_err(self.db())
+        })
+    }
+
+    fn delete_domain(&self, name: &str) -> Result<u64, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.db())?;
+        let id = self.domain_id(&tx, name)?;
+        let busy: Option<String> = tx
+            .query_row(
+                "SELECT id FROM jobs WHERE domain = ?1 AND status IN ('QUEUED', 'RUNNING') LIMIT 1",
+                [name],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.db())?;
+        if let Some(job) = busy {
+            return Err(StoreError::DomainBusy {
+                domain: name.to_owned(),
+                job,
+            });
+        }
+        let profiles = tx
+            .execute("DELETE FROM profiles WHERE domain_id = ?1", [id])
+            .map_err(self.db())?;
+        tx.execute("DELETE FROM jobs WHERE domain = ?1", [name])
+            .map_err(self.db())?;
+        tx.execute("DELETE FROM domains WHERE id = ?1", [id])
+            .map_err(self.db())?;
+        tx.commit().map_err(self.db())?;
+        Ok(profiles as u64)
+    }
+
+    fn update_request(&self, id: &str, request: &str) -> Result<JobRecord, StoreError> {
+        let conn = self.writer();
+        let n = conn
+            .execute(
+                "UPDATE jobs SET request = ?2 WHERE id = ?1 AND status = 'CREATED'",
+                params![id, request],
+            )
+            .map_err(self.db())?;
+        let job = self
+            .job_in(&conn, id)?
+            .ok_or_else(|| StoreError::NoJob(id.to_owned()))?;
+        if n == 0 {
+            return Err(StoreError::Transition {
+                id: id.to_owned(),
+                from: JobStatus::Created,
+                to: JobStatus::Created,
+                actual: job.status,
+            });
+        }
+        Ok(job)
     }
 
     fn insert_job(&self, job: &NewJob) -> Result<(), StoreError> {
@@ -546,7 +642,7 @@ impl Store for SqliteStore {
         let running = t.to == JobStatus::Running;
         tx.execute(
             "UPDATE jobs SET status = ?2, status_reason = coalesce(?3, status_reason), \
-             attempts = attempts + ?4, \
+             failure = ?7, attempts = attempts + ?4, \
              started_ms = CASE WHEN ?4 THEN coalesce(started_ms, ?5) ELSE started_ms END, \
              completed_ms = CASE WHEN ?6 THEN ?5 ELSE completed_ms END \
              WHERE id = ?1",
@@ -556,7 +652,8 @@ impl Store for SqliteStore {
                 t.reason,
                 running,
                 t.at_ms,
-                t.to.is_terminal()
+                t.to.is_terminal(),
+                t.failure.map(FailureKind::as_str)
             ],
         )
         .map_err(self.db())?;
