@@ -44,6 +44,8 @@ assert_eq!(first.values().collect::<Vec<_>>(), ["ann@example.com", "+14155550132
 #![deny(missing_docs)]
 
 #[cfg(feature = "store")]
+pub mod api;
+#[cfg(feature = "store")]
 pub mod crypto;
 pub mod ingest;
 #[cfg(feature = "store")]
@@ -52,6 +54,7 @@ pub mod mapping;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod synth;
+pub mod time;
 
 /// The README's examples, run as doctests so that they stay true.
 #[cfg(doctest)]

@@ -11,6 +11,7 @@ use serde_json::{Map, Value, json};
 use sluice::job::{JobStatus, ProfileJob, Runner, RunnerConfig, system_clock};
 use sluice::mapping::{DEFAULT_DATA_EXPIRY_DAYS, MappingFile};
 use sluice::store::{Domain, JobFilter, JobRecord, SqliteStore, Store};
+use sluice::time::utc;
 
 use super::CliError;
 use super::ingest::{Args as IngestArgs, group, write_failures};
@@ -416,36 +417,4 @@ fn write_job(w: &mut impl Write, j: &JobRecord) -> io::Result<()> {
         group(c.failed_pieces)
     )?;
     write_failures(w, &c.failures, c.failed)
-}
-
-/// `YYYY-MM-DD HH:MM:SS` in UTC.
-fn utc(ms: i64) -> String {
-    let secs = ms.div_euclid(1000);
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Days to a civil date (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02} {:02}:{:02}:{:02}",
-        rem / 3600,
-        rem / 60 % 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn utc_dates() {
-        assert_eq!(super::utc(0), "1970-01-01 00:00:00");
-        assert_eq!(super::utc(1_795_000_000_000), "2026-11-18 11:06:40");
-        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00");
-    }
 }

@@ -56,6 +56,12 @@ pub fn system_clock() -> Clock {
     })
 }
 
+/// A fresh job id: 32 lowercase hex digits (the Customer Profiles `uuid`
+/// shape).
+pub fn new_job_id() -> String {
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
 /// A job that ingests files into a domain's profiles: what is stored as
 /// the job's request, and all a runner needs to run it again.
 #[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]

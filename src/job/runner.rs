@@ -13,7 +13,7 @@ use rayon::ThreadPool;
 use super::write::{self, Halt, Target};
 use super::{
     Clock, DEFAULT_BATCH_ROWS, FailureKind, JobError, JobStatus, PROFILES_KIND, ProfileJob,
-    system_clock,
+    new_job_id, system_clock,
 };
 use crate::crypto::{self, DataKey, MasterKey};
 use crate::ingest::ErrorKind;
@@ -180,24 +180,34 @@ impl Runner {
     /// [`JobError::Invalid`] when the mapping is invalid or no input is
     /// given, the store's error when the domain does not exist.
     pub fn create(&self, job: &ProfileJob) -> Result<JobRecord, JobError> {
+        self.create_as(&new_job_id(), job)
+    }
+
+    /// As [`Runner::create`], with an id the caller chose (from
+    /// [`new_job_id`]), for a job whose inputs are named after it.
+    ///
+    /// # Errors
+    ///
+    /// As [`Runner::create`], and [`StoreError::JobExists`].
+    pub fn create_as(&self, id: &str, job: &ProfileJob) -> Result<JobRecord, JobError> {
         job.mapping_file()
             .map_err(|e| JobError::Invalid(format!("mapping: {e}")))?;
         if job.inputs.is_empty() {
             return Err(JobError::Invalid("no input files".into()));
         }
         let request = serde_json::to_string(job).map_err(|e| JobError::Invalid(e.to_string()))?;
-        // 32 lowercase hex digits: the Customer Profiles `uuid` shape.
-        let id = uuid::Uuid::new_v4().simple().to_string();
         let store = &self.shared.store;
         store.insert_job(&NewJob {
-            id: id.clone(),
+            id: id.to_owned(),
             kind: PROFILES_KIND.into(),
             domain: Some(job.domain.clone()),
             display_name: job.display_name.clone(),
             request,
             created_ms: self.shared.now(),
         })?;
-        Ok(store.job(&id)?.ok_or(StoreError::NoJob(id))?)
+        Ok(store
+            .job(id)?
+            .ok_or_else(|| StoreError::NoJob(id.to_owned()))?)
     }
 
     /// Queues a `CREATED` job.

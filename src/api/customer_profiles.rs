@@ -1,0 +1,1247 @@
+/*!
+Amazon Connect Customer Profiles: domains and upload jobs
+(`customer-profiles-2020-08-15`).
+
+# The upload flow
+
+1. [`CustomerProfiles::create_domain`], then
+   [`CustomerProfiles::create_upload_job`] with `Fields` and `UniqueKey`:
+   the job is `CREATED`.
+2. [`CustomerProfiles::get_upload_job_path`] gives a signed `Url` that
+   allows one PUT of this job's file until `ValidUntil`, and a
+   `ClientToken`: a fresh 256-bit data key, base64. The uploader sends it
+   back with the PUT as SSE-C headers. Each call gives a new key and URL;
+   a file uploaded under an older key is dropped.
+3. The PUT ([`CustomerProfiles::authorize_upload`], then the server streams
+   the body into a sealed file, then [`UploadSlot::commit`]).
+4. [`CustomerProfiles::start_upload_job`] queues the job; the runner
+   decrypts the file as it ingests it. [`CustomerProfiles::get_upload_job`]
+   shows `IN_PROGRESS`, then `SUCCEEDED`, `PARTIALLY_SUCCEEDED` (some rows
+   failed), `FAILED` (with `StatusReason`) or `STOPPED`, and
+   `ResultsSummary`.
+
+The server never keeps a data key in the clear: see [`crate::crypto`].
+*/
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value, json};
+
+use super::{ApiError, Timestamp, check_len, check_name, check_range};
+use crate::crypto::{self, DataKey, MasterKey, SealedKey};
+use crate::job::{Clock, FailureKind, JobStatus, PROFILES_KIND, ProfileJob, Runner, new_job_id};
+use crate::mapping::MappingFile;
+use crate::store::{Domain, JobFilter, JobRecord, Store, StoreError};
+
+/// The longest DataExpiry and DefaultExpirationDays the model allows.
+pub const MAX_EXPIRATION_DAYS: i64 = 1098;
+
+/// How long an upload URL is valid unless configured.
+pub const DEFAULT_URL_TTL: Duration = Duration::from_secs(3600);
+
+/// The largest upload unless configured: 1 GB, as the service documents.
+pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1_000_000_000;
+
+/// The path prefix of upload URLs.
+pub const UPLOAD_PATH_PREFIX: &str = "/uploads/";
+
+/// The query parameter of an upload URL that says when it expires (Unix
+/// seconds).
+pub const URL_EXPIRES: &str = "X-Sluice-Expires";
+
+/// The query parameter of an upload URL that carries its signature (hex).
+pub const URL_SIGNATURE: &str = "X-Sluice-Signature";
+
+// ---------------------------------------------------------------------------
+// Shapes
+
+/// `ObjectTypeField`: where a field comes from and goes to.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ObjectTypeField {
+    /// `_source.<column>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
+    /// `_profile.<path>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// `STRING`, `NUMBER`, `PHONE_NUMBER`, `EMAIL_ADDRESS` or `NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub content_type: Option<String>,
+}
+
+/// `CreateDomainRequest`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateDomainRequest {
+    /// The domain's name (in the URI).
+    #[serde(default)]
+    pub domain_name: String,
+    /// Days a profile lives unless its job says otherwise, 1 to 1098.
+    #[serde(default)]
+    pub default_expiration_days: Option<i64>,
+    /// Kept and given back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_encryption_key: Option<String>,
+    /// Kept and given back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_queue_url: Option<String>,
+    /// Kept and given back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matching: Option<Value>,
+    /// Kept and given back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_based_matching: Option<Value>,
+    /// Kept and given back.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_store: Option<Value>,
+    /// Tags, 1 to 50.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// A domain as `CreateDomain` and `GetDomain` return it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DomainResponse {
+    /// The domain's name.
+    pub domain_name: String,
+    /// Days a profile lives unless its job says otherwise.
+    pub default_expiration_days: u32,
+    /// As given at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub default_encryption_key: Option<String>,
+    /// As given at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dead_letter_queue_url: Option<String>,
+    /// As given at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub matching: Option<Value>,
+    /// As given at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rule_based_matching: Option<Value>,
+    /// As given at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_store: Option<Value>,
+    /// Live profiles (`GetDomain` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stats: Option<DomainStats>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub last_updated_at: Timestamp,
+    /// As given at creation.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// `CreateDomainResponse`.
+pub type CreateDomainResponse = DomainResponse;
+/// `GetDomainResponse`.
+pub type GetDomainResponse = DomainResponse;
+
+/// `DomainStats`.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DomainStats {
+    /// Live (unexpired) profiles.
+    pub profile_count: i64,
+    /// The same: every profile is metered.
+    pub metering_profile_count: i64,
+    /// The same: one object per profile.
+    pub object_count: i64,
+}
+
+/// A request that names a domain.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DomainRequest {
+    /// The domain (in the URI).
+    #[serde(default)]
+    pub domain_name: String,
+}
+
+/// `GetDomainRequest`.
+pub type GetDomainRequest = DomainRequest;
+/// `DeleteDomainRequest`.
+pub type DeleteDomainRequest = DomainRequest;
+
+/// `DeleteDomainResponse`.
+#[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteDomainResponse {
+    /// What was deleted.
+    pub message: String,
+}
+
+/// `ListDomainsRequest`.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListDomainsRequest {
+    /// From the `NextToken` of the page before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+    /// 1 to 100; 100 when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_results: Option<i64>,
+}
+
+/// `ListDomainItem`.
+#[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListDomainItem {
+    /// The domain's name.
+    pub domain_name: String,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it last changed.
+    pub last_updated_at: Timestamp,
+    /// Its tags.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// `ListDomainsResponse`.
+#[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListDomainsResponse {
+    /// The page, by name.
+    pub items: Vec<ListDomainItem>,
+    /// Present when there are more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// `CreateUploadJobRequest`.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateUploadJobRequest {
+    /// The domain (in the URI).
+    #[serde(default)]
+    pub domain_name: String,
+    /// A name for people, 1 to 255 characters.
+    #[serde(default)]
+    pub display_name: String,
+    /// Field name -> where it comes from, where it goes, how it normalizes.
+    #[serde(default)]
+    pub fields: BTreeMap<String, ObjectTypeField>,
+    /// The field(s) that identify a profile (comma-separated for several).
+    #[serde(default)]
+    pub unique_key: String,
+    /// Days the profiles live, 1 to 1098; the domain's default when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_expiry: Option<i64>,
+}
+
+/// `CreateUploadJobResponse`.
+#[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateUploadJobResponse {
+    /// The job's id: 32 hex digits.
+    pub job_id: String,
+}
+
+/// A request that names a job of a domain.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct JobRequest {
+    /// The domain (in the URI).
+    #[serde(default)]
+    pub domain_name: String,
+    /// The job (in the URI).
+    #[serde(default)]
+    pub job_id: String,
+}
+
+/// `GetUploadJobRequest`.
+pub type GetUploadJobRequest = JobRequest;
+/// `GetUploadJobPathRequest`.
+pub type GetUploadJobPathRequest = JobRequest;
+/// `StartUploadJobRequest`.
+pub type StartUploadJobRequest = JobRequest;
+/// `StopUploadJobRequest`.
+pub type StopUploadJobRequest = JobRequest;
+
+/// `ResultsSummary`.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ResultsSummary {
+    /// Profiles updated (their key was in the domain).
+    pub updated_records: i64,
+    /// Profiles created.
+    pub created_records: i64,
+    /// Rows that failed.
+    pub failed_records: i64,
+}
+
+/// `GetUploadJobResponse`.
+#[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetUploadJobResponse {
+    /// The job's id.
+    pub job_id: String,
+    /// Its name for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// `CREATED`, `IN_PROGRESS`, `PARTIALLY_SUCCEEDED`, `SUCCEEDED`,
+    /// `FAILED` or `STOPPED`.
+    pub status: String,
+    /// `VALIDATION_FAILURE` or `INTERNAL_FAILURE`, when `FAILED`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Timestamp>,
+    /// Its fields.
+    pub fields: BTreeMap<String, ObjectTypeField>,
+    /// Its unique key.
+    pub unique_key: String,
+    /// What it did.
+    pub results_summary: ResultsSummary,
+    /// Days its profiles live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_expiry: Option<i64>,
+}
+
+/// `GetUploadJobPathResponse`.
+#[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct GetUploadJobPathResponse {
+    /// Where to PUT the file, signed.
+    pub url: String,
+    /// The data key to send with the PUT (SSE-C), base64 of 32 bytes.
+    pub client_token: String,
+    /// When the URL expires.
+    pub valid_until: Timestamp,
+}
+
+/// `StartUploadJobResponse` and `StopUploadJobResponse`: empty.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+pub struct Empty {}
+
+/// `ListUploadJobsRequest`.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListUploadJobsRequest {
+    /// The domain (in the URI).
+    #[serde(default)]
+    pub domain_name: String,
+    /// 1 to 500; 100 when not given.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_results: Option<i64>,
+    /// From the `NextToken` of the page before.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// `UploadJobItem`.
+#[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UploadJobItem {
+    /// The job's id.
+    pub job_id: String,
+    /// Its name for people.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// As in [`GetUploadJobResponse`].
+    pub status: String,
+    /// As in [`GetUploadJobResponse`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status_reason: Option<String>,
+    /// When it was created.
+    pub created_at: Timestamp,
+    /// When it finished.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completed_at: Option<Timestamp>,
+    /// Days its profiles live.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub data_expiry: Option<i64>,
+}
+
+/// `ListUploadJobsResponse`.
+#[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListUploadJobsResponse {
+    /// The page, newest first.
+    pub items: Vec<UploadJobItem>,
+    /// Present when there are more.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+// ---------------------------------------------------------------------------
+// Uploads
+
+/// What an upload PUT presents: its URL's parts and its SSE-C headers, as
+/// sent (`None` when absent).
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct UploadRequest {
+    /// The domain, from the URL path.
+    pub domain_name: String,
+    /// The job, from the URL path.
+    pub job_id: String,
+    /// [`URL_EXPIRES`].
+    pub expires: Option<String>,
+    /// [`URL_SIGNATURE`].
+    pub signature: Option<String>,
+    /// `x-amz-server-side-encryption-customer-algorithm`.
+    pub sse_algorithm: Option<String>,
+    /// `x-amz-server-side-encryption-customer-key`.
+    pub sse_key: Option<String>,
+    /// `x-amz-server-side-encryption-customer-key-MD5`.
+    pub sse_key_md5: Option<String>,
+    /// `Content-Length`, when sent.
+    pub content_length: Option<u64>,
+}
+
+/// An upload refused, as S3 would refuse it.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct UploadError {
+    /// The HTTP status.
+    pub status: u16,
+    /// S3's error code (`AccessDenied`, `InvalidArgument`, …).
+    pub code: &'static str,
+    /// S3's message, or one as plain.
+    pub message: String,
+}
+
+impl std::fmt::Display for UploadError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {}: {}", self.status, self.code, self.message)
+    }
+}
+
+impl std::error::Error for UploadError {}
+
+fn upload_err(status: u16, code: &'static str, message: impl Into<String>) -> UploadError {
+    UploadError {
+        status,
+        code,
+        message: message.into(),
+    }
+}
+
+/// An authorized upload: write the sealed body to [`UploadSlot::part_path`]
+/// with [`UploadSlot::key`], then [`UploadSlot::commit`]. Dropped without a
+/// commit, it removes the partial file.
+pub struct UploadSlot {
+    api: Arc<Inner>,
+    job: String,
+    key: DataKey,
+    part: PathBuf,
+    max_bytes: u64,
+    committed: bool,
+}
+
+impl std::fmt::Debug for UploadSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UploadSlot")
+            .field("job", &self.job)
+            .field("part", &self.part)
+            .finish_non_exhaustive()
+    }
+}
+
+impl UploadSlot {
+    /// The key to seal the body with.
+    pub fn key(&self) -> &DataKey {
+        &self.key
+    }
+
+    /// Where to write the sealed body (a fresh file of its own).
+    pub fn part_path(&self) -> &Path {
+        &self.part
+    }
+
+    /// The most plaintext bytes the body may have.
+    pub fn max_bytes(&self) -> u64 {
+        self.max_bytes
+    }
+
+    /// Makes the written file the job's upload, replacing any before it.
+    ///
+    /// # Errors
+    ///
+    /// `AccessDenied` when the job started or got a new key meanwhile;
+    /// `InternalError` when the file cannot be moved.
+    pub fn commit(mut self) -> Result<(), UploadError> {
+        let _guard = self
+            .api
+            .uploads_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        let job = self.api.store().job(&self.job).ok().flatten();
+        let still_ours = job.as_ref().is_some_and(|j| {
+            j.status == JobStatus::Created
+                && spec_of(j).is_ok_and(|s| {
+                    s.sealed_key
+                        .is_some_and(|k| self.api.master.key_matches(&k, self.key.as_bytes()))
+                })
+        });
+        if !still_ours {
+            return Err(upload_err(
+                403,
+                "AccessDenied",
+                "the job started, or was given a new upload key, while this upload was sent",
+            ));
+        }
+        std::fs::rename(&self.part, self.api.upload_path(&self.job)).map_err(|e| {
+            eprintln!("sluice: upload of job {}: {e}", self.job);
+            upload_err(500, "InternalError", "the upload could not be stored")
+        })?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for UploadSlot {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = std::fs::remove_file(&self.part);
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The service
+
+/// How the service is set up.
+#[derive(Clone, Debug)]
+pub struct ProfilesConfig {
+    /// Where upload URLs point: scheme, host and port of the server, no
+    /// trailing slash (`http://127.0.0.1:4566`).
+    pub base_url: String,
+    /// How long an upload URL is valid.
+    pub url_ttl: Duration,
+    /// The largest upload, in bytes of the file as sent.
+    pub max_upload_bytes: u64,
+}
+
+impl Default for ProfilesConfig {
+    fn default() -> ProfilesConfig {
+        ProfilesConfig {
+            base_url: "http://127.0.0.1:4566".into(),
+            url_ttl: DEFAULT_URL_TTL,
+            max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+        }
+    }
+}
+
+/// Customer Profiles over a job runner and its store.
+#[derive(Clone)]
+pub struct CustomerProfiles {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    runner: Arc<Runner>,
+    master: Arc<MasterKey>,
+    uploads: PathBuf,
+    config: ProfilesConfig,
+    clock: Clock,
+    /// Serializes what changes an upload file: a new key, a commit, a start.
+    uploads_lock: Mutex<()>,
+}
+
+impl std::fmt::Debug for CustomerProfiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CustomerProfiles")
+            .field("uploads", &self.inner.uploads)
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Inner {
+    fn store(&self) -> &dyn Store {
+        &**self.runner.store()
+    }
+
+    fn now(&self) -> i64 {
+        (self.clock)()
+    }
+
+    fn upload_path(&self, job: &str) -> PathBuf {
+        self.uploads.join(format!("{job}.sealed"))
+    }
+}
+
+/// The stored request of a profile job.
+fn spec_of(job: &JobRecord) -> Result<ProfileJob, ApiError> {
+    serde_json::from_str(&job.request).map_err(|e| ApiError::internal(&e))
+}
+
+fn domain_response(d: &Domain, stats: Option<DomainStats>) -> DomainResponse {
+    let settings: Map<String, Value> = serde_json::from_str(&d.settings).unwrap_or_default();
+    let text = |k: &str| settings.get(k).and_then(Value::as_str).map(str::to_owned);
+    let value = |k: &str| settings.get(k).cloned();
+    DomainResponse {
+        domain_name: d.name.clone(),
+        default_expiration_days: d.default_expiration_days,
+        default_encryption_key: text("DefaultEncryptionKey"),
+        dead_letter_queue_url: text("DeadLetterQueueUrl"),
+        matching: value("Matching"),
+        rule_based_matching: value("RuleBasedMatching"),
+        data_store: value("DataStore"),
+        stats,
+        created_at: Timestamp(d.created_ms),
+        last_updated_at: Timestamp(d.updated_ms),
+        tags: value("Tags").and_then(|t| serde_json::from_value(t).ok()),
+    }
+}
+
+/// `UploadJobStatus` of a job.
+fn wire_status(s: JobStatus) -> &'static str {
+    match s {
+        JobStatus::Queued | JobStatus::Running => "IN_PROGRESS",
+        other => other.as_str(),
+    }
+}
+
+fn status_reason(j: &JobRecord) -> Option<String> {
+    (j.status == JobStatus::Failed).then(|| {
+        j.failure
+            .unwrap_or(FailureKind::Internal)
+            .as_str()
+            .to_owned()
+    })
+}
+
+fn page_size(member: &str, v: Option<i64>, max: i64) -> Result<usize, ApiError> {
+    let n = v.unwrap_or(100.min(max));
+    check_range(member, n, 1, max)?;
+    Ok(n as usize)
+}
+
+fn bad_token() -> ApiError {
+    ApiError::bad_request("NextToken is not one this server gave for this list")
+}
+
+impl CustomerProfiles {
+    /// The service over `runner` (whose config must carry `master` as its
+    /// `master_key`, so jobs can open their uploads), keeping uploads in
+    /// the folder `uploads`.
+    ///
+    /// # Errors
+    ///
+    /// When the uploads folder cannot be made.
+    pub fn new(
+        runner: Arc<Runner>,
+        master: Arc<MasterKey>,
+        uploads: impl Into<PathBuf>,
+        config: ProfilesConfig,
+        clock: Clock,
+    ) -> std::io::Result<CustomerProfiles> {
+        let uploads = uploads.into();
+        std::fs::create_dir_all(&uploads)?;
+        Ok(CustomerProfiles {
+            inner: Arc::new(Inner {
+                runner,
+                master,
+                uploads,
+                config,
+                clock,
+                uploads_lock: Mutex::new(()),
+            }),
+        })
+    }
+
+    /// The runner the jobs run on.
+    pub fn runner(&self) -> &Arc<Runner> {
+        &self.inner.runner
+    }
+
+    fn store(&self) -> &dyn Store {
+        self.inner.store()
+    }
+
+    fn domain(&self, name: &str) -> Result<Domain, ApiError> {
+        check_name("DomainName", name, 64, b"_-")?;
+        self.store()
+            .domain(name)?
+            .ok_or_else(|| ApiError::not_found(format!("domain {name:?} not found")))
+    }
+
+    /// A profile job of the domain.
+    fn job(&self, domain: &str, id: &str) -> Result<(JobRecord, ProfileJob), ApiError> {
+        self.domain(domain)?;
+        let missing = || ApiError::not_found(format!("no upload job {id:?} in domain {domain:?}"));
+        if id.is_empty() || id.len() > 64 {
+            return Err(missing());
+        }
+        let job = self.store().job(id)?.ok_or_else(missing)?;
+        if job.kind != PROFILES_KIND || job.domain.as_deref() != Some(domain) {
+            return Err(missing());
+        }
+        let spec = spec_of(&job)?;
+        Ok((job, spec))
+    }
+
+    /// `CreateDomain`.
+    ///
+    /// # Errors
+    ///
+    /// `BadRequestException` for a bad name, expiry or tags, or a name in
+    /// use.
+    pub fn create_domain(&self, r: &CreateDomainRequest) -> Result<DomainResponse, ApiError> {
+        check_name("DomainName", &r.domain_name, 64, b"_-")?;
+        let days = r.default_expiration_days.ok_or_else(|| {
+            ApiError::bad_request("DefaultExpirationDays is required (1 to 1098)")
+        })?;
+        check_range("DefaultExpirationDays", days, 1, MAX_EXPIRATION_DAYS)?;
+        for (member, v) in [
+            ("DefaultEncryptionKey", &r.default_encryption_key),
+            ("DeadLetterQueueUrl", &r.dead_letter_queue_url),
+        ] {
+            if let Some(v) = v {
+                check_len(member, v, 0, 255)?;
+            }
+        }
+        if let Some(tags) = &r.tags {
+            if tags.is_empty() || tags.len() > 50 {
+                return Err(ApiError::bad_request(format!(
+                    "Tags must have 1 to 50 entries; it has {}",
+                    tags.len()
+                )));
+            }
+            for (k, v) in tags {
+                check_len("a tag key", k, 1, 128)?;
+                if k.starts_with("aws:") {
+                    return Err(ApiError::bad_request(format!(
+                        "tag key {k:?}: the aws: prefix is reserved"
+                    )));
+                }
+                check_len(&format!("the value of tag {k:?}"), v, 0, 256)?;
+            }
+        }
+        let mut settings = Map::new();
+        let mut keep = |k: &str, v: Option<Value>| {
+            if let Some(v) = v {
+                settings.insert(k.to_owned(), v);
+            }
+        };
+        keep(
+            "DefaultEncryptionKey",
+            r.default_encryption_key.clone().map(Value::String),
+        );
+        keep(
+            "DeadLetterQueueUrl",
+            r.dead_letter_queue_url.clone().map(Value::String),
+        );
+        keep("Matching", r.matching.clone());
+        keep("RuleBasedMatching", r.rule_based_matching.clone());
+        keep("DataStore", r.data_store.clone());
+        keep("Tags", r.tags.as_ref().map(|t| json!(t)));
+        let mut d = Domain::new(&r.domain_name, days as u32, self.inner.now());
+        d.settings = Value::Object(settings).to_string();
+        self.store().create_domain(&d).map_err(|e| match e {
+            StoreError::DomainExists(n) => {
+                ApiError::bad_request(format!("domain {n:?} already exists"))
+            }
+            e => e.into(),
+        })?;
+        Ok(domain_response(&d, None))
+    }
+
+    /// `GetDomain`, with `Stats` counting live profiles.
+    ///
+    /// # Errors
+    ///
+    /// `ResourceNotFoundException` for an unknown domain.
+    pub fn get_domain(&self, r: &DomainRequest) -> Result<DomainResponse, ApiError> {
+        let d = self.domain(&r.domain_name)?;
+        let n = self.store().count_profiles(&d.name, self.inner.now())? as i64;
+        let stats = DomainStats {
+            profile_count: n,
+            metering_profile_count: n,
+            object_count: n,
+        };
+        Ok(domain_response(&d, Some(stats)))
+    }
+
+    /// `ListDomains`, by name, `MaxResults` (1 to 100) at a time.
+    ///
+    /// # Errors
+    ///
+    /// `BadRequestException` for a bad `MaxResults` or `NextToken`.
+    pub fn list_domains(&self, r: &ListDomainsRequest) -> Result<ListDomainsResponse, ApiError> {
+        let size = page_size("MaxResults", r.max_results, 100)?;
+        if let Some(t) = &r.next_token {
+            check_name("NextToken", t, 64, b"_-").map_err(|_| bad_token())?;
+        }
+        let all = self.store().domains()?;
+        let mut rest = all.iter().filter(|d| {
+            r.next_token
+                .as_ref()
+                .is_none_or(|t| d.name.as_str() > t.as_str())
+        });
+        let items: Vec<ListDomainItem> = rest
+            .by_ref()
+            .take(size)
+            .map(|d| {
+                let full = domain_response(d, None);
+                ListDomainItem {
+                    domain_name: full.domain_name,
+                    created_at: full.created_at,
+                    last_updated_at: full.last_updated_at,
+                    tags: full.tags,
+                }
+            })
+            .collect();
+        let next_token = match (rest.next(), items.last()) {
+            (Some(_), Some(last)) => Some(last.domain_name.clone()),
+            _ => None,
+        };
+        Ok(ListDomainsResponse { items, next_token })
+    }
+
+    /// `DeleteDomain`: the domain, its profiles, its jobs and their uploads.
+    ///
+    /// # Errors
+    ///
+    /// `ResourceNotFoundException` for an unknown domain,
+    /// `BadRequestException` while one of its jobs is in progress.
+    pub fn delete_domain(&self, r: &DomainRequest) -> Result<DeleteDomainResponse, ApiError> {
+        let d = self.domain(&r.domain_name)?;
+        let jobs = self.store().jobs(&JobFilter {
+            domain: Some(d.name.clone()),
+            ..JobFilter::default()
+        })?;
+        let profiles = self.store().delete_domain(&d.name)?;
+        for j in jobs {
+            let _ = std::fs::remove_file(self.inner.upload_path(&j.id));
+        }
+        Ok(DeleteDomainResponse {
+            message: format!("domain {:?} deleted with its {profiles} profiles", d.name),
+        })
+    }
+
+    /// `CreateUploadJob`.
+    ///
+    /// # Errors
+    ///
+    /// `ResourceNotFoundException` for an unknown domain;
+    /// `BadRequestException` naming the member that is wrong: DisplayName,
+    /// a field's name, Source, Target or ContentType, a UniqueKey that names
+    /// no field, a DataExpiry out of range.
+    pub fn create_upload_job(
+        &self,
+        r: &CreateUploadJobRequest,
+    ) -> Result<CreateUploadJobResponse, ApiError> {
+        self.domain(&r.domain_name)?;
+        check_len("DisplayName", &r.display_name, 1, 255)?;
+        check_len("UniqueKey", &r.unique_key, 1, 1000)?;
+        if r.fields.is_empty() {
+            return Err(ApiError::bad_request("Fields must map at least one field"));
+        }
+        if let Some(days) = r.data_expiry {
+            check_range("DataExpiry", days, 1, MAX_EXPIRATION_DAYS)?;
+        }
+        let mut mapping = Map::new();
+        mapping.insert("DisplayName".into(), json!(r.display_name));
+        mapping.insert("Fields".into(), json!(r.fields));
+        mapping.insert("UniqueKey".into(), json!(r.unique_key));
+        if let Some(d) = r.data_expiry {
+            mapping.insert("DataExpiry".into(), json!(d));
+        }
+        let mapping = Value::Object(mapping);
+        MappingFile::from_json(mapping.to_string().as_bytes())
+            .map_err(|e| ApiError::bad_request(e.to_string()))?;
+        let id = new_job_id();
+        let job = ProfileJob {
+            domain: r.domain_name.clone(),
+            display_name: Some(r.display_name.clone()),
+            mapping,
+            inputs: vec![self.inner.upload_path(&id)],
+            piece_size: None,
+            region: None,
+            delimiter: None,
+            sealed_key: None,
+        };
+        self.inner.runner.create_as(&id, &job).map_err(job_error)?;
+        Ok(CreateUploadJobResponse { job_id: id })
+    }
+
+    /// `GetUploadJobPath`: a signed URL for one PUT of the job's file, and
+    /// a fresh data key to send with it. A file uploaded before under an
+    /// older key is dropped.
+    ///
+    /// # Errors
+    ///
+    /// `ResourceNotFoundException`; `BadRequestException` once the job has
+    /// started.
+    pub fn get_upload_job_path(
+        &self,
+        r: &JobRequest,
+    ) -> Result<GetUploadJobPathResponse, ApiError> {
+        let (job, mut spec) = self.job(&r.domain_name, &r.job_id)?;
+        if job.status != JobStatus::Created {
+            return Err(not_created(&job));
+        }
+        let key = DataKey::generate();
+        spec.sealed_key = Some(self.inner.master.seal_key(&key, &job.id));
+        let request = serde_json::to_string(&spec).map_err(|e| ApiError::internal(&e))?;
+        {
+            let _guard = self
+                .inner
+                .uploads_lock
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            self.store()
+                .update_request(&job.id, &request)
+                .map_err(|e| match e {
+                    StoreError::Transition { actual, .. } => ApiError::bad_request(format!(
+                        "job {} is {}; only a CREATED job takes a file",
+                        job.id,
+                        wire_status(actual)
+                    )),
+                    e => e.into(),
+                })?;
+            let _ = std::fs::remove_file(self.inner.upload_path(&job.id));
+        }
+        let ttl = i64::try_from(self.inner.config.url_ttl.as_millis()).unwrap_or(i64::MAX);
+        let until_ms = self.inner.now().saturating_add(ttl);
+        let expires = until_ms.div_euclid(1000);
+        let path = format!("{UPLOAD_PATH_PREFIX}{}/{}", r.domain_name, job.id);
+        let sig = self.url_signature(&path, expires);
+        Ok(GetUploadJobPathResponse {
+            url: format!(
+                "{}{path}?{URL_EXPIRES}={expires}&{URL_SIGNATURE}={sig}",
+                self.inner.config.base_url
+            ),
+            client_token: key.to_base64(),
+            valid_until: Timestamp(expires * 1000),
+        })
+    }
+
+    fn url_signature(&self, path: &str, expires: i64) -> String {
+        let mac = self
+            .inner
+            .master
+            .sign_url(&format!("PUT\n{path}\n{expires}"));
+        mac.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Checks an upload PUT as S3 would: the URL's signature and expiry,
+    /// then the SSE-C headers, then that the key is the job's.
+    ///
+    /// # Errors
+    ///
+    /// S3's answers: `SignatureDoesNotMatch` (403) for a tampered URL,
+    /// `AccessDenied` (403) "Request has expired" or for a key that is not
+    /// the job's, `InvalidArgument` (400) for missing or malformed SSE-C
+    /// headers, `InvalidEncryptionAlgorithmError` (400),
+    /// `EntityTooLarge` (400), `NoSuchUpload` (404) when the job is gone.
+    pub fn authorize_upload(&self, r: &UploadRequest) -> Result<UploadSlot, UploadError> {
+        let path = format!("{UPLOAD_PATH_PREFIX}{}/{}", r.domain_name, r.job_id);
+        let (Some(expires), Some(sig)) = (&r.expires, &r.signature) else {
+            return Err(upload_err(
+                403,
+                "AccessDenied",
+                format!("an upload needs the {URL_EXPIRES} and {URL_SIGNATURE} of its signed URL"),
+            ));
+        };
+        let expires_at: i64 = expires.parse().map_err(|_| {
+            upload_err(
+                403,
+                "AccessDenied",
+                format!("{URL_EXPIRES} is not a number"),
+            )
+        })?;
+        let want = self.url_signature(&path, expires_at);
+        if !crypto::same_bytes(want.as_bytes(), sig.to_ascii_lowercase().as_bytes()) {
+            return Err(upload_err(
+                403,
+                "SignatureDoesNotMatch",
+                "The request signature we calculated does not match the signature you provided.",
+            ));
+        }
+        if self.inner.now() > expires_at.saturating_mul(1000) {
+            return Err(upload_err(403, "AccessDenied", "Request has expired"));
+        }
+        let presented = check_sse(r)?;
+        let max = self.inner.config.max_upload_bytes;
+        if r.content_length.is_some_and(|n| n > max) {
+            return Err(too_large(max));
+        }
+        let job = self.inner.store().job(&r.job_id).ok().flatten();
+        let Some(job) = job.filter(|j| j.domain.as_deref() == Some(r.domain_name.as_str())) else {
+            return Err(upload_err(
+                404,
+                "NoSuchUpload",
+                format!("no upload job {} in domain {}", r.job_id, r.domain_name),
+            ));
+        };
+        if job.status != JobStatus::Created {
+            return Err(upload_err(
+                403,
+                "AccessDenied",
+                format!(
+                    "job {} is {}; its file can no longer change",
+                    job.id,
+                    wire_status(job.status)
+                ),
+            ));
+        }
+        let sealed: Option<SealedKey> = spec_of(&job).ok().and_then(|s| s.sealed_key);
+        let Some(sealed) = sealed else {
+            return Err(upload_err(
+                403,
+                "AccessDenied",
+                "the job has no upload key; call GetUploadJobPath",
+            ));
+        };
+        if !self.inner.master.key_matches(&sealed, presented.as_bytes()) {
+            return Err(upload_err(
+                403,
+                "AccessDenied",
+                "The provided encryption key is not this job's upload key (the ClientToken of \
+                 its latest GetUploadJobPath).",
+            ));
+        }
+        let part =
+            self.inner
+                .uploads
+                .join(format!("{}.part-{}", job.id, uuid::Uuid::new_v4().simple()));
+        Ok(UploadSlot {
+            api: Arc::clone(&self.inner),
+            job: job.id,
+            key: presented,
+            part,
+            max_bytes: max,
+            committed: false,
+        })
+    }
+
+    /// `StartUploadJob`: queues a `CREATED` job whose file was uploaded.
+    ///
+    /// # Errors
+    ///
+    /// `ResourceNotFoundException`; `BadRequestException` when no file was
+    /// uploaded or the job is not `CREATED`.
+    pub fn start_upload_job(&self, r: &JobRequest) -> Result<Empty, ApiError> {
+        let (job, spec) = self.job(&r.domain_name, &r.job_id)?;
+        if job.status != JobStatus::Created {
+            return Err(not_created(&job));
+        }
+        let _guard = self
+            .inner
+            .uploads_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if spec.sealed_key.is_none() || !self.inner.upload_path(&job.id).is_file() {
+            return Err(ApiError::bad_request(format!(
+                "job {} has no uploaded file: call GetUploadJobPath and PUT the file to its Url \
+                 first",
+                job.id
+            )));
+        }
+        self.inner.runner.start(&job.id).map_err(job_error)?;
+        Ok(Empty {})
+    }
+
+    /// `StopUploadJob`: a job not yet running stops at once; a running one
+    /// between pieces or write batches (what it wrote stays).
+    ///
+    /// # Errors
+    ///
+    /// `ResourceNotFoundException`; `BadRequestException` when it has
+    /// already finished.
+    pub fn stop_upload_job(&self, r: &JobRequest) -> Result<Empty, ApiError> {
+        let (job, _) = self.job(&r.domain_name, &r.job_id)?;
+        if job.status.is_terminal() {
+            return Err(ApiError::bad_request(format!(
+                "job {} is {}; it cannot be stopped",
+                job.id,
+                wire_status(job.status)
+            )));
+        }
+        self.inner.runner.stop(&job.id).map_err(job_error)?;
+        Ok(Empty {})
+    }
+
+    /// `GetUploadJob`.
+    ///
+    /// # Errors
+    ///
+    /// `ResourceNotFoundException`.
+    pub fn get_upload_job(&self, r: &JobRequest) -> Result<GetUploadJobResponse, ApiError> {
+        let domain = self.domain(&r.domain_name)?;
+        let (job, spec) = self.job(&r.domain_name, &r.job_id)?;
+        let m = spec.mapping.as_object().cloned().unwrap_or_default();
+        let fields = m
+            .get("Fields")
+            .cloned()
+            .and_then(|f| serde_json::from_value(f).ok())
+            .unwrap_or_default();
+        let c = &job.counters;
+        Ok(GetUploadJobResponse {
+            job_id: job.id.clone(),
+            display_name: job.display_name.clone(),
+            status: wire_status(job.status).to_owned(),
+            status_reason: status_reason(&job),
+            created_at: Timestamp(job.created_ms),
+            completed_at: job.completed_ms.map(Timestamp),
+            fields,
+            unique_key: m
+                .get("UniqueKey")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned(),
+            results_summary: ResultsSummary {
+                updated_records: c.updated as i64,
+                created_records: c.created as i64,
+                failed_records: c.failed as i64,
+            },
+            data_expiry: Some(data_expiry(&spec, &domain)),
+        })
+    }
+
+    /// `ListUploadJobs`, newest first, `MaxResults` (1 to 500) at a time.
+    ///
+    /// # Errors
+    ///
+    /// `ResourceNotFoundException`; `BadRequestException` for a bad
+    /// `MaxResults` or `NextToken`.
+    pub fn list_upload_jobs(
+        &self,
+        r: &ListUploadJobsRequest,
+    ) -> Result<ListUploadJobsResponse, ApiError> {
+        let domain = self.domain(&r.domain_name)?;
+        let size = page_size("MaxResults", r.max_results, 500)?;
+        // Keyset paging on (created, id), newest first: jobs created
+        // between two pages neither repeat nor shift the next page.
+        let after = match &r.next_token {
+            None => None,
+            Some(t) => {
+                let (ms, id) = t.split_once('.').ok_or_else(bad_token)?;
+                Some((ms.parse::<i64>().map_err(|_| bad_token())?, id.to_owned()))
+            }
+        };
+        let jobs = self.store().jobs(&JobFilter {
+            domain: Some(domain.name.clone()),
+            kind: Some(PROFILES_KIND.into()),
+            ..JobFilter::default()
+        })?;
+        let mut rest = jobs.iter().filter(|j| {
+            after
+                .as_ref()
+                .is_none_or(|(ms, id)| (j.created_ms, &j.id) < (*ms, id))
+        });
+        let page: Vec<&JobRecord> = rest.by_ref().take(size).collect();
+        let next_token = match (rest.next(), page.last()) {
+            (Some(_), Some(last)) => Some(format!("{}.{}", last.created_ms, last.id)),
+            _ => None,
+        };
+        let items = page
+            .into_iter()
+            .map(|j| UploadJobItem {
+                job_id: j.id.clone(),
+                display_name: j.display_name.clone(),
+                status: wire_status(j.status).to_owned(),
+                status_reason: status_reason(j),
+                created_at: Timestamp(j.created_ms),
+                completed_at: j.completed_ms.map(Timestamp),
+                data_expiry: spec_of(j).ok().map(|s| data_expiry(&s, &domain)),
+            })
+            .collect();
+        Ok(ListUploadJobsResponse { items, next_token })
+    }
+}
+
+fn data_expiry(spec: &ProfileJob, domain: &Domain) -> i64 {
+    spec.mapping
+        .get("DataExpiry")
+        .and_then(Value::as_i64)
+        .unwrap_or(i64::from(domain.default_expiration_days))
+}
+
+fn not_created(job: &JobRecord) -> ApiError {
+    ApiError::bad_request(format!(
+        "job {} is {}; this needs a CREATED job",
+        job.id,
+        wire_status(job.status)
+    ))
+}
+
+fn job_error(e: crate::job::JobError) -> ApiError {
+    match e {
+        crate::job::JobError::Store(s) => s.into(),
+        crate::job::JobError::Invalid(m) => ApiError::bad_request(m),
+        crate::job::JobError::ShutDown => ApiError {
+            code: super::ErrorCode::Throttling,
+            message: "the server is shutting down; retry against its next start".into(),
+        },
+    }
+}
+
+fn too_large(max: u64) -> UploadError {
+    upload_err(
+        400,
+        "EntityTooLarge",
+        format!("Your proposed upload exceeds the maximum allowed size ({max} bytes)."),
+    )
+}
+
+/// The error for a body that grew past [`UploadSlot::max_bytes`].
+pub fn upload_too_large(max: u64) -> UploadError {
+    too_large(max)
+}
+
+/// S3's checks of the SSE-C headers; the presented key when they pass.
+fn check_sse(r: &UploadRequest) -> Result<DataKey, UploadError> {
+    let invalid = |m: &str| upload_err(400, "InvalidArgument", m);
+    let (alg, key) = match (&r.sse_algorithm, &r.sse_key) {
+        (None, None) => {
+            return Err(invalid(
+                "Requests specifying Server Side Encryption with Customer provided keys must \
+                 provide a valid encryption algorithm. This upload requires the \
+                 x-amz-server-side-encryption-customer-algorithm, -key and -key-MD5 headers.",
+            ));
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                "Requests specifying Server Side Encryption with Customer provided keys must \
+                 provide a valid encryption algorithm.",
+            ));
+        }
+        (Some(_), None) => {
+            return Err(invalid(
+                "Requests specifying Server Side Encryption with Customer provided keys must \
+                 provide an appropriate secret key.",
+            ));
+        }
+        (Some(a), Some(k)) => (a, k),
+    };
+    if alg != "AES256" {
+        return Err(upload_err(
+            400,
+            "InvalidEncryptionAlgorithmError",
+            "The encryption request you specified is not valid. The valid value is AES256.",
+        ));
+    }
+    let bytes = crypto::from_base64(key).unwrap_or_default();
+    let Some(data_key) = DataKey::from_bytes(&bytes) else {
+        return Err(invalid(
+            "The secret key was invalid for the specified algorithm.",
+        ));
+    };
+    let Some(md5) = &r.sse_key_md5 else {
+        return Err(invalid(
+            "Requests specifying Server Side Encryption with Customer provided keys must \
+             provide the client calculated MD5 of the secret key.",
+        ));
+    };
+    if !crypto::same_bytes(crypto::md5_base64(&bytes).as_bytes(), md5.trim().as_bytes()) {
+        return Err(invalid(
+            "The calculated MD5 hash of the key did not match the hash that was provided.",
+        ));
+    }
+    Ok(data_key)
+}

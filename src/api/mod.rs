@@ -1,0 +1,184 @@
+/*!
+The AWS-shaped job APIs, as library functions over typed requests and
+responses.
+
+Member names and enums are exactly those of the service models (serde
+renames them, so a request or response serializes to the JSON the service
+sends). Each operation validates what the model constrains and says exactly
+what is wrong, as the model's exceptions ([`ApiError`]). Nothing here knows
+of HTTP: `sluice serve` puts these functions behind AWS's wire protocols,
+and a program can call them directly.
+*/
+
+pub mod customer_profiles;
+
+use std::fmt;
+
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::store::StoreError;
+
+/// The exceptions the models share.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum ErrorCode {
+    /// `BadRequestException` (400): the request is invalid as it stands.
+    BadRequest,
+    /// `ResourceNotFoundException` (404).
+    ResourceNotFound,
+    /// `AccessDeniedException` (403).
+    AccessDenied,
+    /// `ThrottlingException` (429): too many requests at once; retry.
+    Throttling,
+    /// `InternalServerException` (500): ours; the server log has the cause.
+    InternalServer,
+}
+
+impl ErrorCode {
+    /// The exception's name, as the `x-amzn-ErrorType` header carries it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ErrorCode::BadRequest => "BadRequestException",
+            ErrorCode::ResourceNotFound => "ResourceNotFoundException",
+            ErrorCode::AccessDenied => "AccessDeniedException",
+            ErrorCode::Throttling => "ThrottlingException",
+            ErrorCode::InternalServer => "InternalServerException",
+        }
+    }
+
+    /// The HTTP status the model gives it.
+    pub fn http_status(self) -> u16 {
+        match self {
+            ErrorCode::BadRequest => 400,
+            ErrorCode::ResourceNotFound => 404,
+            ErrorCode::AccessDenied => 403,
+            ErrorCode::Throttling => 429,
+            ErrorCode::InternalServer => 500,
+        }
+    }
+}
+
+/// An operation's error: one of the model's exceptions, with a message
+/// that says what is wrong.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct ApiError {
+    /// Which exception.
+    pub code: ErrorCode,
+    /// What is wrong, for people.
+    pub message: String,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.name(), self.message)
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+impl ApiError {
+    /// A `BadRequestException`.
+    pub fn bad_request(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: ErrorCode::BadRequest,
+            message: message.into(),
+        }
+    }
+
+    /// A `ResourceNotFoundException`.
+    pub fn not_found(message: impl Into<String>) -> ApiError {
+        ApiError {
+            code: ErrorCode::ResourceNotFound,
+            message: message.into(),
+        }
+    }
+
+    /// An `InternalServerException`. The cause goes to the log, not to the
+    /// caller.
+    pub fn internal(cause: &dyn fmt::Display) -> ApiError {
+        eprintln!("sluice: internal error: {cause}");
+        ApiError {
+            code: ErrorCode::InternalServer,
+            message: "internal error; the server log has the cause".into(),
+        }
+    }
+}
+
+impl From<StoreError> for ApiError {
+    fn from(e: StoreError) -> ApiError {
+        match e {
+            StoreError::NoDomain(d) => ApiError::not_found(format!("domain {d:?} not found")),
+            StoreError::NoJob(j) => ApiError::not_found(format!("job {j:?} not found")),
+            StoreError::DomainExists(_)
+            | StoreError::DomainBusy { .. }
+            | StoreError::Transition { .. } => ApiError::bad_request(e.to_string()),
+            other => ApiError::internal(&other),
+        }
+    }
+}
+
+/// A point in time; on the wire, epoch seconds (as AWS's JSON protocols
+/// send them).
+#[derive(Clone, Copy, Debug, Eq, Ord, PartialEq, PartialOrd)]
+pub struct Timestamp(pub i64);
+
+impl Timestamp {
+    /// Unix milliseconds.
+    pub fn ms(self) -> i64 {
+        self.0
+    }
+}
+
+impl Serialize for Timestamp {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(self.0 as f64 / 1000.0)
+    }
+}
+
+impl<'de> Deserialize<'de> for Timestamp {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Timestamp, D::Error> {
+        let secs = f64::deserialize(d)?;
+        Ok(Timestamp((secs * 1000.0).round() as i64))
+    }
+}
+
+/// Checks a model `name`-style string: `min..=max` characters of letters,
+/// digits and `extra`.
+fn check_name(member: &str, v: &str, max: usize, extra: &[u8]) -> Result<(), ApiError> {
+    if v.is_empty() || v.chars().count() > max {
+        return Err(ApiError::bad_request(format!(
+            "{member} must be 1 to {max} characters long; it is {}",
+            v.chars().count()
+        )));
+    }
+    if let Some(c) = v
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || (c.is_ascii() && extra.contains(&(*c as u8)))))
+    {
+        let allowed: String = extra.iter().map(|&b| format!(" '{}'", b as char)).collect();
+        return Err(ApiError::bad_request(format!(
+            "{member} {v:?} has {c:?}; only letters, digits and{allowed} are allowed"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks a string's length in characters.
+fn check_len(member: &str, v: &str, min: usize, max: usize) -> Result<(), ApiError> {
+    let n = v.chars().count();
+    if n < min || n > max {
+        return Err(ApiError::bad_request(format!(
+            "{member} must be {min} to {max} characters long; it is {n}"
+        )));
+    }
+    Ok(())
+}
+
+/// Checks an integer's range.
+fn check_range(member: &str, v: i64, min: i64, max: i64) -> Result<(), ApiError> {
+    if v < min || v > max {
+        return Err(ApiError::bad_request(format!(
+            "{member} must be from {min} to {max}; it is {v}"
+        )));
+    }
+    Ok(())
+}
