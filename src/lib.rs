@@ -51,6 +51,8 @@ pub mod ingest;
 #[cfg(feature = "store")]
 pub mod job;
 pub mod mapping;
+#[cfg(feature = "server")]
+pub mod server;
 #[cfg(feature = "store")]
 pub mod store;
 pub mod synth;

@@ -6,6 +6,7 @@ use clap::{Parser, Subcommand};
 
 mod ingest;
 mod jobs;
+mod serve;
 
 /// Fast, exact CSV ingest with AWS-shaped import jobs.
 #[derive(Debug, Parser)]
@@ -22,6 +23,8 @@ enum Command {
     /// List, show, resume and stop jobs in a data directory.
     #[command(subcommand)]
     Jobs(jobs::Command),
+    /// Serve the AWS-shaped job APIs over HTTP (boto3, the aws CLI).
+    Serve(serve::Args),
 }
 
 /// Runs the command line; errors are printed on stderr.
@@ -30,6 +33,7 @@ pub(crate) fn main() -> ExitCode {
     let result = match cli.command {
         Command::Ingest(args) => ingest::run(args),
         Command::Jobs(cmd) => jobs::run(cmd),
+        Command::Serve(args) => serve::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

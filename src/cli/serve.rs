@@ -1,0 +1,108 @@
+//! `sluice serve`: the job APIs over HTTP for the AWS SDKs and CLI.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use sluice::server::{Server, ServerConfig};
+
+use super::{CliError, parse_size};
+
+/// Serve the AWS-shaped job APIs (Customer Profiles upload jobs) on HTTP.
+///
+/// Every API request must be signed (SigV4) with a key from --credentials;
+/// without it, a key is generated into the data directory on first start and
+/// its file's path is printed (the secret never is).
+#[derive(Debug, clap::Args)]
+pub(crate) struct Args {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:4566")]
+    listen: SocketAddr,
+    /// Data directory: store, master key, uploads.
+    #[arg(long, default_value = "sluice-data")]
+    data_dir: PathBuf,
+    /// AWS shared-credentials file of accepted keys (every profile with
+    /// aws_access_key_id and aws_secret_access_key).
+    #[arg(long)]
+    credentials: Option<PathBuf>,
+    /// Base URL put in upload URLs, when clients reach the server by
+    /// another name than --listen (a proxy, a container).
+    #[arg(long)]
+    public_url: Option<String>,
+    /// Largest upload (B, KiB, MiB, GiB, KB, MB, GB).
+    #[arg(long, default_value = "1GB", value_parser = parse_size)]
+    max_upload: u64,
+    /// Seconds an upload URL stays valid.
+    #[arg(long, default_value_t = 3600)]
+    url_ttl: u64,
+    /// API requests served at once; more get ThrottlingException.
+    #[arg(long, default_value_t = 64)]
+    max_requests: usize,
+    /// Jobs run at once; more wait in the queue.
+    #[arg(long, default_value_t = 2)]
+    max_jobs: usize,
+    /// Parsing threads (default: one per core).
+    #[arg(long)]
+    threads: Option<usize>,
+}
+
+pub(crate) fn run(args: Args) -> Result<(), CliError> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?;
+    runtime.block_on(async move {
+        let config = ServerConfig {
+            listen: args.listen,
+            data_dir: args.data_dir,
+            credentials: args.credentials,
+            public_url: args.public_url,
+            url_ttl: Duration::from_secs(args.url_ttl.max(1)),
+            max_upload_bytes: args.max_upload,
+            max_requests: args.max_requests,
+            max_jobs: args.max_jobs,
+            threads: args.threads,
+            ..ServerConfig::default()
+        };
+        let server = Server::bind(config).await?;
+        let addr = server.local_addr()?;
+        if let Some(f) = server.credentials_file() {
+            eprintln!(
+                "sluice: credentials (AWS shared-credentials format, profile [default]): {}",
+                f.display()
+            );
+        }
+        if !server.resumed().is_empty() {
+            eprintln!("sluice: resumed {} unfinished jobs", server.resumed().len());
+        }
+        // The line scripts wait for: the address actually bound (port 0
+        // picks a free one).
+        println!("sluice: listening on http://{addr}");
+        server.run(shutdown_signal()).await?;
+        eprintln!("sluice: stopped");
+        Ok(())
+    })
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

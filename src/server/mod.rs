@@ -1,0 +1,625 @@
+/*!
+`sluice serve`: the job APIs over AWS's wire protocols, for the AWS SDKs
+and CLI.
+
+# What a request goes through
+
+1. **Throttle.** At most [`ServerConfig::max_requests`] API requests (and
+   [`ServerConfig::max_uploads`] uploads) are served at once; one more is
+   answered `ThrottlingException` (429), which the SDKs retry with
+   backoff, rather than queued without bound.
+2. **Body.** API bodies over [`ServerConfig::max_body_bytes`] are refused
+   (`BadRequestException`); an upload body streams and is cut off past
+   [`ServerConfig::max_upload_bytes`] (`EntityTooLarge`).
+3. **Authentication.** Every API request must carry a valid SigV4
+   signature ([`sigv4`]) by a key of [`credentials`]; an upload carries
+   instead the signature of the URL GetUploadJobPath gave. There is no
+   other way in.
+4. **Routing** by the model's `http` entries (method, URI, status), then
+   the operation in [`crate::api`], on a blocking thread (the store is
+   SQLite).
+5. **Answer.** JSON with the model's member names; errors with the model's
+   status, an `x-amzn-ErrorType` header and `{"Message": ...}`, which is
+   what botocore parses into the modelled exception. Every answer has an
+   `x-amzn-RequestId`.
+*/
+
+pub mod credentials;
+pub mod sigv4;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::{Body, Bytes};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::io::AsyncWriteExt;
+use tokio::sync::Semaphore;
+
+use crate::api::customer_profiles::{
+    self as cp, CustomerProfiles, ProfilesConfig, UPLOAD_PATH_PREFIX, URL_EXPIRES, URL_SIGNATURE,
+    UploadError, UploadRequest,
+};
+use crate::api::{ApiError, ErrorCode};
+use crate::crypto::{MasterKey, Sealer};
+use crate::job::{Clock, Runner, RunnerConfig, system_clock};
+use crate::store::{SqliteStore, Store};
+use credentials::Credentials;
+
+/// The Customer Profiles signing name.
+pub const PROFILES_SIGNING_NAME: &str = "profile";
+
+/// How `sluice serve` is set up.
+#[derive(Clone)]
+pub struct ServerConfig {
+    /// Where to listen.
+    pub listen: SocketAddr,
+    /// The data directory: store, master key, generated credentials,
+    /// uploads.
+    pub data_dir: PathBuf,
+    /// A shared-credentials file of accepted keys; when `None`, a key is
+    /// generated into the data directory (see [`Server::credentials_file`]).
+    pub credentials: Option<PathBuf>,
+    /// Where upload URLs point; `http://<listen address>` when `None`.
+    pub public_url: Option<String>,
+    /// How long an upload URL is valid.
+    pub url_ttl: Duration,
+    /// The largest upload.
+    pub max_upload_bytes: u64,
+    /// The largest API request body.
+    pub max_body_bytes: usize,
+    /// API requests served at once; more are throttled.
+    pub max_requests: usize,
+    /// Uploads received at once; more are refused with `SlowDown`.
+    pub max_uploads: usize,
+    /// Import jobs run at once.
+    pub max_jobs: usize,
+    /// Worker threads for parsing (one per core when `None`).
+    pub threads: Option<usize>,
+    /// The time (tests move it).
+    pub clock: Clock,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 4566)),
+            data_dir: PathBuf::from("sluice-data"),
+            credentials: None,
+            public_url: None,
+            url_ttl: cp::DEFAULT_URL_TTL,
+            max_upload_bytes: cp::DEFAULT_MAX_UPLOAD_BYTES,
+            max_body_bytes: 1 << 20,
+            max_requests: 64,
+            max_uploads: 8,
+            max_jobs: 2,
+            threads: None,
+            clock: system_clock(),
+        }
+    }
+}
+
+impl std::fmt::Debug for ServerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerConfig")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field("credentials", &self.credentials)
+            .field("public_url", &self.public_url)
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("max_requests", &self.max_requests)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What can stop a server from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The data directory, store or keys.
+    #[error("{0}")]
+    Setup(String),
+    /// The listening socket.
+    #[error("listening on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// Why.
+        source: std::io::Error,
+    },
+}
+
+struct AppState {
+    profiles: CustomerProfiles,
+    credentials: Credentials,
+    clock: Clock,
+    max_body: usize,
+    requests: Arc<Semaphore>,
+    uploads: Arc<Semaphore>,
+}
+
+/// A bound server, ready to [`Server::run`].
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    state: Arc<AppState>,
+    credentials_file: Option<PathBuf>,
+    resumed: Vec<String>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("listener", &self.listener)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Opens the data directory (store, master key, credentials), starts
+    /// the job runner, resumes jobs an earlier server left unfinished, and
+    /// binds the listening socket.
+    ///
+    /// # Errors
+    ///
+    /// [`ServerError`], saying what could not be opened or bound.
+    pub async fn bind(config: ServerConfig) -> Result<Server, ServerError> {
+        let setup = |e: &dyn std::fmt::Display| ServerError::Setup(e.to_string());
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .map_err(|source| ServerError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|e| setup(&e))?;
+        let dir = config.data_dir.clone();
+        let cfg = config.clone();
+        let (profiles, credentials, credentials_file, resumed) =
+            tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
+                let store: Arc<dyn Store> =
+                    Arc::new(SqliteStore::open(&dir).map_err(|e| setup(&e))?);
+                let master = Arc::new(MasterKey::load_or_create(&dir).map_err(|e| setup(&e))?);
+                let (credentials, file) = match &cfg.credentials {
+                    Some(p) => (Credentials::load(p).map_err(|e| setup(&e))?, None),
+                    None => {
+                        let (c, _) = Credentials::load_or_generate(&dir).map_err(|e| setup(&e))?;
+                        (c, Some(dir.join(credentials::GENERATED_FILE)))
+                    }
+                };
+                let runner = Arc::new(
+                    Runner::new(
+                        store,
+                        RunnerConfig {
+                            max_jobs: cfg.max_jobs,
+                            threads: cfg.threads,
+                            clock: Arc::clone(&cfg.clock),
+                            master_key: Some(Arc::clone(&master)),
+                            ..RunnerConfig::default()
+                        },
+                    )
+                    .map_err(|e| setup(&e))?,
+                );
+                let resumed = runner.recover().map_err(|e| setup(&e))?;
+                let mut ip = addr.ip();
+                if ip.is_unspecified() {
+                    ip = std::net::Ipv4Addr::LOCALHOST.into();
+                }
+                let base_url = cfg
+                    .public_url
+                    .clone()
+                    .unwrap_or_else(|| format!("http://{}", SocketAddr::new(ip, addr.port())));
+                let profiles = CustomerProfiles::new(
+                    runner,
+                    master,
+                    dir.join("uploads"),
+                    ProfilesConfig {
+                        base_url: base_url.trim_end_matches('/').to_owned(),
+                        url_ttl: cfg.url_ttl,
+                        max_upload_bytes: cfg.max_upload_bytes,
+                    },
+                    Arc::clone(&cfg.clock),
+                )
+                .map_err(|e| setup(&format!("{}: {e}", dir.join("uploads").display())))?;
+                Ok((profiles, credentials, file, resumed))
+            })
+            .await
+            .map_err(|e| setup(&e))??;
+        Ok(Server {
+            listener,
+            state: Arc::new(AppState {
+                profiles,
+                credentials,
+                clock: config.clock,
+                max_body: config.max_body_bytes,
+                requests: Arc::new(Semaphore::new(config.max_requests.max(1))),
+                uploads: Arc::new(Semaphore::new(config.max_uploads.max(1))),
+            }),
+            credentials_file,
+            resumed,
+        })
+    }
+
+    /// The address it listens on.
+    ///
+    /// # Errors
+    ///
+    /// As [`tokio::net::TcpListener::local_addr`].
+    pub fn local_addr(&self) -> std::io::Result<SocketAddr> {
+        self.listener.local_addr()
+    }
+
+    /// The generated credentials file, when no `credentials` were given.
+    pub fn credentials_file(&self) -> Option<&PathBuf> {
+        self.credentials_file.as_ref()
+    }
+
+    /// Jobs resumed at start.
+    pub fn resumed(&self) -> &[String] {
+        &self.resumed
+    }
+
+    /// Serves until `shutdown` completes, then lets running requests
+    /// finish and stops the runner (running jobs go back to the queue and
+    /// resume at the next start).
+    ///
+    /// # Errors
+    ///
+    /// When accepting connections fails.
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        let state = Arc::clone(&self.state);
+        let app = axum::Router::new().fallback(move |req: Request<Body>| {
+            let state = Arc::clone(&state);
+            async move { handle(state, req).await }
+        });
+        let served = axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await;
+        // The runner's drop joins its threads: not on the runtime's.
+        let state = self.state;
+        let _ = tokio::task::spawn_blocking(move || drop(state)).await;
+        served
+    }
+}
+
+fn request_id() -> String {
+    uuid::Uuid::new_v4().to_string()
+}
+
+fn with_id(mut r: Response<Body>, id: &str) -> Response<Body> {
+    if let Ok(v) = HeaderValue::from_str(id) {
+        r.headers_mut().insert("x-amzn-requestid", v.clone());
+        r.headers_mut().insert("x-amz-request-id", v);
+    }
+    r
+}
+
+/// A JSON error as the REST-JSON protocol has it.
+fn json_error(status: u16, code: &str, message: &str) -> Response<Body> {
+    let body = serde_json::json!({ "Message": message }).to_string();
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
+        .header("content-type", "application/json")
+        .header("x-amzn-errortype", code)
+        .body(Body::from(body))
+        .expect("a valid response")
+}
+
+fn api_error(e: &ApiError) -> Response<Body> {
+    json_error(e.code.http_status(), e.code.name(), &e.message)
+}
+
+fn xml_escape(s: &str) -> String {
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// An S3 error: XML.
+fn s3_error(e: &UploadError, id: &str) -> Response<Body> {
+    let body = format!(
+        "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message>\
+         <RequestId>{}</RequestId></Error>",
+        e.code,
+        xml_escape(&e.message),
+        id
+    );
+    Response::builder()
+        .status(StatusCode::from_u16(e.status).unwrap_or(StatusCode::BAD_REQUEST))
+        .header("content-type", "application/xml")
+        .body(Body::from(body))
+        .expect("a valid response")
+}
+
+async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
+    let id = request_id();
+    let upload = req.method() == Method::PUT && req.uri().path().starts_with(UPLOAD_PATH_PREFIX);
+    let response = if upload {
+        match Arc::clone(&state.uploads).try_acquire_owned() {
+            Ok(_permit) => receive_upload(&state, req, &id)
+                .await
+                .unwrap_or_else(|e| s3_error(&e, &id)),
+            Err(_) => s3_error(
+                &UploadError {
+                    status: 503,
+                    code: "SlowDown",
+                    message: "Please reduce your request rate.".into(),
+                },
+                &id,
+            ),
+        }
+    } else {
+        match Arc::clone(&state.requests).try_acquire_owned() {
+            Ok(_permit) => api_request(&state, req).await,
+            Err(_) => api_error(&ApiError {
+                code: ErrorCode::Throttling,
+                message: "too many requests at once; retry with backoff".into(),
+            }),
+        }
+    };
+    with_id(response, &id)
+}
+
+fn header_list(h: &HeaderMap) -> Vec<(String, String)> {
+    h.iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_ascii_lowercase(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect()
+}
+
+fn header(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect()
+}
+
+fn query_param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+async fn api_request(state: &Arc<AppState>, req: Request<Body>) -> Response<Body> {
+    let (parts, body) = req.into_parts();
+    let body = match axum::body::to_bytes(body, state.max_body).await {
+        Ok(b) => b,
+        Err(_) => {
+            return api_error(&ApiError::bad_request(format!(
+                "the request body is over {} bytes, or was cut off",
+                state.max_body
+            )));
+        }
+    };
+    let headers = header_list(&parts.headers);
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let signed = sigv4::SignedRequest {
+        method: parts.method.as_str(),
+        path: &path,
+        query: &query,
+        headers: &headers,
+        body: &body,
+    };
+    if let Err(e) = sigv4::verify(
+        &signed,
+        PROFILES_SIGNING_NAME,
+        &state.credentials,
+        (state.clock)(),
+    ) {
+        return json_error(e.status, e.code, &e.message);
+    }
+    let Some(op) = route(&parts.method, &segments(&path), &query) else {
+        return json_error(
+            404,
+            "UnknownOperationException",
+            &format!("no operation at {} {path}", parts.method),
+        );
+    };
+    let profiles = state.profiles.clone();
+    let result = tokio::task::spawn_blocking(move || op(&profiles, &body)).await;
+    match result {
+        Ok(Ok(v)) => Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "application/json")
+            .body(Body::from(v.to_string()))
+            .expect("a valid response"),
+        Ok(Err(e)) => api_error(&e),
+        Err(e) => api_error(&ApiError::internal(&e)),
+    }
+}
+
+type Operation = Box<dyn FnOnce(&CustomerProfiles, &Bytes) -> Result<Value, ApiError> + Send>;
+
+/// The request body as `T` (an empty body is `T::default()`), with the
+/// URI's members set by `fill`.
+fn body_as<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}")))
+}
+
+fn reply<T: Serialize>(r: Result<T, ApiError>) -> Result<Value, ApiError> {
+    r.and_then(|v| serde_json::to_value(v).map_err(|e| ApiError::internal(&e)))
+}
+
+fn int_param(query: &str, name: &str) -> Result<Option<i64>, ApiError> {
+    query_param(query, name)
+        .map(|v| {
+            v.parse().map_err(|_| {
+                ApiError::bad_request(format!("{name} must be an integer; it is {v:?}"))
+            })
+        })
+        .transpose()
+}
+
+/// The operation at a method and path: the model's `http` entries.
+fn route(method: &Method, seg: &[String], query: &str) -> Option<Operation> {
+    let s: Vec<&str> = seg.iter().map(String::as_str).collect();
+    let q = query.to_owned();
+    let op: Operation = match (method.as_str(), s.as_slice()) {
+        ("GET", ["domains"]) => Box::new(move |api, _| {
+            let r = cp::ListDomainsRequest {
+                next_token: query_param(&q, "next-token"),
+                max_results: int_param(&q, "max-results")?,
+            };
+            reply(api.list_domains(&r))
+        }),
+        ("POST", ["domains", d]) => {
+            let d = d.to_string();
+            Box::new(move |api, body| {
+                let mut r: cp::CreateDomainRequest = body_as(body)?;
+                r.domain_name = d;
+                reply(api.create_domain(&r))
+            })
+        }
+        ("GET" | "DELETE", ["domains", d]) => {
+            let r = cp::DomainRequest {
+                domain_name: d.to_string(),
+            };
+            if method == Method::GET {
+                Box::new(move |api, _| reply(api.get_domain(&r)))
+            } else {
+                Box::new(move |api, _| reply(api.delete_domain(&r)))
+            }
+        }
+        ("POST", ["domains", d, "upload-jobs"]) => {
+            let d = d.to_string();
+            Box::new(move |api, body| {
+                let mut r: cp::CreateUploadJobRequest = body_as(body)?;
+                r.domain_name = d;
+                reply(api.create_upload_job(&r))
+            })
+        }
+        ("GET", ["domains", d, "upload-jobs"]) => {
+            let d = d.to_string();
+            Box::new(move |api, _| {
+                let r = cp::ListUploadJobsRequest {
+                    domain_name: d,
+                    max_results: int_param(&q, "max-results")?,
+                    next_token: query_param(&q, "next-token"),
+                };
+                reply(api.list_upload_jobs(&r))
+            })
+        }
+        (m, ["domains", d, "upload-jobs", j, rest @ ..]) => {
+            let r = cp::JobRequest {
+                domain_name: d.to_string(),
+                job_id: j.to_string(),
+            };
+            match (m, rest) {
+                ("GET", []) => Box::new(move |api, _| reply(api.get_upload_job(&r))),
+                ("PUT", []) => Box::new(move |api, _| reply(api.start_upload_job(&r))),
+                ("GET", ["path"]) => Box::new(move |api, _| reply(api.get_upload_job_path(&r))),
+                ("PUT", ["stop"]) => Box::new(move |api, _| reply(api.stop_upload_job(&r))),
+                _ => return None,
+            }
+        }
+        _ => return None,
+    };
+    Some(op)
+}
+
+/// An upload PUT: authorized by its URL and SSE-C headers, streamed into a
+/// sealed file, committed whole or not at all.
+async fn receive_upload(
+    state: &Arc<AppState>,
+    req: Request<Body>,
+    _id: &str,
+) -> Result<Response<Body>, UploadError> {
+    let (parts, body) = req.into_parts();
+    let seg = segments(parts.uri.path());
+    let [_, domain, job] = seg.as_slice() else {
+        return Err(UploadError {
+            status: 404,
+            code: "NoSuchKey",
+            message: "an upload URL is /uploads/<domain>/<job>".into(),
+        });
+    };
+    let query = parts.uri.query().unwrap_or("");
+    let h = &parts.headers;
+    let request = UploadRequest {
+        domain_name: domain.clone(),
+        job_id: job.clone(),
+        expires: query_param(query, URL_EXPIRES),
+        signature: query_param(query, URL_SIGNATURE),
+        sse_algorithm: header(h, "x-amz-server-side-encryption-customer-algorithm"),
+        sse_key: header(h, "x-amz-server-side-encryption-customer-key"),
+        sse_key_md5: header(h, "x-amz-server-side-encryption-customer-key-md5"),
+        content_length: header(h, "content-length").and_then(|v| v.trim().parse().ok()),
+    };
+    let profiles = state.profiles.clone();
+    let internal = |e: &dyn std::fmt::Display| {
+        eprintln!("sluice: upload: {e}");
+        UploadError {
+            status: 500,
+            code: "InternalError",
+            message: "We encountered an internal error. Please try again.".into(),
+        }
+    };
+    let slot = tokio::task::spawn_blocking(move || profiles.authorize_upload(&request))
+        .await
+        .map_err(|e| internal(&e))??;
+    let key_md5 = slot.key().md5_base64();
+    let mut file = tokio::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(slot.part_path())
+        .await
+        .map_err(|e| internal(&e))?;
+    let mut sealer = Sealer::new(slot.key());
+    let mut out = Vec::with_capacity(256 * 1024);
+    let mut received: u64 = 0;
+    let mut body = body;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|e| UploadError {
+            status: 400,
+            code: "IncompleteBody",
+            message: format!("the body was cut off after {received} bytes: {e}"),
+        })?;
+        let Ok(data) = frame.into_data() else {
+            continue; // trailers
+        };
+        received += data.len() as u64;
+        if received > slot.max_bytes() {
+            return Err(cp::upload_too_large(slot.max_bytes()));
+        }
+        sealer.push(&data, &mut out);
+        if out.len() >= 128 * 1024 {
+            file.write_all(&out).await.map_err(|e| internal(&e))?;
+            out.clear();
+        }
+    }
+    sealer.finish(&mut out);
+    file.write_all(&out).await.map_err(|e| internal(&e))?;
+    file.sync_all().await.map_err(|e| internal(&e))?;
+    drop(file);
+    tokio::task::spawn_blocking(move || slot.commit())
+        .await
+        .map_err(|e| internal(&e))??;
+    Ok(Response::builder()
+        .status(StatusCode::OK)
+        .header("x-amz-server-side-encryption-customer-algorithm", "AES256")
+        .header("x-amz-server-side-encryption-customer-key-md5", key_md5)
+        .body(Body::empty())
+        .expect("a valid response"))
+}
