@@ -348,17 +348,30 @@ class UploadJobs(unittest.TestCase):
         self.assertIn('"DomainName": "shop"', out.stdout)
 
 
-class ExpiredUrl(unittest.TestCase):
-    def test_an_expired_url_is_refused(self):
-        server = Server("--url-ttl", "1")
+class SmallServer(unittest.TestCase):
+    """A server with 1-second URLs and 1 KiB uploads."""
+
+    def test_expired_urls_and_oversized_uploads_are_refused(self):
+        server = Server("--url-ttl", "1", "--max-upload", "1KiB")
         try:
             cp = server.client()
             cp.create_domain(DomainName="d", DefaultExpirationDays=1)
             job = cp.create_upload_job(DomainName="d", DisplayName="x", Fields=FIELDS,
                                        UniqueKey="Email")["JobId"]
             path = cp.get_upload_job_path(DomainName="d", JobId=job)
+            headers = sse_headers(path["ClientToken"])
+            big = b"email\n" + b"a@example.com\n" * 100
+            status, text = put(path["Url"], big, headers)  # Content-Length
+            self.assertEqual(status, 400)
+            self.assertIn("EntityTooLarge", text)
+            status, text = put(path["Url"], iter([big[:700], big[700:]]),
+                               dict(headers, **{"Transfer-Encoding": "chunked"}))
+            self.assertEqual(status, 400)
+            self.assertIn("EntityTooLarge", text)
+            with self.assertRaises(cp.exceptions.BadRequestException):
+                cp.start_upload_job(DomainName="d", JobId=job)
             time.sleep(2.5)
-            status, text = put(path["Url"], b"email\n", sse_headers(path["ClientToken"]))
+            status, text = put(path["Url"], b"email\n", headers)
             self.assertEqual(status, 403)
             self.assertIn("<Code>AccessDenied</Code>", text)
             self.assertIn("Request has expired", text)

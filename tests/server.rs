@@ -1,0 +1,117 @@
+//! `sluice serve`'s front door, over raw HTTP: throttling, body limits and
+//! refusals that come before any operation runs. (The whole flow with the
+//! real AWS clients is tests/boto3/.)
+
+use std::time::Duration;
+
+use sluice::server::{Server, ServerConfig};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+async fn start(
+    dir: &std::path::Path,
+    max_requests: usize,
+    max_body: usize,
+) -> std::net::SocketAddr {
+    let server = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.to_owned(),
+        max_requests,
+        max_body_bytes: max_body,
+        threads: Some(1),
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    assert!(server.credentials_file().unwrap().is_file());
+    tokio::spawn(server.run(std::future::pending()));
+    addr
+}
+
+/// Sends `raw` and reads the whole answer (the server closes after it).
+async fn exchange(addr: std::net::SocketAddr, raw: &str) -> String {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(raw.as_bytes()).await.unwrap();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn status(resp: &str) -> &str {
+    resp.split(' ').nth(1).unwrap_or("")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_request_too_many_is_throttled_not_queued() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), 1, 1 << 20).await;
+    // The first request holds the only slot while its body trickles in.
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"POST /domains/d HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let resp = exchange(
+        addr,
+        "GET /domains HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&resp), "429", "{resp}");
+    assert!(
+        resp.to_ascii_lowercase()
+            .contains("x-amzn-errortype: throttlingexception")
+    );
+    assert!(resp.to_ascii_lowercase().contains("x-amzn-requestid: "));
+    // The slow one, once whole, is refused for want of a signature.
+    slow.write_all(b"\"a\":1}   \r\n").await.unwrap();
+    let mut out = vec![0; 4096];
+    let n = slow.read(&mut out).await.unwrap();
+    let resp = String::from_utf8_lossy(&out[..n]);
+    assert_eq!(status(&resp), "403", "{resp}");
+    assert!(resp.contains("MissingAuthenticationTokenException"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bodies_over_the_limit_and_unsigned_or_forged_calls_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), 8, 64).await;
+    let body = "x".repeat(100);
+    let resp = exchange(
+        addr,
+        &format!(
+            "POST /domains/d HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{body}"
+        ),
+    )
+    .await;
+    assert_eq!(status(&resp), "400", "{resp}");
+    assert!(resp.contains("BadRequestException"));
+
+    let resp = exchange(
+        addr,
+        "GET /domains HTTP/1.1\r\nHost: x\r\nConnection: close\r\nX-Amz-Date: 20261122T000000Z\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=AKIANOBODY/20261122/us-east-1/profile/aws4_request, \
+         SignedHeaders=host;x-amz-date, Signature=00\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&resp), "403", "{resp}");
+    assert!(resp.contains("UnrecognizedClientException"));
+
+    let resp = exchange(
+        addr,
+        "GET /domains HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Basic eDp5\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&resp), "400", "{resp}");
+    assert!(resp.contains("IncompleteSignatureException"));
+
+    // An upload URL that was never signed.
+    let resp = exchange(
+        addr,
+        "PUT /uploads/d/0123456789abcdef0123456789abcdef?X-Sluice-Expires=9999999999&\
+         X-Sluice-Signature=00 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\na",
+    )
+    .await;
+    assert_eq!(status(&resp), "403", "{resp}");
+    assert!(resp.contains("<Code>SignatureDoesNotMatch</Code>"));
+}
