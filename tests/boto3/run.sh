@@ -7,16 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-venv="${SLUICE_VENV:-$HOME/.cache/sluice-boto3-venv}"
-req=tests/boto3/requirements.txt
-if [ ! -x "$venv/bin/python" ] || ! cmp -s "$req" "$venv/requirements.txt"; then
-  python3 -m venv "$venv"
-  "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$req"
-  cp "$req" "$venv/requirements.txt"
-fi
+. tests/boto3/venv.sh
 
 cargo build --locked --bin sluice
 target="${CARGO_TARGET_DIR:-target}"
 export SLUICE_BIN="$target/debug/sluice"
-export PATH="$venv/bin:$PATH"   # the aws CLI
-"$venv/bin/python" tests/boto3/test_upload_jobs.py
+export PATH="$VENV/bin:$PATH"   # the aws CLI
+"$VENV/bin/python" tests/boto3/test_upload_jobs.py
