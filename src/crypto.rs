@@ -321,12 +321,64 @@ pub fn create_private(path: &Path) -> io::Result<fs::File> {
     o.open(path)
 }
 
-fn segment_nonce(prefix: &[u8; 7], n: u32, last: bool) -> [u8; 12] {
-    let mut nonce = [0u8; 12];
-    nonce[..7].copy_from_slice(prefix);
-    nonce[7..11].copy_from_slice(&n.to_be_bytes());
-    nonce[11] = u8::from(last);
-    nonce
+/// What sealing and opening share: the cipher, the header (the AAD of
+/// every segment) and the number of the next segment.
+struct Segments {
+    cipher: Aes256Gcm,
+    header: [u8; HEADER_LEN],
+    next: u32,
+}
+
+impl Segments {
+    fn new(key: &DataKey, header: [u8; HEADER_LEN]) -> Segments {
+        Segments {
+            cipher: Aes256Gcm::new(key.as_bytes().into()),
+            header,
+            next: 0,
+        }
+    }
+
+    fn size(&self) -> usize {
+        u32::from_le_bytes(self.header[8..12].try_into().expect("4 bytes")) as usize
+    }
+
+    fn nonce(&self, last: bool) -> [u8; 12] {
+        let mut nonce = [0u8; 12];
+        nonce[..7].copy_from_slice(&self.header[12..]);
+        nonce[7..11].copy_from_slice(&self.next.to_be_bytes());
+        nonce[11] = u8::from(last);
+        nonce
+    }
+
+    fn payload<'a>(&'a self, msg: &'a [u8]) -> Payload<'a, 'a> {
+        Payload {
+            msg,
+            aad: &self.header,
+        }
+    }
+
+    /// Seals the next segment.
+    fn seal(&mut self, plain: &[u8], last: bool) -> Vec<u8> {
+        let nonce = self.nonce(last);
+        let ct = self
+            .cipher
+            .encrypt(Nonce::from_slice(&nonce), self.payload(plain))
+            .expect("AES-GCM encrypts any segment below 64 GiB");
+        self.next = self.next.wrapping_add(1);
+        ct
+    }
+
+    /// Opens the next segment, if it is one sealed with this `last` flag;
+    /// moves on only when it opens.
+    fn open(&mut self, sealed: &[u8], last: bool) -> Option<Vec<u8>> {
+        let nonce = self.nonce(last);
+        let plain = self
+            .cipher
+            .decrypt(Nonce::from_slice(&nonce), self.payload(sealed))
+            .ok()?;
+        self.next = self.next.wrapping_add(1);
+        Some(plain)
+    }
 }
 
 /// Seals a stream as it arrives: push plaintext, write out what comes back.
@@ -334,11 +386,7 @@ fn segment_nonce(prefix: &[u8; 7], n: u32, last: bool) -> [u8; 12] {
 /// No I/O of its own, so it serves a blocking writer and an async body
 /// stream alike.
 pub struct Sealer {
-    cipher: Aes256Gcm,
-    header: [u8; HEADER_LEN],
-    prefix: [u8; 7],
-    segment: usize,
-    next: u32,
+    segments: Segments,
     buf: Vec<u8>,
     started: bool,
 }
@@ -346,8 +394,8 @@ pub struct Sealer {
 impl fmt::Debug for Sealer {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Sealer")
-            .field("segment", &self.segment)
-            .field("next", &self.next)
+            .field("segment", &self.segments.size())
+            .field("next", &self.segments.next)
             .finish_non_exhaustive()
     }
 }
@@ -367,36 +415,20 @@ impl Sealer {
         header[8..12].copy_from_slice(&(segment as u32).to_le_bytes());
         header[12..].copy_from_slice(&prefix);
         Sealer {
-            cipher: Aes256Gcm::new(key.as_bytes().into()),
-            header,
-            prefix,
-            segment,
-            next: 0,
+            segments: Segments::new(key, header),
             buf: Vec::with_capacity(segment),
             started: false,
         }
     }
 
     fn seal_segment(&mut self, last: bool, out: &mut Vec<u8>) {
-        let nonce = segment_nonce(&self.prefix, self.next, last);
-        let ct = self
-            .cipher
-            .encrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &self.buf,
-                    aad: &self.header,
-                },
-            )
-            .expect("AES-GCM encrypts any segment below 64 GiB");
-        out.extend_from_slice(&ct);
+        out.extend_from_slice(&self.segments.seal(&self.buf, last));
         self.buf.clear();
-        self.next = self.next.wrapping_add(1);
     }
 
     fn start(&mut self, out: &mut Vec<u8>) {
         if !self.started {
-            out.extend_from_slice(&self.header);
+            out.extend_from_slice(&self.segments.header);
             self.started = true;
         }
     }
@@ -404,13 +436,14 @@ impl Sealer {
     /// Takes more plaintext; appends the sealed bytes that are ready to `out`.
     pub fn push(&mut self, mut data: &[u8], out: &mut Vec<u8>) {
         self.start(out);
+        let size = self.segments.size();
         while !data.is_empty() {
             // A full segment is sealed only once more data shows it is not
             // the last.
-            if self.buf.len() == self.segment {
+            if self.buf.len() == size {
                 self.seal_segment(false, out);
             }
-            let take = (self.segment - self.buf.len()).min(data.len());
+            let take = (size - self.buf.len()).min(data.len());
             self.buf.extend_from_slice(&data[..take]);
             data = &data[take..];
         }
@@ -439,11 +472,7 @@ pub fn plaintext_len(header: &[u8], sealed_len: u64) -> Option<u64> {
 /// [`io::ErrorKind::InvalidData`] error naming the segment.
 pub struct Opener<R> {
     inner: R,
-    cipher: Aes256Gcm,
-    header: [u8; HEADER_LEN],
-    prefix: [u8; 7],
-    segment: usize,
-    next: u32,
+    segments: Segments,
     plain: Vec<u8>,
     pos: usize,
     done: bool,
@@ -453,8 +482,8 @@ pub struct Opener<R> {
 impl<R> fmt::Debug for Opener<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Opener")
-            .field("segment", &self.segment)
-            .field("next", &self.next)
+            .field("segment", &self.segments.size())
+            .field("next", &self.segments.next)
             .finish_non_exhaustive()
     }
 }
@@ -487,19 +516,14 @@ impl<R: Read> Opener<R> {
         if read_full(&mut inner, &mut header)? != HEADER_LEN || &header[..8] != MAGIC {
             return Err(invalid("not a sealed sluice file (bad header)".into()));
         }
-        let segment = u32::from_le_bytes(header[8..12].try_into().expect("4 bytes")) as usize;
+        let segments = Segments::new(key, header);
+        let segment = segments.size();
         if segment == 0 || segment > 64 << 20 {
             return Err(invalid(format!("sealed file: bad segment size {segment}")));
         }
-        let mut prefix = [0u8; 7];
-        prefix.copy_from_slice(&header[12..]);
         Ok(Opener {
             inner,
-            cipher: Aes256Gcm::new(key.as_bytes().into()),
-            header,
-            prefix,
-            segment,
-            next: 0,
+            segments,
             plain: Vec::new(),
             pos: 0,
             done: false,
@@ -507,35 +531,20 @@ impl<R: Read> Opener<R> {
         })
     }
 
-    fn open_segment(&self, n: usize, last: bool) -> Option<Vec<u8>> {
-        let nonce = segment_nonce(&self.prefix, self.next, last);
-        self.cipher
-            .decrypt(
-                Nonce::from_slice(&nonce),
-                Payload {
-                    msg: &self.sealed[..n],
-                    aad: &self.header,
-                },
-            )
-            .ok()
-    }
-
     fn fill(&mut self) -> io::Result<()> {
         let n = read_full(&mut self.inner, &mut self.sealed)?;
-        let which = self.next;
+        let which = self.segments.next;
         if n < TAG_LEN {
             return Err(invalid(format!(
                 "sealed file cut short before segment {which} (wrong or partial upload)"
             )));
         }
         // A full segment is normally not the last; a short one must be.
-        let opened = if n == self.sealed.len() {
-            match self.open_segment(n, false) {
-                Some(p) => Some((p, false)),
-                None => self.open_segment(n, true).map(|p| (p, true)),
-            }
-        } else {
-            self.open_segment(n, true).map(|p| (p, true))
+        let sealed = &self.sealed[..n];
+        let full = n == self.sealed.len();
+        let opened = match full.then(|| self.segments.open(sealed, false)).flatten() {
+            Some(p) => Some((p, false)),
+            None => self.segments.open(sealed, true).map(|p| (p, true)),
         };
         let Some((plain, last)) = opened else {
             return Err(invalid(format!(
@@ -552,7 +561,6 @@ impl<R: Read> Opener<R> {
             }
             self.done = true;
         }
-        self.next = self.next.wrapping_add(1);
         self.plain = plain;
         self.pos = 0;
         Ok(())
@@ -584,7 +592,7 @@ pub fn open_file(path: &Path, key: &DataKey) -> io::Result<(Opener<io::BufReader
     let f = fs::File::open(path)?;
     let sealed_len = f.metadata()?.len();
     let opener = Opener::new(io::BufReader::with_capacity(SEGMENT + TAG_LEN, f), key)?;
-    let len = plaintext_len(&opener.header, sealed_len)
+    let len = plaintext_len(&opener.segments.header, sealed_len)
         .ok_or_else(|| invalid(format!("{}: not a sealed sluice file", path.display())))?;
     Ok((opener, len))
 }

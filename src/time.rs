@@ -57,47 +57,39 @@ pub fn from_civil(c: Civil) -> Option<i64> {
     Some((days * 86_400 + i64::from(c.seconds)) * 1000)
 }
 
-/// `YYYY-MM-DD HH:MM:SS`, for people.
-pub fn utc(ms: i64) -> String {
+/// Formats `ms` with `f(year, month, day, hour, minute, second)`.
+fn format_with(ms: i64, f: impl Fn(i64, u32, u32, u32, u32, u32) -> String) -> String {
     let c = civil(ms);
-    format!(
-        "{:04}-{:02}-{:02} {:02}:{:02}:{:02}",
-        c.year,
-        c.month,
-        c.day,
-        c.seconds / 3600,
-        c.seconds / 60 % 60,
-        c.seconds % 60
-    )
-}
-
-/// ISO 8601 with milliseconds: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
-pub fn iso8601(ms: i64) -> String {
-    let c = civil(ms);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+    f(
         c.year,
         c.month,
         c.day,
         c.seconds / 3600,
         c.seconds / 60 % 60,
         c.seconds % 60,
-        ms.rem_euclid(1000)
     )
+}
+
+/// `YYYY-MM-DD HH:MM:SS`, for people.
+pub fn utc(ms: i64) -> String {
+    format_with(ms, |y, mo, d, h, mi, s| {
+        format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}")
+    })
+}
+
+/// ISO 8601 with milliseconds: `YYYY-MM-DDTHH:MM:SS.mmmZ`.
+pub fn iso8601(ms: i64) -> String {
+    let milli = ms.rem_euclid(1000);
+    format_with(ms, |y, mo, d, h, mi, s| {
+        format!("{y:04}-{mo:02}-{d:02}T{h:02}:{mi:02}:{s:02}.{milli:03}Z")
+    })
 }
 
 /// The AWS basic format, `YYYYMMDDTHHMMSSZ`.
 pub fn amz_date(ms: i64) -> String {
-    let c = civil(ms);
-    format!(
-        "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
-        c.year,
-        c.month,
-        c.day,
-        c.seconds / 3600,
-        c.seconds / 60 % 60,
-        c.seconds % 60
-    )
+    format_with(ms, |y, mo, d, h, mi, s| {
+        format!("{y:04}{mo:02}{d:02}T{h:02}{mi:02}{s:02}Z")
+    })
 }
 
 /// Parses the AWS basic format, `YYYYMMDDTHHMMSSZ`.

@@ -472,16 +472,21 @@ fn domains_list_by_name_in_pages_and_delete_with_their_profiles() {
         .create_domain(&CreateDomainRequest {
             domain_name: "tagged".into(),
             default_expiration_days: Some(5),
-            tags: Some(tags.clone()),
-            ..CreateDomainRequest::default()
+            settings: DomainSettings {
+                tags: Some(tags.clone()),
+                ..DomainSettings::default()
+            },
         })
         .unwrap();
-    assert_eq!(made.tags, Some(tags.clone()));
+    assert_eq!(made.settings.tags, Some(tags.clone()));
     let got = e
         .api
         .get_domain(&DomainRequest {
             domain_name: "tagged".into(),
         })
         .unwrap();
-    assert_eq!((got.tags, got.default_expiration_days), (Some(tags), 5));
+    assert_eq!(
+        (got.settings.tags, got.default_expiration_days),
+        (Some(tags), 5)
+    );
 }

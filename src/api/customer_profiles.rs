@@ -84,6 +84,17 @@ pub struct CreateDomainRequest {
     /// Days a profile lives unless its job says otherwise, 1 to 1098.
     #[serde(default)]
     pub default_expiration_days: Option<i64>,
+    /// The rest, kept and given back as it came.
+    #[serde(flatten)]
+    pub settings: DomainSettings,
+}
+
+/// What a domain's creator may set besides its name and expiry: kept and
+/// given back by CreateDomain and GetDomain as it came (sluice matches no
+/// profiles and uses no KMS key or queue).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DomainSettings {
     /// Kept and given back.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub default_encryption_key: Option<String>,
@@ -113,20 +124,8 @@ pub struct DomainResponse {
     /// Days a profile lives unless its job says otherwise.
     pub default_expiration_days: u32,
     /// As given at creation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub default_encryption_key: Option<String>,
-    /// As given at creation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub dead_letter_queue_url: Option<String>,
-    /// As given at creation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub matching: Option<Value>,
-    /// As given at creation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rule_based_matching: Option<Value>,
-    /// As given at creation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub data_store: Option<Value>,
+    #[serde(flatten)]
+    pub settings: DomainSettings,
     /// Live profiles (`GetDomain` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stats: Option<DomainStats>,
@@ -134,9 +133,6 @@ pub struct DomainResponse {
     pub created_at: Timestamp,
     /// When it last changed.
     pub last_updated_at: Timestamp,
-    /// As given at creation.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub tags: Option<BTreeMap<String, String>>,
 }
 
 /// `CreateDomainResponse`.
@@ -578,21 +574,14 @@ fn spec_of(job: &JobRecord) -> Result<ProfileJob, ApiError> {
 }
 
 fn domain_response(d: &Domain, stats: Option<DomainStats>) -> DomainResponse {
-    let settings: Map<String, Value> = serde_json::from_str(&d.settings).unwrap_or_default();
-    let text = |k: &str| settings.get(k).and_then(Value::as_str).map(str::to_owned);
-    let value = |k: &str| settings.get(k).cloned();
     DomainResponse {
         domain_name: d.name.clone(),
         default_expiration_days: d.default_expiration_days,
-        default_encryption_key: text("DefaultEncryptionKey"),
-        dead_letter_queue_url: text("DeadLetterQueueUrl"),
-        matching: value("Matching"),
-        rule_based_matching: value("RuleBasedMatching"),
-        data_store: value("DataStore"),
+        // Written by `create_domain` from the same type.
+        settings: serde_json::from_str(&d.settings).unwrap_or_default(),
         stats,
         created_at: Timestamp(d.created_ms),
         last_updated_at: Timestamp(d.updated_ms),
-        tags: value("Tags").and_then(|t| serde_json::from_value(t).ok()),
     }
 }
 
@@ -695,15 +684,16 @@ impl CustomerProfiles {
             ApiError::bad_request("DefaultExpirationDays is required (1 to 1098)")
         })?;
         check_range("DefaultExpirationDays", days, 1, MAX_EXPIRATION_DAYS)?;
+        let st = &r.settings;
         for (member, v) in [
-            ("DefaultEncryptionKey", &r.default_encryption_key),
-            ("DeadLetterQueueUrl", &r.dead_letter_queue_url),
+            ("DefaultEncryptionKey", &st.default_encryption_key),
+            ("DeadLetterQueueUrl", &st.dead_letter_queue_url),
         ] {
             if let Some(v) = v {
                 check_len(member, v, 0, 255)?;
             }
         }
-        if let Some(tags) = &r.tags {
+        if let Some(tags) = &st.tags {
             if tags.is_empty() || tags.len() > 50 {
                 return Err(ApiError::bad_request(format!(
                     "Tags must have 1 to 50 entries; it has {}",
@@ -720,26 +710,8 @@ impl CustomerProfiles {
                 check_len(&format!("the value of tag {k:?}"), v, 0, 256)?;
             }
         }
-        let mut settings = Map::new();
-        let mut keep = |k: &str, v: Option<Value>| {
-            if let Some(v) = v {
-                settings.insert(k.to_owned(), v);
-            }
-        };
-        keep(
-            "DefaultEncryptionKey",
-            r.default_encryption_key.clone().map(Value::String),
-        );
-        keep(
-            "DeadLetterQueueUrl",
-            r.dead_letter_queue_url.clone().map(Value::String),
-        );
-        keep("Matching", r.matching.clone());
-        keep("RuleBasedMatching", r.rule_based_matching.clone());
-        keep("DataStore", r.data_store.clone());
-        keep("Tags", r.tags.as_ref().map(|t| json!(t)));
         let mut d = Domain::new(&r.domain_name, days as u32, self.inner.now());
-        d.settings = Value::Object(settings).to_string();
+        d.settings = serde_json::to_string(st).map_err(|e| ApiError::internal(&e))?;
         self.store().create_domain(&d).map_err(|e| match e {
             StoreError::DomainExists(n) => {
                 ApiError::bad_request(format!("domain {n:?} already exists"))
@@ -790,7 +762,7 @@ impl CustomerProfiles {
                     domain_name: full.domain_name,
                     created_at: full.created_at,
                     last_updated_at: full.last_updated_at,
-                    tags: full.tags,
+                    tags: full.settings.tags,
                 }
             })
             .collect();

@@ -321,6 +321,16 @@ mod tests {
 
     const NOW: i64 = 1_440_938_160_000; // 2015-08-30T12:36:00Z
 
+    fn get(headers: &[(String, String)]) -> SignedRequest<'_> {
+        SignedRequest {
+            method: "GET",
+            path: "/",
+            query: "",
+            headers,
+            body: b"",
+        }
+    }
+
     /// `get-vanilla` from the AWS SigV4 test suite.
     #[test]
     fn the_aws_test_suite_vanilla_get() {
@@ -328,13 +338,7 @@ mod tests {
             aws4_request, SignedHeaders=host;x-amz-date, \
             Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31";
         let h = headers(auth);
-        let req = SignedRequest {
-            method: "GET",
-            path: "/",
-            query: "",
-            headers: &h,
-            body: b"",
-        };
+        let req = get(&h);
         assert_eq!(
             verify(&req, "service", &creds(), NOW).unwrap(),
             "AKIDEXAMPLE"
@@ -350,13 +354,7 @@ mod tests {
         let e = verify(&post, "service", &creds(), NOW).unwrap_err();
         assert!(e.message.contains("does not match"));
         let h = headers(&auth.replace("AKIDEXAMPLE", "AKIDOTHER"));
-        let req = SignedRequest {
-            method: "GET",
-            path: "/",
-            query: "",
-            headers: &h,
-            body: b"",
-        };
+        let req = get(&h);
         let e = verify(&req, "service", &creds(), NOW).unwrap_err();
         assert_eq!(e.code, "UnrecognizedClientException");
     }
