@@ -91,18 +91,30 @@ pub enum CryptoError {
     Unwrap,
 }
 
-fn random<const N: usize>() -> [u8; N] {
+/// `N` bytes from the operating system's random source.
+pub(crate) fn random<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     OsRng.fill_bytes(&mut b);
     b
 }
 
-fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
+/// HMAC-SHA256 of the concatenated `parts` under `key`.
+pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
     for p in parts {
         m.update(p);
     }
     m.finalize().into_bytes().into()
+}
+
+/// Lowercase hex of `bytes`.
+pub fn to_hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Standard base64 of `bytes`.
+pub fn to_base64(bytes: &[u8]) -> String {
+    B64.encode(bytes)
 }
 
 /// Constant-time equality of two byte strings.

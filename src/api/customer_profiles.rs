@@ -657,9 +657,9 @@ impl CustomerProfiles {
             .ok_or_else(|| ApiError::not_found(format!("domain {name:?} not found")))
     }
 
-    /// A profile job of the domain.
-    fn job(&self, domain: &str, id: &str) -> Result<(JobRecord, ProfileJob), ApiError> {
-        self.domain(domain)?;
+    /// A profile job of the domain, with the domain.
+    fn job(&self, domain: &str, id: &str) -> Result<(Domain, JobRecord, ProfileJob), ApiError> {
+        let d = self.domain(domain)?;
         let missing = || ApiError::not_found(format!("no upload job {id:?} in domain {domain:?}"));
         if id.is_empty() || id.len() > 64 {
             return Err(missing());
@@ -669,7 +669,7 @@ impl CustomerProfiles {
             return Err(missing());
         }
         let spec = spec_of(&job)?;
-        Ok((job, spec))
+        Ok((d, job, spec))
     }
 
     /// `CreateDomain`.
@@ -712,12 +712,7 @@ impl CustomerProfiles {
         }
         let mut d = Domain::new(&r.domain_name, days as u32, self.inner.now());
         d.settings = serde_json::to_string(st).map_err(|e| ApiError::internal(&e))?;
-        self.store().create_domain(&d).map_err(|e| match e {
-            StoreError::DomainExists(n) => {
-                ApiError::bad_request(format!("domain {n:?} already exists"))
-            }
-            e => e.into(),
-        })?;
+        self.store().create_domain(&d)?;
         Ok(domain_response(&d, None))
     }
 
@@ -836,7 +831,7 @@ impl CustomerProfiles {
             delimiter: None,
             sealed_key: None,
         };
-        self.inner.runner.create_as(&id, &job).map_err(job_error)?;
+        self.inner.runner.create_as(&id, &job)?;
         Ok(CreateUploadJobResponse { job_id: id })
     }
 
@@ -852,7 +847,7 @@ impl CustomerProfiles {
         &self,
         r: &JobRequest,
     ) -> Result<GetUploadJobPathResponse, ApiError> {
-        let (job, mut spec) = self.job(&r.domain_name, &r.job_id)?;
+        let (_, job, mut spec) = self.job(&r.domain_name, &r.job_id)?;
         if job.status != JobStatus::Created {
             return Err(not_created(&job));
         }
@@ -893,11 +888,12 @@ impl CustomerProfiles {
     }
 
     fn url_signature(&self, path: &str, expires: i64) -> String {
-        let mac = self
-            .inner
-            .master
-            .sign_url(&format!("PUT\n{path}\n{expires}"));
-        mac.iter().map(|b| format!("{b:02x}")).collect()
+        crypto::to_hex(
+            &self
+                .inner
+                .master
+                .sign_url(&format!("PUT\n{path}\n{expires}")),
+        )
     }
 
     /// Checks an upload PUT as S3 would: the URL's signature and expiry,
@@ -940,7 +936,7 @@ impl CustomerProfiles {
         let presented = check_sse(r)?;
         let max = self.inner.config.max_upload_bytes;
         if r.content_length.is_some_and(|n| n > max) {
-            return Err(too_large(max));
+            return Err(upload_too_large(max));
         }
         let job = self.inner.store().job(&r.job_id).ok().flatten();
         let Some(job) = job.filter(|j| j.domain.as_deref() == Some(r.domain_name.as_str())) else {
@@ -998,7 +994,7 @@ impl CustomerProfiles {
     /// `ResourceNotFoundException`; `BadRequestException` when no file was
     /// uploaded or the job is not `CREATED`.
     pub fn start_upload_job(&self, r: &JobRequest) -> Result<Empty, ApiError> {
-        let (job, spec) = self.job(&r.domain_name, &r.job_id)?;
+        let (_, job, spec) = self.job(&r.domain_name, &r.job_id)?;
         if job.status != JobStatus::Created {
             return Err(not_created(&job));
         }
@@ -1014,7 +1010,7 @@ impl CustomerProfiles {
                 job.id
             )));
         }
-        self.inner.runner.start(&job.id).map_err(job_error)?;
+        self.inner.runner.start(&job.id)?;
         Ok(Empty {})
     }
 
@@ -1026,7 +1022,7 @@ impl CustomerProfiles {
     /// `ResourceNotFoundException`; `BadRequestException` when it has
     /// already finished.
     pub fn stop_upload_job(&self, r: &JobRequest) -> Result<Empty, ApiError> {
-        let (job, _) = self.job(&r.domain_name, &r.job_id)?;
+        let (_, job, _) = self.job(&r.domain_name, &r.job_id)?;
         if job.status.is_terminal() {
             return Err(ApiError::bad_request(format!(
                 "job {} is {}; it cannot be stopped",
@@ -1034,7 +1030,7 @@ impl CustomerProfiles {
                 wire_status(job.status)
             )));
         }
-        self.inner.runner.stop(&job.id).map_err(job_error)?;
+        self.inner.runner.stop(&job.id)?;
         Ok(Empty {})
     }
 
@@ -1044,8 +1040,7 @@ impl CustomerProfiles {
     ///
     /// `ResourceNotFoundException`.
     pub fn get_upload_job(&self, r: &JobRequest) -> Result<GetUploadJobResponse, ApiError> {
-        let domain = self.domain(&r.domain_name)?;
-        let (job, spec) = self.job(&r.domain_name, &r.job_id)?;
+        let (domain, job, spec) = self.job(&r.domain_name, &r.job_id)?;
         let m = spec.mapping.as_object().cloned().unwrap_or_default();
         let fields = m
             .get("Fields")
@@ -1142,28 +1137,14 @@ fn not_created(job: &JobRecord) -> ApiError {
     ))
 }
 
-fn job_error(e: crate::job::JobError) -> ApiError {
-    match e {
-        crate::job::JobError::Store(s) => s.into(),
-        crate::job::JobError::Invalid(m) => ApiError::bad_request(m),
-        crate::job::JobError::ShutDown => ApiError {
-            code: super::ErrorCode::Throttling,
-            message: "the server is shutting down; retry against its next start".into(),
-        },
-    }
-}
-
-fn too_large(max: u64) -> UploadError {
+/// The error for a body over `max` bytes (declared, or found while it
+/// streams past [`UploadSlot::max_bytes`]).
+pub fn upload_too_large(max: u64) -> UploadError {
     upload_err(
         400,
         "EntityTooLarge",
         format!("Your proposed upload exceeds the maximum allowed size ({max} bytes)."),
     )
-}
-
-/// The error for a body that grew past [`UploadSlot::max_bytes`].
-pub fn upload_too_large(max: u64) -> UploadError {
-    too_large(max)
 }
 
 /// S3's checks of the SSE-C headers; the presented key when they pass.

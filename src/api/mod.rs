@@ -16,6 +16,7 @@ use std::fmt;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
+use crate::job::JobError;
 use crate::store::StoreError;
 
 /// The exceptions the models share.
@@ -112,6 +113,19 @@ impl From<StoreError> for ApiError {
             | StoreError::DomainBusy { .. }
             | StoreError::Transition { .. } => ApiError::bad_request(e.to_string()),
             other => ApiError::internal(&other),
+        }
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> ApiError {
+        match e {
+            JobError::Store(s) => s.into(),
+            JobError::Invalid(m) => ApiError::bad_request(m),
+            JobError::ShutDown => ApiError {
+                code: ErrorCode::Throttling,
+                message: "the server is shutting down; retry against its next start".into(),
+            },
         }
     }
 }

@@ -103,6 +103,35 @@ impl FromStr for JobStatus {
     }
 }
 
+/// Whose fault a failed job was.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum FailureKind {
+    /// The input or the request: a missing column, no rows that parse, a
+    /// file that does not open under its key.
+    Validation,
+    /// Ours: the store, the disk, the machine.
+    Internal,
+}
+
+impl FailureKind {
+    /// The name used in the store.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FailureKind::Validation => "VALIDATION_FAILURE",
+            FailureKind::Internal => "INTERNAL_FAILURE",
+        }
+    }
+
+    /// The kind a stored name stands for.
+    pub fn from_name(s: &str) -> Option<FailureKind> {
+        match s {
+            "VALIDATION_FAILURE" => Some(FailureKind::Validation),
+            "INTERNAL_FAILURE" => Some(FailureKind::Internal),
+            _ => None,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::JobStatus::{self, *};
@@ -141,34 +170,5 @@ mod tests {
             assert_eq!(s.as_str().parse::<JobStatus>(), Ok(s));
         }
         assert!("IN_PROGRESS".parse::<JobStatus>().is_err());
-    }
-}
-
-/// Whose fault a failed job was.
-#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
-pub enum FailureKind {
-    /// The input or the request: a missing column, no rows that parse, a
-    /// file that does not open under its key.
-    Validation,
-    /// Ours: the store, the disk, the machine.
-    Internal,
-}
-
-impl FailureKind {
-    /// The name used in the store.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailureKind::Validation => "VALIDATION_FAILURE",
-            FailureKind::Internal => "INTERNAL_FAILURE",
-        }
-    }
-
-    /// The kind a stored name stands for.
-    pub fn from_name(s: &str) -> Option<FailureKind> {
-        match s {
-            "VALIDATION_FAILURE" => Some(FailureKind::Validation),
-            "INTERNAL_FAILURE" => Some(FailureKind::Internal),
-            _ => None,
-        }
     }
 }

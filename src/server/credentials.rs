@@ -15,9 +15,7 @@ use std::fmt;
 use std::io::Write;
 use std::path::Path;
 
-use aes_gcm::aead::{OsRng, rand_core::RngCore};
-
-use crate::crypto::create_private;
+use crate::crypto::{create_private, random, to_base64};
 
 /// The file a server writes its generated key to, in its data directory.
 pub const GENERATED_FILE: &str = "credentials";
@@ -110,18 +108,14 @@ impl Credentials {
         let path = dir.join(GENERATED_FILE);
         match create_private(&path) {
             Ok(mut f) => {
-                let mut id = [0u8; 16];
-                let mut secret = [0u8; 30];
-                OsRng.fill_bytes(&mut id);
-                OsRng.fill_bytes(&mut secret);
+                let id: [u8; 16] = random();
+                let secret = to_base64(&random::<30>());
                 // Like AWS's: AKIA and 16 base-32 characters.
                 const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
                 let id: String = "AKIA"
                     .chars()
                     .chain(id.iter().map(|b| ALPHABET[usize::from(b % 32)] as char))
                     .collect();
-                let secret =
-                    base64::Engine::encode(&base64::engine::general_purpose::STANDARD, secret);
                 let text = format!(
                     "[default]\naws_access_key_id = {id}\naws_secret_access_key = {secret}\n"
                 );

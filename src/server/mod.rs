@@ -344,7 +344,7 @@ async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
     let upload = req.method() == Method::PUT && req.uri().path().starts_with(UPLOAD_PATH_PREFIX);
     let response = if upload {
         match Arc::clone(&state.uploads).try_acquire_owned() {
-            Ok(_permit) => receive_upload(&state, req, &id)
+            Ok(_permit) => receive_upload(&state, req)
                 .await
                 .unwrap_or_else(|e| s3_error(&e, &id)),
             Err(_) => s3_error(
@@ -372,7 +372,7 @@ fn header_list(h: &HeaderMap) -> Vec<(String, String)> {
     h.iter()
         .map(|(n, v)| {
             (
-                n.as_str().to_ascii_lowercase(),
+                n.as_str().to_owned(), // always lowercase in `http`
                 String::from_utf8_lossy(v.as_bytes()).into_owned(),
             )
         })
@@ -544,7 +544,6 @@ fn route(method: &Method, seg: &[String], query: &str) -> Option<Operation> {
 async fn receive_upload(
     state: &Arc<AppState>,
     req: Request<Body>,
-    _id: &str,
 ) -> Result<Response<Body>, UploadError> {
     let (parts, body) = req.into_parts();
     let seg = segments(parts.uri.path());

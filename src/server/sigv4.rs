@@ -11,12 +11,11 @@ Errors carry AWS's codes and messages, so clients show what they would
 show against AWS.
 */
 
-use hmac::{Hmac, Mac};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, percent_decode_str, utf8_percent_encode};
 use sha2::{Digest, Sha256};
 
 use super::credentials::Credentials;
-use crate::crypto::same_bytes;
+use crate::crypto::{hmac, same_bytes, to_hex};
 use crate::time::{amz_date, parse_amz_date};
 
 /// How far a request's date may be from the server's clock.
@@ -126,16 +125,6 @@ fn parse_authorization(v: &str) -> Result<Authorization<'_>, AuthError> {
         signed_headers: signed.split(';').collect(),
         signature,
     })
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn hmac(key: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut m = <Hmac<Sha256> as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    m.update(data);
-    m.finalize().into_bytes().to_vec()
 }
 
 /// The canonical query string: each name and value decoded, encoded again
@@ -264,7 +253,7 @@ pub fn verify(
     }
     let payload_hash = match req.header("x-amz-content-sha256") {
         Some(h) => h.to_owned(),
-        None => hex(&Sha256::digest(req.body)),
+        None => to_hex(&Sha256::digest(req.body)),
     };
     let canonical_request = format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
@@ -281,13 +270,13 @@ pub fn verify(
     );
     let string_to_sign = format!(
         "AWS4-HMAC-SHA256\n{amz}\n{scope}\n{}",
-        hex(&Sha256::digest(canonical_request.as_bytes()))
+        to_hex(&Sha256::digest(canonical_request.as_bytes()))
     );
-    let mut key = hmac(format!("AWS4{secret}").as_bytes(), auth.date.as_bytes());
+    let mut key = hmac(format!("AWS4{secret}").as_bytes(), &[auth.date.as_bytes()]);
     for part in [auth.region, auth.service, "aws4_request"] {
-        key = hmac(&key, part.as_bytes());
+        key = hmac(&key, &[part.as_bytes()]);
     }
-    let expected = hex(&hmac(&key, string_to_sign.as_bytes()));
+    let expected = to_hex(&hmac(&key, &[string_to_sign.as_bytes()]));
     if !same_bytes(expected.as_bytes(), auth.signature.as_bytes()) {
         return Err(invalid(
             "The request signature we calculated does not match the signature you provided. \

@@ -426,12 +426,13 @@ impl RawJob {
         let by_field: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&self.by_field)
                 .map_err(|e| corrupt(format!("field_warnings_by_field: {e}")))?;
-        let failure = match &self.failure {
-            None => None,
-            Some(f) => Some(
-                FailureKind::from_name(f).ok_or_else(|| corrupt(format!("failure kind {f:?}")))?,
-            ),
-        };
+        let failure = self
+            .failure
+            .as_deref()
+            .map(|f| {
+                FailureKind::from_name(f).ok_or_else(|| corrupt(format!("failure kind {f:?}")))
+            })
+            .transpose()?;
         let mut record = self.record;
         record.status = status;
         record.failure = failure;
