@@ -47,6 +47,7 @@ assert_eq!(first.values().collect::<Vec<_>>(), ["ann@example.com", "+14155550132
 pub mod api;
 #[cfg(feature = "store")]
 pub mod crypto;
+pub mod endpoints;
 pub mod ingest;
 #[cfg(feature = "store")]
 pub mod job;

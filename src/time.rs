@@ -117,6 +117,75 @@ pub fn parse_amz_date(s: &str) -> Option<i64> {
     })
 }
 
+/// Parses ISO 8601 as the wire uses it: `YYYY-MM-DD`, optionally followed
+/// by `THH:MM[:SS[.fraction]]` and `Z` or an offset `±HH:MM` (a date and
+/// time without either is taken as UTC). Fractions beyond milliseconds are
+/// cut off.
+pub fn parse_iso8601(s: &str) -> Option<i64> {
+    let b = s.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        let part = b.get(r)?;
+        if part.is_empty() || !part.iter().all(u8::is_ascii_digit) {
+            return None;
+        }
+        std::str::from_utf8(part).ok()?.parse().ok()
+    };
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let (year, month, day) = (digits(0..4)?, digits(5..7)?, digits(8..10)?);
+    let mut seconds = 0u32;
+    let mut milli = 0i64;
+    let mut offset_s = 0i64;
+    if b.len() > 10 {
+        if !matches!(b[10], b'T' | b't' | b' ') || b.len() < 16 || b[13] != b':' {
+            return None;
+        }
+        let (h, mi) = (digits(11..13)?, digits(14..16)?);
+        let mut at = 16;
+        let mut se = 0;
+        if b.get(at) == Some(&b':') {
+            se = digits(at + 1..at + 3)?;
+            at += 3;
+            if b.get(at) == Some(&b'.') {
+                let start = at + 1;
+                at = start;
+                while b.get(at).is_some_and(u8::is_ascii_digit) {
+                    at += 1;
+                }
+                if at == start {
+                    return None;
+                }
+                let frac = &s[start..at.min(start + 3)];
+                milli = i64::from(frac.parse::<u32>().ok()?) * 10_i64.pow(3 - frac.len() as u32);
+            }
+        }
+        if h > 23 || mi > 59 || se > 60 {
+            return None;
+        }
+        seconds = h * 3600 + mi * 60 + se.min(59);
+        match &b[at..] {
+            [] | [b'Z' | b'z'] => {}
+            [sign @ (b'+' | b'-'), ..] if b.len() == at + 6 && b[at + 3] == b':' => {
+                let (oh, om) = (digits(at + 1..at + 3)?, digits(at + 4..at + 6)?);
+                if oh > 23 || om > 59 {
+                    return None;
+                }
+                let off = i64::from(oh * 3600 + om * 60);
+                offset_s = if *sign == b'+' { off } else { -off };
+            }
+            _ => return None,
+        }
+    }
+    let base = from_civil(Civil {
+        year: i64::from(year),
+        month,
+        day,
+        seconds,
+    })?;
+    Some(base + milli - offset_s * 1000)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +209,31 @@ mod tests {
         }
         for ms in [0, 86_399_000, 951_782_400_000, 4_102_444_800_000] {
             assert_eq!(parse_amz_date(&amz_date(ms)), Some(ms));
+            assert_eq!(parse_iso8601(&iso8601(ms + 7)), Some(ms + 7));
+        }
+        assert_eq!(parse_iso8601("2026-11-18"), Some(1_794_960_000_000));
+        assert_eq!(
+            parse_iso8601("2026-11-18T11:06:40Z"),
+            Some(1_795_000_000_000)
+        );
+        assert_eq!(
+            parse_iso8601("2026-11-18T12:06:40+01:00"),
+            Some(1_795_000_000_000)
+        );
+        assert_eq!(parse_iso8601("2026-11-18T11:06"), Some(1_794_999_960_000));
+        assert_eq!(
+            parse_iso8601("2026-11-18T11:06:40.5Z"),
+            Some(1_795_000_000_500)
+        );
+        for bad in [
+            "2026-13-01",
+            "2026-11-18T",
+            "2026-11-18T11:06:40+0100",
+            "2026-11-18T11:06:40.Z",
+            "18/11/2026",
+            "2026-11-18T11:06:40Zjunk",
+        ] {
+            assert_eq!(parse_iso8601(bad), None, "{bad}");
         }
     }
 }

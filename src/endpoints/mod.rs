@@ -1,0 +1,480 @@
+/*!
+Endpoint files: the import format of Amazon Pinpoint, read in pieces.
+
+An endpoint is a place to reach someone (an address on a channel) with
+what is known of them. Files of endpoints come as CSV, with a header of
+dotted attribute names (`ChannelType,Address,User.UserId,Attributes.Team`),
+or as newline-delimited JSON, one [`Endpoint`] object per line. Both read
+into the same [`Endpoint`]; [`Endpoint::check`] applies the format's rules
+and normalizes the address by channel (e-mail as e-mail, SMS and voice as
+E.164 phone numbers) with the engine's normalizers.
+
+[`read`] is the import pipeline: objects are cut into pieces on record
+boundaries with the engine's [`Splitter`](crate::ingest::split::Splitter),
+pieces are parsed in parallel, and the last row of every endpoint identity
+wins, by row order, whatever the piece size or thread count.
+
+This module knows nothing of stores or HTTP; the job layer feeds it bytes
+and writes what it returns.
+*/
+
+mod csv;
+mod read;
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+pub use csv::{Column, Columns};
+pub use read::{
+    Counters, DEFAULT_PIECE_SIZE, Format, Imported, MAX_FAILURES, Piece, Place, Plan, Source, plan,
+    read,
+};
+
+use crate::ingest::normalize::{PhoneNormalizer, normalize_email};
+
+/// The channels an endpoint can be on (the model's `ChannelType`).
+pub const CHANNEL_TYPES: [&str; 13] = [
+    "PUSH",
+    "GCM",
+    "APNS",
+    "APNS_SANDBOX",
+    "APNS_VOIP",
+    "APNS_VOIP_SANDBOX",
+    "ADM",
+    "SMS",
+    "VOICE",
+    "EMAIL",
+    "BAIDU",
+    "CUSTOM",
+    "IN_APP",
+];
+
+/// Longest attribute or metric name.
+pub const MAX_NAME_CHARS: usize = 50;
+/// Longest attribute value.
+pub const MAX_VALUE_CHARS: usize = 100;
+
+/// One endpoint as a file describes it (the shape of the service's
+/// `EndpointRequest`), and as it is stored once checked.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct Endpoint {
+    /// Where to reach it: an e-mail address, a phone number, a token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// Custom attributes, each with one or more values.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attributes: Option<BTreeMap<String, Vec<String>>>,
+    /// The channel, one of [`CHANNEL_TYPES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub channel_type: Option<String>,
+    /// The device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub demographic: Option<Demographic>,
+    /// When it was last updated (ISO 8601).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub effective_date: Option<String>,
+    /// `ACTIVE` or `INACTIVE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub endpoint_status: Option<String>,
+    /// Its id within the app; without one, its identity is its channel
+    /// and normalized address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Where it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// Custom numbers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<BTreeMap<String, f64>>,
+    /// `ALL` (opted out of everything) or `NONE`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub opt_out: Option<String>,
+    /// The request that last updated it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    /// The person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<User>,
+}
+
+/// The device of an endpoint.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Demographic {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub app_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub locale: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub make: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub platform_version: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timezone: Option<String>,
+}
+
+/// Where an endpoint is.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct Location {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latitude: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub longitude: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postal_code: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+/// The person an endpoint belongs to.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct User {
+    /// Their id; one user can have several endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
+    /// Custom attributes of the person.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_attributes: Option<BTreeMap<String, Vec<String>>>,
+}
+
+/// What makes two rows the same endpoint.
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub enum Identity {
+    /// The row gave an `Id`.
+    Id(String),
+    /// No `Id`: the channel and the normalized address.
+    Address {
+        /// `ChannelType`.
+        channel: String,
+        /// The normalized `Address`.
+        address: String,
+    },
+}
+
+impl Endpoint {
+    /// Applies the format's rules and normalizes in place: trims text,
+    /// normalizes the address by channel, writes `EffectiveDate` as UTC
+    /// ISO 8601 with milliseconds.
+    ///
+    /// # Errors
+    ///
+    /// The first rule broken, naming the attribute (`Address`,
+    /// `Attributes.Team`, `Location.Latitude`, …).
+    pub fn check(&mut self, phone: &PhoneNormalizer) -> Result<(), String> {
+        if let Some(id) = &mut self.id {
+            trim_in_place(id);
+            if id.is_empty() {
+                return Err("Id: is empty".into());
+            }
+            if id.contains('/') || id.chars().any(char::is_control) {
+                return Err(format!("Id: {id:?} contains '/' or a control character"));
+            }
+        }
+        if let Some(c) = &mut self.channel_type {
+            trim_in_place(c);
+            if !CHANNEL_TYPES.contains(&c.as_str()) {
+                return Err(format!(
+                    "ChannelType: {c:?} is not one of {}",
+                    CHANNEL_TYPES.join(", ")
+                ));
+            }
+        }
+        if let Some(a) = &mut self.address {
+            trim_in_place(a);
+            if a.is_empty() {
+                self.address = None;
+            } else {
+                let normal = normalize_address(self.channel_type.as_deref(), a, phone)?;
+                *a = normal;
+            }
+        }
+        check_choice("OptOut", &mut self.opt_out, &["ALL", "NONE"])?;
+        check_choice(
+            "EndpointStatus",
+            &mut self.endpoint_status,
+            &["ACTIVE", "INACTIVE"],
+        )?;
+        if let Some(d) = &mut self.effective_date {
+            trim_in_place(d);
+            let ms = crate::time::parse_iso8601(d)
+                .ok_or_else(|| format!("EffectiveDate: {d:?} is not an ISO 8601 date"))?;
+            *d = crate::time::iso8601(ms);
+        }
+        check_attributes("Attributes", self.attributes.as_mut())?;
+        if let Some(m) = &self.metrics {
+            for (name, v) in m {
+                check_name("Metrics", name)?;
+                if !v.is_finite() {
+                    return Err(format!("Metrics.{name}: {v} is not a finite number"));
+                }
+            }
+        }
+        if let Some(u) = &mut self.user {
+            if let Some(id) = &mut u.user_id {
+                trim_in_place(id);
+                if id.is_empty() {
+                    u.user_id = None;
+                }
+            }
+            check_attributes("User.UserAttributes", u.user_attributes.as_mut())?;
+        }
+        if let Some(l) = &self.location {
+            for (name, v, limit) in [
+                ("Latitude", l.latitude, 90.0),
+                ("Longitude", l.longitude, 180.0),
+            ] {
+                if let Some(v) = v
+                    && !(-limit..=limit).contains(&v)
+                {
+                    return Err(format!(
+                        "Location.{name}: {v} is not between -{limit} and {limit}"
+                    ));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Its identity: its `Id`, or else its channel and address; `None`
+    /// when it has neither.
+    pub fn identity(&self) -> Option<Identity> {
+        match (&self.id, &self.channel_type, &self.address) {
+            (Some(id), _, _) => Some(Identity::Id(id.clone())),
+            (None, Some(c), Some(a)) => Some(Identity::Address {
+                channel: c.clone(),
+                address: a.clone(),
+            }),
+            _ => None,
+        }
+    }
+
+    /// Lays `newer` over `self`: the members `newer` has replace those of
+    /// `self`; attribute, metric, demographic and location members merge
+    /// by name. This is how an import updates a stored endpoint.
+    pub fn merge(&mut self, newer: Endpoint) {
+        fn over<T>(old: &mut Option<T>, new: Option<T>) {
+            if new.is_some() {
+                *old = new;
+            }
+        }
+        fn map<V>(old: &mut Option<BTreeMap<String, V>>, new: Option<BTreeMap<String, V>>) {
+            if let Some(new) = new {
+                old.get_or_insert_with(BTreeMap::new).extend(new);
+            }
+        }
+        over(&mut self.address, newer.address);
+        map(&mut self.attributes, newer.attributes);
+        over(&mut self.channel_type, newer.channel_type);
+        if let Some(d) = newer.demographic {
+            let o = self.demographic.get_or_insert_with(Demographic::default);
+            over(&mut o.app_version, d.app_version);
+            over(&mut o.locale, d.locale);
+            over(&mut o.make, d.make);
+            over(&mut o.model, d.model);
+            over(&mut o.model_version, d.model_version);
+            over(&mut o.platform, d.platform);
+            over(&mut o.platform_version, d.platform_version);
+            over(&mut o.timezone, d.timezone);
+        }
+        over(&mut self.effective_date, newer.effective_date);
+        over(&mut self.endpoint_status, newer.endpoint_status);
+        over(&mut self.id, newer.id);
+        if let Some(l) = newer.location {
+            let o = self.location.get_or_insert_with(Location::default);
+            over(&mut o.city, l.city);
+            over(&mut o.country, l.country);
+            over(&mut o.latitude, l.latitude);
+            over(&mut o.longitude, l.longitude);
+            over(&mut o.postal_code, l.postal_code);
+            over(&mut o.region, l.region);
+        }
+        map(&mut self.metrics, newer.metrics);
+        over(&mut self.opt_out, newer.opt_out);
+        over(&mut self.request_id, newer.request_id);
+        if let Some(u) = newer.user {
+            let o = self.user.get_or_insert_with(User::default);
+            over(&mut o.user_id, u.user_id);
+            map(&mut o.user_attributes, u.user_attributes);
+        }
+    }
+}
+
+/// The normal form of an address on a channel: e-mail lowercased and
+/// checked, SMS and voice numbers in E.164; others trimmed.
+///
+/// # Errors
+///
+/// When the address is not valid for its channel.
+pub fn normalize_address(
+    channel: Option<&str>,
+    address: &str,
+    phone: &PhoneNormalizer,
+) -> Result<String, String> {
+    let mut out = Vec::with_capacity(address.len());
+    let checked = match channel {
+        Some("EMAIL") => normalize_email(address, &mut out).map_err(|e| e.to_string()),
+        Some("SMS" | "VOICE") => phone
+            .normalize(address, &mut out)
+            .map_err(|e| e.to_string()),
+        _ => return Ok(address.to_owned()),
+    };
+    checked.map_err(|why| {
+        format!(
+            "Address: {address:?} is not a valid {} address: {why}",
+            channel.unwrap_or_default()
+        )
+    })?;
+    String::from_utf8(out).map_err(|_| format!("Address: {address:?} did not normalize to text"))
+}
+
+fn trim_in_place(s: &mut String) {
+    let t = s.trim();
+    if t.len() != s.len() {
+        *s = t.to_owned();
+    }
+}
+
+fn check_choice(member: &str, v: &mut Option<String>, allowed: &[&str]) -> Result<(), String> {
+    if let Some(x) = v {
+        trim_in_place(x);
+        if !allowed.contains(&x.as_str()) {
+            return Err(format!(
+                "{member}: {x:?} is not one of {}",
+                allowed.join(", ")
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_name(member: &str, name: &str) -> Result<(), String> {
+    let n = name.chars().count();
+    if n == 0 || n > MAX_NAME_CHARS {
+        return Err(format!(
+            "{member}.{name}: a name has 1 to {MAX_NAME_CHARS} characters, not {n}"
+        ));
+    }
+    Ok(())
+}
+
+fn check_attributes(
+    member: &str,
+    attrs: Option<&mut BTreeMap<String, Vec<String>>>,
+) -> Result<(), String> {
+    for (name, values) in attrs.into_iter().flatten() {
+        check_name(member, name)?;
+        for v in values.iter_mut() {
+            trim_in_place(v);
+            let n = v.chars().count();
+            if n > MAX_VALUE_CHARS {
+                return Err(format!(
+                    "{member}.{name}: a value has at most {MAX_VALUE_CHARS} characters, not {n}"
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checked(json: &str) -> Result<Endpoint, String> {
+        let mut e: Endpoint = serde_json::from_str(json).map_err(|e| e.to_string())?;
+        e.check(&PhoneNormalizer::new()).map(|()| e)
+    }
+
+    #[test]
+    fn normalizes_addresses_by_channel() {
+        let e = checked(r#"{"ChannelType":"EMAIL","Address":"  Ann@Example.COM "}"#).unwrap();
+        assert_eq!(e.address.as_deref(), Some("ann@example.com"));
+        let e = checked(r#"{"ChannelType":"SMS","Address":"(415) 555-0132"}"#).unwrap();
+        assert_eq!(e.address.as_deref(), Some("+14155550132"));
+        let e = checked(r#"{"ChannelType":"GCM","Address":" Tok "}"#).unwrap();
+        assert_eq!(e.address.as_deref(), Some("Tok"));
+        assert_eq!(
+            e.identity(),
+            Some(Identity::Address {
+                channel: "GCM".into(),
+                address: "Tok".into()
+            })
+        );
+    }
+
+    #[test]
+    fn refuses_what_breaks_a_rule_naming_the_member() {
+        for (json, says) in [
+            (
+                r#"{"ChannelType":"FAX","Address":"1"}"#,
+                "ChannelType: \"FAX\"",
+            ),
+            (
+                r#"{"ChannelType":"EMAIL","Address":"nope"}"#,
+                "Address: \"nope\"",
+            ),
+            (r#"{"OptOut":"SOME"}"#, "OptOut"),
+            (r#"{"EffectiveDate":"yesterday"}"#, "EffectiveDate"),
+            (r#"{"Location":{"Latitude":91}}"#, "Location.Latitude"),
+            (r#"{"Location":{"Longitude":-180.5}}"#, "Location.Longitude"),
+            (r#"{"Attributes":{"":["x"]}}"#, "Attributes.: a name"),
+            (
+                &format!(r#"{{"Attributes":{{"a":["{}"]}}}}"#, "v".repeat(101)),
+                "Attributes.a: a value has at most 100",
+            ),
+            (
+                &format!(
+                    r#"{{"User":{{"UserAttributes":{{"{}":["v"]}}}}}}"#,
+                    "n".repeat(51)
+                ),
+                "User.UserAttributes.nnn",
+            ),
+            (r#"{"Id":" "}"#, "Id: is empty"),
+        ] {
+            let err = checked(json).unwrap_err();
+            assert!(err.contains(says), "{json}: {err}");
+        }
+        let err = checked(r#"{"Metrics":{"m":"x"}}"#).unwrap_err();
+        assert!(err.contains("invalid type"), "{err}");
+        let err = checked(r#"{"Adress":"x"}"#).unwrap_err();
+        assert!(err.contains("unknown field `Adress`"), "{err}");
+    }
+
+    #[test]
+    fn merge_replaces_members_and_merges_maps() {
+        let mut old = checked(
+            r#"{"ChannelType":"EMAIL","Address":"a@b.co","Attributes":{"x":["1"],"y":["2"]},
+                "Location":{"City":"Oslo","Country":"NO"},"User":{"UserId":"u1"}}"#,
+        )
+        .unwrap();
+        let new =
+            checked(r#"{"Attributes":{"y":["3"]},"Location":{"City":"Bergen"},"OptOut":"ALL"}"#)
+                .unwrap();
+        old.merge(new);
+        let a = old.attributes.as_ref().unwrap();
+        assert_eq!((a["x"][0].as_str(), a["y"][0].as_str()), ("1", "3"));
+        let l = old.location.as_ref().unwrap();
+        assert_eq!(
+            (l.city.as_deref(), l.country.as_deref()),
+            (Some("Bergen"), Some("NO"))
+        );
+        assert_eq!(old.opt_out.as_deref(), Some("ALL"));
+        assert_eq!(old.user.unwrap().user_id.as_deref(), Some("u1"));
+    }
+}
