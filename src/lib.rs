@@ -45,6 +45,8 @@ assert_eq!(first.values().collect::<Vec<_>>(), ["ann@example.com", "+14155550132
 
 #[cfg(feature = "store")]
 pub mod api;
+#[cfg(feature = "buckets")]
+pub mod bucket;
 #[cfg(feature = "store")]
 pub mod crypto;
 pub mod endpoints;

@@ -23,6 +23,7 @@ exactly those of an uninterrupted run. If an input changed in between
 wrote stays.
 */
 
+mod import;
 mod runner;
 mod status;
 mod write;
@@ -32,6 +33,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
+pub use import::{IMPORT_KIND, ImportJob, ObjectError, ObjectSource, Objects, derived_endpoint_id};
 pub use runner::{Runner, RunnerConfig};
 pub use status::{FailureKind, JobStatus, UnknownStatus};
 

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use rayon::ThreadPool;
 
+use super::import::{IMPORT_KIND, ImportJob, Objects, run_import};
 use super::write::{self, Halt, Target};
 use super::{
     Clock, DEFAULT_BATCH_ROWS, FailureKind, JobError, JobStatus, PROFILES_KIND, ProfileJob,
@@ -43,6 +44,11 @@ pub struct RunnerConfig {
     pub clock: Clock,
     /// Opens the data keys of jobs whose inputs are sealed (uploads).
     pub master_key: Option<Arc<MasterKey>>,
+    /// Where import jobs read their objects (buckets).
+    pub objects: Option<Objects>,
+    /// Import jobs of one app run at once; more wait in the queue (the
+    /// service documents 2). At least 1.
+    pub max_jobs_per_app: usize,
 }
 
 impl Default for RunnerConfig {
@@ -55,6 +61,8 @@ impl Default for RunnerConfig {
             progress_interval: Duration::from_millis(100),
             clock: system_clock(),
             master_key: None,
+            objects: None,
+            max_jobs_per_app: 2,
         }
     }
 }
@@ -63,6 +71,7 @@ impl std::fmt::Debug for RunnerConfig {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RunnerConfig")
             .field("max_jobs", &self.max_jobs)
+            .field("max_jobs_per_app", &self.max_jobs_per_app)
             .field("threads", &self.threads)
             .field("batch_rows", &self.batch_rows)
             .field("progress_interval", &self.progress_interval)
@@ -89,10 +98,10 @@ impl std::fmt::Debug for Runner {
     }
 }
 
-struct Shared {
-    store: Arc<dyn Store>,
-    pool: Arc<ThreadPool>,
-    config: RunnerConfig,
+pub(super) struct Shared {
+    pub(super) store: Arc<dyn Store>,
+    pub(super) pool: Arc<ThreadPool>,
+    pub(super) config: RunnerConfig,
     state: Mutex<State>,
     /// Workers wait here for work.
     wake: Condvar,
@@ -102,9 +111,27 @@ struct Shared {
 
 #[derive(Default)]
 struct State {
-    queue: VecDeque<String>,
+    /// Job ids with the app they belong to, if any.
+    queue: VecDeque<(String, Option<String>)>,
     running: HashMap<String, Arc<Progress>>,
+    /// Jobs running per app.
+    per_app: HashMap<String, usize>,
     shutdown: bool,
+}
+
+impl State {
+    /// The first queued job whose app has a free slot.
+    fn next(&mut self, per_app: usize) -> Option<(String, Option<String>)> {
+        let at = self.queue.iter().position(|(_, app)| {
+            app.as_ref()
+                .is_none_or(|a| self.per_app.get(a).copied().unwrap_or(0) < per_app)
+        })?;
+        let (id, app) = self.queue.remove(at)?;
+        if let Some(a) = &app {
+            *self.per_app.entry(a.clone()).or_default() += 1;
+        }
+        Some((id, app))
+    }
 }
 
 impl Shared {
@@ -112,20 +139,20 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn now(&self) -> i64 {
+    pub(super) fn now(&self) -> i64 {
         (self.config.clock)()
     }
 
-    fn shutting_down(&self) -> bool {
+    pub(super) fn shutting_down(&self) -> bool {
         self.state().shutdown
     }
 
-    fn enqueue(&self, id: &str) {
+    fn enqueue(&self, id: &str, app: Option<&str>) {
         let mut st = self.state();
-        if !st.queue.iter().any(|q| q == id) && !st.running.contains_key(id) {
-            st.queue.push_back(id.to_owned());
+        if !st.queue.iter().any(|(q, _)| q == id) && !st.running.contains_key(id) {
+            st.queue.push_back((id.to_owned(), app.map(str::to_owned)));
         }
-        self.wake.notify_one();
+        self.wake.notify_all();
     }
 }
 
@@ -137,6 +164,7 @@ impl Runner {
     /// When the worker pool or the threads cannot be started.
     pub fn new(store: Arc<dyn Store>, mut config: RunnerConfig) -> Result<Runner, JobError> {
         config.max_jobs = config.max_jobs.max(1);
+        config.max_jobs_per_app = config.max_jobs_per_app.max(1);
         let pool = match config.pool.take() {
             Some(p) => p,
             None => {
@@ -201,6 +229,7 @@ impl Runner {
             id: id.to_owned(),
             kind: PROFILES_KIND.into(),
             domain: Some(job.domain.clone()),
+            app: None,
             display_name: job.display_name.clone(),
             request,
             created_ms: self.shared.now(),
@@ -208,6 +237,36 @@ impl Runner {
         Ok(store
             .job(id)?
             .ok_or_else(|| StoreError::NoJob(id.to_owned()))?)
+    }
+
+    /// Records an import job, `CREATED`, under a fresh id;
+    /// [`Runner::start`] queues it.
+    ///
+    /// # Errors
+    ///
+    /// [`JobError::Invalid`] when the runner has no buckets to read from;
+    /// the store's error when the app does not exist.
+    pub fn create_import(&self, job: &ImportJob) -> Result<JobRecord, JobError> {
+        if self.shared.config.objects.is_none() {
+            return Err(JobError::Invalid(
+                "this runner has no buckets to import from".into(),
+            ));
+        }
+        let id = new_job_id();
+        let request = serde_json::to_string(job).map_err(|e| JobError::Invalid(e.to_string()))?;
+        let store = &self.shared.store;
+        store.insert_job(&NewJob {
+            id: id.clone(),
+            kind: IMPORT_KIND.into(),
+            domain: None,
+            app: Some(job.app.clone()),
+            display_name: None,
+            request,
+            created_ms: self.shared.now(),
+        })?;
+        Ok(store
+            .job(&id)?
+            .ok_or_else(|| StoreError::NoJob(id.clone()))?)
     }
 
     /// Queues a `CREATED` job.
@@ -230,7 +289,7 @@ impl Runner {
                 failure: None,
             },
         )?;
-        self.shared.enqueue(id);
+        self.shared.enqueue(id, job.app.as_deref());
         Ok(job)
     }
 
@@ -349,7 +408,7 @@ impl Runner {
                 }
             }
             drop(claim);
-            self.shared.enqueue(&job.id);
+            self.shared.enqueue(&job.id, job.app.as_deref());
             queued.push(job.id);
         }
         Ok(queued)
@@ -374,25 +433,33 @@ impl Drop for Runner {
 
 fn work(shared: &Shared) {
     loop {
-        let id = {
+        let (id, app) = {
             let mut st = shared.state();
             loop {
                 if st.shutdown {
                     return;
                 }
-                if let Some(id) = st.queue.pop_front() {
-                    break id;
+                if let Some(next) = st.next(shared.config.max_jobs_per_app) {
+                    break next;
                 }
                 st = shared.wake.wait(st).unwrap_or_else(|e| e.into_inner());
             }
         };
         run_one(shared, &id);
+        if let Some(a) = app {
+            let mut st = shared.state();
+            if let Some(n) = st.per_app.get_mut(&a) {
+                *n = n.saturating_sub(1);
+            }
+            // A job of this app may be waiting for the slot.
+            shared.wake.notify_all();
+        }
         shared.changed.notify_all();
     }
 }
 
 /// How a run ended.
-enum End {
+pub(super) enum End {
     Done(JobStatus, Option<String>, Option<FailureKind>),
     /// The runner is shutting down: back to the queue.
     Requeue,
@@ -423,7 +490,16 @@ fn run_one(shared: &Shared, id: &str) {
         }
         st.running.insert(id.to_owned(), Arc::clone(&progress));
     }
-    let end = run_profiles(shared, &job, &progress);
+    let end = if job.kind == IMPORT_KIND {
+        let stop = || {
+            progress.stop_requested()
+                || shared.shutting_down()
+                || matches!(store.job(id), Ok(Some(j)) if j.stop_requested)
+        };
+        run_import(shared, &job, &stop)
+    } else {
+        run_profiles(shared, &job, &progress)
+    };
     shared.state().running.remove(id);
     let (to, reason, failure) = match end {
         End::Done(to, reason, failure) => (to, reason, failure),

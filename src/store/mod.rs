@@ -58,6 +58,25 @@ pub enum StoreError {
         /// A job in progress.
         job: String,
     },
+    /// An app still has an import job queued or running.
+    #[error("app {app} has job {job} in progress; wait for it to finish")]
+    AppBusy {
+        /// The app.
+        app: String,
+        /// A job in progress.
+        job: String,
+    },
+    /// No app with that id.
+    #[error("no app {0}")]
+    NoApp(String),
+    /// No segment with that id in the app.
+    #[error("app {app} has no segment {segment}")]
+    NoSegment {
+        /// The app.
+        app: String,
+        /// The segment.
+        segment: String,
+    },
     /// A domain of that name exists.
     #[error("domain {0:?} already exists")]
     DomainExists(String),
@@ -140,6 +159,8 @@ pub struct NewJob {
     pub kind: String,
     /// The domain it writes into, if any.
     pub domain: Option<String>,
+    /// The app it writes into, if any.
+    pub app: Option<String>,
     /// A name for people.
     pub display_name: Option<String>,
     /// The request, as JSON, enough to run (or rerun) the job.
@@ -187,12 +208,17 @@ pub struct JobRecord {
     pub kind: String,
     /// The domain it writes into, if any.
     pub domain: Option<String>,
+    /// The app it writes into, if any.
+    pub app: Option<String>,
     /// A name for people.
     pub display_name: Option<String>,
     /// The request, as JSON.
     pub request: String,
     /// Where it is.
     pub status: JobStatus,
+    /// Where a running job is within its run, as its kind names it
+    /// (an import job's `INITIALIZING`, `PROCESSING`, …).
+    pub phase: Option<String>,
     /// Why it failed or stopped, or how it was recovered.
     pub status_reason: Option<String>,
     /// Whose fault a failure was.
@@ -221,6 +247,8 @@ pub struct JobRecord {
 pub struct JobFilter {
     /// Only jobs of this domain.
     pub domain: Option<String>,
+    /// Only jobs of this app.
+    pub app: Option<String>,
     /// Only jobs of this kind.
     pub kind: Option<String>,
     /// Only jobs in these states (all when empty).
@@ -294,6 +322,98 @@ pub struct Profile {
     pub updated_ms: i64,
     /// When it expires.
     pub expires_ms: i64,
+}
+
+/// A Pinpoint-style app: a home for endpoints and segments.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct App {
+    /// Its id (32 hex digits).
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Its tags, a JSON object.
+    pub tags: String,
+    /// When it was created.
+    pub created_ms: i64,
+}
+
+/// A stored endpoint.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct StoredEndpoint {
+    /// Its id within the app.
+    pub id: String,
+    /// Its channel, if known.
+    pub channel_type: Option<String>,
+    /// Its normalized address, if known.
+    pub address: Option<String>,
+    /// Its user's id, if any.
+    pub user_id: Option<String>,
+    /// Everything about it, a JSON object.
+    pub fields: String,
+    /// When it was first written.
+    pub created_ms: i64,
+    /// When it was last written.
+    pub updated_ms: i64,
+}
+
+/// How an incoming endpoint finds the stored one it updates.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum EndpointKey<'a> {
+    /// By id.
+    Id(&'a str),
+    /// By channel and normalized address.
+    Address(&'a str, &'a str),
+}
+
+/// Endpoints to write in one transaction.
+#[derive(Clone, Copy, Debug)]
+pub struct EndpointBatch<'a> {
+    /// The job writing; its `created` and `updated` move in the same
+    /// transaction. It must be running.
+    pub job: &'a str,
+    /// The app.
+    pub app: &'a str,
+    /// When.
+    pub now_ms: i64,
+    /// One key per endpoint to write.
+    pub keys: &'a [EndpointKey<'a>],
+    /// A segment every written endpoint joins.
+    pub segment: Option<&'a str>,
+}
+
+/// What became of one endpoint of a batch.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub enum EndpointWrite {
+    /// A new endpoint, with its id.
+    Created(String),
+    /// An existing endpoint, updated.
+    Updated(String),
+    /// Not written, and why.
+    Refused(String),
+}
+
+/// Builds the endpoint to store from the stored one it updates, if any:
+/// called once per key of an [`EndpointBatch`], with the key's index.
+pub type EndpointMerge<'a> =
+    dyn FnMut(usize, Option<StoredEndpoint>) -> Result<StoredEndpoint, String> + 'a;
+
+/// A segment of an app's endpoints.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Segment {
+    /// The app.
+    pub app: String,
+    /// Its id.
+    pub id: String,
+    /// Its name.
+    pub name: Option<String>,
+    /// How it was defined, a JSON object.
+    pub definition: String,
+    /// When it was created.
+    pub created_ms: i64,
+    /// When its definition or members last changed.
+    pub updated_ms: i64,
+    /// Starts at 1; each import into it adds one.
+    pub version: u32,
 }
 
 /// Held while a runner owns a job; dropping it lets another runner (in
@@ -438,4 +558,114 @@ pub trait Store: Send + Sync {
     ///
     /// A database error.
     fn purge_expired(&self, now_ms: i64) -> Result<u64, StoreError>;
+
+    /// Records where a running job is within its run.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoJob`], or a database error.
+    fn set_phase(&self, id: &str, phase: &str) -> Result<(), StoreError>;
+
+    /// Records a new app.
+    ///
+    /// # Errors
+    ///
+    /// A database error (a duplicate id among them).
+    fn create_app(&self, app: &App) -> Result<(), StoreError>;
+
+    /// An app by id.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn app(&self, id: &str) -> Result<Option<App>, StoreError>;
+
+    /// Every app, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn apps(&self) -> Result<Vec<App>, StoreError>;
+
+    /// Deletes an app with its endpoints, segments and finished jobs;
+    /// returns it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoApp`], [`StoreError::AppBusy`] while one of its
+    /// jobs is queued or running, or a database error.
+    fn delete_app(&self, id: &str) -> Result<App, StoreError>;
+
+    /// Upserts endpoints in one transaction: for each key, finds the
+    /// stored endpoint (by id, or by channel and address), asks `merge`
+    /// for what to store, writes it, adds it to the batch's segment, and
+    /// moves the job's `created` and `updated`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoApp`], [`StoreError::NoSegment`],
+    /// [`StoreError::Transition`] when the job is not running, or a
+    /// database error; then nothing of the batch is written.
+    fn write_endpoints(
+        &self,
+        batch: &EndpointBatch<'_>,
+        merge: &mut EndpointMerge<'_>,
+    ) -> Result<Vec<EndpointWrite>, StoreError>;
+
+    /// An endpoint by id.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn endpoint(&self, app: &str, id: &str) -> Result<Option<StoredEndpoint>, StoreError>;
+
+    /// The endpoints of a user, by id.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn user_endpoints(&self, app: &str, user_id: &str) -> Result<Vec<StoredEndpoint>, StoreError>;
+
+    /// Records a segment; one that exists with the same id is left as it
+    /// is (so a resumed job that defines a segment defines it once).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoApp`], or a database error.
+    fn create_segment(&self, segment: &Segment) -> Result<(), StoreError>;
+
+    /// A segment by id.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn segment(&self, app: &str, id: &str) -> Result<Option<Segment>, StoreError>;
+
+    /// The segments of an app, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn segments(&self, app: &str) -> Result<Vec<Segment>, StoreError>;
+
+    /// Replaces a segment's definition and adds one to its version.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoSegment`], or a database error.
+    fn update_segment(
+        &self,
+        app: &str,
+        id: &str,
+        definition: &str,
+        now_ms: i64,
+    ) -> Result<Segment, StoreError>;
+
+    /// How many endpoints of a segment are on each channel.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn segment_channel_counts(&self, app: &str, id: &str)
+    -> Result<Vec<(String, u64)>, StoreError>;
 }

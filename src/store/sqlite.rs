@@ -7,8 +7,9 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
-    Claim, Domain, JobCounters, JobFilter, JobRecord, NewJob, Profile, ProfileBatch, Store,
-    StoreError, Transition, WriteCounts,
+    App, Claim, Domain, EndpointBatch, EndpointKey, EndpointMerge, EndpointWrite, JobCounters,
+    JobFilter, JobRecord, NewJob, Profile, ProfileBatch, Segment, Store, StoreError,
+    StoredEndpoint, Transition, WriteCounts,
 };
 use crate::job::{FailureKind, JobStatus};
 
@@ -115,6 +116,19 @@ const MIGRATIONS: &[&str] = &[
     UPDATE domains SET updated_ms = created_ms;
     ALTER TABLE jobs ADD COLUMN failure TEXT;
     ",
+    // 3: Pinpoint-style apps, their endpoints, segments and import jobs.
+    "
+    ALTER TABLE apps ADD COLUMN tags TEXT NOT NULL DEFAULT '{}';
+    ALTER TABLE jobs ADD COLUMN app_id TEXT;
+    ALTER TABLE jobs ADD COLUMN phase TEXT;
+    CREATE INDEX jobs_by_app ON jobs(app_id, created_ms);
+    ALTER TABLE endpoints ADD COLUMN created_ms INTEGER;
+    CREATE INDEX endpoints_by_address ON endpoints(app_id, channel_type, address);
+    CREATE INDEX endpoints_by_user ON endpoints(app_id, user_id);
+    ALTER TABLE segments ADD COLUMN updated_ms INTEGER;
+    ALTER TABLE segments ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
+    CREATE INDEX members_by_endpoint ON segment_members(app_id, endpoint_id);
+    ",
 ];
 
 /// The schema version this build writes.
@@ -123,7 +137,8 @@ pub const SCHEMA_VERSION: i64 = MIGRATIONS.len() as i64;
 const JOB_COLUMNS: &str = "id, kind, domain, display_name, request, status, status_reason, \
     stop_requested, attempts, total_pieces, completed_pieces, failed_pieces, processed, \
     created, updated, duplicates, failed, field_warnings, failures, written_through, \
-    input_fingerprint, created_ms, started_ms, completed_ms, field_warnings_by_field, failure";
+    input_fingerprint, created_ms, started_ms, completed_ms, field_warnings_by_field, failure, \
+    app_id, phase";
 
 const DOMAIN_COLUMNS: &str =
     "name, default_expiration_days, created_ms, coalesce(updated_ms, created_ms), settings";
@@ -237,6 +252,24 @@ impl SqliteStore {
             .and_then(|mut s| s.query_row([name], |r| r.get(0)).optional())
             .map_err(self.db())?
             .ok_or_else(|| StoreError::NoDomain(name.to_owned()))
+    }
+
+    /// Refuses unless the job is running (writes belong to a running job).
+    fn require_running(&self, conn: &Connection, job: &str) -> Result<(), StoreError> {
+        let status: Option<String> = conn
+            .query_row("SELECT status FROM jobs WHERE id = ?1", [job], |r| r.get(0))
+            .optional()
+            .map_err(self.db())?;
+        match status.as_deref() {
+            None => Err(StoreError::NoJob(job.to_owned())),
+            Some(s) if s != JobStatus::Running.as_str() => Err(StoreError::Transition {
+                id: job.to_owned(),
+                from: JobStatus::Running,
+                to: JobStatus::Running,
+                actual: s.parse().unwrap_or(JobStatus::Failed),
+            }),
+            Some(_) => Ok(()),
+        }
     }
 
     fn job_in(&self, conn: &Connection, id: &str) -> Result<Option<JobRecord>, StoreError> {
@@ -385,9 +418,11 @@ impl RawJob {
                 id: r.get(0)?,
                 kind: r.get(1)?,
                 domain: r.get(2)?,
+                app: r.get(26)?,
                 display_name: r.get(3)?,
                 request: r.get(4)?,
                 status: JobStatus::Created,
+                phase: r.get(27)?,
                 status_reason: r.get(6)?,
                 failure: None,
                 stop_requested: r.get(7)?,
@@ -461,6 +496,51 @@ fn purge_domain(conn: &Connection, domain_id: i64, now_ms: i64) -> rusqlite::Res
         [domain_id],
     )?;
     Ok(n as u64)
+}
+
+fn app_exists(c: &Connection, id: &str) -> rusqlite::Result<Option<()>> {
+    c.query_row("SELECT 1 FROM apps WHERE id = ?1", [id], |_| Ok(()))
+        .optional()
+}
+
+const APP_COLUMNS: &str = "id, name, tags, created_ms";
+
+fn app_from_row(r: &Row<'_>) -> rusqlite::Result<App> {
+    Ok(App {
+        id: r.get(0)?,
+        name: r.get(1)?,
+        tags: r.get(2)?,
+        created_ms: r.get(3)?,
+    })
+}
+
+const ENDPOINT_COLUMNS: &str = "endpoint_id, channel_type, address, user_id, fields, coalesce(created_ms, updated_ms), updated_ms";
+
+fn endpoint_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEndpoint> {
+    Ok(StoredEndpoint {
+        id: r.get(0)?,
+        channel_type: r.get(1)?,
+        address: r.get(2)?,
+        user_id: r.get(3)?,
+        fields: r.get(4)?,
+        created_ms: r.get(5)?,
+        updated_ms: r.get(6)?,
+    })
+}
+
+const SEGMENT_COLUMNS: &str =
+    "app_id, segment_id, name, definition, created_ms, coalesce(updated_ms, created_ms), version";
+
+fn segment_from_row(r: &Row<'_>) -> rusqlite::Result<Segment> {
+    Ok(Segment {
+        app: r.get(0)?,
+        id: r.get(1)?,
+        name: r.get(2)?,
+        definition: r.get(3)?,
+        created_ms: r.get(4)?,
+        updated_ms: r.get(5)?,
+        version: r.get(6)?,
+    })
 }
 
 struct FileClaim(#[allow(dead_code)] fs::File);
@@ -575,10 +655,15 @@ impl Store for SqliteStore {
         if let Some(d) = &job.domain {
             self.domain_id(&tx, d)?;
         }
+        if let Some(a) = &job.app {
+            app_exists(&tx, a)
+                .map_err(self.db())?
+                .ok_or_else(|| StoreError::NoApp(a.clone()))?;
+        }
         let n = tx
             .execute(
-                "INSERT OR IGNORE INTO jobs(id, kind, domain, display_name, request, status, created_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                "INSERT OR IGNORE INTO jobs(id, kind, domain, display_name, request, status, \
+                 created_ms, app_id) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     job.id,
                     job.kind,
@@ -586,7 +671,8 @@ impl Store for SqliteStore {
                     job.display_name,
                     job.request,
                     JobStatus::Created.as_str(),
-                    job.created_ms
+                    job.created_ms,
+                    job.app
                 ],
             )
             .map_err(self.db())?;
@@ -607,13 +693,14 @@ impl Store for SqliteStore {
             "SELECT {JOB_COLUMNS} FROM jobs \
              WHERE (?1 IS NULL OR domain = ?1) AND (?2 IS NULL OR kind = ?2) \
              AND (?3 = '[]' OR status IN (SELECT value FROM json_each(?3))) \
+             AND (?6 IS NULL OR app_id = ?6) \
              ORDER BY created_ms DESC, id DESC LIMIT ?4 OFFSET ?5"
         );
         let limit = f.limit.map_or(-1, |l| i(l as u64));
         let raws: Vec<RawJob> = self.read(|c| {
             let mut stmt = c.prepare_cached(&sql).map_err(self.db())?;
             stmt.query_map(
-                params![f.domain, f.kind, statuses, limit, i(f.offset as u64)],
+                params![f.domain, f.kind, statuses, limit, i(f.offset as u64), f.app],
                 RawJob::from_row,
             )
             .and_then(|rows| rows.collect())
@@ -765,24 +852,7 @@ impl Store for SqliteStore {
             .optional()
             .map_err(self.db())?
             .ok_or_else(|| StoreError::NoDomain(b.domain.to_owned()))?;
-        let status: Option<String> = tx
-            .query_row("SELECT status FROM jobs WHERE id = ?1", [b.job], |r| {
-                r.get(0)
-            })
-            .optional()
-            .map_err(self.db())?;
-        match status.as_deref() {
-            None => return Err(StoreError::NoJob(b.job.to_owned())),
-            Some(s) if s != JobStatus::Running.as_str() => {
-                return Err(StoreError::Transition {
-                    id: b.job.to_owned(),
-                    from: JobStatus::Running,
-                    to: JobStatus::Running,
-                    actual: s.parse().unwrap_or(JobStatus::Failed),
-                });
-            }
-            Some(_) => {}
-        }
+        self.require_running(&tx, b.job)?;
         if next_expiry.is_some_and(|t| t <= b.now_ms) {
             purge_domain(&tx, domain_id, b.now_ms).map_err(self.db())?;
         }
@@ -900,5 +970,327 @@ impl Store for SqliteStore {
         }
         tx.commit().map_err(self.db())?;
         Ok(n)
+    }
+
+    fn set_phase(&self, id: &str, phase: &str) -> Result<(), StoreError> {
+        let n = self
+            .writer()
+            .execute(
+                "UPDATE jobs SET phase = ?2 WHERE id = ?1",
+                params![id, phase],
+            )
+            .map_err(self.db())?;
+        if n == 0 {
+            return Err(StoreError::NoJob(id.to_owned()));
+        }
+        Ok(())
+    }
+
+    fn create_app(&self, a: &App) -> Result<(), StoreError> {
+        self.writer()
+            .execute(
+                "INSERT INTO apps(id, name, tags, created_ms) VALUES (?1, ?2, ?3, ?4)",
+                params![a.id, a.name, a.tags, a.created_ms],
+            )
+            .map_err(self.db())?;
+        Ok(())
+    }
+
+    fn app(&self, id: &str) -> Result<Option<App>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                &format!("SELECT {APP_COLUMNS} FROM apps WHERE id = ?1"),
+                [id],
+                app_from_row,
+            )
+            .optional()
+            .map_err(self.db())
+        })
+    }
+
+    fn apps(&self) -> Result<Vec<App>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {APP_COLUMNS} FROM apps ORDER BY created_ms, id"
+                ))
+                .map_err(self.db())?;
+            stmt.query_map([], app_from_row)
+                .and_then(|rows| rows.collect())
+                .map_err(self.db())
+        })
+    }
+
+    fn delete_app(&self, id: &str) -> Result<App, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.db())?;
+        let app = tx
+            .query_row(
+                &format!("SELECT {APP_COLUMNS} FROM apps WHERE id = ?1"),
+                [id],
+                app_from_row,
+            )
+            .optional()
+            .map_err(self.db())?
+            .ok_or_else(|| StoreError::NoApp(id.to_owned()))?;
+        let busy: Option<String> = tx
+            .query_row(
+                "SELECT id FROM jobs WHERE app_id = ?1 AND status IN ('QUEUED', 'RUNNING') LIMIT 1",
+                [id],
+                |r| r.get(0),
+            )
+            .optional()
+            .map_err(self.db())?;
+        if let Some(job) = busy {
+            return Err(StoreError::AppBusy {
+                app: id.to_owned(),
+                job,
+            });
+        }
+        for table in ["segment_members", "segments", "endpoints"] {
+            tx.execute(&format!("DELETE FROM {table} WHERE app_id = ?1"), [id])
+                .map_err(self.db())?;
+        }
+        tx.execute("DELETE FROM jobs WHERE app_id = ?1", [id])
+            .map_err(self.db())?;
+        tx.execute("DELETE FROM apps WHERE id = ?1", [id])
+            .map_err(self.db())?;
+        tx.commit().map_err(self.db())?;
+        Ok(app)
+    }
+
+    fn write_endpoints(
+        &self,
+        b: &EndpointBatch<'_>,
+        merge: &mut EndpointMerge<'_>,
+    ) -> Result<Vec<EndpointWrite>, StoreError> {
+        let mut conn = self.writer();
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(self.db())?;
+        app_exists(&tx, b.app)
+            .map_err(self.db())?
+            .ok_or_else(|| StoreError::NoApp(b.app.to_owned()))?;
+        self.require_running(&tx, b.job)?;
+        if let Some(seg) = b.segment {
+            tx.query_row(
+                "SELECT 1 FROM segments WHERE app_id = ?1 AND segment_id = ?2",
+                [b.app, seg],
+                |_| Ok(()),
+            )
+            .optional()
+            .map_err(self.db())?
+            .ok_or_else(|| StoreError::NoSegment {
+                app: b.app.to_owned(),
+                segment: seg.to_owned(),
+            })?;
+        }
+        let mut out = Vec::with_capacity(b.keys.len());
+        let (mut created, mut updated) = (0i64, 0i64);
+        {
+            let by_id = format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE app_id = ?1 AND endpoint_id = ?2"
+            );
+            let by_address = format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE app_id = ?1 AND channel_type = ?2 \
+                 AND address = ?3 ORDER BY coalesce(created_ms, updated_ms), endpoint_id LIMIT 1"
+            );
+            let mut by_id = tx.prepare_cached(&by_id).map_err(self.db())?;
+            let mut by_address = tx.prepare_cached(&by_address).map_err(self.db())?;
+            let mut upsert = tx
+                .prepare_cached(
+                    "INSERT INTO endpoints(app_id, endpoint_id, channel_type, address, user_id, \
+                     fields, created_ms, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7) \
+                     ON CONFLICT(app_id, endpoint_id) DO UPDATE SET channel_type = ?3, \
+                     address = ?4, user_id = ?5, fields = ?6, updated_ms = ?7",
+                )
+                .map_err(self.db())?;
+            let mut member = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO segment_members(app_id, segment_id, endpoint_id) \
+                     VALUES (?1, ?2, ?3)",
+                )
+                .map_err(self.db())?;
+            for (n, key) in b.keys.iter().enumerate() {
+                let found = match *key {
+                    EndpointKey::Id(id) => {
+                        by_id.query_row([b.app, id], endpoint_from_row).optional()
+                    }
+                    EndpointKey::Address(ch, addr) => by_address
+                        .query_row([b.app, ch, addr], endpoint_from_row)
+                        .optional(),
+                }
+                .map_err(self.db())?;
+                let existed = found.is_some();
+                let e = match merge(n, found) {
+                    Ok(e) => e,
+                    Err(why) => {
+                        out.push(EndpointWrite::Refused(why));
+                        continue;
+                    }
+                };
+                upsert
+                    .execute(params![
+                        b.app,
+                        e.id,
+                        e.channel_type,
+                        e.address,
+                        e.user_id,
+                        e.fields,
+                        b.now_ms
+                    ])
+                    .map_err(self.db())?;
+                if let Some(seg) = b.segment {
+                    member.execute([b.app, seg, &e.id]).map_err(self.db())?;
+                }
+                if existed {
+                    updated += 1;
+                    out.push(EndpointWrite::Updated(e.id));
+                } else {
+                    created += 1;
+                    out.push(EndpointWrite::Created(e.id));
+                }
+            }
+        }
+        tx.execute(
+            "UPDATE jobs SET created = created + ?2, updated = updated + ?3 WHERE id = ?1",
+            params![b.job, created, updated],
+        )
+        .map_err(self.db())?;
+        tx.commit().map_err(self.db())?;
+        Ok(out)
+    }
+
+    fn endpoint(&self, app: &str, id: &str) -> Result<Option<StoredEndpoint>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE app_id = ?1 AND endpoint_id = ?2"
+                ),
+                [app, id],
+                endpoint_from_row,
+            )
+            .optional()
+            .map_err(self.db())
+        })
+    }
+
+    fn user_endpoints(&self, app: &str, user_id: &str) -> Result<Vec<StoredEndpoint>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE app_id = ?1 AND user_id = ?2 \
+                     ORDER BY endpoint_id"
+                ))
+                .map_err(self.db())?;
+            stmt.query_map([app, user_id], endpoint_from_row)
+                .and_then(|rows| rows.collect())
+                .map_err(self.db())
+        })
+    }
+
+    fn create_segment(&self, seg: &Segment) -> Result<(), StoreError> {
+        let conn = self.writer();
+        app_exists(&conn, &seg.app)
+            .map_err(self.db())?
+            .ok_or_else(|| StoreError::NoApp(seg.app.clone()))?;
+        conn.execute(
+            "INSERT OR IGNORE INTO segments(app_id, segment_id, name, definition, created_ms, \
+             updated_ms, version) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+            params![
+                seg.app,
+                seg.id,
+                seg.name,
+                seg.definition,
+                seg.created_ms,
+                seg.updated_ms,
+                seg.version
+            ],
+        )
+        .map_err(self.db())?;
+        Ok(())
+    }
+
+    fn segment(&self, app: &str, id: &str) -> Result<Option<Segment>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                &format!(
+                    "SELECT {SEGMENT_COLUMNS} FROM segments WHERE app_id = ?1 AND segment_id = ?2"
+                ),
+                [app, id],
+                segment_from_row,
+            )
+            .optional()
+            .map_err(self.db())
+        })
+    }
+
+    fn segments(&self, app: &str) -> Result<Vec<Segment>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(&format!(
+                    "SELECT {SEGMENT_COLUMNS} FROM segments WHERE app_id = ?1 \
+                     ORDER BY created_ms, segment_id"
+                ))
+                .map_err(self.db())?;
+            stmt.query_map([app], segment_from_row)
+                .and_then(|rows| rows.collect())
+                .map_err(self.db())
+        })
+    }
+
+    fn update_segment(
+        &self,
+        app: &str,
+        id: &str,
+        definition: &str,
+        now_ms: i64,
+    ) -> Result<Segment, StoreError> {
+        let conn = self.writer();
+        let n = conn
+            .execute(
+                "UPDATE segments SET definition = ?3, updated_ms = ?4, version = version + 1 \
+                 WHERE app_id = ?1 AND segment_id = ?2",
+                params![app, id, definition, now_ms],
+            )
+            .map_err(self.db())?;
+        if n == 0 {
+            return Err(StoreError::NoSegment {
+                app: app.to_owned(),
+                segment: id.to_owned(),
+            });
+        }
+        conn.query_row(
+            &format!(
+                "SELECT {SEGMENT_COLUMNS} FROM segments WHERE app_id = ?1 AND segment_id = ?2"
+            ),
+            [app, id],
+            segment_from_row,
+        )
+        .map_err(self.db())
+    }
+
+    fn segment_channel_counts(
+        &self,
+        app: &str,
+        id: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError> {
+        self.read(|c| {
+            let mut stmt = c
+                .prepare_cached(
+                    "SELECT coalesce(e.channel_type, ''), count(*) FROM segment_members m \
+                     JOIN endpoints e ON e.app_id = m.app_id AND e.endpoint_id = m.endpoint_id \
+                     WHERE m.app_id = ?1 AND m.segment_id = ?2 \
+                     GROUP BY e.channel_type ORDER BY e.channel_type",
+                )
+                .map_err(self.db())?;
+            stmt.query_map([app, id], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
+            })
+            .and_then(|rows| rows.collect())
+            .map_err(self.db())
+        })
     }
 }

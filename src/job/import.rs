@@ -1,0 +1,452 @@
+//! Import jobs: endpoint files from buckets into an app's endpoints and
+//! segments.
+//!
+//! A run goes through phases, saved with the job so that clients can
+//! watch: `INITIALIZING` (list and fetch the objects, cut the pieces; the
+//! number of pieces is saved before any is read), `PROCESSING` (pieces
+//! in parallel; counters move as each finishes), then `COMPLETING`, or
+//! `FAILING` when a piece could not be processed, while the endpoints are
+//! written. Rows that break a rule are failures of their own and do not
+//! fail the job; a piece fails when its object cannot be read, its CSV
+//! header names no endpoint attributes, or every row in it failed. What
+//! the good pieces held is written either way.
+//!
+//! Writes are upserts keyed by endpoint id, so a run that is interrupted
+//! and resumed from the start ends where an uninterrupted one would.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread;
+
+use serde::{Deserialize, Serialize};
+
+use super::runner::{End, Shared};
+use super::{FailureKind, JobStatus};
+use crate::endpoints::{self, Counters, Endpoint, Format, Imported, Source};
+use crate::ingest::normalize::PhoneNormalizer;
+use crate::store::{
+    EndpointBatch, EndpointKey, EndpointWrite, JobCounters, JobRecord, Segment, StoredEndpoint,
+};
+
+/// The kind of an import job.
+pub const IMPORT_KIND: &str = "import";
+
+/// Endpoints per write transaction.
+const BATCH: usize = 10_000;
+
+/// Where import jobs read objects: buckets, as the job layer sees them.
+pub trait ObjectSource: Send + Sync {
+    /// The objects at `url`: the one object of that key, or every object
+    /// below it as a folder, by key; each as its own URL and size.
+    ///
+    /// # Errors
+    ///
+    /// What is wrong, and whether it is the caller's fault (a bad URL, a
+    /// missing bucket) rather than the store's.
+    fn list(&self, url: &str) -> Result<Vec<(String, u64)>, ObjectError>;
+
+    /// The bytes of the object at `url`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ObjectSource::list`].
+    fn fetch(&self, url: &str) -> Result<Vec<u8>, ObjectError>;
+}
+
+/// An [`ObjectSource`] failure.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct ObjectError {
+    /// What went wrong.
+    pub message: String,
+    /// Whether it is the caller's fault.
+    pub client: bool,
+}
+
+/// An import job: what is stored as the job's request, and all a runner
+/// needs to run it again.
+#[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct ImportJob {
+    /// The app written into.
+    pub app: String,
+    /// The file format.
+    pub format: Format,
+    /// `s3://bucket/key` or `s3://bucket/prefix/`.
+    pub s3_url: String,
+    /// The role the caller named; kept and reported, not assumed.
+    pub role_arn: String,
+    /// Kept and reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// Upsert the endpoints into the app.
+    #[serde(default)]
+    pub register_endpoints: bool,
+    /// Make a segment of the imported endpoints (its id is the job's).
+    #[serde(default)]
+    pub define_segment: bool,
+    /// The defined segment's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_name: Option<String>,
+    /// Add the imported endpoints to this existing segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_id: Option<String>,
+    /// Piece size in bytes, if not the default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub piece_size: Option<u64>,
+    /// Default phone region for SMS and voice addresses, if not `US`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub region: Option<String>,
+}
+
+impl ImportJob {
+    /// The segment the imported endpoints join, if any: the job's own
+    /// (named after it) when it defines one.
+    pub fn segment(&self, job_id: &str) -> Option<String> {
+        if self.define_segment {
+            Some(job_id.to_owned())
+        } else {
+            self.segment_id.clone()
+        }
+    }
+
+    /// Whether the run writes endpoints (registering them, or filling a
+    /// segment, whose members must be endpoints).
+    pub fn writes(&self) -> bool {
+        self.register_endpoints || self.define_segment || self.segment_id.is_some()
+    }
+
+    /// What a segment records of the import that filled it (the model's
+    /// `SegmentImportResource`, without the counts, which are read from
+    /// the members).
+    pub fn import_definition(&self) -> String {
+        let mut d = serde_json::json!({
+            "Format": self.format.as_str(),
+            "S3Url": self.s3_url,
+            "RoleArn": self.role_arn,
+        });
+        if let Some(x) = &self.external_id {
+            d["ExternalId"] = x.clone().into();
+        }
+        d.to_string()
+    }
+}
+
+/// The id an endpoint without one gets: the same for the same channel and
+/// address, so importing a file again updates rather than duplicates.
+pub fn derived_endpoint_id(channel: &str, address: &str) -> String {
+    let mac = crate::crypto::hmac(
+        b"sluice endpoint id",
+        &[channel.as_bytes(), b"\n", address.as_bytes()],
+    );
+    crate::crypto::to_hex(&mac[..16])
+}
+
+pub(super) fn run_import(
+    shared: &Shared,
+    job: &JobRecord,
+    stop: &(dyn Fn() -> bool + Sync),
+) -> End {
+    let store = &*shared.store;
+    let invalid = |reason: String| {
+        End::Done(
+            JobStatus::Failed,
+            Some(reason),
+            Some(FailureKind::Validation),
+        )
+    };
+    let fail =
+        |reason: String| End::Done(JobStatus::Failed, Some(reason), Some(FailureKind::Internal));
+    let phase = |p: &str| store.set_phase(&job.id, p);
+    let spec: ImportJob = match serde_json::from_str(&job.request) {
+        Ok(s) => s,
+        Err(e) => return fail(format!("the stored request cannot be read: {e}")),
+    };
+    if let Err(e) = phase("INITIALIZING") {
+        return fail(e.to_string());
+    }
+    let Some(objects) = shared.config.objects.as_ref() else {
+        return fail("this runner has no buckets to read from".into());
+    };
+    let phone = match spec.region.as_deref().map(PhoneNormalizer::with_region) {
+        None => PhoneNormalizer::new(),
+        Some(Ok(p)) => p,
+        Some(Err(e)) => return invalid(e.to_string()),
+    };
+    match store.app(&spec.app) {
+        Ok(Some(_)) => {}
+        Ok(None) => return invalid(format!("app {} does not exist", spec.app)),
+        Err(e) => return fail(e.to_string()),
+    }
+    if let Some(seg) = &spec.segment_id {
+        match store.segment(&spec.app, seg) {
+            Ok(Some(_)) => {}
+            Ok(None) => return invalid(format!("app {} has no segment {seg}", spec.app)),
+            Err(e) => return fail(e.to_string()),
+        }
+    }
+    let listed = match objects.list(&spec.s3_url) {
+        Ok(l) => l,
+        Err(e) if e.client => return invalid(e.message),
+        Err(e) => return fail(e.message),
+    };
+    let matching: Vec<_> = listed
+        .into_iter()
+        .filter(|(url, _)| spec.format.matches(url))
+        .collect();
+    if matching.is_empty() {
+        return invalid(format!(
+            "no {} object at {} (by extension: {})",
+            spec.format.as_str(),
+            spec.s3_url,
+            match spec.format {
+                Format::Csv => ".csv",
+                Format::Json => ".json, .ndjson or .jsonl",
+            }
+        ));
+    }
+    let sources: Vec<Source> = matching
+        .into_iter()
+        .map(|(url, _)| Source {
+            data: objects.fetch(&url).map_err(|e| e.message),
+            name: url,
+        })
+        .collect();
+    let piece_size = spec.piece_size.map_or(endpoints::DEFAULT_PIECE_SIZE, |s| {
+        s.clamp(1, 1 << 30) as usize
+    });
+    let plan = endpoints::plan(sources, spec.format, piece_size);
+    let mut counters = JobCounters {
+        total_pieces: plan.total_pieces(),
+        ..JobCounters::default()
+    };
+    if let Err(e) = store
+        .save_progress(&job.id, &counters)
+        .and_then(|()| phase("PROCESSING"))
+    {
+        return fail(e.to_string());
+    }
+
+    let live = Counters::default();
+    let done = AtomicBool::new(false);
+    let imported = thread::scope(|s| {
+        s.spawn(|| {
+            let mut saved = (0, 0, 0, 0);
+            while !done.load(Ordering::Relaxed) {
+                thread::sleep(shared.config.progress_interval);
+                let now = (
+                    live.completed_pieces.load(Ordering::Relaxed),
+                    live.failed_pieces.load(Ordering::Relaxed),
+                    live.processed.load(Ordering::Relaxed),
+                    live.failed.load(Ordering::Relaxed),
+                );
+                if now != saved {
+                    let c = JobCounters {
+                        total_pieces: plan.total_pieces(),
+                        completed_pieces: now.0,
+                        failed_pieces: now.1,
+                        processed: now.2,
+                        failed: now.3,
+                        ..JobCounters::default()
+                    };
+                    let _ = store.save_progress(&job.id, &c);
+                    saved = now;
+                }
+                if stop() {
+                    live.stop();
+                }
+            }
+        });
+        let out = endpoints::read(&plan, &shared.pool, &phone, &live);
+        done.store(true, Ordering::Relaxed);
+        out
+    });
+    if imported.stopped {
+        return if shared.shutting_down() {
+            End::Requeue
+        } else {
+            End::Done(
+                JobStatus::Stopped,
+                Some("stopped on request before any endpoint was written".into()),
+                None,
+            )
+        };
+    }
+    let failing = imported.failed_pieces > 0;
+    if let Err(e) = phase(if failing { "FAILING" } else { "COMPLETING" }) {
+        return fail(e.to_string());
+    }
+    counters = JobCounters {
+        total_pieces: imported.total_pieces,
+        completed_pieces: imported.completed_pieces,
+        failed_pieces: imported.failed_pieces,
+        processed: imported.processed,
+        duplicates: imported.duplicates,
+        failed: imported.failed,
+        failures: imported.failures.clone(),
+        ..JobCounters::default()
+    };
+    if spec.writes() {
+        match write(shared, job, &spec, imported, &mut counters) {
+            Ok(()) => {}
+            Err(end) => return end,
+        }
+    }
+    if let Err(e) = store.save_progress(&job.id, &counters) {
+        return fail(e.to_string());
+    }
+    let first = counters.failures.first().cloned().unwrap_or_default();
+    if failing {
+        invalid(format!(
+            "{} of {} pieces could not be processed; what the others held was imported. \
+             The first failure: {first}",
+            counters.failed_pieces, counters.total_pieces
+        ))
+    } else if counters.failed > 0 {
+        End::Done(
+            JobStatus::PartiallySucceeded,
+            Some(format!(
+                "{} rows failed; the first: {first}",
+                counters.failed
+            )),
+            None,
+        )
+    } else {
+        End::Done(JobStatus::Succeeded, None, None)
+    }
+}
+
+/// Writes the surviving endpoints, in batches, into the app (and its
+/// segment); endpoints the store refuses become failures.
+fn write(
+    shared: &Shared,
+    job: &JobRecord,
+    spec: &ImportJob,
+    imported: Imported,
+    counters: &mut JobCounters,
+) -> Result<(), End> {
+    let store = &*shared.store;
+    let fail =
+        |reason: String| End::Done(JobStatus::Failed, Some(reason), Some(FailureKind::Internal));
+    let segment = spec.segment(&job.id);
+    let now = shared.now();
+    if spec.define_segment {
+        let seg = Segment {
+            app: spec.app.clone(),
+            id: job.id.clone(),
+            name: Some(
+                spec.segment_name
+                    .clone()
+                    .unwrap_or_else(|| format!("Import {}", job.id)),
+            ),
+            definition: spec.import_definition(),
+            created_ms: now,
+            updated_ms: now,
+            version: 1,
+        };
+        store
+            .create_segment(&seg)
+            .map_err(|e| fail(e.to_string()))?;
+    } else if let Some(seg) = &segment {
+        store
+            .update_segment(&spec.app, seg, &spec.import_definition(), now)
+            .map_err(|e| fail(e.to_string()))?;
+    }
+    let rows = imported.endpoints;
+    for chunk in rows.chunks(BATCH) {
+        let keys: Vec<EndpointKey<'_>> = chunk
+            .iter()
+            .map(|(e, _)| match (&e.id, &e.channel_type, &e.address) {
+                (Some(id), _, _) => EndpointKey::Id(id),
+                (None, Some(c), Some(a)) => EndpointKey::Address(c, a),
+                // `read` keeps only rows with an identity.
+                _ => EndpointKey::Id(""),
+            })
+            .collect();
+        let mut merge = |n: usize, old: Option<StoredEndpoint>| merged(&chunk[n].0, old);
+        let batch = EndpointBatch {
+            job: &job.id,
+            app: &spec.app,
+            now_ms: shared.now(),
+            keys: &keys,
+            segment: segment.as_deref(),
+        };
+        let written = store.write_endpoints(&batch, &mut merge).map_err(|e| {
+            fail(format!(
+                "writing endpoints: {e}; the {} written before stay",
+                counters.created + counters.updated
+            ))
+        })?;
+        for (w, (_, place)) in written.iter().zip(chunk) {
+            match w {
+                EndpointWrite::Created(_) => counters.created += 1,
+                EndpointWrite::Updated(_) => counters.updated += 1,
+                EndpointWrite::Refused(why) => {
+                    counters.failed += 1;
+                    if counters.failures.len() < endpoints::MAX_FAILURES {
+                        counters.failures.push(format!("{place}: {why}"));
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The endpoint to store: `new` laid over the stored one, or `new` alone
+/// when it has what a new endpoint needs.
+fn merged(new: &Endpoint, old: Option<StoredEndpoint>) -> Result<StoredEndpoint, String> {
+    let (mut e, id, created_ms) = match old {
+        Some(old) => {
+            let mut e: Endpoint = serde_json::from_str(&old.fields)
+                .map_err(|err| format!("the stored endpoint {} cannot be read: {err}", old.id))?;
+            e.merge(new.clone());
+            (e, old.id, old.created_ms)
+        }
+        None => {
+            let (Some(c), Some(a)) = (&new.channel_type, &new.address) else {
+                return Err("a new endpoint needs a ChannelType and an Address".to_owned());
+            };
+            let id = new.id.clone().unwrap_or_else(|| derived_endpoint_id(c, a));
+            (new.clone(), id, 0)
+        }
+    };
+    e.id = Some(id.clone());
+    Ok(StoredEndpoint {
+        id,
+        channel_type: e.channel_type.clone(),
+        address: e.address.clone(),
+        user_id: e.user.as_ref().and_then(|u| u.user_id.clone()),
+        fields: serde_json::to_string(&e).map_err(|err| err.to_string())?,
+        created_ms,
+        updated_ms: 0,
+    })
+}
+
+/// Objects come from [`crate::bucket::Buckets`].
+#[cfg(feature = "buckets")]
+impl ObjectSource for crate::bucket::Buckets {
+    fn list(&self, url: &str) -> Result<Vec<(String, u64)>, ObjectError> {
+        let parsed = crate::bucket::S3Url::parse(url).map_err(object_error)?;
+        let objects = crate::bucket::Buckets::list(self, &parsed).map_err(object_error)?;
+        Ok(objects
+            .into_iter()
+            .map(|o| (format!("s3://{}/{}", parsed.bucket, o.key), o.size))
+            .collect())
+    }
+
+    fn fetch(&self, url: &str) -> Result<Vec<u8>, ObjectError> {
+        let parsed = crate::bucket::S3Url::parse(url).map_err(object_error)?;
+        self.get(&parsed).map_err(object_error)
+    }
+}
+
+#[cfg(feature = "buckets")]
+fn object_error(e: crate::bucket::BucketError) -> ObjectError {
+    ObjectError {
+        client: e.is_client_error(),
+        message: e.to_string(),
+    }
+}
+
+/// The runner keeps a shared handle; tests hand it in as `Arc`.
+pub type Objects = Arc<dyn ObjectSource>;
