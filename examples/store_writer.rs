@@ -54,6 +54,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             id: id.clone(),
             kind: "bench".into(),
             domain: Some("bench".into()),
+            app: None,
             display_name: None,
             request: "{}".into(),
             created_ms: now,
