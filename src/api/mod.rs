@@ -11,6 +11,7 @@ and a program can call them directly.
 */
 
 pub mod customer_profiles;
+pub mod pinpoint;
 
 use std::fmt;
 
@@ -32,6 +33,38 @@ pub enum ErrorCode {
     Throttling,
     /// `InternalServerException` (500): ours; the server log has the cause.
     InternalServer,
+    /// The request body is over the server's limit (Pinpoint's
+    /// `PayloadTooLargeException`, 413; a `BadRequestException` in
+    /// Customer Profiles, which has no such exception).
+    PayloadTooLarge,
+}
+
+/// The services, which name the shared exceptions differently.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum Service {
+    /// Amazon Connect Customer Profiles.
+    CustomerProfiles,
+    /// Amazon Pinpoint.
+    Pinpoint,
+}
+
+impl Service {
+    /// The service a REST path belongs to: Pinpoint's all start `/v1/`.
+    pub fn of_path(path: &str) -> Service {
+        if path == "/v1" || path.starts_with("/v1/") {
+            Service::Pinpoint
+        } else {
+            Service::CustomerProfiles
+        }
+    }
+
+    /// The SigV4 signing name.
+    pub fn signing_name(self) -> &'static str {
+        match self {
+            Service::CustomerProfiles => "profile",
+            Service::Pinpoint => pinpoint::SIGNING_NAME,
+        }
+    }
 }
 
 impl ErrorCode {
@@ -43,6 +76,28 @@ impl ErrorCode {
             ErrorCode::AccessDenied => "AccessDeniedException",
             ErrorCode::Throttling => "ThrottlingException",
             ErrorCode::InternalServer => "InternalServerException",
+            ErrorCode::PayloadTooLarge => "BadRequestException",
+        }
+    }
+
+    /// The exception's name in `service`.
+    pub fn name_in(self, service: Service) -> &'static str {
+        match (service, self) {
+            (Service::CustomerProfiles, _) => self.name(),
+            (Service::Pinpoint, ErrorCode::BadRequest) => "BadRequestException",
+            (Service::Pinpoint, ErrorCode::ResourceNotFound) => "NotFoundException",
+            (Service::Pinpoint, ErrorCode::AccessDenied) => "ForbiddenException",
+            (Service::Pinpoint, ErrorCode::Throttling) => "TooManyRequestsException",
+            (Service::Pinpoint, ErrorCode::InternalServer) => "InternalServerErrorException",
+            (Service::Pinpoint, ErrorCode::PayloadTooLarge) => "PayloadTooLargeException",
+        }
+    }
+
+    /// The HTTP status the model of `service` gives it.
+    pub fn http_status_in(self, service: Service) -> u16 {
+        match (service, self) {
+            (Service::Pinpoint, ErrorCode::PayloadTooLarge) => 413,
+            _ => self.http_status(),
         }
     }
 
@@ -54,6 +109,7 @@ impl ErrorCode {
             ErrorCode::AccessDenied => 403,
             ErrorCode::Throttling => 429,
             ErrorCode::InternalServer => 500,
+            ErrorCode::PayloadTooLarge => 400,
         }
     }
 }
@@ -109,8 +165,13 @@ impl From<StoreError> for ApiError {
         match e {
             StoreError::NoDomain(d) => ApiError::not_found(format!("domain {d:?} not found")),
             StoreError::NoJob(j) => ApiError::not_found(format!("job {j:?} not found")),
+            StoreError::NoApp(a) => ApiError::not_found(format!("Application {a} not found")),
+            StoreError::NoSegment { segment, .. } => {
+                ApiError::not_found(format!("Segment {segment} not found"))
+            }
             StoreError::DomainExists(_)
             | StoreError::DomainBusy { .. }
+            | StoreError::AppBusy { .. }
             | StoreError::Transition { .. } => ApiError::bad_request(e.to_string()),
             other => ApiError::internal(&other),
         }
@@ -195,4 +256,40 @@ fn check_range(member: &str, v: i64, min: i64, max: i64) -> Result<(), ApiError>
         )));
     }
     Ok(())
+}
+
+/// One page of `items` (already in list order) after the page that
+/// `token` ended, and the token of the page after it. Tokens are keyset
+/// positions (`created_ms.id`), so items added or deleted between two
+/// pages neither repeat nor shift the next page.
+fn keyset_page<T>(
+    items: Vec<T>,
+    key: impl Fn(&T) -> (i64, String),
+    size: usize,
+    token: Option<&str>,
+    descending: bool,
+) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let bad = || ApiError::bad_request("the token is not one this server gave for this list");
+    let after = match token {
+        None => None,
+        Some(t) => {
+            let (ms, id) = t.split_once('.').ok_or_else(bad)?;
+            Some((ms.parse::<i64>().map_err(|_| bad())?, id.to_owned()))
+        }
+    };
+    let mut rest = items.into_iter().filter(|item| {
+        after.as_ref().is_none_or(|a| {
+            let k = key(item);
+            if descending { k < *a } else { k > *a }
+        })
+    });
+    let page: Vec<T> = rest.by_ref().take(size).collect();
+    let next = match (rest.next(), page.last()) {
+        (Some(_), Some(last)) => {
+            let (ms, id) = key(last);
+            Some(format!("{ms}.{id}"))
+        }
+        _ => None,
+    };
+    Ok((page, next))
 }

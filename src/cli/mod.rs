@@ -4,6 +4,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod bucket;
 mod ingest;
 mod jobs;
 mod serve;
@@ -25,6 +26,9 @@ enum Command {
     Jobs(jobs::Command),
     /// Serve the AWS-shaped job APIs over HTTP (boto3, the aws CLI).
     Serve(serve::Args),
+    /// Make buckets, put files in them and list them (s3:// URLs).
+    #[command(subcommand)]
+    Bucket(bucket::Command),
 }
 
 /// Runs the command line; errors are printed on stderr.
@@ -34,6 +38,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Ingest(args) => ingest::run(args),
         Command::Jobs(cmd) => jobs::run(cmd),
         Command::Serve(args) => serve::run(args),
+        Command::Bucket(cmd) => bucket::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

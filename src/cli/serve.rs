@@ -2,13 +2,16 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+
+use super::bucket::BucketArgs;
 use std::time::Duration;
 
 use sluice::server::{Server, ServerConfig};
 
 use super::{CliError, parse_size};
 
-/// Serve the AWS-shaped job APIs (Customer Profiles upload jobs) on HTTP.
+/// Serve the AWS-shaped job APIs (Customer Profiles upload jobs, Pinpoint
+/// import jobs) on HTTP.
 ///
 /// Every API request must be signed (SigV4) with a key from --credentials;
 /// without it, a key is generated into the data directory on first start and
@@ -18,9 +21,10 @@ pub(crate) struct Args {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:4566")]
     listen: SocketAddr,
-    /// Data directory: store, master key, uploads.
-    #[arg(long, default_value = "sluice-data")]
-    data_dir: PathBuf,
+    /// Data directory, S3 endpoint: where the store, master key, uploads
+    /// and buckets live.
+    #[command(flatten)]
+    at: BucketArgs,
     /// AWS shared-credentials file of accepted keys (every profile with
     /// aws_access_key_id and aws_secret_access_key).
     #[arg(long)]
@@ -41,6 +45,9 @@ pub(crate) struct Args {
     /// Jobs run at once; more wait in the queue.
     #[arg(long, default_value_t = 2)]
     max_jobs: usize,
+    /// Pinpoint import jobs of one app run at once; more wait.
+    #[arg(long, default_value_t = 2)]
+    max_jobs_per_app: usize,
     /// Parsing threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -51,10 +58,13 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
+    let buckets = args.at.config()?;
     runtime.block_on(async move {
         let config = ServerConfig {
             listen: args.listen,
-            data_dir: args.data_dir,
+            data_dir: args.at.data_dir.clone(),
+            buckets: Some(buckets),
+            max_jobs_per_app: args.max_jobs_per_app,
             credentials: args.credentials,
             public_url: args.public_url,
             url_ttl: Duration::from_secs(args.url_ttl.max(1)),

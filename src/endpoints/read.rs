@@ -481,10 +481,8 @@ fn read_piece(
             }
         }
         Format::Json => {
-            let mut line = 0u64;
-            for raw in bytes.split_inclusive(|b| *b == b'\n') {
-                let this = line;
-                line += 1;
+            for (this, raw) in bytes.split_inclusive(|b| *b == b'\n').enumerate() {
+                let this = this as u64;
                 let text = raw.strip_suffix(b"\n").unwrap_or(raw);
                 let text = text.strip_suffix(b"\r").unwrap_or(text);
                 if text.iter().all(u8::is_ascii_whitespace) {

@@ -201,6 +201,11 @@ impl Runner {
         &self.shared.store
     }
 
+    /// Where import jobs read objects, if anywhere.
+    pub fn objects(&self) -> Option<&Objects> {
+        self.shared.config.objects.as_ref()
+    }
+
     /// Records a profile job, `CREATED`; [`Runner::start`] queues it.
     ///
     /// # Errors

@@ -47,14 +47,13 @@ use crate::api::customer_profiles::{
     self as cp, CustomerProfiles, ProfilesConfig, UPLOAD_PATH_PREFIX, URL_EXPIRES, URL_SIGNATURE,
     UploadError, UploadRequest,
 };
-use crate::api::{ApiError, ErrorCode};
+use crate::api::pinpoint::{self as pp, Pinpoint, PinpointConfig};
+use crate::api::{ApiError, ErrorCode, Service};
+use crate::bucket::{BucketConfig, Buckets};
 use crate::crypto::{MasterKey, Sealer};
 use crate::job::{Clock, Runner, RunnerConfig, system_clock};
 use crate::store::{SqliteStore, Store};
 use credentials::Credentials;
-
-/// The Customer Profiles signing name.
-pub const PROFILES_SIGNING_NAME: &str = "profile";
 
 /// How `sluice serve` is set up.
 #[derive(Clone)]
@@ -79,8 +78,12 @@ pub struct ServerConfig {
     pub max_requests: usize,
     /// Uploads received at once; more are refused with `SlowDown`.
     pub max_uploads: usize,
-    /// Import jobs run at once.
+    /// Jobs run at once.
     pub max_jobs: usize,
+    /// Pinpoint import jobs of one app run at once.
+    pub max_jobs_per_app: usize,
+    /// Where buckets live; folders in the data directory when `None`.
+    pub buckets: Option<BucketConfig>,
     /// Worker threads for parsing (one per core when `None`).
     pub threads: Option<usize>,
     /// The time (tests move it).
@@ -100,6 +103,8 @@ impl Default for ServerConfig {
             max_requests: 64,
             max_uploads: 8,
             max_jobs: 2,
+            max_jobs_per_app: 2,
+            buckets: None,
             threads: None,
             clock: system_clock(),
         }
@@ -135,8 +140,15 @@ pub enum ServerError {
     },
 }
 
-struct AppState {
+/// The services behind the routes.
+#[derive(Clone)]
+struct Apis {
     profiles: CustomerProfiles,
+    pinpoint: Pinpoint,
+}
+
+struct AppState {
+    apis: Apis,
     credentials: Credentials,
     clock: Clock,
     max_body: usize,
@@ -179,7 +191,7 @@ impl Server {
         let addr = listener.local_addr().map_err(|e| setup(&e))?;
         let dir = config.data_dir.clone();
         let cfg = config.clone();
-        let (profiles, credentials, credentials_file, resumed) =
+        let (apis, credentials, credentials_file, resumed) =
             tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
                 let store: Arc<dyn Store> =
                     Arc::new(SqliteStore::open(&dir).map_err(|e| setup(&e))?);
@@ -191,18 +203,30 @@ impl Server {
                         (c, Some(dir.join(credentials::GENERATED_FILE)))
                     }
                 };
+                let buckets = cfg
+                    .buckets
+                    .clone()
+                    .unwrap_or_else(|| BucketConfig::local(&dir));
+                let buckets = Buckets::open(buckets).map_err(|e| setup(&e))?;
                 let runner = Arc::new(
                     Runner::new(
                         store,
                         RunnerConfig {
                             max_jobs: cfg.max_jobs,
+                            max_jobs_per_app: cfg.max_jobs_per_app,
                             threads: cfg.threads,
                             clock: Arc::clone(&cfg.clock),
                             master_key: Some(Arc::clone(&master)),
+                            objects: Some(Arc::new(buckets)),
                             ..RunnerConfig::default()
                         },
                     )
                     .map_err(|e| setup(&e))?,
+                );
+                let pinpoint = Pinpoint::new(
+                    Arc::clone(&runner),
+                    PinpointConfig::default(),
+                    Arc::clone(&cfg.clock),
                 );
                 let resumed = runner.recover().map_err(|e| setup(&e))?;
                 let mut ip = addr.ip();
@@ -225,14 +249,14 @@ impl Server {
                     Arc::clone(&cfg.clock),
                 )
                 .map_err(|e| setup(&format!("{}: {e}", dir.join("uploads").display())))?;
-                Ok((profiles, credentials, file, resumed))
+                Ok((Apis { profiles, pinpoint }, credentials, file, resumed))
             })
             .await
             .map_err(|e| setup(&e))??;
         Ok(Server {
             listener,
             state: Arc::new(AppState {
-                profiles,
+                apis,
                 credentials,
                 clock: config.clock,
                 max_body: config.max_body_bytes,
@@ -301,9 +325,10 @@ fn with_id(mut r: Response<Body>, id: &str) -> Response<Body> {
     r
 }
 
-/// A JSON error as the REST-JSON protocol has it.
-fn json_error(status: u16, code: &str, message: &str) -> Response<Body> {
-    let body = serde_json::json!({ "Message": message }).to_string();
+/// A JSON error as the REST-JSON protocol has it (Pinpoint's errors also
+/// carry the request id as a member).
+fn json_error(status: u16, code: &str, message: &str, request_id: &str) -> Response<Body> {
+    let body = serde_json::json!({ "Message": message, "RequestID": request_id }).to_string();
     Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
         .header("content-type", "application/json")
@@ -312,8 +337,13 @@ fn json_error(status: u16, code: &str, message: &str) -> Response<Body> {
         .expect("a valid response")
 }
 
-fn api_error(e: &ApiError) -> Response<Body> {
-    json_error(e.code.http_status(), e.code.name(), &e.message)
+fn api_error(e: &ApiError, service: Service, request_id: &str) -> Response<Body> {
+    json_error(
+        e.code.http_status_in(service),
+        e.code.name_in(service),
+        &e.message,
+        request_id,
+    )
 }
 
 fn xml_escape(s: &str) -> String {
@@ -357,12 +387,17 @@ async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
             ),
         }
     } else {
+        let service = Service::of_path(req.uri().path());
         match Arc::clone(&state.requests).try_acquire_owned() {
-            Ok(_permit) => api_request(&state, req).await,
-            Err(_) => api_error(&ApiError {
-                code: ErrorCode::Throttling,
-                message: "too many requests at once; retry with backoff".into(),
-            }),
+            Ok(_permit) => api_request(&state, req, service, &id).await,
+            Err(_) => api_error(
+                &ApiError {
+                    code: ErrorCode::Throttling,
+                    message: "too many requests at once; retry with backoff".into(),
+                },
+                service,
+                &id,
+            ),
         }
     };
     with_id(response, &id)
@@ -397,15 +432,27 @@ fn query_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
-async fn api_request(state: &Arc<AppState>, req: Request<Body>) -> Response<Body> {
+async fn api_request(
+    state: &Arc<AppState>,
+    req: Request<Body>,
+    service: Service,
+    id: &str,
+) -> Response<Body> {
     let (parts, body) = req.into_parts();
     let body = match axum::body::to_bytes(body, state.max_body).await {
         Ok(b) => b,
         Err(_) => {
-            return api_error(&ApiError::bad_request(format!(
-                "the request body is over {} bytes, or was cut off",
-                state.max_body
-            )));
+            return api_error(
+                &ApiError {
+                    code: ErrorCode::PayloadTooLarge,
+                    message: format!(
+                        "the request body is over {} bytes, or was cut off",
+                        state.max_body
+                    ),
+                },
+                service,
+                id,
+            );
         }
     };
     let headers = header_list(&parts.headers);
@@ -420,33 +467,39 @@ async fn api_request(state: &Arc<AppState>, req: Request<Body>) -> Response<Body
     };
     if let Err(e) = sigv4::verify(
         &signed,
-        PROFILES_SIGNING_NAME,
+        service.signing_name(),
         &state.credentials,
         (state.clock)(),
     ) {
-        return json_error(e.status, e.code, &e.message);
+        return json_error(e.status, e.code, &e.message, id);
     }
-    let Some(op) = route(&parts.method, &segments(&path), &query) else {
+    let seg = segments(&path);
+    let op = match service {
+        Service::CustomerProfiles => route(&parts.method, &seg, &query),
+        Service::Pinpoint => pinpoint_route(&parts.method, &seg[1..], &query),
+    };
+    let Some(op) = op else {
         return json_error(
             404,
             "UnknownOperationException",
             &format!("no operation at {} {path}", parts.method),
+            id,
         );
     };
-    let profiles = state.profiles.clone();
-    let result = tokio::task::spawn_blocking(move || op(&profiles, &body)).await;
+    let apis = state.apis.clone();
+    let result = tokio::task::spawn_blocking(move || op(&apis, &body)).await;
     match result {
-        Ok(Ok(v)) => Response::builder()
-            .status(StatusCode::OK)
+        Ok(Ok((status, v))) => Response::builder()
+            .status(status)
             .header("content-type", "application/json")
             .body(Body::from(v.to_string()))
             .expect("a valid response"),
-        Ok(Err(e)) => api_error(&e),
-        Err(e) => api_error(&ApiError::internal(&e)),
+        Ok(Err(e)) => api_error(&e, service, id),
+        Err(e) => api_error(&ApiError::internal(&e), service, id),
     }
 }
 
-type Operation = Box<dyn FnOnce(&CustomerProfiles, &Bytes) -> Result<Value, ApiError> + Send>;
+type Operation = Box<dyn FnOnce(&Apis, &Bytes) -> Result<(StatusCode, Value), ApiError> + Send>;
 
 /// The request body as `T` (an empty body is `T::default()`), with the
 /// URI's members set by `fill`.
@@ -458,8 +511,16 @@ fn body_as<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}")))
 }
 
-fn reply<T: Serialize>(r: Result<T, ApiError>) -> Result<Value, ApiError> {
+fn reply<T: Serialize>(r: Result<T, ApiError>) -> Result<(StatusCode, Value), ApiError> {
+    reply_with(StatusCode::OK, r)
+}
+
+fn reply_with<T: Serialize>(
+    status: StatusCode,
+    r: Result<T, ApiError>,
+) -> Result<(StatusCode, Value), ApiError> {
     r.and_then(|v| serde_json::to_value(v).map_err(|e| ApiError::internal(&e)))
+        .map(|v| (status, v))
 }
 
 fn int_param(query: &str, name: &str) -> Result<Option<i64>, ApiError> {
@@ -477,19 +538,19 @@ fn route(method: &Method, seg: &[String], query: &str) -> Option<Operation> {
     let s: Vec<&str> = seg.iter().map(String::as_str).collect();
     let q = query.to_owned();
     let op: Operation = match (method.as_str(), s.as_slice()) {
-        ("GET", ["domains"]) => Box::new(move |api, _| {
+        ("GET", ["domains"]) => Box::new(move |apis: &Apis, _| {
             let r = cp::ListDomainsRequest {
                 next_token: query_param(&q, "next-token"),
                 max_results: int_param(&q, "max-results")?,
             };
-            reply(api.list_domains(&r))
+            reply(apis.profiles.list_domains(&r))
         }),
         ("POST", ["domains", d]) => {
             let d = d.to_string();
-            Box::new(move |api, body| {
+            Box::new(move |apis: &Apis, body| {
                 let mut r: cp::CreateDomainRequest = body_as(body)?;
                 r.domain_name = d;
-                reply(api.create_domain(&r))
+                reply(apis.profiles.create_domain(&r))
             })
         }
         ("GET" | "DELETE", ["domains", d]) => {
@@ -497,28 +558,28 @@ fn route(method: &Method, seg: &[String], query: &str) -> Option<Operation> {
                 domain_name: d.to_string(),
             };
             if method == Method::GET {
-                Box::new(move |api, _| reply(api.get_domain(&r)))
+                Box::new(move |apis: &Apis, _| reply(apis.profiles.get_domain(&r)))
             } else {
-                Box::new(move |api, _| reply(api.delete_domain(&r)))
+                Box::new(move |apis: &Apis, _| reply(apis.profiles.delete_domain(&r)))
             }
         }
         ("POST", ["domains", d, "upload-jobs"]) => {
             let d = d.to_string();
-            Box::new(move |api, body| {
+            Box::new(move |apis: &Apis, body| {
                 let mut r: cp::CreateUploadJobRequest = body_as(body)?;
                 r.domain_name = d;
-                reply(api.create_upload_job(&r))
+                reply(apis.profiles.create_upload_job(&r))
             })
         }
         ("GET", ["domains", d, "upload-jobs"]) => {
             let d = d.to_string();
-            Box::new(move |api, _| {
+            Box::new(move |apis: &Apis, _| {
                 let r = cp::ListUploadJobsRequest {
                     domain_name: d,
                     max_results: int_param(&q, "max-results")?,
                     next_token: query_param(&q, "next-token"),
                 };
-                reply(api.list_upload_jobs(&r))
+                reply(apis.profiles.list_upload_jobs(&r))
             })
         }
         (m, ["domains", d, "upload-jobs", j, rest @ ..]) => {
@@ -527,12 +588,84 @@ fn route(method: &Method, seg: &[String], query: &str) -> Option<Operation> {
                 job_id: j.to_string(),
             };
             match (m, rest) {
-                ("GET", []) => Box::new(move |api, _| reply(api.get_upload_job(&r))),
-                ("PUT", []) => Box::new(move |api, _| reply(api.start_upload_job(&r))),
-                ("GET", ["path"]) => Box::new(move |api, _| reply(api.get_upload_job_path(&r))),
-                ("PUT", ["stop"]) => Box::new(move |api, _| reply(api.stop_upload_job(&r))),
+                ("GET", []) => {
+                    Box::new(move |apis: &Apis, _| reply(apis.profiles.get_upload_job(&r)))
+                }
+                ("PUT", []) => {
+                    Box::new(move |apis: &Apis, _| reply(apis.profiles.start_upload_job(&r)))
+                }
+                ("GET", ["path"]) => {
+                    Box::new(move |apis: &Apis, _| reply(apis.profiles.get_upload_job_path(&r)))
+                }
+                ("PUT", ["stop"]) => {
+                    Box::new(move |apis: &Apis, _| reply(apis.profiles.stop_upload_job(&r)))
+                }
                 _ => return None,
             }
+        }
+        _ => return None,
+    };
+    Some(op)
+}
+
+/// The Pinpoint operation at a method and the path after `/v1`.
+fn pinpoint_route(method: &Method, seg: &[String], query: &str) -> Option<Operation> {
+    let s: Vec<&str> = seg.iter().map(String::as_str).collect();
+    let page = pp::PageRequest {
+        page_size: query_param(query, "page-size"),
+        token: query_param(query, "token"),
+    };
+    let own = |x: &&str| (*x).to_owned();
+    let op: Operation = match (method.as_str(), s.as_slice()) {
+        ("POST", ["apps"]) => Box::new(move |apis: &Apis, body| {
+            let r: pp::CreateApplicationRequest = body_as(body)?;
+            reply_with(StatusCode::CREATED, apis.pinpoint.create_app(&r))
+        }),
+        ("GET", ["apps"]) => Box::new(move |apis: &Apis, _| reply(apis.pinpoint.get_apps(&page))),
+        ("GET", ["apps", a]) => {
+            let a = own(a);
+            Box::new(move |apis: &Apis, _| reply(apis.pinpoint.get_app(&a)))
+        }
+        ("DELETE", ["apps", a]) => {
+            let a = own(a);
+            Box::new(move |apis: &Apis, _| reply(apis.pinpoint.delete_app(&a)))
+        }
+        ("POST", ["apps", a, "jobs", "import"]) => {
+            let a = own(a);
+            Box::new(move |apis: &Apis, body| {
+                let r: pp::ImportJobRequest = body_as(body)?;
+                reply_with(StatusCode::CREATED, apis.pinpoint.create_import_job(&a, &r))
+            })
+        }
+        ("GET", ["apps", a, "jobs", "import"]) => {
+            let a = own(a);
+            Box::new(move |apis: &Apis, _| reply(apis.pinpoint.get_import_jobs(&a, &page)))
+        }
+        ("GET", ["apps", a, "jobs", "import", j]) => {
+            let (a, j) = (own(a), own(j));
+            Box::new(move |apis: &Apis, _| reply(apis.pinpoint.get_import_job(&a, &j)))
+        }
+        ("GET", ["apps", a, "segments"]) => {
+            let a = own(a);
+            Box::new(move |apis: &Apis, _| reply(apis.pinpoint.get_segments(&a, &page)))
+        }
+        ("GET", ["apps", a, "segments", g]) => {
+            let (a, g) = (own(a), own(g));
+            Box::new(move |apis: &Apis, _| reply(apis.pinpoint.get_segment(&a, &g)))
+        }
+        ("GET", ["apps", a, "segments", g, "jobs", "import"]) => {
+            let (a, g) = (own(a), own(g));
+            Box::new(move |apis: &Apis, _| {
+                reply(apis.pinpoint.get_segment_import_jobs(&a, &g, &page))
+            })
+        }
+        ("GET", ["apps", a, "endpoints", e]) => {
+            let (a, e) = (own(a), own(e));
+            Box::new(move |apis: &Apis, _| reply(apis.pinpoint.get_endpoint(&a, &e)))
+        }
+        ("GET", ["apps", a, "users", u]) => {
+            let (a, u) = (own(a), own(u));
+            Box::new(move |apis: &Apis, _| reply(apis.pinpoint.get_user_endpoints(&a, &u)))
         }
         _ => return None,
     };
@@ -566,7 +699,7 @@ async fn receive_upload(
         sse_key_md5: header(h, "x-amz-server-side-encryption-customer-key-md5"),
         content_length: header(h, "content-length").and_then(|v| v.trim().parse().ok()),
     };
-    let profiles = state.profiles.clone();
+    let profiles = state.apis.profiles.clone();
     let internal = |e: &dyn std::fmt::Display| {
         eprintln!("sluice: upload: {e}");
         UploadError {

@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Runs the boto3 / aws CLI end-to-end tests against a freshly built
-# `sluice serve`. Makes (once) a virtualenv with the pinned clients.
+# `sluice serve`: Customer Profiles upload jobs, Pinpoint import jobs (also
+# with buckets on moto's S3 server). Makes (once) a virtualenv with the
+# pinned clients and moto.
 #
 #   tests/boto3/run.sh            # venv in ~/.cache/sluice-boto3-venv
 #   SLUICE_VENV=/some/venv tests/boto3/run.sh
@@ -12,5 +14,6 @@ cd "$(dirname "$0")/../.."
 cargo build --locked --bin sluice
 target="${CARGO_TARGET_DIR:-target}"
 export SLUICE_BIN="$target/debug/sluice"
-export PATH="$VENV/bin:$PATH"   # the aws CLI
+export PATH="$VENV/bin:$PATH"   # the aws CLI, moto_server
 "$VENV/bin/python" tests/boto3/test_upload_jobs.py
+"$VENV/bin/python" tests/boto3/test_import_jobs.py

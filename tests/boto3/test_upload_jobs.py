@@ -13,14 +13,12 @@ into a virtualenv.
 """
 
 import base64
-import configparser
 import hashlib
 import os
 import random
 import shutil
 import subprocess
 import sys
-import tempfile
 import time
 import unittest
 import urllib.error
@@ -30,65 +28,7 @@ import boto3
 import botocore
 from botocore.config import Config
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(os.path.dirname(HERE))
-
-
-def sluice_bin():
-    if os.environ.get("SLUICE_BIN"):
-        return os.environ["SLUICE_BIN"]
-    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
-    for profile in ("release", "debug"):
-        p = os.path.join(target, profile, "sluice")
-        if os.path.exists(p):
-            return p
-    raise SystemExit("no sluice binary: build it or set SLUICE_BIN")
-
-
-class Server:
-    """`sluice serve` on a free loopback port, with a fresh data directory."""
-
-    def __init__(self, *extra):
-        self.dir = tempfile.mkdtemp(prefix="sluice-boto3-")
-        # The server's log goes to a file: a pipe nobody reads could fill.
-        self.log = open(os.path.join(self.dir, "serve.log"), "w+")
-        self.proc = subprocess.Popen(
-            [sluice_bin(), "serve", "--listen", "127.0.0.1:0",
-             "--data-dir", os.path.join(self.dir, "data"), "--threads", "2", *extra],
-            stdout=subprocess.PIPE, stderr=self.log, text=True)
-        line = self.proc.stdout.readline()
-        if "listening on" not in line:
-            self.proc.kill()
-            self.log.seek(0)
-            raise RuntimeError("sluice serve did not start: %r %s" % (line, self.log.read()))
-        self.url = line.split("listening on ", 1)[1].strip()
-        creds = configparser.ConfigParser()
-        creds.read(os.path.join(self.dir, "data", "credentials"))
-        self.key_id = creds["default"]["aws_access_key_id"]
-        self.secret = creds["default"]["aws_secret_access_key"]
-
-    def client(self, secret=None, **config):
-        return boto3.client(
-            "customer-profiles", endpoint_url=self.url, region_name="us-east-1",
-            aws_access_key_id=self.key_id,
-            aws_secret_access_key=secret or self.secret,
-            config=Config(retries={"max_attempts": 1}, **config))
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            code = self.proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            code = "killed"
-        self.proc.stdout.close()
-        self.log.seek(0)
-        log = self.log.read()
-        self.log.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-        # A clean stop on SIGTERM, and nothing went wrong inside.
-        assert code == 0, "sluice serve ended with %s:\n%s" % (code, log)
-        assert "internal error" not in log, log
+from harness import Server
 
 
 FIELDS = {

@@ -1,0 +1,772 @@
+/*!
+Amazon Pinpoint's apps, import jobs, endpoints and segments.
+
+Operations and members are those of `pinpoint.json`: CreateApp, GetApp,
+GetApps, DeleteApp, CreateImportJob, GetImportJob, GetImportJobs,
+GetSegmentImportJobs, GetEndpoint, GetUserEndpoints, GetSegment and
+GetSegments. Import jobs read endpoint files from buckets
+([`crate::endpoints`] describes the format) and run on the job runner, at
+most two per app at once unless configured otherwise.
+
+`JobStatus` follows the service: `CREATED` while queued, then the phase
+the runner records (`INITIALIZING`, `PROCESSING`, `COMPLETING` or
+`FAILING`), then `COMPLETED` or `FAILED`. A job is `FAILED` when a piece
+could not be processed (an object that cannot be read, a CSV header that
+names no endpoint attributes, a piece whose every row failed); rows that
+break a rule are counted in `TotalFailures` and listed in `Failures` (the
+first 100, each with its file and line) and do not fail the job.
+*/
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::{ApiError, check_len, check_range, keyset_page};
+use crate::endpoints::{Endpoint, Format};
+use crate::job::{Clock, IMPORT_KIND, ImportJob, JobStatus, Runner};
+use crate::store::{App, JobFilter, JobRecord, Segment, Store, StoredEndpoint};
+use crate::time::iso8601;
+
+/// Pinpoint's signing name.
+pub const SIGNING_NAME: &str = "mobiletargeting";
+
+/// How the service names things.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct PinpointConfig {
+    /// The region in ARNs.
+    pub region: String,
+    /// The account in ARNs.
+    pub account: String,
+}
+
+impl Default for PinpointConfig {
+    fn default() -> PinpointConfig {
+        PinpointConfig {
+            region: "us-east-1".into(),
+            account: "000000000000".into(),
+        }
+    }
+}
+
+/// `CreateApplicationRequest`.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CreateApplicationRequest {
+    /// The app's name.
+    pub name: String,
+    /// Tags.
+    #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+/// `ApplicationResponse`.
+#[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ApplicationResponse {
+    /// `arn:aws:mobiletargeting:REGION:ACCOUNT:apps/ID`.
+    pub arn: String,
+    /// The app's id.
+    pub id: String,
+    /// Its name.
+    pub name: String,
+    /// Tags.
+    #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+    /// ISO 8601.
+    pub creation_date: String,
+}
+
+/// `ApplicationsResponse`.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ApplicationsResponse {
+    /// This page.
+    pub item: Vec<ApplicationResponse>,
+    /// The next page's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// A page request (`page-size`, `token`).
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct PageRequest {
+    /// Items per page, as the wire sends it (a string); 1 to 1000, 100
+    /// when absent.
+    pub page_size: Option<String>,
+    /// The token of the previous page.
+    pub token: Option<String>,
+}
+
+/// `ImportJobRequest`.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImportJobRequest {
+    /// Make a segment of the imported endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub define_segment: Option<bool>,
+    /// Kept and reported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    /// `CSV` or `JSON`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub format: Option<String>,
+    /// Upsert the endpoints into the app.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register_endpoints: Option<bool>,
+    /// An IAM role ARN; checked to be an ARN, otherwise unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// `s3://bucket/key` or `s3://bucket/prefix/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_url: Option<String>,
+    /// Add the endpoints to this existing segment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_id: Option<String>,
+    /// The name of the segment `DefineSegment` makes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_name: Option<String>,
+}
+
+/// `ImportJobResource`: the job's definition, as it came (with the
+/// defined segment's id).
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)]
+pub struct ImportJobResource {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub define_segment: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    pub format: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub register_endpoints: Option<bool>,
+    pub role_arn: String,
+    pub s3_url: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_name: Option<String>,
+}
+
+/// `ImportJobResponse`.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)]
+pub struct ImportJobResponse {
+    pub application_id: String,
+    pub completed_pieces: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub completion_date: Option<String>,
+    pub creation_date: String,
+    pub definition: ImportJobResource,
+    pub failed_pieces: u64,
+    pub failures: Vec<String>,
+    pub id: String,
+    pub job_status: String,
+    pub total_failures: u64,
+    pub total_pieces: u64,
+    pub total_processed: u64,
+    #[serde(rename = "Type")]
+    pub job_type: String,
+}
+
+/// `ImportJobsResponse`.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ImportJobsResponse {
+    /// This page, newest first.
+    pub item: Vec<ImportJobResponse>,
+    /// The next page's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// `EndpointResponse`: the stored endpoint with what the service adds.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointResponse {
+    /// The app.
+    pub application_id: String,
+    /// 0 to 99, from the id: a stable random split of endpoints.
+    pub cohort_id: String,
+    /// When it was first imported (ISO 8601).
+    pub creation_date: String,
+    /// Everything known of it.
+    #[serde(flatten)]
+    pub endpoint: Endpoint,
+}
+
+/// `EndpointsResponse`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct EndpointsResponse {
+    /// The endpoints.
+    pub item: Vec<EndpointResponse>,
+}
+
+/// `SegmentImportResource`.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)]
+pub struct SegmentImportResource {
+    pub channel_counts: BTreeMap<String, u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub external_id: Option<String>,
+    pub format: String,
+    pub role_arn: String,
+    pub s3_url: String,
+    pub size: u64,
+}
+
+/// `SegmentResponse` (import segments).
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)]
+pub struct SegmentResponse {
+    pub application_id: String,
+    pub arn: String,
+    pub creation_date: String,
+    pub id: String,
+    pub import_definition: SegmentImportResource,
+    pub last_modified_date: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    pub segment_type: String,
+    pub version: u32,
+}
+
+/// `SegmentsResponse`.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SegmentsResponse {
+    /// This page.
+    pub item: Vec<SegmentResponse>,
+    /// The next page's token.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// The service.
+#[derive(Clone)]
+pub struct Pinpoint {
+    runner: Arc<Runner>,
+    config: PinpointConfig,
+    clock: Clock,
+}
+
+impl std::fmt::Debug for Pinpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pinpoint")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+fn not_found(what: &str, id: &str) -> ApiError {
+    ApiError::not_found(format!("{what} {id} not found"))
+}
+
+impl Pinpoint {
+    /// The service over `runner`, whose config must have `objects` (the
+    /// buckets import jobs read).
+    pub fn new(runner: Arc<Runner>, config: PinpointConfig, clock: Clock) -> Pinpoint {
+        Pinpoint {
+            runner,
+            config,
+            clock,
+        }
+    }
+
+    fn store(&self) -> &Arc<dyn Store> {
+        self.runner.store()
+    }
+
+    fn app(&self, id: &str) -> Result<App, ApiError> {
+        self.store()
+            .app(id)?
+            .ok_or_else(|| not_found("Application", id))
+    }
+
+    fn app_response(&self, a: App) -> ApplicationResponse {
+        let tags: BTreeMap<String, String> = serde_json::from_str(&a.tags).unwrap_or_default();
+        ApplicationResponse {
+            arn: format!(
+                "arn:aws:mobiletargeting:{}:{}:apps/{}",
+                self.config.region, self.config.account, a.id
+            ),
+            id: a.id,
+            name: a.name,
+            tags: (!tags.is_empty()).then_some(tags),
+            creation_date: iso8601(a.created_ms),
+        }
+    }
+
+    /// CreateApp.
+    ///
+    /// # Errors
+    ///
+    /// `BadRequestException` for an empty or overlong name or bad tags.
+    pub fn create_app(
+        &self,
+        r: &CreateApplicationRequest,
+    ) -> Result<ApplicationResponse, ApiError> {
+        check_len("Name", &r.name, 1, 256)?;
+        for (k, v) in r.tags.iter().flatten() {
+            check_len("tags key", k, 1, 128)?;
+            check_len("tags value", v, 0, 256)?;
+        }
+        let app = App {
+            id: crate::job::new_job_id(),
+            name: r.name.clone(),
+            tags: serde_json::to_string(&r.tags.clone().unwrap_or_default())
+                .map_err(|e| ApiError::internal(&e))?,
+            created_ms: (self.clock)(),
+        };
+        self.store().create_app(&app)?;
+        Ok(self.app_response(app))
+    }
+
+    /// GetApp.
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException`.
+    pub fn get_app(&self, id: &str) -> Result<ApplicationResponse, ApiError> {
+        let app = self.app(id)?;
+        Ok(self.app_response(app))
+    }
+
+    /// GetApps, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// `BadRequestException` for a bad page size or token.
+    pub fn get_apps(&self, page: &PageRequest) -> Result<ApplicationsResponse, ApiError> {
+        let apps = self.store().apps()?;
+        let (items, next_token) = keyset_page(
+            apps,
+            |a| (a.created_ms, a.id.clone()),
+            page_size(page)?,
+            page.token.as_deref(),
+            false,
+        )?;
+        Ok(ApplicationsResponse {
+            item: items.into_iter().map(|a| self.app_response(a)).collect(),
+            next_token,
+        })
+    }
+
+    /// DeleteApp: the app with its endpoints, segments and jobs.
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException`; `BadRequestException` while one of its import
+    /// jobs is queued or running.
+    pub fn delete_app(&self, id: &str) -> Result<ApplicationResponse, ApiError> {
+        let app = self.store().delete_app(id)?;
+        Ok(self.app_response(app))
+    }
+
+    /// CreateImportJob: checks the request, the app, the segment and the
+    /// objects, then queues the job.
+    ///
+    /// # Errors
+    ///
+    /// `BadRequestException` for a missing or malformed member (naming
+    /// it) or a URL that is not `s3://`; `NotFoundException` for an
+    /// unknown app or segment, a missing bucket, or no object of the
+    /// format at the URL.
+    pub fn create_import_job(
+        &self,
+        app_id: &str,
+        r: &ImportJobRequest,
+    ) -> Result<ImportJobResponse, ApiError> {
+        let format = match r.format.as_deref() {
+            None => return Err(ApiError::bad_request("Format is required (CSV or JSON)")),
+            Some("CSV") => Format::Csv,
+            Some("JSON") => Format::Json,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "Format {other:?} is not CSV or JSON"
+                )));
+            }
+        };
+        let s3_url = r
+            .s3_url
+            .clone()
+            .ok_or_else(|| ApiError::bad_request("S3Url is required"))?;
+        let role_arn = r
+            .role_arn
+            .clone()
+            .ok_or_else(|| ApiError::bad_request("RoleArn is required"))?;
+        check_arn(&role_arn)?;
+        if !s3_url.starts_with("s3://") {
+            return Err(ApiError::bad_request(format!(
+                "S3Url {s3_url:?} is not an s3:// URL"
+            )));
+        }
+        let define = r.define_segment.unwrap_or(false);
+        if define && r.segment_id.is_some() {
+            return Err(ApiError::bad_request(
+                "DefineSegment makes a new segment and SegmentId names an existing one; give one",
+            ));
+        }
+        if !define && r.segment_name.is_some() {
+            return Err(ApiError::bad_request(
+                "SegmentName names the segment DefineSegment makes; DefineSegment is not true",
+            ));
+        }
+        if let Some(n) = &r.segment_name {
+            check_len("SegmentName", n, 1, 256)?;
+        }
+        self.app(app_id)?;
+        if let Some(seg) = &r.segment_id
+            && self.store().segment(app_id, seg)?.is_none()
+        {
+            return Err(not_found("Segment", seg));
+        }
+        let objects = self
+            .runner
+            .objects()
+            .ok_or_else(|| ApiError::internal(&"the runner has no buckets"))?;
+        let listed = objects.list(&s3_url).map_err(|e| {
+            if e.message.contains("is not an S3 URL") {
+                ApiError::bad_request(format!("S3Url: {}", e.message))
+            } else if e.client {
+                ApiError::not_found(format!("S3Url: {}", e.message))
+            } else {
+                ApiError::internal(&e.message)
+            }
+        })?;
+        if !listed.iter().any(|(u, _)| format.matches(u)) {
+            return Err(ApiError::not_found(format!(
+                "S3Url: no {} object at {s3_url} ({} objects there, none named .{})",
+                format.as_str(),
+                listed.len(),
+                match format {
+                    Format::Csv => "csv",
+                    Format::Json => "json, .ndjson or .jsonl",
+                }
+            )));
+        }
+        let spec = ImportJob {
+            app: app_id.to_owned(),
+            format,
+            s3_url,
+            role_arn,
+            external_id: r.external_id.clone(),
+            register_endpoints: r.register_endpoints.unwrap_or(false),
+            define_segment: define,
+            segment_name: r.segment_name.clone(),
+            segment_id: r.segment_id.clone(),
+            piece_size: None,
+            region: None,
+        };
+        let job = self.runner.create_import(&spec)?;
+        let job = self.runner.start(&job.id)?;
+        Ok(job_response(&job, &spec))
+    }
+
+    fn import_job(&self, app_id: &str, job_id: &str) -> Result<(JobRecord, ImportJob), ApiError> {
+        self.app(app_id)?;
+        let job = self
+            .store()
+            .job(job_id)?
+            .filter(|j| j.kind == IMPORT_KIND && j.app.as_deref() == Some(app_id))
+            .ok_or_else(|| not_found("Import job", job_id))?;
+        let spec = spec_of(&job)?;
+        Ok((job, spec))
+    }
+
+    /// GetImportJob.
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException` for an unknown app or job.
+    pub fn get_import_job(
+        &self,
+        app_id: &str,
+        job_id: &str,
+    ) -> Result<ImportJobResponse, ApiError> {
+        let (job, spec) = self.import_job(app_id, job_id)?;
+        Ok(job_response(&job, &spec))
+    }
+
+    fn jobs_page(
+        &self,
+        app_id: &str,
+        segment: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<ImportJobsResponse, ApiError> {
+        self.app(app_id)?;
+        if let Some(seg) = segment
+            && self.store().segment(app_id, seg)?.is_none()
+        {
+            return Err(not_found("Segment", seg));
+        }
+        let jobs = self.store().jobs(&JobFilter {
+            app: Some(app_id.to_owned()),
+            kind: Some(IMPORT_KIND.into()),
+            ..JobFilter::default()
+        })?;
+        let mut with_specs = Vec::with_capacity(jobs.len());
+        for j in jobs {
+            let spec = spec_of(&j)?;
+            if segment.is_none_or(|s| spec.segment(&j.id).as_deref() == Some(s)) {
+                with_specs.push((j, spec));
+            }
+        }
+        let (items, next_token) = keyset_page(
+            with_specs,
+            |(j, _)| (j.created_ms, j.id.clone()),
+            page_size(page)?,
+            page.token.as_deref(),
+            true,
+        )?;
+        Ok(ImportJobsResponse {
+            item: items.iter().map(|(j, s)| job_response(j, s)).collect(),
+            next_token,
+        })
+    }
+
+    /// GetImportJobs, newest first.
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException` for an unknown app; `BadRequestException` for a
+    /// bad page size or token.
+    pub fn get_import_jobs(
+        &self,
+        app_id: &str,
+        page: &PageRequest,
+    ) -> Result<ImportJobsResponse, ApiError> {
+        self.jobs_page(app_id, None, page)
+    }
+
+    /// GetSegmentImportJobs: the import jobs that defined or filled a
+    /// segment, newest first.
+    ///
+    /// # Errors
+    ///
+    /// As [`Pinpoint::get_import_jobs`], and `NotFoundException` for an
+    /// unknown segment.
+    pub fn get_segment_import_jobs(
+        &self,
+        app_id: &str,
+        segment_id: &str,
+        page: &PageRequest,
+    ) -> Result<ImportJobsResponse, ApiError> {
+        self.jobs_page(app_id, Some(segment_id), page)
+    }
+
+    /// GetEndpoint.
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException` for an unknown app or endpoint.
+    pub fn get_endpoint(&self, app_id: &str, id: &str) -> Result<EndpointResponse, ApiError> {
+        self.app(app_id)?;
+        let e = self
+            .store()
+            .endpoint(app_id, id)?
+            .ok_or_else(|| not_found("Endpoint", id))?;
+        endpoint_response(app_id, e)
+    }
+
+    /// GetUserEndpoints.
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException` for an unknown app, or a user with no
+    /// endpoints.
+    pub fn get_user_endpoints(
+        &self,
+        app_id: &str,
+        user_id: &str,
+    ) -> Result<EndpointsResponse, ApiError> {
+        self.app(app_id)?;
+        let found = self.store().user_endpoints(app_id, user_id)?;
+        if found.is_empty() {
+            return Err(ApiError::not_found(format!(
+                "User {user_id} has no endpoints in application {app_id}"
+            )));
+        }
+        Ok(EndpointsResponse {
+            item: found
+                .into_iter()
+                .map(|e| endpoint_response(app_id, e))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
+    fn segment_response(&self, s: Segment) -> Result<SegmentResponse, ApiError> {
+        let def: serde_json::Value =
+            serde_json::from_str(&s.definition).map_err(|e| ApiError::internal(&e))?;
+        let field = |k: &str| def.get(k).and_then(|v| v.as_str()).map(str::to_owned);
+        let channel_counts: BTreeMap<String, u64> = self
+            .store()
+            .segment_channel_counts(&s.app, &s.id)?
+            .into_iter()
+            .collect();
+        Ok(SegmentResponse {
+            arn: format!(
+                "arn:aws:mobiletargeting:{}:{}:apps/{}/segments/{}",
+                self.config.region, self.config.account, s.app, s.id
+            ),
+            import_definition: SegmentImportResource {
+                size: channel_counts.values().sum(),
+                channel_counts,
+                external_id: field("ExternalId"),
+                format: field("Format").unwrap_or_default(),
+                role_arn: field("RoleArn").unwrap_or_default(),
+                s3_url: field("S3Url").unwrap_or_default(),
+            },
+            application_id: s.app,
+            creation_date: iso8601(s.created_ms),
+            id: s.id,
+            last_modified_date: iso8601(s.updated_ms),
+            name: s.name,
+            segment_type: "IMPORT".into(),
+            version: s.version,
+        })
+    }
+
+    /// GetSegment.
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException` for an unknown app or segment.
+    pub fn get_segment(&self, app_id: &str, id: &str) -> Result<SegmentResponse, ApiError> {
+        self.app(app_id)?;
+        let s = self
+            .store()
+            .segment(app_id, id)?
+            .ok_or_else(|| not_found("Segment", id))?;
+        self.segment_response(s)
+    }
+
+    /// GetSegments, oldest first.
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException` for an unknown app; `BadRequestException` for a
+    /// bad page size or token.
+    pub fn get_segments(
+        &self,
+        app_id: &str,
+        page: &PageRequest,
+    ) -> Result<SegmentsResponse, ApiError> {
+        self.app(app_id)?;
+        let segs = self.store().segments(app_id)?;
+        let (items, next_token) = keyset_page(
+            segs,
+            |s| (s.created_ms, s.id.clone()),
+            page_size(page)?,
+            page.token.as_deref(),
+            false,
+        )?;
+        Ok(SegmentsResponse {
+            item: items
+                .into_iter()
+                .map(|s| self.segment_response(s))
+                .collect::<Result<_, _>>()?,
+            next_token,
+        })
+    }
+}
+
+/// An ARN: `arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`, with a
+/// partition, a service and a resource.
+fn check_arn(arn: &str) -> Result<(), ApiError> {
+    let parts: Vec<&str> = arn.splitn(6, ':').collect();
+    let ok = parts.len() == 6
+        && parts[0] == "arn"
+        && !parts[1].is_empty()
+        && !parts[2].is_empty()
+        && !parts[5].is_empty()
+        && parts[4].bytes().all(|b| b.is_ascii_digit());
+    if !ok {
+        return Err(ApiError::bad_request(format!(
+            "RoleArn {arn:?} is not an ARN (arn:aws:iam::123456789012:role/NAME)"
+        )));
+    }
+    Ok(())
+}
+
+/// `page-size`: 1 to 1000, 100 when absent.
+fn page_size(page: &PageRequest) -> Result<usize, ApiError> {
+    let Some(raw) = &page.page_size else {
+        return Ok(100);
+    };
+    let n: i64 = raw
+        .parse()
+        .map_err(|_| ApiError::bad_request(format!("PageSize must be a number; it is {raw:?}")))?;
+    check_range("PageSize", n, 1, 1000)?;
+    Ok(n as usize)
+}
+
+fn spec_of(job: &JobRecord) -> Result<ImportJob, ApiError> {
+    serde_json::from_str(&job.request).map_err(|e| ApiError::internal(&e))
+}
+
+/// The service's `JobStatus` of a job.
+fn job_status(job: &JobRecord) -> String {
+    match job.status {
+        JobStatus::Created | JobStatus::Queued => "CREATED".into(),
+        JobStatus::Running => job.phase.clone().unwrap_or_else(|| "INITIALIZING".into()),
+        JobStatus::Succeeded | JobStatus::PartiallySucceeded => "COMPLETED".into(),
+        JobStatus::Failed | JobStatus::Stopped => "FAILED".into(),
+    }
+}
+
+fn job_response(job: &JobRecord, spec: &ImportJob) -> ImportJobResponse {
+    let c = &job.counters;
+    let mut failures = c.failures.clone();
+    // A job that failed as a whole says why, when its rows did not.
+    if job.status == JobStatus::Failed
+        && failures.is_empty()
+        && let Some(reason) = &job.status_reason
+    {
+        failures.push(reason.clone());
+    }
+    ImportJobResponse {
+        application_id: spec.app.clone(),
+        completed_pieces: c.completed_pieces,
+        completion_date: job.completed_ms.map(iso8601),
+        creation_date: iso8601(job.created_ms),
+        definition: ImportJobResource {
+            define_segment: Some(spec.define_segment),
+            external_id: spec.external_id.clone(),
+            format: spec.format.as_str().into(),
+            register_endpoints: Some(spec.register_endpoints),
+            role_arn: spec.role_arn.clone(),
+            s3_url: spec.s3_url.clone(),
+            segment_id: spec.segment(&job.id),
+            segment_name: spec.segment_name.clone(),
+        },
+        failed_pieces: c.failed_pieces,
+        failures,
+        id: job.id.clone(),
+        job_status: job_status(job),
+        total_failures: c.failed,
+        total_pieces: c.total_pieces,
+        total_processed: c.processed,
+        job_type: "IMPORT".into(),
+    }
+}
+
+fn endpoint_response(app_id: &str, e: StoredEndpoint) -> Result<EndpointResponse, ApiError> {
+    let endpoint: Endpoint =
+        serde_json::from_str(&e.fields).map_err(|err| ApiError::internal(&err))?;
+    let cohort =
+        e.id.bytes()
+            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
+            % 100;
+    Ok(EndpointResponse {
+        application_id: app_id.to_owned(),
+        cohort_id: cohort.to_string(),
+        creation_date: iso8601(e.created_ms),
+        endpoint,
+    })
+}

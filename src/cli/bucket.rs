@@ -1,0 +1,118 @@
+//! `sluice bucket mb|put|ls`: buckets as S3 has them, local or on an
+//! S3-compatible endpoint.
+
+use std::path::PathBuf;
+
+use sluice::bucket::{BucketConfig, Buckets, S3Config, S3Url};
+
+use super::CliError;
+
+/// Where buckets live: folders in the data directory, or an S3-compatible
+/// endpoint.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct BucketArgs {
+    /// Data directory (buckets are folders in DATA_DIR/buckets).
+    #[arg(long, default_value = "sluice-data")]
+    pub(crate) data_dir: PathBuf,
+    /// An S3-compatible endpoint to keep buckets on instead, e.g.
+    /// http://127.0.0.1:9000 (path-style requests).
+    #[arg(long, env = "SLUICE_S3_ENDPOINT")]
+    s3_endpoint: Option<String>,
+    /// Region to sign S3 requests for.
+    #[arg(long, env = "SLUICE_S3_REGION", default_value = "us-east-1")]
+    s3_region: String,
+    /// Access key id for the S3 endpoint.
+    #[arg(long, env = "SLUICE_S3_ACCESS_KEY_ID")]
+    s3_access_key_id: Option<String>,
+    /// Secret key for the S3 endpoint (better given by its environment
+    /// variable than on the command line).
+    #[arg(long, env = "SLUICE_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    s3_secret_access_key: Option<String>,
+}
+
+impl BucketArgs {
+    /// The configuration these flags describe.
+    pub(crate) fn config(&self) -> Result<BucketConfig, CliError> {
+        let Some(endpoint) = &self.s3_endpoint else {
+            return Ok(BucketConfig::local(&self.data_dir));
+        };
+        let (Some(id), Some(secret)) = (&self.s3_access_key_id, &self.s3_secret_access_key) else {
+            return Err(CliError(
+                "--s3-endpoint needs --s3-access-key-id and --s3-secret-access-key \
+                 (or SLUICE_S3_ACCESS_KEY_ID and SLUICE_S3_SECRET_ACCESS_KEY)"
+                    .into(),
+            ));
+        };
+        Ok(BucketConfig::S3(S3Config {
+            endpoint: endpoint.trim_end_matches('/').to_owned(),
+            region: self.s3_region.clone(),
+            access_key_id: id.clone(),
+            secret_access_key: secret.clone(),
+        }))
+    }
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Command {
+    /// Make a bucket: sluice bucket mb s3://BUCKET
+    Mb {
+        /// s3://BUCKET
+        url: String,
+        #[command(flatten)]
+        at: BucketArgs,
+    },
+    /// Put a file into a bucket that exists: sluice bucket put FILE s3://BUCKET/KEY
+    /// (a KEY ending in / takes the file's name).
+    Put {
+        /// The local file.
+        file: PathBuf,
+        /// s3://BUCKET/KEY
+        url: String,
+        #[command(flatten)]
+        at: BucketArgs,
+    },
+    /// List the objects at a key or below a prefix: sluice bucket ls s3://BUCKET/PREFIX
+    Ls {
+        /// s3://BUCKET[/PREFIX]
+        url: String,
+        #[command(flatten)]
+        at: BucketArgs,
+    },
+}
+
+pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
+    match cmd {
+        Command::Mb { url, at } => {
+            let u = S3Url::parse(&url)?;
+            if !u.key.is_empty() {
+                return Err(CliError(format!(
+                    "{url}: mb takes s3://BUCKET, without a key"
+                )));
+            }
+            let b = Buckets::open(at.config()?)?;
+            b.create_bucket(&u.bucket)?;
+            println!("make_bucket: {}", u.bucket);
+        }
+        Command::Put { file, url, at } => {
+            let mut u = S3Url::parse(&url)?;
+            if u.key.is_empty() || u.key.ends_with('/') {
+                let name = file
+                    .file_name()
+                    .and_then(|n| n.to_str())
+                    .ok_or_else(|| CliError(format!("{}: no file name", file.display())))?;
+                u.key.push_str(name);
+            }
+            let b = Buckets::open(at.config()?)?;
+            let n = b.put_file(&file, &u)?;
+            println!("upload: {} to {u} ({n} bytes)", file.display());
+        }
+        Command::Ls { url, at } => {
+            let u = S3Url::parse(&url)?;
+            let b = Buckets::open(at.config()?)?;
+            for o in b.list(&u)? {
+                println!("{:>12} s3://{}/{}", o.size, u.bucket, o.key);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+"""What the end-to-end tests share: the sluice binary, a `sluice serve` on a
+free loopback port, and a moto S3 server for the S3-compatible bucket path."""
+
+import configparser
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+import urllib.request
+
+import boto3
+from botocore.config import Config
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+
+def sluice_bin():
+    if os.environ.get("SLUICE_BIN"):
+        return os.environ["SLUICE_BIN"]
+    target = os.environ.get("CARGO_TARGET_DIR", os.path.join(ROOT, "target"))
+    for profile in ("release", "debug"):
+        p = os.path.join(target, profile, "sluice")
+        if os.path.exists(p):
+            return p
+    raise SystemExit("no sluice binary: build it or set SLUICE_BIN")
+
+
+class Server:
+    """`sluice serve` on a free loopback port, with a fresh data directory."""
+
+    def __init__(self, *extra, env=None):
+        self.dir = tempfile.mkdtemp(prefix="sluice-boto3-")
+        # The server's log goes to a file: a pipe nobody reads could fill.
+        self.log = open(os.path.join(self.dir, "serve.log"), "w+")
+        self.proc = subprocess.Popen(
+            [sluice_bin(), "serve", "--listen", "127.0.0.1:0",
+             "--data-dir", os.path.join(self.dir, "data"), "--threads", "2", *extra],
+            stdout=subprocess.PIPE, stderr=self.log, text=True,
+            env=dict(os.environ, **(env or {})))
+        line = self.proc.stdout.readline()
+        if "listening on" not in line:
+            self.proc.kill()
+            self.log.seek(0)
+            raise RuntimeError("sluice serve did not start: %r %s" % (line, self.log.read()))
+        self.url = line.split("listening on ", 1)[1].strip()
+        creds = configparser.ConfigParser()
+        creds.read(os.path.join(self.dir, "data", "credentials"))
+        self.key_id = creds["default"]["aws_access_key_id"]
+        self.secret = creds["default"]["aws_secret_access_key"]
+
+    def client(self, secret=None, service="customer-profiles", **config):
+        return boto3.client(
+            service, endpoint_url=self.url, region_name="us-east-1",
+            aws_access_key_id=self.key_id,
+            aws_secret_access_key=secret or self.secret,
+            config=Config(retries={"max_attempts": 1}, **config))
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            code = self.proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = "killed"
+        self.proc.stdout.close()
+        self.log.seek(0)
+        log = self.log.read()
+        self.log.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        self.log_text = log
+        # A clean stop on SIGTERM, and nothing went wrong inside.
+        assert code == 0, "sluice serve ended with %s:\n%s" % (code, log)
+        assert "internal error" not in log, log
+
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Moto:
+    """moto's S3 server (`moto_server` from PyPI) on a free loopback port: a
+    real S3-compatible endpoint, not a mock of ours."""
+
+    KEY_ID, SECRET = "moto-key", "moto-secret"
+
+    def __init__(self):
+        self.port = free_port()
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.log = tempfile.TemporaryFile(mode="w+")
+        exe = os.path.join(os.path.dirname(os.path.realpath(__import__("sys").executable)),
+                           "moto_server")
+        if not os.path.exists(exe):
+            exe = shutil.which("moto_server") or "moto_server"
+        self.proc = subprocess.Popen([exe, "-H", "127.0.0.1", "-p", str(self.port)],
+                                     stdout=self.log, stderr=subprocess.STDOUT)
+        deadline = time.time() + 60
+        while True:
+            try:
+                urllib.request.urlopen(self.url + "/moto-api/", timeout=2).read()
+                break
+            except Exception:
+                if self.proc.poll() is not None or time.time() > deadline:
+                    self.log.seek(0)
+                    raise RuntimeError("moto_server did not start: " + self.log.read())
+                time.sleep(0.2)
+
+    def env(self):
+        """How `sluice` is told to keep its buckets here."""
+        return {"SLUICE_S3_ENDPOINT": self.url, "SLUICE_S3_REGION": "us-east-1",
+                "SLUICE_S3_ACCESS_KEY_ID": self.KEY_ID,
+                "SLUICE_S3_SECRET_ACCESS_KEY": self.SECRET}
+
+    def s3(self):
+        return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
+                            aws_access_key_id=self.KEY_ID,
+                            aws_secret_access_key=self.SECRET)
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+        self.log.close()
