@@ -112,14 +112,6 @@ pub enum BucketError {
     },
 }
 
-impl BucketError {
-    /// Whether the error is the caller's (a bad URL, a missing bucket or
-    /// key, a bucket that exists) rather than the store's.
-    pub fn is_client_error(&self) -> bool {
-        !matches!(self, BucketError::Io { .. } | BucketError::Store { .. })
-    }
-}
-
 /// `s3://bucket/key`, checked.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct S3Url {

@@ -12,9 +12,10 @@ most two per app at once unless configured otherwise.
 the runner records (`INITIALIZING`, `PROCESSING`, `COMPLETING` or
 `FAILING`), then `COMPLETED` or `FAILED`. A job is `FAILED` when a piece
 could not be processed (an object that cannot be read, a CSV header that
-names no endpoint attributes, a piece whose every row failed); rows that
-break a rule are counted in `TotalFailures` and listed in `Failures` (the
-first 100, each with its file and line) and do not fail the job.
+names no endpoint attributes) or when every row failed; otherwise rows
+that break a rule are counted in `TotalFailures` and listed in `Failures`
+(the first 100, each with its file and line) and the job is `COMPLETED`.
+What the good pieces held is imported either way.
 */
 
 use std::collections::BTreeMap;
@@ -24,7 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, check_len, check_range, keyset_page};
 use crate::endpoints::{Endpoint, Format};
-use crate::job::{Clock, IMPORT_KIND, ImportJob, JobStatus, Runner};
+use crate::job::{Clock, IMPORT_KIND, ImportJob, JobStatus, ObjectErrorKind, Runner};
 use crate::store::{App, JobFilter, JobRecord, Segment, Store, StoredEndpoint};
 use crate::time::iso8601;
 
@@ -38,6 +39,9 @@ pub struct PinpointConfig {
     pub region: String,
     /// The account in ARNs.
     pub account: String,
+    /// Bytes per piece of an import job (the engine's default when
+    /// `None`).
+    pub piece_size: Option<u64>,
 }
 
 impl Default for PinpointConfig {
@@ -45,6 +49,7 @@ impl Default for PinpointConfig {
         PinpointConfig {
             region: "us-east-1".into(),
             account: "000000000000".into(),
+            piece_size: None,
         }
     }
 }
@@ -430,14 +435,10 @@ impl Pinpoint {
             .runner
             .objects()
             .ok_or_else(|| ApiError::internal(&"the runner has no buckets"))?;
-        let listed = objects.list(&s3_url).map_err(|e| {
-            if e.message.contains("is not an S3 URL") {
-                ApiError::bad_request(format!("S3Url: {}", e.message))
-            } else if e.client {
-                ApiError::not_found(format!("S3Url: {}", e.message))
-            } else {
-                ApiError::internal(&e.message)
-            }
+        let listed = objects.list(&s3_url).map_err(|e| match e.kind {
+            ObjectErrorKind::BadUrl => ApiError::bad_request(format!("S3Url: {}", e.message)),
+            ObjectErrorKind::NotFound => ApiError::not_found(format!("S3Url: {}", e.message)),
+            ObjectErrorKind::Store => ApiError::internal(&e.message),
         })?;
         if !listed.iter().any(|(u, _)| format.matches(u)) {
             return Err(ApiError::not_found(format!(
@@ -460,7 +461,7 @@ impl Pinpoint {
             define_segment: define,
             segment_name: r.segment_name.clone(),
             segment_id: r.segment_id.clone(),
-            piece_size: None,
+            piece_size: self.config.piece_size,
             region: None,
         };
         let job = self.runner.create_import(&spec)?;

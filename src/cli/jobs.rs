@@ -8,7 +8,11 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 
+use sluice::bucket::Buckets;
+use sluice::crypto::{MASTER_KEY_FILE, MasterKey};
 use sluice::job::{JobStatus, ProfileJob, Runner, RunnerConfig, system_clock};
+
+use super::bucket::BucketArgs;
 use sluice::mapping::{DEFAULT_DATA_EXPIRY_DAYS, MappingFile};
 use sluice::store::{Domain, JobFilter, JobRecord, SqliteStore, Store};
 use sluice::time::utc;
@@ -53,8 +57,10 @@ pub(crate) enum Command {
     /// Resume jobs whose process died (or that were queued) and wait for
     /// them to finish.
     Resume {
+        /// The data directory, and where its buckets are (import jobs
+        /// read them).
         #[command(flatten)]
-        dir: DataDir,
+        at: BucketArgs,
         /// Worker threads [default: one per core].
         #[arg(long, value_name = "N")]
         threads: Option<usize>,
@@ -137,12 +143,21 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
                 write_job(&mut w, &job)?;
             }
         }
-        Command::Resume { dir, threads, json } => {
-            let store = Arc::new(open_existing(&dir.data_dir)?);
+        Command::Resume { at, threads, json } => {
+            let store = Arc::new(open_existing(&at.data_dir)?);
+            // Upload jobs read sealed files; import jobs read buckets.
+            let key_file = at.data_dir.join(MASTER_KEY_FILE);
+            let master_key = if key_file.is_file() {
+                Some(Arc::new(MasterKey::load(&key_file)?))
+            } else {
+                None
+            };
             let runner = Runner::new(
                 store,
                 RunnerConfig {
                     threads,
+                    master_key,
+                    objects: Some(Arc::new(Buckets::open(at.config()?)?)),
                     ..RunnerConfig::default()
                 },
             )?;

@@ -48,6 +48,9 @@ pub(crate) struct Args {
     /// Pinpoint import jobs of one app run at once; more wait.
     #[arg(long, default_value_t = 2)]
     max_jobs_per_app: usize,
+    /// Bytes per piece of an import job (default 4MiB).
+    #[arg(long, value_parser = parse_size)]
+    piece_size: Option<u64>,
     /// Parsing threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
@@ -65,6 +68,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
             data_dir: args.at.data_dir.clone(),
             buckets: Some(buckets),
             max_jobs_per_app: args.max_jobs_per_app,
+            piece_size: args.piece_size,
             credentials: args.credentials,
             public_url: args.public_url,
             url_ttl: Duration::from_secs(args.url_ttl.max(1)),

@@ -7,9 +7,9 @@
 //! in parallel; counters move as each finishes), then `COMPLETING`, or
 //! `FAILING` when a piece could not be processed, while the endpoints are
 //! written. Rows that break a rule are failures of their own and do not
-//! fail the job; a piece fails when its object cannot be read, its CSV
-//! header names no endpoint attributes, or every row in it failed. What
-//! the good pieces held is written either way.
+//! fail the job, unless every row failed; a piece fails when its object
+//! cannot be read or its CSV header names no endpoint attributes, and then
+//! the job fails. What the good pieces held is written either way.
 //!
 //! Writes are upserts keyed by endpoint id, so a run that is interrupted
 //! and resumed from the start ends where an uninterrupted one would.
@@ -41,8 +41,7 @@ pub trait ObjectSource: Send + Sync {
     ///
     /// # Errors
     ///
-    /// What is wrong, and whether it is the caller's fault (a bad URL, a
-    /// missing bucket) rather than the store's.
+    /// What is wrong, and whose fault it is.
     fn list(&self, url: &str) -> Result<Vec<(String, u64)>, ObjectError>;
 
     /// The bytes of the object at `url`.
@@ -58,8 +57,19 @@ pub trait ObjectSource: Send + Sync {
 pub struct ObjectError {
     /// What went wrong.
     pub message: String,
-    /// Whether it is the caller's fault.
-    pub client: bool,
+    /// Whose fault.
+    pub kind: ObjectErrorKind,
+}
+
+/// Whose fault an [`ObjectError`] is.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum ObjectErrorKind {
+    /// The URL is not one (not `s3://`, a bad bucket name, `..`).
+    BadUrl,
+    /// The bucket or object does not exist.
+    NotFound,
+    /// The store failed (I/O, network).
+    Store,
 }
 
 /// An import job: what is stored as the job's request, and all a runner
@@ -186,7 +196,7 @@ pub(super) fn run_import(
     }
     let listed = match objects.list(&spec.s3_url) {
         Ok(l) => l,
-        Err(e) if e.client => return invalid(e.message),
+        Err(e) if e.kind != ObjectErrorKind::Store => return invalid(e.message),
         Err(e) => return fail(e.message),
     };
     let matching: Vec<_> = listed
@@ -271,7 +281,8 @@ pub(super) fn run_import(
             )
         };
     }
-    let failing = imported.failed_pieces > 0;
+    let every_row_failed = imported.processed > 0 && imported.failed == imported.processed;
+    let failing = imported.failed_pieces > 0 || every_row_failed;
     if let Err(e) = phase(if failing { "FAILING" } else { "COMPLETING" }) {
         return fail(e.to_string());
     }
@@ -295,7 +306,9 @@ pub(super) fn run_import(
         return fail(e.to_string());
     }
     let first = counters.failures.first().cloned().unwrap_or_default();
-    if failing {
+    if every_row_failed && counters.failed_pieces == 0 {
+        invalid(format!("every row failed; the first: {first}"))
+    } else if failing {
         invalid(format!(
             "{} of {} pieces could not be processed; what the others held was imported. \
              The first failure: {first}",
@@ -442,11 +455,17 @@ impl ObjectSource for crate::bucket::Buckets {
 
 #[cfg(feature = "buckets")]
 fn object_error(e: crate::bucket::BucketError) -> ObjectError {
+    use crate::bucket::BucketError as B;
+    let kind = match &e {
+        B::BadUrl { .. } => ObjectErrorKind::BadUrl,
+        B::NoSuchBucket(_) | B::NoSuchKey { .. } => ObjectErrorKind::NotFound,
+        B::BucketExists(_) | B::Io { .. } | B::Store { .. } => ObjectErrorKind::Store,
+    };
     ObjectError {
-        client: e.is_client_error(),
+        kind,
         message: e.to_string(),
     }
 }
 
-/// The runner keeps a shared handle; tests hand it in as `Arc`.
+/// How a runner holds its [`ObjectSource`].
 pub type Objects = Arc<dyn ObjectSource>;

@@ -33,7 +33,10 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use import::{IMPORT_KIND, ImportJob, ObjectError, ObjectSource, Objects, derived_endpoint_id};
+pub use import::{
+    IMPORT_KIND, ImportJob, ObjectError, ObjectErrorKind, ObjectSource, Objects,
+    derived_endpoint_id,
+};
 pub use runner::{Runner, RunnerConfig};
 pub use status::{FailureKind, JobStatus, UnknownStatus};
 

@@ -84,6 +84,8 @@ pub struct ServerConfig {
     pub max_jobs_per_app: usize,
     /// Where buckets live; folders in the data directory when `None`.
     pub buckets: Option<BucketConfig>,
+    /// Bytes per piece of an import job (the default when `None`).
+    pub piece_size: Option<u64>,
     /// Worker threads for parsing (one per core when `None`).
     pub threads: Option<usize>,
     /// The time (tests move it).
@@ -105,6 +107,7 @@ impl Default for ServerConfig {
             max_jobs: 2,
             max_jobs_per_app: 2,
             buckets: None,
+            piece_size: None,
             threads: None,
             clock: system_clock(),
         }
@@ -225,7 +228,10 @@ impl Server {
                 );
                 let pinpoint = Pinpoint::new(
                     Arc::clone(&runner),
-                    PinpointConfig::default(),
+                    PinpointConfig {
+                        piece_size: cfg.piece_size,
+                        ..PinpointConfig::default()
+                    },
                     Arc::clone(&cfg.clock),
                 );
                 let resumed = runner.recover().map_err(|e| setup(&e))?;

@@ -1,0 +1,329 @@
+//! Pinpoint import jobs through the library surface, over an object source
+//! of the test's own (the bucket paths have their tests in `bucket` and the
+//! boto3 suite): the same answer at every piece size, the per-app limit on
+//! jobs at once, the phases, and each refusal of CreateImportJob.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use sluice::api::ErrorCode;
+use sluice::api::pinpoint::*;
+use sluice::job::{ObjectError, ObjectErrorKind, ObjectSource, Runner, RunnerConfig, system_clock};
+use sluice::store::{SqliteStore, Store};
+
+/// Objects in memory; `fetch` can be made slow, to hold jobs running.
+#[derive(Default)]
+struct Objects {
+    files: Mutex<BTreeMap<String, Vec<u8>>>,
+    delay: Option<Duration>,
+}
+
+impl Objects {
+    fn put(&self, url: &str, text: &str) {
+        self.files
+            .lock()
+            .unwrap()
+            .insert(url.to_owned(), text.as_bytes().to_vec());
+    }
+}
+
+impl ObjectSource for Objects {
+    fn list(&self, url: &str) -> Result<Vec<(String, u64)>, ObjectError> {
+        let Some(rest) = url.strip_prefix("s3://") else {
+            return Err(ObjectError {
+                message: format!("{url:?} is not an S3 URL"),
+                kind: ObjectErrorKind::BadUrl,
+            });
+        };
+        if !rest.starts_with("bkt/") {
+            return Err(ObjectError {
+                message: "no such bucket".into(),
+                kind: ObjectErrorKind::NotFound,
+            });
+        }
+        Ok(self
+            .files
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(k, _)| k.starts_with(url))
+            .map(|(k, v)| (k.clone(), v.len() as u64))
+            .collect())
+    }
+
+    fn fetch(&self, url: &str) -> Result<Vec<u8>, ObjectError> {
+        if let Some(d) = self.delay {
+            std::thread::sleep(d);
+        }
+        self.files
+            .lock()
+            .unwrap()
+            .get(url)
+            .cloned()
+            .ok_or_else(|| ObjectError {
+                message: format!("{url} does not exist"),
+                kind: ObjectErrorKind::NotFound,
+            })
+    }
+}
+
+struct Env {
+    api: Pinpoint,
+    runner: Arc<Runner>,
+    _dir: tempfile::TempDir,
+}
+
+fn env(objects: Arc<Objects>, max_jobs: usize, per_app: usize, piece: Option<u64>) -> Env {
+    let dir = tempfile::tempdir().unwrap();
+    let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
+    let runner = Arc::new(
+        Runner::new(
+            store,
+            RunnerConfig {
+                threads: Some(2),
+                max_jobs,
+                max_jobs_per_app: per_app,
+                objects: Some(objects),
+                progress_interval: Duration::from_millis(10),
+                ..RunnerConfig::default()
+            },
+        )
+        .unwrap(),
+    );
+    let api = Pinpoint::new(
+        Arc::clone(&runner),
+        PinpointConfig {
+            piece_size: piece,
+            ..PinpointConfig::default()
+        },
+        system_clock(),
+    );
+    Env {
+        api,
+        runner,
+        _dir: dir,
+    }
+}
+
+fn app(api: &Pinpoint) -> String {
+    api.create_app(&CreateApplicationRequest {
+        name: "test".into(),
+        tags: None,
+    })
+    .unwrap()
+    .id
+}
+
+fn request(url: &str) -> ImportJobRequest {
+    ImportJobRequest {
+        format: Some("CSV".into()),
+        s3_url: Some(url.into()),
+        role_arn: Some("arn:aws:iam::123456789012:role/Import".into()),
+        register_endpoints: Some(true),
+        ..ImportJobRequest::default()
+    }
+}
+
+fn wait(api: &Pinpoint, app: &str, job: &str) -> ImportJobResponse {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = api.get_import_job(app, job).unwrap();
+        if r.job_status == "COMPLETED" || r.job_status == "FAILED" {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{r:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// A CSV of `n` endpoints over `pool` addresses, with a bad row every 7th.
+fn csv(n: usize, pool: usize) -> String {
+    let mut s = String::from("ChannelType,Address,User.UserId,Attributes.Row\n");
+    for i in 0..n {
+        if i % 7 == 3 {
+            s.push_str(&format!("EMAIL,bad-{i},u{i},{i}\n"));
+        } else {
+            s.push_str(&format!(
+                "EMAIL,\"Person{}@Example.com\",u{},\"row\n{i}\"\n",
+                i % pool,
+                i % pool
+            ));
+        }
+    }
+    s
+}
+
+#[test]
+fn the_same_answer_at_every_piece_size() {
+    let objects = Arc::new(Objects::default());
+    objects.put("s3://bkt/in/a.csv", &csv(300, 40));
+    objects.put("s3://bkt/in/deeper/b.csv", &csv(120, 55));
+    let mut answers = Vec::new();
+    for piece in [None, Some(1), Some(100), Some(1000)] {
+        let e = env(Arc::clone(&objects), 2, 2, piece);
+        let a = app(&e.api);
+        let job = e
+            .api
+            .create_import_job(&a, &request("s3://bkt/in/"))
+            .unwrap();
+        assert_eq!(job.job_status, "CREATED");
+        let done = wait(&e.api, &a, &job.id);
+        assert_eq!(done.job_status, "COMPLETED", "{done:?}");
+        assert_eq!(done.completed_pieces, done.total_pieces);
+        if piece.is_some() {
+            assert!(done.total_pieces > 2, "{piece:?}: {}", done.total_pieces);
+        }
+        // The survivors: u0..u54 (b.csv's pool is the larger), each the
+        // last row of its address.
+        let mut users = Vec::new();
+        for u in 0..55 {
+            let eps = e.api.get_user_endpoints(&a, &format!("u{u}")).unwrap().item;
+            assert_eq!(eps.len(), 1, "u{u}");
+            let ep = &eps[0].endpoint;
+            users.push((
+                ep.address.clone().unwrap(),
+                ep.attributes.as_ref().unwrap()["Row"].clone(),
+            ));
+        }
+        answers.push((
+            done.total_processed,
+            done.total_failures,
+            done.failures.clone(),
+            users,
+        ));
+    }
+    assert_eq!(answers[0].0, 420);
+    assert_eq!(answers[0].1, 60);
+    assert!(
+        answers[0].2[0].starts_with("s3://bkt/in/a.csv:8: record 4: Address: \"bad-3\""),
+        "{:?}",
+        answers[0].2
+    );
+    for a in &answers[1..] {
+        assert_eq!(a, &answers[0]);
+    }
+}
+
+#[test]
+fn at_most_n_jobs_of_an_app_run_at_once() {
+    let objects = Arc::new(Objects {
+        delay: Some(Duration::from_millis(150)),
+        ..Objects::default()
+    });
+    objects.put("s3://bkt/x.csv", &csv(10, 5));
+    // Four job threads, but one job per app at once.
+    let e = env(objects, 4, 1, None);
+    let (a, b) = (app(&e.api), app(&e.api));
+    let jobs: Vec<(String, String)> = [&a, &a, &a, &b]
+        .iter()
+        .map(|app| {
+            let j = e
+                .api
+                .create_import_job(app, &request("s3://bkt/x.csv"))
+                .unwrap();
+            ((*app).clone(), j.id)
+        })
+        .collect();
+    for (app, id) in &jobs {
+        assert_eq!(wait(&e.api, app, id).job_status, "COMPLETED");
+    }
+    let spans: Vec<(i64, i64)> = jobs
+        .iter()
+        .map(|(_, id)| {
+            let j = e.runner.store().job(id).unwrap().unwrap();
+            (j.started_ms.unwrap(), j.completed_ms.unwrap())
+        })
+        .collect();
+    // App a's three jobs ran one after another...
+    let mut a_spans = spans[..3].to_vec();
+    a_spans.sort();
+    for w in a_spans.windows(2) {
+        assert!(w[0].1 <= w[1].0, "overlapping runs of one app: {a_spans:?}");
+    }
+    // ...while app b's ran beside them, not after them all.
+    assert!(spans[3].0 < a_spans[2].0, "{spans:?}");
+}
+
+#[test]
+fn create_import_job_refusals() {
+    let objects = Arc::new(Objects::default());
+    objects.put("s3://bkt/data.json", "{}\n");
+    let e = env(objects, 1, 1, None);
+    let a = app(&e.api);
+    let refused = |r: ImportJobRequest, app: &str| e.api.create_import_job(app, &r).unwrap_err();
+    let cases: Vec<(ImportJobRequest, ErrorCode, &str)> = vec![
+        (
+            ImportJobRequest {
+                format: None,
+                ..request("s3://bkt/")
+            },
+            ErrorCode::BadRequest,
+            "Format is required",
+        ),
+        (
+            ImportJobRequest {
+                role_arn: None,
+                ..request("s3://bkt/")
+            },
+            ErrorCode::BadRequest,
+            "RoleArn is required",
+        ),
+        (
+            ImportJobRequest {
+                role_arn: Some("arn:aws:iam::acct:role/x".into()),
+                ..request("s3://bkt/")
+            },
+            ErrorCode::BadRequest,
+            "is not an ARN",
+        ),
+        (
+            request("file:///etc/passwd"),
+            ErrorCode::BadRequest,
+            "is not an s3:// URL",
+        ),
+        (
+            request("s3://other/x.csv"),
+            ErrorCode::ResourceNotFound,
+            "no such bucket",
+        ),
+        (
+            request("s3://bkt/"),
+            ErrorCode::ResourceNotFound,
+            "no CSV object at s3://bkt/ (1 objects there",
+        ),
+        (
+            ImportJobRequest {
+                define_segment: Some(true),
+                segment_id: Some("s".into()),
+                ..request("s3://bkt/")
+            },
+            ErrorCode::BadRequest,
+            "give one",
+        ),
+        (
+            ImportJobRequest {
+                segment_id: Some("nope".into()),
+                ..request("s3://bkt/")
+            },
+            ErrorCode::ResourceNotFound,
+            "Segment nope not found",
+        ),
+    ];
+    for (r, code, says) in cases {
+        let err = refused(r.clone(), &a);
+        assert_eq!(err.code, code, "{r:?}: {err}");
+        assert!(err.message.contains(says), "{r:?}: {err}");
+    }
+    let err = refused(request("s3://bkt/"), "nope");
+    assert_eq!(err.code, ErrorCode::ResourceNotFound);
+    // Nothing was recorded by any refusal.
+    assert!(
+        e.api
+            .get_import_jobs(&a, &PageRequest::default())
+            .unwrap()
+            .item
+            .is_empty()
+    );
+}
