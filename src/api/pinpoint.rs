@@ -133,27 +133,6 @@ pub struct ImportJobRequest {
     pub segment_name: Option<String>,
 }
 
-/// `ImportJobResource`: the job's definition, as it came (with the
-/// defined segment's id).
-#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-#[allow(missing_docs)]
-pub struct ImportJobResource {
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub define_segment: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub external_id: Option<String>,
-    pub format: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub register_endpoints: Option<bool>,
-    pub role_arn: String,
-    pub s3_url: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub segment_id: Option<String>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub segment_name: Option<String>,
-}
-
 /// `ImportJobResponse`.
 #[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -164,7 +143,9 @@ pub struct ImportJobResponse {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_date: Option<String>,
     pub creation_date: String,
-    pub definition: ImportJobResource,
+    /// The request as it came (the model's `ImportJobResource`), with
+    /// the id of the segment the job defined or filled.
+    pub definition: ImportJobRequest,
     pub failed_pieces: u64,
     pub failures: Vec<String>,
     pub id: String,
@@ -736,13 +717,13 @@ fn job_response(job: &JobRecord, spec: &ImportJob) -> ImportJobResponse {
         completed_pieces: c.completed_pieces,
         completion_date: job.completed_ms.map(iso8601),
         creation_date: iso8601(job.created_ms),
-        definition: ImportJobResource {
+        definition: ImportJobRequest {
             define_segment: Some(spec.define_segment),
             external_id: spec.external_id.clone(),
-            format: spec.format.as_str().into(),
+            format: Some(spec.format.as_str().into()),
             register_endpoints: Some(spec.register_endpoints),
-            role_arn: spec.role_arn.clone(),
-            s3_url: spec.s3_url.clone(),
+            role_arn: Some(spec.role_arn.clone()),
+            s3_url: Some(spec.s3_url.clone()),
             segment_id: spec.segment(&job.id),
             segment_name: spec.segment_name.clone(),
         },

@@ -20,8 +20,8 @@ use std::thread;
 
 use serde::{Deserialize, Serialize};
 
+use super::JobStatus;
 use super::runner::{End, Shared};
-use super::{FailureKind, JobStatus};
 use crate::endpoints::{self, Counters, Endpoint, Format, Imported, Source};
 use crate::ingest::normalize::PhoneNormalizer;
 use crate::store::{
@@ -157,15 +157,7 @@ pub(super) fn run_import(
     stop: &(dyn Fn() -> bool + Sync),
 ) -> End {
     let store = &*shared.store;
-    let invalid = |reason: String| {
-        End::Done(
-            JobStatus::Failed,
-            Some(reason),
-            Some(FailureKind::Validation),
-        )
-    };
-    let fail =
-        |reason: String| End::Done(JobStatus::Failed, Some(reason), Some(FailureKind::Internal));
+    let (invalid, fail) = (End::invalid, End::internal);
     let phase = |p: &str| store.set_phase(&job.id, p);
     let spec: ImportJob = match serde_json::from_str(&job.request) {
         Ok(s) => s,
@@ -338,8 +330,7 @@ fn write(
     counters: &mut JobCounters,
 ) -> Result<(), End> {
     let store = &*shared.store;
-    let fail =
-        |reason: String| End::Done(JobStatus::Failed, Some(reason), Some(FailureKind::Internal));
+    let fail = End::internal;
     let segment = spec.segment(&job.id);
     let now = shared.now();
     if spec.define_segment {

@@ -463,6 +463,22 @@ fn work(shared: &Shared) {
     }
 }
 
+impl End {
+    /// Failed: the input's fault.
+    pub(super) fn invalid(reason: String) -> End {
+        End::Done(
+            JobStatus::Failed,
+            Some(reason),
+            Some(FailureKind::Validation),
+        )
+    }
+
+    /// Failed: ours (the store, the disk, the network).
+    pub(super) fn internal(reason: String) -> End {
+        End::Done(JobStatus::Failed, Some(reason), Some(FailureKind::Internal))
+    }
+}
+
 /// How a run ended.
 pub(super) enum End {
     Done(JobStatus, Option<String>, Option<FailureKind>),
@@ -530,15 +546,8 @@ fn run_one(shared: &Shared, id: &str) {
 }
 
 fn run_profiles(shared: &Shared, job: &JobRecord, progress: &Progress) -> End {
-    let invalid = |reason: String| {
-        End::Done(
-            JobStatus::Failed,
-            Some(reason),
-            Some(FailureKind::Validation),
-        )
-    };
-    let fail =
-        |reason: String| End::Done(JobStatus::Failed, Some(reason), Some(FailureKind::Internal));
+    let invalid = End::invalid;
+    let fail = End::internal;
     let store = &*shared.store;
     let spec: ProfileJob = match serde_json::from_str(&job.request) {
         Ok(s) => s,

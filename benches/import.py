@@ -1,0 +1,77 @@
+"""Times one Pinpoint import job through `sluice serve` (benches/import.sh)."""
+
+import argparse
+import configparser
+import csv
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+
+import boto3
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--bin", required=True)
+ap.add_argument("--file", required=True)
+ap.add_argument("--rows", type=int, required=True)
+ap.add_argument("--out", required=True)
+args = ap.parse_args()
+
+endpoints = os.path.join(args.out, "endpoints-%d.csv" % args.rows)
+if not os.path.exists(endpoints):
+    with open(args.file, newline="") as src, open(endpoints, "w", newline="") as dst:
+        r, w = csv.reader(src), csv.writer(dst)
+        head = next(r)
+        col = {n: i for i, n in enumerate(head)}
+        w.writerow(["ChannelType", "Address", "User.UserId", "User.UserAttributes.FirstName",
+                    "User.UserAttributes.LastName", "Location.City", "Location.PostalCode",
+                    "Metrics.lifetime_value"])
+        for n, row in enumerate(r):
+            if n >= args.rows:
+                break
+            if len(row) != len(head):
+                w.writerow(row)  # kept as it is: a row that must fail
+                continue
+            w.writerow(["EMAIL", row[col["email"]], row[col["customer_id"]],
+                        row[col["first_name"]], row[col["last_name"]], row[col["city"]],
+                        row[col["postal_code"]], row[col["lifetime_value"]]])
+size = os.path.getsize(endpoints)
+
+data = tempfile.mkdtemp(prefix="sluice-import-bench-")
+def sluice(*a):
+    subprocess.run([args.bin, *a, "--data-dir", data], check=True, stdout=subprocess.DEVNULL)
+sluice("bucket", "mb", "s3://bench")
+sluice("bucket", "put", endpoints, "s3://bench/in/")
+server = subprocess.Popen([args.bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", data],
+                          stdout=subprocess.PIPE, text=True)
+try:
+    url = server.stdout.readline().split("listening on ", 1)[1].strip()
+    creds = configparser.ConfigParser()
+    creds.read(os.path.join(data, "credentials"))
+    pp = boto3.client("pinpoint", endpoint_url=url, region_name="us-east-1",
+                      aws_access_key_id=creds["default"]["aws_access_key_id"],
+                      aws_secret_access_key=creds["default"]["aws_secret_access_key"])
+    app = pp.create_app(CreateApplicationRequest={"Name": "bench"})["ApplicationResponse"]["Id"]
+    t0 = time.time()
+    job = pp.create_import_job(ApplicationId=app, ImportJobRequest={
+        "Format": "CSV", "S3Url": "s3://bench/in/", "RegisterEndpoints": True,
+        "RoleArn": "arn:aws:iam::123456789012:role/Import"})["ImportJobResponse"]["Id"]
+    phases = {}
+    while True:
+        j = pp.get_import_job(ApplicationId=app, JobId=job)["ImportJobResponse"]
+        phases.setdefault(j["JobStatus"], time.time() - t0)
+        if j["JobStatus"] in ("COMPLETED", "FAILED"):
+            break
+        time.sleep(0.2)
+    took = time.time() - t0
+    print("file: %s (%d rows asked, %.1f MB)" % (endpoints, args.rows, size / 1e6))
+    print("job: %s in %.1f s (%.1f MB/s); phases first seen at: %s" % (
+        j["JobStatus"], took, size / 1e6 / took,
+        ", ".join("%s %.1f s" % kv for kv in phases.items())))
+    print("pieces %d (failed %d), processed %d, failures %d" % (
+        j["TotalPieces"], j["FailedPieces"], j["TotalProcessed"], j["TotalFailures"]))
+finally:
+    server.terminate()
+    server.wait(timeout=60)
+    shutil.rmtree(data, ignore_errors=True)
