@@ -355,7 +355,14 @@ fn write(
             .update_segment(&spec.app, seg, &spec.import_definition(), now)
             .map_err(|e| fail(e.to_string()))?;
     }
-    let rows = imported.endpoints;
+    // In id order, so the store's B-trees are written front to back
+    // rather than at random (ids derived from addresses are hashes).
+    let mut rows = imported.endpoints;
+    rows.sort_by_cached_key(|(e, _)| match (&e.id, &e.channel_type, &e.address) {
+        (Some(id), _, _) => id.clone(),
+        (None, Some(c), Some(a)) => derived_endpoint_id(c, a),
+        _ => String::new(),
+    });
     for chunk in rows.chunks(BATCH) {
         let keys: Vec<EndpointKey<'_>> = chunk
             .iter()

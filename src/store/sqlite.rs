@@ -1089,13 +1089,17 @@ impl Store for SqliteStore {
         }
         let mut out = Vec::with_capacity(b.keys.len());
         let (mut created, mut updated) = (0i64, 0i64);
+        // The lookups name their index: without statistics SQLite takes
+        // the primary key's `app_id` prefix for as good, and scans the
+        // app's endpoints for every row (measured: 110 rows/s at 100,000).
         {
             let by_id = format!(
                 "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE app_id = ?1 AND endpoint_id = ?2"
             );
             let by_address = format!(
-                "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE app_id = ?1 AND channel_type = ?2 \
-                 AND address = ?3 ORDER BY coalesce(created_ms, updated_ms), endpoint_id LIMIT 1"
+                "SELECT {ENDPOINT_COLUMNS} FROM endpoints INDEXED BY endpoints_by_address \
+                 WHERE app_id = ?1 AND channel_type = ?2 AND address = ?3 \
+                 ORDER BY coalesce(created_ms, updated_ms), endpoint_id LIMIT 1"
             );
             let mut by_id = tx.prepare_cached(&by_id).map_err(self.db())?;
             let mut by_address = tx.prepare_cached(&by_address).map_err(self.db())?;
@@ -1181,8 +1185,8 @@ impl Store for SqliteStore {
         self.read(|c| {
             let mut stmt = c
                 .prepare_cached(&format!(
-                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE app_id = ?1 AND user_id = ?2 \
-                     ORDER BY endpoint_id"
+                    "SELECT {ENDPOINT_COLUMNS} FROM endpoints INDEXED BY endpoints_by_user \
+                     WHERE app_id = ?1 AND user_id = ?2 ORDER BY endpoint_id"
                 ))
                 .map_err(self.db())?;
             stmt.query_map([app, user_id], endpoint_from_row)
