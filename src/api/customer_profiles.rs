@@ -31,7 +31,9 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use super::{ApiError, Timestamp, check_len, check_name, check_range};
+use super::{
+    ApiError, Timestamp, bad_token, check_len, check_name, check_range, keyset_page, page_size,
+};
 use crate::crypto::{self, DataKey, MasterKey, SealedKey};
 use crate::job::{Clock, FailureKind, JobStatus, PROFILES_KIND, ProfileJob, Runner, new_job_id};
 use crate::mapping::MappingFile;
@@ -602,16 +604,6 @@ fn status_reason(j: &JobRecord) -> Option<String> {
     })
 }
 
-fn page_size(member: &str, v: Option<i64>, max: i64) -> Result<usize, ApiError> {
-    let n = v.unwrap_or(100.min(max));
-    check_range(member, n, 1, max)?;
-    Ok(n as usize)
-}
-
-fn bad_token() -> ApiError {
-    ApiError::bad_request("NextToken is not one this server gave for this list")
-}
-
 impl CustomerProfiles {
     /// The service over `runner` (whose config must carry `master` as its
     /// `master_key`, so jobs can open their uploads), keeping uploads in
@@ -740,7 +732,7 @@ impl CustomerProfiles {
     pub fn list_domains(&self, r: &ListDomainsRequest) -> Result<ListDomainsResponse, ApiError> {
         let size = page_size("MaxResults", r.max_results, 100)?;
         if let Some(t) = &r.next_token {
-            check_name("NextToken", t, 64, b"_-").map_err(|_| bad_token())?;
+            check_name("NextToken", t, 64, b"_-").map_err(|_| bad_token("NextToken"))?;
         }
         let all = self.store().domains()?;
         let mut rest = all.iter().filter(|d| {
@@ -1082,32 +1074,22 @@ impl CustomerProfiles {
     ) -> Result<ListUploadJobsResponse, ApiError> {
         let domain = self.domain(&r.domain_name)?;
         let size = page_size("MaxResults", r.max_results, 500)?;
-        // Keyset paging on (created, id), newest first: jobs created
-        // between two pages neither repeat nor shift the next page.
-        let after = match &r.next_token {
-            None => None,
-            Some(t) => {
-                let (ms, id) = t.split_once('.').ok_or_else(bad_token)?;
-                Some((ms.parse::<i64>().map_err(|_| bad_token())?, id.to_owned()))
-            }
-        };
         let jobs = self.store().jobs(&JobFilter {
             domain: Some(domain.name.clone()),
             kind: Some(PROFILES_KIND.into()),
             ..JobFilter::default()
         })?;
-        let mut rest = jobs.iter().filter(|j| {
-            after
-                .as_ref()
-                .is_none_or(|(ms, id)| (j.created_ms, &j.id) < (*ms, id))
-        });
-        let page: Vec<&JobRecord> = rest.by_ref().take(size).collect();
-        let next_token = match (rest.next(), page.last()) {
-            (Some(_), Some(last)) => Some(format!("{}.{}", last.created_ms, last.id)),
-            _ => None,
-        };
+        // Newest first.
+        let (page, next_token) = keyset_page(
+            jobs,
+            |j| (j.created_ms, j.id.clone()),
+            size,
+            r.next_token.as_deref(),
+            "NextToken",
+            true,
+        )?;
         let items = page
-            .into_iter()
+            .iter()
             .map(|j| UploadJobItem {
                 job_id: j.id.clone(),
                 display_name: j.display_name.clone(),

@@ -258,18 +258,35 @@ fn check_range(member: &str, v: i64, min: i64, max: i64) -> Result<(), ApiError>
     Ok(())
 }
 
+/// A page size: `v`, or 100 (at most `max`) when absent, checked to be
+/// from 1 to `max`.
+fn page_size(member: &str, v: Option<i64>, max: i64) -> Result<usize, ApiError> {
+    let n = v.unwrap_or(100.min(max));
+    check_range(member, n, 1, max)?;
+    Ok(n as usize)
+}
+
+/// The refusal of a paging token this server did not give.
+fn bad_token(member: &str) -> ApiError {
+    ApiError::bad_request(format!(
+        "{member} is not one this server gave for this list"
+    ))
+}
+
 /// One page of `items` (already in list order) after the page that
 /// `token` ended, and the token of the page after it. Tokens are keyset
 /// positions (`created_ms.id`), so items added or deleted between two
-/// pages neither repeat nor shift the next page.
+/// pages neither repeat nor shift the next page. `member` names the token
+/// in the refusal of one this server did not give.
 fn keyset_page<T>(
     items: Vec<T>,
     key: impl Fn(&T) -> (i64, String),
     size: usize,
     token: Option<&str>,
+    member: &str,
     descending: bool,
 ) -> Result<(Vec<T>, Option<String>), ApiError> {
-    let bad = || ApiError::bad_request("the token is not one this server gave for this list");
+    let bad = || bad_token(member);
     let after = match token {
         None => None,
         Some(t) => {

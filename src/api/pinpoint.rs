@@ -23,7 +23,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ApiError, check_len, check_range, keyset_page};
+use super::{ApiError, check_len, keyset_page};
 use crate::endpoints::{Endpoint, Format};
 use crate::job::{Clock, IMPORT_KIND, ImportJob, JobStatus, ObjectErrorKind, Runner};
 use crate::store::{App, JobFilter, JobRecord, Segment, Store, StoredEndpoint};
@@ -335,6 +335,7 @@ impl Pinpoint {
             |a| (a.created_ms, a.id.clone()),
             page_size(page)?,
             page.token.as_deref(),
+            "Token",
             false,
         )?;
         Ok(ApplicationsResponse {
@@ -504,6 +505,7 @@ impl Pinpoint {
             |(j, _)| (j.created_ms, j.id.clone()),
             page_size(page)?,
             page.token.as_deref(),
+            "Token",
             true,
         )?;
         Ok(ImportJobsResponse {
@@ -646,6 +648,7 @@ impl Pinpoint {
             |s| (s.created_ms, s.id.clone()),
             page_size(page)?,
             page.token.as_deref(),
+            "Token",
             false,
         )?;
         Ok(SegmentsResponse {
@@ -676,16 +679,18 @@ fn check_arn(arn: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// `page-size`: 1 to 1000, 100 when absent.
+/// `page-size`: 1 to 1000, 100 when absent. The wire sends a string.
 fn page_size(page: &PageRequest) -> Result<usize, ApiError> {
-    let Some(raw) = &page.page_size else {
-        return Ok(100);
-    };
-    let n: i64 = raw
-        .parse()
-        .map_err(|_| ApiError::bad_request(format!("PageSize must be a number; it is {raw:?}")))?;
-    check_range("PageSize", n, 1, 1000)?;
-    Ok(n as usize)
+    let n = page
+        .page_size
+        .as_deref()
+        .map(|raw| {
+            raw.parse::<i64>().map_err(|_| {
+                ApiError::bad_request(format!("PageSize must be a number; it is {raw:?}"))
+            })
+        })
+        .transpose()?;
+    super::page_size("PageSize", n, 1000)
 }
 
 fn spec_of(job: &JobRecord) -> Result<ImportJob, ApiError> {
