@@ -15,8 +15,7 @@
 //! and resumed from the start ends where an uninterrupted one would.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread;
+use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
@@ -229,39 +228,20 @@ pub(super) fn run_import(
     }
 
     let live = Counters::default();
-    let done = AtomicBool::new(false);
-    let imported = thread::scope(|s| {
-        s.spawn(|| {
-            let mut saved = (0, 0, 0, 0);
-            while !done.load(Ordering::Relaxed) {
-                thread::sleep(shared.config.progress_interval);
-                let now = (
-                    live.completed_pieces.load(Ordering::Relaxed),
-                    live.failed_pieces.load(Ordering::Relaxed),
-                    live.processed.load(Ordering::Relaxed),
-                    live.failed.load(Ordering::Relaxed),
-                );
-                if now != saved {
-                    let c = JobCounters {
-                        total_pieces: plan.total_pieces(),
-                        completed_pieces: now.0,
-                        failed_pieces: now.1,
-                        processed: now.2,
-                        failed: now.3,
-                        ..JobCounters::default()
-                    };
-                    let _ = store.save_progress(&job.id, &c);
-                    saved = now;
-                }
-                if stop() {
-                    live.stop();
-                }
-            }
-        });
-        let out = endpoints::read(&plan, &shared.pool, &phone, &live);
-        done.store(true, Ordering::Relaxed);
-        out
-    });
+    let imported = shared.watched(
+        &job.id,
+        stop,
+        || JobCounters {
+            total_pieces: plan.total_pieces(),
+            completed_pieces: live.completed_pieces.load(Ordering::Relaxed),
+            failed_pieces: live.failed_pieces.load(Ordering::Relaxed),
+            processed: live.processed.load(Ordering::Relaxed),
+            failed: live.failed.load(Ordering::Relaxed),
+            ..JobCounters::default()
+        },
+        || live.stop(),
+        || endpoints::read(&plan, &shared.pool, &phone, &live),
+    );
     if imported.stopped {
         return if shared.shutting_down() {
             End::Requeue

@@ -147,6 +147,39 @@ impl Shared {
         self.state().shutdown
     }
 
+    /// Runs `work` (a job's reading) while a watcher thread saves the
+    /// job's `counters` every progress interval when they changed, and
+    /// calls `halt` when `stop_asked` says so.
+    pub(super) fn watched<T>(
+        &self,
+        job: &str,
+        stop_asked: &(dyn Fn() -> bool + Sync),
+        counters: impl Fn() -> JobCounters + Sync,
+        halt: impl Fn() + Sync,
+        work: impl FnOnce() -> T,
+    ) -> T {
+        let done = AtomicBool::new(false);
+        thread::scope(|s| {
+            s.spawn(|| {
+                let mut saved = JobCounters::default();
+                while !done.load(Ordering::Relaxed) {
+                    thread::sleep(self.config.progress_interval);
+                    let now = counters();
+                    if now != saved {
+                        let _ = self.store.save_progress(job, &now);
+                        saved = now;
+                    }
+                    if stop_asked() {
+                        halt();
+                    }
+                }
+            });
+            let out = work();
+            done.store(true, Ordering::Relaxed);
+            out
+        })
+    }
+
     fn enqueue(&self, id: &str, app: Option<&str>) {
         let mut st = self.state();
         if !st.queue.iter().any(|(q, _)| q == id) && !st.running.contains_key(id) {
@@ -511,15 +544,16 @@ fn run_one(shared: &Shared, id: &str) {
         }
         st.running.insert(id.to_owned(), Arc::clone(&progress));
     }
+    // Stop when asked, here or through the store by another process.
+    let stop = || {
+        progress.stop_requested()
+            || shared.shutting_down()
+            || matches!(store.job(id), Ok(Some(j)) if j.stop_requested)
+    };
     let end = if job.kind == IMPORT_KIND {
-        let stop = || {
-            progress.stop_requested()
-                || shared.shutting_down()
-                || matches!(store.job(id), Ok(Some(j)) if j.stop_requested)
-        };
         run_import(shared, &job, &stop)
     } else {
-        run_profiles(shared, &job, &progress)
+        run_profiles(shared, &job, &progress, &stop)
     };
     shared.state().running.remove(id);
     let (to, reason, failure) = match end {
@@ -545,7 +579,12 @@ fn run_one(shared: &Shared, id: &str) {
     drop(claim);
 }
 
-fn run_profiles(shared: &Shared, job: &JobRecord, progress: &Progress) -> End {
+fn run_profiles(
+    shared: &Shared,
+    job: &JobRecord,
+    progress: &Progress,
+    stop_asked: &(dyn Fn() -> bool + Sync),
+) -> End {
     let invalid = End::invalid;
     let fail = End::internal;
     let store = &*shared.store;
@@ -621,32 +660,13 @@ fn run_profiles(shared: &Shared, job: &JobRecord, progress: &Progress) -> End {
         Err(e) => return invalid(e),
     };
 
-    // Stop when asked, here or through the store by another process.
-    let stop_asked = || {
-        progress.stop_requested()
-            || shared.shutting_down()
-            || matches!(store.job(&job.id), Ok(Some(j)) if j.stop_requested)
-    };
-    let done = AtomicBool::new(false);
-    let outcome = thread::scope(|s| {
-        s.spawn(|| {
-            let mut saved = ProgressSnapshot::default();
-            while !done.load(Ordering::Relaxed) {
-                thread::sleep(shared.config.progress_interval);
-                let now = progress.snapshot();
-                if now != saved {
-                    let _ = store.save_progress(&job.id, &counters_so_far(&now));
-                    saved = now;
-                }
-                if stop_asked() {
-                    progress.stop();
-                }
-            }
-        });
-        let out = ingest.run_with(inputs, progress);
-        done.store(true, Ordering::Relaxed);
-        out
-    });
+    let outcome = shared.watched(
+        &job.id,
+        stop_asked,
+        || counters_so_far(&progress.snapshot()),
+        || progress.stop(),
+        || ingest.run_with(inputs, progress),
+    );
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
@@ -697,7 +717,7 @@ fn run_profiles(shared: &Shared, job: &JobRecord, progress: &Progress) -> End {
         &shared.pool,
         &target,
         &now,
-        &stop_asked,
+        stop_asked,
         &on_batch,
     ) {
         Ok(()) => {}
