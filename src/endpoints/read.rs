@@ -265,9 +265,10 @@ impl fmt::Display for Place {
 /// What reading found.
 #[derive(Debug, Default)]
 pub struct Imported {
-    /// The surviving endpoints, checked and normalized, each with the
-    /// place of the row that won, in order of first appearance.
-    pub endpoints: Vec<(Endpoint, Place)>,
+    /// The surviving endpoints, checked and normalized, each with its
+    /// identity and the place of the row that won, in order of first
+    /// appearance.
+    pub endpoints: Vec<(Identity, Endpoint, Place)>,
     /// Pieces in all sources.
     pub total_pieces: u64,
     /// Pieces done.
@@ -292,7 +293,7 @@ pub struct Imported {
 
 #[derive(Default)]
 struct PieceOut {
-    rows: Vec<(Endpoint, u64, u64)>,
+    rows: Vec<(Identity, Endpoint, u64, u64)>,
     failures: Vec<(u64, u64, String)>,
     /// Failures beyond those kept.
     more_failures: u64,
@@ -385,19 +386,16 @@ pub fn read(
                     .push(format!("{}: {why}", place(line, record)));
             }
         }
-        for (endpoint, line, record) in out.rows {
-            let Some(id) = endpoint.identity() else {
-                continue; // read_piece fails rows without one
-            };
+        for (id, endpoint, line, record) in out.rows {
             let at = place(line, record);
             match index.get(&id) {
                 Some(&i) => {
-                    imported.endpoints[i] = (endpoint, at);
+                    imported.endpoints[i] = (id, endpoint, at);
                     imported.duplicates += 1;
                 }
                 None => {
-                    index.insert(id, imported.endpoints.len());
-                    imported.endpoints.push((endpoint, at));
+                    index.insert(id.clone(), imported.endpoints.len());
+                    imported.endpoints.push((id, endpoint, at));
                 }
             }
         }
@@ -428,14 +426,16 @@ fn read_piece(
         }
     };
     out.newlines = count_newlines(bytes);
-    let accept = |out: &mut PieceOut, mut e: Endpoint, line: u64, record: u64| match e.check(phone)
+    let accept = |out: &mut PieceOut, mut e: Endpoint, line: u64, record: u64| match e
+        .check(phone)
+        .map(|()| e.identity())
     {
-        Ok(()) if e.identity().is_none() => out.fail_row(
+        Ok(Some(id)) => out.rows.push((id, e, line, record)),
+        Ok(None) => out.fail_row(
             line,
             record,
             "an endpoint needs an Id, or a ChannelType and an Address".into(),
         ),
-        Ok(()) => out.rows.push((e, line, record)),
         Err(why) => out.fail_row(line, record, why),
     };
     match plan.format {
@@ -548,7 +548,7 @@ mod tests {
                 "a.csv:7: record 5: Address: \"no-at\" is not a valid EMAIL address: no '@'"
             ]
         );
-        let (first, at) = &want.endpoints[0];
+        let (_, first, at) = &want.endpoints[0];
         assert_eq!(first.address.as_deref(), Some("ann@example.com"));
         assert_eq!(first.user.as_ref().unwrap().user_id.as_deref(), Some("u1b"));
         assert_eq!(at.to_string(), "a.csv:6: record 4");
@@ -576,7 +576,7 @@ mod tests {
             "{:?}",
             got.failures
         );
-        assert_eq!(got.endpoints[1].1.to_string(), "e.ndjson:4: record 3");
+        assert_eq!(got.endpoints[1].2.to_string(), "e.ndjson:4: record 3");
     }
 
     #[test]

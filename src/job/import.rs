@@ -21,7 +21,7 @@ use serde::{Deserialize, Serialize};
 
 use super::JobStatus;
 use super::runner::{End, Shared};
-use crate::endpoints::{self, Counters, Endpoint, Format, Imported, Source};
+use crate::endpoints::{self, Counters, Endpoint, Format, Identity, Imported, Place, Source};
 use crate::ingest::normalize::PhoneNormalizer;
 use crate::store::{
     EndpointBatch, EndpointKey, EndpointWrite, JobCounters, JobRecord, Segment, StoredEndpoint,
@@ -335,25 +335,33 @@ fn write(
             .update_segment(&spec.app, seg, &spec.import_definition(), now)
             .map_err(|e| fail(e.to_string()))?;
     }
-    // In id order, so the store's B-trees are written front to back
-    // rather than at random (ids derived from addresses are hashes).
-    let mut rows = imported.endpoints;
-    rows.sort_by_cached_key(|(e, _)| match (&e.id, &e.channel_type, &e.address) {
-        (Some(id), _, _) => id.clone(),
-        (None, Some(c), Some(a)) => derived_endpoint_id(c, a),
-        _ => String::new(),
-    });
+    // Each endpoint's id if it is new (its own, or one derived from its
+    // address), in id order, so the store's B-trees are written front to
+    // back rather than at random (derived ids are hashes).
+    let mut rows: Vec<(String, Identity, Endpoint, Place)> = imported
+        .endpoints
+        .into_iter()
+        .map(|(identity, e, place)| {
+            let id = match &identity {
+                Identity::Id(id) => id.clone(),
+                Identity::Address { channel, address } => derived_endpoint_id(channel, address),
+            };
+            (id, identity, e, place)
+        })
+        .collect();
+    rows.sort_by(|a, b| a.0.cmp(&b.0));
     for chunk in rows.chunks(BATCH) {
         let keys: Vec<EndpointKey<'_>> = chunk
             .iter()
-            .map(|(e, _)| match (&e.id, &e.channel_type, &e.address) {
-                (Some(id), _, _) => EndpointKey::Id(id),
-                (None, Some(c), Some(a)) => EndpointKey::Address(c, a),
-                // `read` keeps only rows with an identity.
-                _ => EndpointKey::Id(""),
+            .map(|(_, identity, _, _)| match identity {
+                Identity::Id(id) => EndpointKey::Id(id),
+                Identity::Address { channel, address } => EndpointKey::Address(channel, address),
             })
             .collect();
-        let mut merge = |n: usize, old: Option<StoredEndpoint>| merged(&chunk[n].0, old);
+        let mut merge = |n: usize, old: Option<StoredEndpoint>| {
+            let (id, _, new, _) = &chunk[n];
+            merged(new, id, old)
+        };
         let batch = EndpointBatch {
             job: &job.id,
             app: &spec.app,
@@ -367,7 +375,7 @@ fn write(
                 counters.created + counters.updated
             ))
         })?;
-        for (w, (_, place)) in written.iter().zip(chunk) {
+        for (w, (_, _, _, place)) in written.iter().zip(chunk) {
             match w {
                 EndpointWrite::Created(_) => counters.created += 1,
                 EndpointWrite::Updated(_) => counters.updated += 1,
@@ -383,9 +391,13 @@ fn write(
     Ok(())
 }
 
-/// The endpoint to store: `new` laid over the stored one, or `new` alone
-/// when it has what a new endpoint needs.
-fn merged(new: &Endpoint, old: Option<StoredEndpoint>) -> Result<StoredEndpoint, String> {
+/// The endpoint to store: `new` laid over the stored one, or `new` alone,
+/// as `new_id`, when it has what a new endpoint needs.
+fn merged(
+    new: &Endpoint,
+    new_id: &str,
+    old: Option<StoredEndpoint>,
+) -> Result<StoredEndpoint, String> {
     let (mut e, id, created_ms) = match old {
         Some(old) => {
             let mut e: Endpoint = serde_json::from_str(&old.fields)
@@ -394,11 +406,10 @@ fn merged(new: &Endpoint, old: Option<StoredEndpoint>) -> Result<StoredEndpoint,
             (e, old.id, old.created_ms)
         }
         None => {
-            let (Some(c), Some(a)) = (&new.channel_type, &new.address) else {
+            if new.channel_type.is_none() || new.address.is_none() {
                 return Err("a new endpoint needs a ChannelType and an Address".to_owned());
-            };
-            let id = new.id.clone().unwrap_or_else(|| derived_endpoint_id(c, a));
-            (new.clone(), id, 0)
+            }
+            (new.clone(), new_id.to_owned(), 0)
         }
     };
     e.id = Some(id.clone());
