@@ -5,14 +5,14 @@ use std::path::PathBuf;
 
 use sluice::bucket::{BucketConfig, Buckets, S3Config, S3Url};
 
-use super::CliError;
+use super::{CliError, DEFAULT_DATA_DIR};
 
 /// Where buckets live: folders in the data directory, or an S3-compatible
 /// endpoint.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BucketArgs {
     /// Data directory (buckets are folders in DATA_DIR/buckets).
-    #[arg(long, default_value = "sluice-data")]
+    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     pub(crate) data_dir: PathBuf,
     /// An S3-compatible endpoint to keep buckets on instead, e.g.
     /// http://127.0.0.1:9000 (path-style requests).

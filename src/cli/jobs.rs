@@ -17,11 +17,8 @@ use sluice::mapping::{DEFAULT_DATA_EXPIRY_DAYS, MappingFile};
 use sluice::store::{Domain, JobFilter, JobRecord, SqliteStore, Store};
 use sluice::time::utc;
 
-use super::CliError;
 use super::ingest::{Args as IngestArgs, group, write_failures};
-
-/// Where the store lives unless `--data-dir` says otherwise.
-const DEFAULT_DATA_DIR: &str = "sluice-data";
+use super::{CliError, DEFAULT_DATA_DIR};
 
 /// `sluice jobs …`.
 #[derive(Debug, clap::Subcommand)]

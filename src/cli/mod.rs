@@ -49,6 +49,9 @@ pub(crate) fn main() -> ExitCode {
     }
 }
 
+/// Where the store and buckets live unless `--data-dir` says otherwise.
+const DEFAULT_DATA_DIR: &str = "sluice-data";
+
 /// An error for the user: one line, already saying where.
 #[derive(Debug)]
 pub(crate) struct CliError(String);
