@@ -109,6 +109,11 @@ impl Plan {
     pub fn total_pieces(&self) -> u64 {
         self.pieces.len() as u64
     }
+
+    /// Whether piece `n` is the first of its source.
+    fn starts_source(&self, n: usize) -> bool {
+        n == 0 || self.pieces[n - 1].source != self.pieces[n].source
+    }
 }
 
 /// Cuts every source into pieces of about `piece_size` bytes on record
@@ -333,8 +338,7 @@ pub fn read(
                 if counters.stop_requested() {
                     return PieceOut::default();
                 }
-                let first_of_source = n == 0 || plan.pieces[n - 1].source != piece.source;
-                let out = read_piece(plan, piece, first_of_source, phone);
+                let out = read_piece(plan, piece, plan.starts_source(n), phone);
                 counters.processed.fetch_add(out.records, Ordering::Relaxed);
                 counters
                     .failed
@@ -356,7 +360,7 @@ pub fn read(
     let mut line_base = 0;
     let mut record_base = 0;
     for (n, (piece, out)) in plan.pieces.iter().zip(outs).enumerate() {
-        if n == 0 || plan.pieces[n - 1].source != piece.source {
+        if plan.starts_source(n) {
             line_base = plan.per_source[piece.source].header_lines;
             record_base = 0;
         }
