@@ -4,12 +4,17 @@ and CLI.
 
 # What a request goes through
 
+The service is told by the path: Pinpoint's routes all start `/v1/`
+(signing name `mobiletargeting`), Customer Profiles' do not (`profile`).
+Each names the shared errors its own way ([`Service`]).
+
 1. **Throttle.** At most [`ServerConfig::max_requests`] API requests (and
    [`ServerConfig::max_uploads`] uploads) are served at once; one more is
-   answered `ThrottlingException` (429), which the SDKs retry with
-   backoff, rather than queued without bound.
+   answered `ThrottlingException` / `TooManyRequestsException` (429),
+   which the SDKs retry with backoff, rather than queued without bound.
 2. **Body.** API bodies over [`ServerConfig::max_body_bytes`] are refused
-   (`BadRequestException`); an upload body streams and is cut off past
+   (`BadRequestException`; Pinpoint's `PayloadTooLargeException`, 413); an
+   upload body streams and is cut off past
    [`ServerConfig::max_upload_bytes`] (`EntityTooLarge`).
 3. **Authentication.** Every API request must carry a valid SigV4
    signature ([`sigv4`]) by a key of [`credentials`]; an upload carries
@@ -18,10 +23,10 @@ and CLI.
 4. **Routing** by the model's `http` entries (method, URI, status), then
    the operation in [`crate::api`], on a blocking thread (the store is
    SQLite).
-5. **Answer.** JSON with the model's member names; errors with the model's
-   status, an `x-amzn-ErrorType` header and `{"Message": ...}`, which is
-   what botocore parses into the modelled exception. Every answer has an
-   `x-amzn-RequestId`.
+5. **Answer.** JSON with the model's member names and success status;
+   errors with the model's status, an `x-amzn-ErrorType` header and
+   `{"Message": ..., "RequestID": ...}`, which is what botocore parses
+   into the modelled exception. Every answer has an `x-amzn-RequestId`.
 */
 
 pub mod credentials;
