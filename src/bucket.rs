@@ -25,6 +25,8 @@ use futures_util::TryStreamExt;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 
+pub use crate::job::{ObjectAttributes, check_bucket_name};
+
 /// The folder of the data directory that holds local buckets.
 pub const BUCKETS_DIR: &str = "buckets";
 
@@ -156,30 +158,6 @@ impl fmt::Display for S3Url {
     }
 }
 
-/// S3's bucket naming rules.
-///
-/// # Errors
-///
-/// What is wrong with the name.
-pub fn check_bucket_name(name: &str) -> Result<(), String> {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    let ends_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if !(3..=63).contains(&name.len())
-        || !ok_chars
-        || !ends_ok(name.bytes().next())
-        || !ends_ok(name.bytes().last())
-        || name.contains("..")
-    {
-        return Err(format!(
-            "bucket name {name:?}: 3 to 63 lowercase letters, digits, dots and hyphens, \
-             starting and ending with a letter or digit"
-        ));
-    }
-    Ok(())
-}
-
 /// An object in a listing.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct ObjectInfo {
@@ -307,6 +285,23 @@ impl Buckets {
     ///
     /// As [`Buckets::put_file`].
     pub fn put(&self, url: &S3Url, bytes: Vec<u8>) -> Result<(), BucketError> {
+        self.put_with(url, bytes, &ObjectAttributes::default())
+    }
+
+    /// Puts bytes at `url` with HTTP attributes (`Content-Type`, …). S3
+    /// keeps them with the object; local folders have nowhere to keep
+    /// them, so there they are dropped (callers that must not lose them,
+    /// such as an Import/Export log, record them themselves).
+    ///
+    /// # Errors
+    ///
+    /// As [`Buckets::put_file`].
+    pub fn put_with(
+        &self,
+        url: &S3Url,
+        bytes: Vec<u8>,
+        attributes: &ObjectAttributes,
+    ) -> Result<(), BucketError> {
         if url.key.is_empty() || url.key.ends_with('/') {
             return Err(BucketError::BadUrl {
                 url: url.to_string(),
@@ -315,8 +310,23 @@ impl Buckets {
         }
         let store = self.store(&url.bucket)?;
         let path = object_path(url)?;
+        let mut opts = object_store::PutOptions::default();
+        if !matches!(self.config, BucketConfig::Local(_)) {
+            use object_store::Attribute as A;
+            for (a, v) in [
+                (A::ContentType, &attributes.content_type),
+                (A::CacheControl, &attributes.cache_control),
+                (A::ContentDisposition, &attributes.content_disposition),
+                (A::ContentLanguage, &attributes.content_language),
+                (A::ContentEncoding, &attributes.content_encoding),
+            ] {
+                if let Some(v) = v {
+                    opts.attributes.insert(a, v.clone().into());
+                }
+            }
+        }
         self.runtime
-            .block_on(store.put(&path, PutPayload::from(bytes)))
+            .block_on(store.put_opts(&path, PutPayload::from(bytes), opts))
             .map(|_| ())
             .map_err(|e| store_err(&format!("putting {url}"), e, url))
     }

@@ -11,6 +11,7 @@ and a program can call them directly.
 */
 
 pub mod customer_profiles;
+pub mod importexport;
 pub mod pinpoint;
 
 use std::fmt;

@@ -49,6 +49,64 @@ pub trait ObjectSource: Send + Sync {
     ///
     /// As [`ObjectSource::list`].
     fn fetch(&self, url: &str) -> Result<Vec<u8>, ObjectError>;
+
+    /// Whether a bucket exists.
+    ///
+    /// # Errors
+    ///
+    /// As [`ObjectSource::list`].
+    fn bucket_exists(&self, bucket: &str) -> Result<bool, ObjectError>;
+
+    /// Puts `bytes` at `url` (an object's key) with `attributes`.
+    ///
+    /// # Errors
+    ///
+    /// As [`ObjectSource::list`].
+    fn put(
+        &self,
+        url: &str,
+        bytes: Vec<u8>,
+        attributes: &ObjectAttributes,
+    ) -> Result<(), ObjectError>;
+}
+
+/// S3's bucket naming rules.
+///
+/// # Errors
+///
+/// What is wrong with the name.
+pub fn check_bucket_name(name: &str) -> Result<(), String> {
+    let ok_chars = name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
+    let ends_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if !(3..=63).contains(&name.len())
+        || !ok_chars
+        || !ends_ok(name.bytes().next())
+        || !ends_ok(name.bytes().last())
+        || name.contains("..")
+    {
+        return Err(format!(
+            "bucket name {name:?}: 3 to 63 lowercase letters, digits, dots and hyphens, \
+             starting and ending with a letter or digit"
+        ));
+    }
+    Ok(())
+}
+
+/// The HTTP attributes an object is put with (S3 keeps them).
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct ObjectAttributes {
+    /// `Content-Type`.
+    pub content_type: Option<String>,
+    /// `Cache-Control`.
+    pub cache_control: Option<String>,
+    /// `Content-Disposition`.
+    pub content_disposition: Option<String>,
+    /// `Content-Language`.
+    pub content_language: Option<String>,
+    /// `Content-Encoding`.
+    pub content_encoding: Option<String>,
 }
 
 /// An [`ObjectSource`] failure.
@@ -439,6 +497,21 @@ impl ObjectSource for crate::bucket::Buckets {
     fn fetch(&self, url: &str) -> Result<Vec<u8>, ObjectError> {
         let parsed = crate::bucket::S3Url::parse(url).map_err(object_error)?;
         self.get(&parsed).map_err(object_error)
+    }
+
+    fn bucket_exists(&self, bucket: &str) -> Result<bool, ObjectError> {
+        crate::bucket::Buckets::bucket_exists(self, bucket).map_err(object_error)
+    }
+
+    fn put(
+        &self,
+        url: &str,
+        bytes: Vec<u8>,
+        attributes: &ObjectAttributes,
+    ) -> Result<(), ObjectError> {
+        let parsed = crate::bucket::S3Url::parse(url).map_err(object_error)?;
+        self.put_with(&parsed, bytes, attributes)
+            .map_err(object_error)
     }
 }
 

@@ -26,6 +26,7 @@ wrote stays.
 mod import;
 mod runner;
 mod status;
+mod transfer;
 mod write;
 
 use std::path::PathBuf;
@@ -34,11 +35,16 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 pub use import::{
-    IMPORT_KIND, ImportJob, ObjectError, ObjectErrorKind, ObjectSource, Objects,
-    derived_endpoint_id,
+    IMPORT_KIND, ImportJob, ObjectAttributes, ObjectError, ObjectErrorKind, ObjectSource, Objects,
+    check_bucket_name, derived_endpoint_id,
 };
 pub use runner::{Runner, RunnerConfig};
 pub use status::{FailureKind, JobStatus, UnknownStatus};
+pub use transfer::{
+    Direction, ExportOperation, ExportSpec, FileSystem, ImportSpec, SIGNATURE_FILE,
+    TRANSFER_EXPIRY_MS, TRANSFER_KIND, TransferError, TransferJob, check_signature, run_device,
+    signature_file,
+};
 
 use crate::mapping::MappingFile;
 use crate::store::StoreError;

@@ -421,6 +421,11 @@ impl Runner {
         })?;
         let mut queued = Vec::new();
         for job in stale.into_iter().rev() {
+            // Import/Export jobs run when their device arrives
+            // (`run_device`), not in a runner.
+            if job.kind == super::TRANSFER_KIND {
+                continue;
+            }
             if self.shared.state().running.contains_key(&job.id) {
                 continue;
             }

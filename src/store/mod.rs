@@ -416,6 +416,19 @@ pub struct Segment {
     pub version: u32,
 }
 
+/// What sluice records of a bucket beyond its objects. A bucket with no
+/// record is in the server's own region and open to every accepted key.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct BucketSettings {
+    /// The bucket's name.
+    pub bucket: String,
+    /// Its region, when not the server's.
+    pub region: Option<String>,
+    /// The access key id that owns it; any accepted key may use it when
+    /// `None`.
+    pub owner: Option<String>,
+}
+
 /// Held while a runner owns a job; dropping it lets another runner (in
 /// this process or another) take the job over.
 pub trait Claim: Send {}
@@ -668,4 +681,18 @@ pub trait Store: Send + Sync {
     /// A database error.
     fn segment_channel_counts(&self, app: &str, id: &str)
     -> Result<Vec<(String, u64)>, StoreError>;
+
+    /// Records a bucket's region and owner (replacing what was recorded).
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn set_bucket_settings(&self, settings: &BucketSettings) -> Result<(), StoreError>;
+
+    /// What is recorded of a bucket, if anything.
+    ///
+    /// # Errors
+    ///
+    /// A database error.
+    fn bucket_settings(&self, bucket: &str) -> Result<Option<BucketSettings>, StoreError>;
 }

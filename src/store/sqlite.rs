@@ -7,8 +7,8 @@ use std::sync::{Mutex, MutexGuard};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::{
-    App, Claim, Domain, EndpointBatch, EndpointKey, EndpointMerge, EndpointWrite, JobCounters,
-    JobFilter, JobRecord, NewJob, Profile, ProfileBatch, Segment, Store, StoreError,
+    App, BucketSettings, Claim, Domain, EndpointBatch, EndpointKey, EndpointMerge, EndpointWrite,
+    JobCounters, JobFilter, JobRecord, NewJob, Profile, ProfileBatch, Segment, Store, StoreError,
     StoredEndpoint, Transition, WriteCounts,
 };
 use crate::job::{FailureKind, JobStatus};
@@ -128,6 +128,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE segments ADD COLUMN updated_ms INTEGER;
     ALTER TABLE segments ADD COLUMN version INTEGER NOT NULL DEFAULT 1;
     CREATE INDEX members_by_endpoint ON segment_members(app_id, endpoint_id);
+    ",
+    // 4: what sluice knows of buckets beyond the objects: region and owner
+    // (Import/Export checks both).
+    "
+    CREATE TABLE bucket_settings(
+        bucket TEXT PRIMARY KEY,
+        region TEXT,
+        owner TEXT
+    ) WITHOUT ROWID;
     ",
 ];
 
@@ -1294,6 +1303,35 @@ impl Store for SqliteStore {
                 Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
             })
             .and_then(|rows| rows.collect())
+            .map_err(self.db())
+        })
+    }
+
+    fn set_bucket_settings(&self, b: &BucketSettings) -> Result<(), StoreError> {
+        self.writer()
+            .execute(
+                "INSERT INTO bucket_settings(bucket, region, owner) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT(bucket) DO UPDATE SET region = ?2, owner = ?3",
+                params![b.bucket, b.region, b.owner],
+            )
+            .map_err(self.db())?;
+        Ok(())
+    }
+
+    fn bucket_settings(&self, bucket: &str) -> Result<Option<BucketSettings>, StoreError> {
+        self.read(|c| {
+            c.query_row(
+                "SELECT bucket, region, owner FROM bucket_settings WHERE bucket = ?1",
+                [bucket],
+                |r| {
+                    Ok(BucketSettings {
+                        bucket: r.get(0)?,
+                        region: r.get(1)?,
+                        owner: r.get(2)?,
+                    })
+                },
+            )
+            .optional()
             .map_err(self.db())
         })
     }
