@@ -58,6 +58,14 @@ pub(crate) enum Command {
     Mb {
         /// s3://BUCKET
         url: String,
+        /// The bucket's region, as Import/Export checks it (a bucket with
+        /// none is in the server's region).
+        #[arg(long)]
+        region: Option<String>,
+        /// The access key id that owns the bucket: Import/Export jobs of
+        /// other keys may not use it (any key may when not given).
+        #[arg(long, value_name = "ACCESS_KEY_ID")]
+        owner: Option<String>,
         #[command(flatten)]
         at: BucketArgs,
     },
@@ -82,7 +90,12 @@ pub(crate) enum Command {
 
 pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
     match cmd {
-        Command::Mb { url, at } => {
+        Command::Mb {
+            url,
+            region,
+            owner,
+            at,
+        } => {
             let u = S3Url::parse(&url)?;
             if !u.key.is_empty() {
                 return Err(CliError(format!(
@@ -91,6 +104,7 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
             }
             let b = Buckets::open(at.config()?)?;
             b.create_bucket(&u.bucket)?;
+            super::importexport::record_bucket(&at, &u.bucket, region, owner)?;
             println!("make_bucket: {}", u.bucket);
         }
         Command::Put { file, url, at } => {

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod bucket;
+mod importexport;
 mod ingest;
 mod jobs;
 mod serve;
@@ -29,6 +30,9 @@ enum Command {
     /// Make buckets, put files in them and list them (s3:// URLs).
     #[command(subcommand)]
     Bucket(bucket::Command),
+    /// Import/Export jobs: run a job when its device arrives.
+    #[command(subcommand)]
+    Importexport(importexport::Command),
 }
 
 /// Runs the command line; errors are printed on stderr.
@@ -39,6 +43,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Jobs(cmd) => jobs::run(cmd),
         Command::Serve(args) => serve::run(args),
         Command::Bucket(cmd) => bucket::run(cmd),
+        Command::Importexport(cmd) => importexport::run(cmd),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -48,6 +48,10 @@ pub(crate) struct Args {
     /// Pinpoint import jobs of one app run at once; more wait.
     #[arg(long, default_value_t = 2)]
     max_jobs_per_app: usize,
+    /// Import/Export jobs one access key may create in 24 hours; more get
+    /// CreateJobQuotaExceededException.
+    #[arg(long, default_value_t = 100)]
+    max_importexport_jobs_per_day: usize,
     /// Bytes per piece of an import job (default 4MiB).
     #[arg(long, value_parser = parse_size)]
     piece_size: Option<u64>,
@@ -68,6 +72,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
             data_dir: args.at.data_dir.clone(),
             buckets: Some(buckets),
             max_jobs_per_app: args.max_jobs_per_app,
+            max_importexport_jobs_per_day: args.max_importexport_jobs_per_day,
             piece_size: args.piece_size,
             credentials: args.credentials,
             public_url: args.public_url,

@@ -42,8 +42,8 @@ pub use runner::{Runner, RunnerConfig};
 pub use status::{FailureKind, JobStatus, UnknownStatus};
 pub use transfer::{
     Direction, ExportOperation, ExportSpec, FileSystem, ImportSpec, SIGNATURE_FILE,
-    TRANSFER_EXPIRY_MS, TRANSFER_KIND, TransferError, TransferJob, check_signature, run_device,
-    signature_file,
+    TRANSFER_EXPIRY_MS, TRANSFER_KIND, TransferError, TransferJob, check_signature, copied,
+    run_device, signature_file,
 };
 
 use crate::mapping::MappingFile;

@@ -259,6 +259,12 @@ impl ExportOperation {
     }
 }
 
+/// Files (or objects) a transfer copied: of those it tried (`processed`),
+/// the ones that did not fail.
+pub fn copied(c: &JobCounters) -> u64 {
+    c.processed.saturating_sub(c.failed)
+}
+
 /// The text of a device's `SIGNATURE` file.
 pub fn signature_file(job_id: &str, signature: &str) -> String {
     format!("version:2.0\nsigningMethod:HmacSHA1\njobId:{job_id}\nsignature:{signature}\n")
@@ -471,13 +477,14 @@ pub fn run_device(
         ),
         (Ok(()), Ok(())) if counters.failed == 0 => (
             JobStatus::Succeeded,
-            format!("{} files; log at {log_url}", counters.created),
+            format!("{} files; log at {log_url}", copied(&counters)),
         ),
         (Ok(()), Ok(())) => (
             JobStatus::PartiallySucceeded,
             format!(
                 "{} files, {} errors; log at {log_url}",
-                counters.created, counters.failed
+                copied(&counters),
+                counters.failed
             ),
         ),
     };
@@ -630,7 +637,6 @@ impl Run<'_> {
             };
             match copied {
                 Ok((md5, n)) => {
-                    self.counters.created += 1;
                     self.line(&[&rel, "Success", &key, &md5, &n.to_string(), &ctype, ""]);
                 }
                 Err(why) => {
@@ -689,7 +695,6 @@ impl Run<'_> {
             };
             match placed {
                 Ok(()) => {
-                    self.counters.created += 1;
                     self.line(&[&url, "Success", &relative, &md5, &size, ""]);
                 }
                 Err(why) => {

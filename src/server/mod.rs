@@ -30,6 +30,7 @@ Each names the shared errors its own way ([`Service`]).
 */
 
 pub mod credentials;
+pub mod query;
 pub mod sigv4;
 
 use std::future::Future;
@@ -52,11 +53,12 @@ use crate::api::customer_profiles::{
     self as cp, CustomerProfiles, ProfilesConfig, UPLOAD_PATH_PREFIX, URL_EXPIRES, URL_SIGNATURE,
     UploadError, UploadRequest,
 };
+use crate::api::importexport::{Caller, ImportExport, ImportExportConfig, ImportExportError};
 use crate::api::pinpoint::{self as pp, Pinpoint, PinpointConfig};
 use crate::api::{ApiError, ErrorCode, Service};
 use crate::bucket::{BucketConfig, Buckets};
 use crate::crypto::{MasterKey, Sealer};
-use crate::job::{Clock, Runner, RunnerConfig, system_clock};
+use crate::job::{Clock, Objects, Runner, RunnerConfig, system_clock};
 use crate::store::{SqliteStore, Store};
 use credentials::Credentials;
 
@@ -87,6 +89,8 @@ pub struct ServerConfig {
     pub max_jobs: usize,
     /// Pinpoint import jobs of one app run at once.
     pub max_jobs_per_app: usize,
+    /// Import/Export jobs one access key may create in 24 hours.
+    pub max_importexport_jobs_per_day: usize,
     /// Where buckets live; folders in the data directory when `None`.
     pub buckets: Option<BucketConfig>,
     /// Bytes per piece of an import job (the default when `None`).
@@ -111,6 +115,7 @@ impl Default for ServerConfig {
             max_uploads: 8,
             max_jobs: 2,
             max_jobs_per_app: 2,
+            max_importexport_jobs_per_day: ImportExportConfig::default().max_jobs_per_day,
             buckets: None,
             piece_size: None,
             threads: None,
@@ -153,6 +158,7 @@ pub enum ServerError {
 struct Apis {
     profiles: CustomerProfiles,
     pinpoint: Pinpoint,
+    importexport: ImportExport,
 }
 
 struct AppState {
@@ -215,7 +221,17 @@ impl Server {
                     .buckets
                     .clone()
                     .unwrap_or_else(|| BucketConfig::local(&dir));
-                let buckets = Buckets::open(buckets).map_err(|e| setup(&e))?;
+                let objects: Objects = Arc::new(Buckets::open(buckets).map_err(|e| setup(&e))?);
+                let importexport = ImportExport::new(
+                    Arc::clone(&store),
+                    Arc::clone(&objects),
+                    ImportExportConfig {
+                        max_jobs_per_day: cfg.max_importexport_jobs_per_day,
+                        labels_dir: dir.join("labels"),
+                        ..ImportExportConfig::default()
+                    },
+                    Arc::clone(&cfg.clock),
+                );
                 let runner = Arc::new(
                     Runner::new(
                         store,
@@ -225,7 +241,7 @@ impl Server {
                             threads: cfg.threads,
                             clock: Arc::clone(&cfg.clock),
                             master_key: Some(Arc::clone(&master)),
-                            objects: Some(Arc::new(buckets)),
+                            objects: Some(objects),
                             ..RunnerConfig::default()
                         },
                     )
@@ -260,7 +276,12 @@ impl Server {
                     Arc::clone(&cfg.clock),
                 )
                 .map_err(|e| setup(&format!("{}: {e}", dir.join("uploads").display())))?;
-                Ok((Apis { profiles, pinpoint }, credentials, file, resumed))
+                let apis = Apis {
+                    profiles,
+                    pinpoint,
+                    importexport,
+                };
+                Ok((apis, credentials, file, resumed))
             })
             .await
             .map_err(|e| setup(&e))??;
@@ -397,6 +418,16 @@ async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
                 &id,
             ),
         }
+    } else if req.method() == Method::POST && req.uri().path() == "/" {
+        match Arc::clone(&state.requests).try_acquire_owned() {
+            Ok(_permit) => query_request(&state, req, &id).await,
+            Err(_) => xml_error(
+                400,
+                "Throttling",
+                "too many requests at once; retry with backoff",
+                &id,
+            ),
+        }
     } else {
         let service = Service::of_path(req.uri().path());
         match Arc::clone(&state.requests).try_acquire_owned() {
@@ -507,6 +538,107 @@ async fn api_request(
             .expect("a valid response"),
         Ok(Err(e)) => api_error(&e, service, id),
         Err(e) => api_error(&ApiError::internal(&e), service, id),
+    }
+}
+
+fn xml_error(status: u16, code: &str, message: &str, request_id: &str) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
+        .header("content-type", "text/xml")
+        .body(Body::from(query::error(code, message, request_id)))
+        .expect("a valid response")
+}
+
+fn ie_error(e: &ImportExportError, request_id: &str) -> Response<Body> {
+    xml_error(
+        e.exception.http_status(),
+        e.exception.code(),
+        &e.message,
+        request_id,
+    )
+}
+
+/// An operation's output as a JSON object of its members.
+fn as_value<T: Serialize>(r: Result<T, ImportExportError>) -> Result<Value, ImportExportError> {
+    r.and_then(|o| {
+        serde_json::to_value(o).map_err(|e| {
+            ImportExportError::new(crate::api::importexport::Exception::Internal, e.to_string())
+        })
+    })
+}
+
+/// An Import/Export request: the query protocol, signed like the rest.
+async fn query_request(state: &Arc<AppState>, req: Request<Body>, id: &str) -> Response<Body> {
+    use crate::api::importexport::SIGNING_NAME;
+    use query::QueryRequest as Q;
+    let (parts, body) = req.into_parts();
+    let Ok(body) = axum::body::to_bytes(body, state.max_body).await else {
+        return xml_error(
+            413,
+            "RequestEntityTooLarge",
+            &format!(
+                "the request body is over {} bytes, or was cut off",
+                state.max_body
+            ),
+            id,
+        );
+    };
+    let headers = header_list(&parts.headers);
+    let query = parts.uri.query().unwrap_or("").to_owned();
+    let signed = sigv4::SignedRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: &query,
+        headers: &headers,
+        body: &body,
+    };
+    let key_id = match sigv4::verify(&signed, SIGNING_NAME, &state.credentials, (state.clock)()) {
+        Ok(k) => k,
+        Err(e) => return xml_error(e.status, e.code, &e.message, id),
+    };
+    let caller = Caller {
+        secret_access_key: state
+            .credentials
+            .secret(&key_id)
+            .unwrap_or_default()
+            .to_owned(),
+        access_key_id: key_id,
+    };
+    let request = match query::decode(&body) {
+        Ok(r) => r,
+        Err(query::DecodeError::Api(e)) => return ie_error(&e, id),
+        Err(query::DecodeError::Protocol(code, m)) => return xml_error(400, code, &m, id),
+    };
+    let action = request.action();
+    let apis = state.apis.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let (ie, c) = (&apis.importexport, &caller);
+        match request {
+            Q::CreateJob(r) => as_value(ie.create_job(c, &r)),
+            Q::GetStatus(r) => as_value(ie.get_status(c, &r)),
+            Q::ListJobs(r) => as_value(ie.list_jobs(c, &r)),
+            Q::UpdateJob(r) => as_value(ie.update_job(c, &r)),
+            Q::CancelJob(r) => as_value(ie.cancel_job(c, &r)),
+            Q::GetShippingLabel(r) => as_value(ie.get_shipping_label(c, &r)),
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(v)) => Response::builder()
+            .status(StatusCode::OK)
+            .header("content-type", "text/xml")
+            .body(Body::from(query::response(action, &v, id)))
+            .expect("a valid response"),
+        Ok(Err(e)) => ie_error(&e, id),
+        Err(e) => {
+            eprintln!("sluice: internal error: {e}");
+            xml_error(
+                500,
+                "InternalFailure",
+                "internal error; the server log has the cause",
+                id,
+            )
+        }
     }
 }
 

@@ -31,8 +31,17 @@ def sluice_bin():
 class Server:
     """`sluice serve` on a free loopback port, with a fresh data directory."""
 
-    def __init__(self, *extra, env=None):
+    def __init__(self, *extra, env=None, keys=None):
+        """`keys`: access key id -> secret, accepted instead of a generated
+        key (the first is the one `client` signs with unless told)."""
         self.dir = tempfile.mkdtemp(prefix="sluice-boto3-")
+        if keys:
+            path = os.path.join(self.dir, "keys")
+            with open(path, "w") as f:
+                for n, (k, v) in enumerate(keys.items()):
+                    f.write("[p%d]\naws_access_key_id = %s\naws_secret_access_key = %s\n"
+                            % (n, k, v))
+            extra = ("--credentials", path) + extra
         # The server's log goes to a file: a pipe nobody reads could fill.
         self.log = open(os.path.join(self.dir, "serve.log"), "w+")
         self.proc = subprocess.Popen(
@@ -46,15 +55,19 @@ class Server:
             self.log.seek(0)
             raise RuntimeError("sluice serve did not start: %r %s" % (line, self.log.read()))
         self.url = line.split("listening on ", 1)[1].strip()
-        creds = configparser.ConfigParser()
-        creds.read(os.path.join(self.dir, "data", "credentials"))
-        self.key_id = creds["default"]["aws_access_key_id"]
-        self.secret = creds["default"]["aws_secret_access_key"]
+        self.data = os.path.join(self.dir, "data")
+        if keys:
+            self.key_id, self.secret = next(iter(keys.items()))
+        else:
+            creds = configparser.ConfigParser()
+            creds.read(os.path.join(self.data, "credentials"))
+            self.key_id = creds["default"]["aws_access_key_id"]
+            self.secret = creds["default"]["aws_secret_access_key"]
 
-    def client(self, secret=None, service="customer-profiles", **config):
+    def client(self, secret=None, service="customer-profiles", key_id=None, **config):
         return boto3.client(
             service, endpoint_url=self.url, region_name="us-east-1",
-            aws_access_key_id=self.key_id,
+            aws_access_key_id=key_id or self.key_id,
             aws_secret_access_key=secret or self.secret,
             config=Config(retries={"max_attempts": 1}, **config))
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the boto3 / aws CLI end-to-end tests against a freshly built
 # `sluice serve`: Customer Profiles upload jobs, Pinpoint import jobs (also
-# with buckets on moto's S3 server). Makes (once) a virtualenv with the
+# with buckets on moto's S3 server), Import/Export jobs. Makes (once) a virtualenv with the
 # pinned clients and moto.
 #
 #   tests/boto3/run.sh            # venv in ~/.cache/sluice-boto3-venv
@@ -17,3 +17,4 @@ export SLUICE_BIN="$target/debug/sluice"
 export PATH="$VENV/bin:$PATH"   # the aws CLI, moto_server
 "$VENV/bin/python" tests/boto3/test_upload_jobs.py
 "$VENV/bin/python" tests/boto3/test_import_jobs.py
+"$VENV/bin/python" tests/boto3/test_importexport_jobs.py

@@ -1,0 +1,77 @@
+//! `sluice importexport run JOBID --device PATH`: an Import/Export job's
+//! device arrives.
+
+use std::path::PathBuf;
+
+use sluice::bucket::Buckets;
+use sluice::job::{JobStatus, copied, run_device, system_clock};
+use sluice::store::{SqliteStore, Store};
+
+use super::CliError;
+use super::bucket::BucketArgs;
+
+#[derive(Debug, clap::Subcommand)]
+pub(crate) enum Command {
+    /// Run a job with its device: check the device's SIGNATURE file, copy
+    /// its files into the bucket (Import) or the bucket's objects onto it
+    /// (Export), and write the log object.
+    Run {
+        /// The job id CreateJob gave.
+        job_id: String,
+        /// The device: a folder (a mounted disk, a USB drive, a directory).
+        #[arg(long, value_name = "PATH")]
+        device: PathBuf,
+        #[command(flatten)]
+        at: BucketArgs,
+    },
+}
+
+pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
+    match cmd {
+        Command::Run { job_id, device, at } => {
+            let store = SqliteStore::open(&at.data_dir)?;
+            let buckets = Buckets::open(at.config()?)?;
+            let clock = system_clock();
+            let job = run_device(&store, &buckets, &*clock, &job_id, &device)?;
+            let c = &job.counters;
+            let reason = job.status_reason.as_deref().unwrap_or("");
+            match job.status {
+                JobStatus::Succeeded => {
+                    println!("job {}: {} files copied; {reason}", job.id, copied(c));
+                    Ok(())
+                }
+                JobStatus::PartiallySucceeded => {
+                    for f in &c.failures {
+                        eprintln!("sluice: {f}");
+                    }
+                    Err(CliError(format!(
+                        "job {}: {} files copied, {} could not be; {reason}",
+                        job.id,
+                        copied(c),
+                        c.failed
+                    )))
+                }
+                other => Err(CliError(format!("job {}: {other}: {reason}", job.id))),
+            }
+        }
+    }
+}
+
+/// Records a bucket's region and owner, as `bucket mb` takes them.
+pub(crate) fn record_bucket(
+    at: &BucketArgs,
+    bucket: &str,
+    region: Option<String>,
+    owner: Option<String>,
+) -> Result<(), CliError> {
+    if region.is_none() && owner.is_none() {
+        return Ok(());
+    }
+    let store = SqliteStore::open(&at.data_dir)?;
+    store.set_bucket_settings(&sluice::store::BucketSettings {
+        bucket: bucket.to_owned(),
+        region,
+        owner,
+    })?;
+    Ok(())
+}
