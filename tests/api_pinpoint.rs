@@ -10,7 +10,10 @@ use std::time::{Duration, Instant};
 
 use sluice::api::ErrorCode;
 use sluice::api::pinpoint::*;
-use sluice::job::{ObjectError, ObjectErrorKind, ObjectSource, Runner, RunnerConfig, system_clock};
+use sluice::job::{
+    ObjectAttributes, ObjectError, ObjectErrorKind, ObjectSource, Runner, RunnerConfig,
+    system_clock,
+};
 use sluice::store::{SqliteStore, Store};
 
 /// Objects in memory; `fetch` can be made slow, to hold jobs running.
@@ -66,6 +69,15 @@ impl ObjectSource for Objects {
                 message: format!("{url} does not exist"),
                 kind: ObjectErrorKind::NotFound,
             })
+    }
+
+    fn bucket_exists(&self, bucket: &str) -> Result<bool, ObjectError> {
+        Ok(bucket == "bkt")
+    }
+
+    fn put(&self, url: &str, bytes: Vec<u8>, _: &ObjectAttributes) -> Result<(), ObjectError> {
+        self.files.lock().unwrap().insert(url.to_owned(), bytes);
+        Ok(())
     }
 }
 
