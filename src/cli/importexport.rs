@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use sluice::bucket::Buckets;
-use sluice::job::{JobStatus, copied, run_device, system_clock};
+use sluice::job::{JobStatus, run_device, system_clock};
 use sluice::store::{SqliteStore, Store};
 
 use super::CliError;
@@ -33,23 +33,17 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
             let buckets = Buckets::open(at.config()?)?;
             let clock = system_clock();
             let job = run_device(&store, &buckets, &*clock, &job_id, &device)?;
-            let c = &job.counters;
             let reason = job.status_reason.as_deref().unwrap_or("");
             match job.status {
                 JobStatus::Succeeded => {
-                    println!("job {}: {} files copied; {reason}", job.id, copied(c));
+                    println!("job {}: {reason}", job.id);
                     Ok(())
                 }
                 JobStatus::PartiallySucceeded => {
-                    for f in &c.failures {
+                    for f in &job.counters.failures {
                         eprintln!("sluice: {f}");
                     }
-                    Err(CliError(format!(
-                        "job {}: {} files copied, {} could not be; {reason}",
-                        job.id,
-                        copied(c),
-                        c.failed
-                    )))
+                    Err(CliError(format!("job {}: {reason}", job.id)))
                 }
                 other => Err(CliError(format!("job {}: {other}: {reason}", job.id))),
             }

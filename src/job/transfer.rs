@@ -477,12 +477,12 @@ pub fn run_device(
         ),
         (Ok(()), Ok(())) if counters.failed == 0 => (
             JobStatus::Succeeded,
-            format!("{} files; log at {log_url}", copied(&counters)),
+            format!("{} files copied; log at {log_url}", copied(&counters)),
         ),
         (Ok(()), Ok(())) => (
             JobStatus::PartiallySucceeded,
             format!(
-                "{} files, {} errors; log at {log_url}",
+                "{} files copied, {} could not be; log at {log_url}",
                 copied(&counters),
                 counters.failed
             ),

@@ -5,7 +5,9 @@ An Import job (validated first, then created) runs a device folder into a
 bucket with `sluice importexport run`; GetStatus shows it complete and the
 log object is there. An Export job of that bucket onto a fresh folder gives
 back the device's files byte for byte. Then every exception of the model
-through boto3, ListJobs paging, CancelJob, UpdateJob and GetShippingLabel.
+through boto3, ListJobs paging, CancelJob, UpdateJob and GetShippingLabel,
+the quota, and an import into buckets on moto's S3 server, where the objects
+keep their Content-Type and other attributes.
 
     SLUICE_BIN=target/debug/sluice python tests/boto3/test_importexport_jobs.py
 """
@@ -23,7 +25,7 @@ import unittest
 import botocore
 from botocore.config import Config
 
-from harness import Server, sluice_bin
+from harness import Moto, Server, sluice_bin
 
 KEYS = {"AKIDOWNER0000000001": "owner-secret/abc+def",
         "AKIDOTHER0000000002": "other-secret"}
@@ -405,6 +407,40 @@ class ImportExportTest(unittest.TestCase):
         self.expect("InvalidAddressException", "address.phoneNumber", other.get_shipping_label,
                     jobIds=[made[2]], phoneNumber="none")
         self.expect("InvalidJobIdException", "jobIds", self.loose.get_shipping_label, jobIds=[])
+
+
+    def test_import_to_s3_keeps_the_attributes(self):
+        moto = Moto()
+        server = None
+        try:
+            env = moto.env()
+            server = Server(keys=KEYS, env=env)
+            run = lambda *a, ok=True: subprocess.run(  # noqa: E731
+                [sluice_bin(), *a, "--data-dir", server.data], capture_output=True,
+                text=True, env=dict(os.environ, **env), check=ok)
+            run("bucket", "mb", "s3://photos")
+            ie = server.client(service="importexport")
+            job, r = self.create(import_manifest(extra=(
+                "contentTypes:\n    csv: text/csv\ncacheControl: max-age=60\n"
+                "setContentEncodingForGzFiles: yes\n")), client=ie)
+            dev = self.device({"a.csv": b"x,y\n", "b.csv.gz": b"\x1f\x8b fake"})
+            with open(os.path.join(dev, "SIGNATURE"), "w") as f:
+                f.write(r["SignatureFileContents"])
+            run("importexport", "run", job, "--device", dev)
+            s3 = moto.s3()
+            head = s3.head_object(Bucket="photos", Key="a.csv")
+            self.assertEqual((head["ContentType"], head["CacheControl"]),
+                             ("text/csv", "max-age=60"))
+            head = s3.head_object(Bucket="photos", Key="b.csv.gz")
+            self.assertEqual((head["ContentType"], head["ContentEncoding"]),
+                             ("text/csv", "gzip"))
+            log = s3.get_object(Bucket="photos", Key="import-log-" + job)["Body"].read()
+            self.assertIn(b"a.csv,Success,a.csv", log)
+            self.assertEqual(ie.get_status(JobId=job)["ProgressCode"], "Complete")
+        finally:
+            if server:
+                server.stop()
+            moto.stop()
 
 
 if __name__ == "__main__":
