@@ -170,7 +170,8 @@ pub struct ObjectInfo {
 /// Buckets, local or on S3.
 pub struct Buckets {
     config: BucketConfig,
-    runtime: tokio::runtime::Runtime,
+    /// Taken only by `drop`.
+    runtime: Option<tokio::runtime::Runtime>,
     stores: Mutex<HashMap<String, Arc<dyn ObjectStore>>>,
 }
 
@@ -182,7 +183,26 @@ impl fmt::Debug for Buckets {
     }
 }
 
+impl Drop for Buckets {
+    /// Lets the runtime go without waiting for it, so that the last holder
+    /// may drop buckets anywhere, an async task included (a blocking
+    /// shutdown there panics).
+    fn drop(&mut self) {
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
 impl Buckets {
+    /// Runs a future on the buckets' own runtime.
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        self.runtime
+            .as_ref()
+            .expect("the runtime is there until drop")
+            .block_on(f)
+    }
+
     /// Buckets as configured.
     ///
     /// # Errors
@@ -212,7 +232,7 @@ impl Buckets {
         }
         Ok(Buckets {
             config,
-            runtime,
+            runtime: Some(runtime),
             stores: Mutex::new(HashMap::new()),
         })
     }
@@ -325,8 +345,7 @@ impl Buckets {
                 }
             }
         }
-        self.runtime
-            .block_on(store.put_opts(&path, PutPayload::from(bytes), opts))
+        self.block_on(store.put_opts(&path, PutPayload::from(bytes), opts))
             .map(|_| ())
             .map_err(|e| store_err(&format!("putting {url}"), e, url))
     }
@@ -342,7 +361,7 @@ impl Buckets {
         let what = format!("listing {url}");
         if !url.key.is_empty() && !url.key.ends_with('/') {
             let path = object_path(url)?;
-            match self.runtime.block_on(store.head(&path)) {
+            match self.block_on(store.head(&path)) {
                 Ok(meta) => {
                     return Ok(vec![ObjectInfo {
                         key: meta.location.to_string(),
@@ -365,7 +384,6 @@ impl Buckets {
             })
             .transpose()?;
         let mut objects: Vec<ObjectInfo> = self
-            .runtime
             .block_on(store.list(prefix.as_ref()).try_collect::<Vec<_>>())
             .map_err(|e| store_err(&what, e, url))?
             .into_iter()
@@ -388,13 +406,12 @@ impl Buckets {
         let store = self.store(&url.bucket)?;
         let path = object_path(url)?;
         let what = format!("reading {url}");
-        self.runtime
-            .block_on(async {
-                let got = store.get(&path).await?;
-                got.bytes().await
-            })
-            .map(Vec::from)
-            .map_err(|e| store_err(&what, e, url))
+        self.block_on(async {
+            let got = store.get(&path).await?;
+            got.bytes().await
+        })
+        .map(Vec::from)
+        .map_err(|e| store_err(&what, e, url))
     }
 
     fn store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, BucketError> {
@@ -469,17 +486,14 @@ impl Buckets {
         for (k, v) in req.headers() {
             out = out.header(k, v);
         }
-        let resp = self
-            .runtime
-            .block_on(out.send())
-            .map_err(|e| fail(e.into()))?;
+        let resp = self.block_on(out.send()).map_err(|e| fail(e.into()))?;
         let status = resp.status();
         match (create, status.as_u16()) {
             (_, 200..=299) => Ok(true),
             (false, 404) => Ok(false),
             (true, 409) => Err(BucketError::BucketExists(name.to_owned())),
             _ => {
-                let body = self.runtime.block_on(resp.text()).unwrap_or_default();
+                let body = self.block_on(resp.text()).unwrap_or_default();
                 Err(fail(format!("the server answered {status}: {body}").into()))
             }
         }
@@ -532,6 +546,19 @@ fn store_err(what: &str, e: object_store::Error, url: &S3Url) -> BucketError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn buckets_can_be_dropped_in_an_async_task() {
+        // A server's last holder may be a task: dropping must not block
+        // (it panicked there once, at `sluice serve`'s shutdown).
+        let dir = tempfile::tempdir().unwrap();
+        let b = Buckets::open(BucketConfig::local(dir.path())).unwrap();
+        b.create_bucket("bkt").unwrap();
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(async move { drop(b) });
+    }
 
     #[test]
     fn urls_are_checked() {
