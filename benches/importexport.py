@@ -78,7 +78,8 @@ try:
         runs.append((kind, secs))
 finally:
     server.terminate()
-    server.wait()
+    code = server.wait()
+assert code == 0, "sluice serve ended with %s" % code
 
 # The export gives the device back, byte for byte.
 def files(root):
