@@ -192,6 +192,23 @@ impl From<JobError> for ApiError {
     }
 }
 
+/// Text made safe for XML and HTML: `& < > "` as entities, and CR as
+/// `&#13;` (XML parsers would turn a bare CR into LF).
+pub(crate) fn escape_markup(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\r' => out.push_str("&#13;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 /// A point in time; on the wire, epoch seconds (as AWS's JSON protocols
 /// send them).
 #[derive(Clone, Copy, Debug, Eq, Ord, PartialEq, PartialOrd)]

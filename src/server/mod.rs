@@ -55,7 +55,7 @@ use crate::api::customer_profiles::{
 };
 use crate::api::importexport::{Caller, ImportExport, ImportExportConfig, ImportExportError};
 use crate::api::pinpoint::{self as pp, Pinpoint, PinpointConfig};
-use crate::api::{ApiError, ErrorCode, Service};
+use crate::api::{ApiError, ErrorCode, Service, escape_markup};
 use crate::bucket::{BucketConfig, Buckets};
 use crate::crypto::{MasterKey, Sealer};
 use crate::job::{Clock, Objects, Runner, RunnerConfig, system_clock};
@@ -378,20 +378,13 @@ fn api_error(e: &ApiError, service: Service, request_id: &str) -> Response<Body>
     )
 }
 
-fn xml_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-}
-
 /// An S3 error: XML.
 fn s3_error(e: &UploadError, id: &str) -> Response<Body> {
     let body = format!(
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>{}</Code><Message>{}</Message>\
          <RequestId>{}</RequestId></Error>",
         e.code,
-        xml_escape(&e.message),
+        escape_markup(&e.message),
         id
     );
     Response::builder()

@@ -8,6 +8,8 @@
 
 use serde_json::Value;
 
+use crate::api::escape_markup;
+
 use crate::api::importexport::{
     API_VERSION, CreateJobInput, Exception, GetShippingLabelInput, ImportExportError, JobInput,
     ListJobsInput, UpdateJobInput, XML_NAMESPACE,
@@ -220,19 +222,6 @@ pub fn decode(body: &[u8]) -> Result<QueryRequest, DecodeError> {
     Ok(req)
 }
 
-fn escape(s: &str, out: &mut String) {
-    for c in s.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\r' => out.push_str("&#13;"),
-            c => out.push(c),
-        }
-    }
-}
-
 fn element(name: &str, v: &Value, out: &mut String) {
     if v.is_null() {
         return;
@@ -251,7 +240,7 @@ fn element(name: &str, v: &Value, out: &mut String) {
                 element("member", item, out);
             }
         }
-        Value::String(s) => escape(s, out),
+        Value::String(s) => out.push_str(&escape_markup(s)),
         other => out.push_str(&other.to_string()),
     }
     out.push_str("</");
@@ -267,7 +256,7 @@ pub fn response(action: &str, result: &Value, request_id: &str) -> String {
     );
     element(&format!("{action}Result"), result, &mut out);
     out.push_str("<ResponseMetadata><RequestId>");
-    escape(request_id, &mut out);
+    out.push_str(&escape_markup(request_id));
     out.push_str(&format!(
         "</RequestId></ResponseMetadata></{action}Response>\n"
     ));
@@ -285,11 +274,11 @@ pub fn error(code: &str, message: &str, request_id: &str) -> String {
         "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<ErrorResponse xmlns=\"{XML_NAMESPACE}\">\
          <Error><Type>{sender}</Type><Code>"
     );
-    escape(code, &mut out);
+    out.push_str(&escape_markup(code));
     out.push_str("</Code><Message>");
-    escape(message, &mut out);
+    out.push_str(&escape_markup(message));
     out.push_str("</Message></Error><RequestId>");
-    escape(request_id, &mut out);
+    out.push_str(&escape_markup(request_id));
     out.push_str("</RequestId></ErrorResponse>\n");
     out
 }

@@ -34,6 +34,7 @@ use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha1::Sha1;
 
+use super::escape_markup;
 use crate::crypto::to_base64;
 use crate::job::{
     Clock, Direction, JobStatus, Objects, TRANSFER_EXPIRY_MS, TRANSFER_KIND, TransferJob,
@@ -479,13 +480,6 @@ pub fn job_signature(secret_access_key: &str, job_id: &str, manifest: &str) -> S
     mac.update(b"\n");
     mac.update(manifest.replace("\r\n", "\n").as_bytes());
     to_base64(&mac.finalize().into_bytes())
-}
-
-fn html_escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
 }
 
 /// A fresh job id: six uppercase letters and digits, as the service's.
@@ -1080,7 +1074,7 @@ fn artifacts(spec: &TransferJob) -> Vec<Artifact> {
 fn label_html(from: &Address, jobs: &[Job], at: &str) -> String {
     let lines = |l: Vec<String>| -> String {
         l.iter()
-            .map(|x| html_escape(x))
+            .map(|x| escape_markup(x))
             .collect::<Vec<_>>()
             .join("<br>\n")
     };
@@ -1089,10 +1083,10 @@ fn label_html(from: &Address, jobs: &[Job], at: &str) -> String {
         devices.push_str(&format!(
             "<li>Job {} ({}): device {}. On arrival: <code>sluice importexport run {} \
              --device PATH</code></li>\n",
-            html_escape(&j.record.id),
+            escape_markup(&j.record.id),
             j.spec.direction.as_str(),
-            html_escape(&j.spec.device_id),
-            html_escape(&j.record.id),
+            escape_markup(&j.spec.device_id),
+            escape_markup(&j.record.id),
         ));
     }
     format!(
