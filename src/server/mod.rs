@@ -467,6 +467,25 @@ fn query_param(query: &str, name: &str) -> Option<String> {
         .map(|(_, v)| v.into_owned())
 }
 
+/// Checks a request's SigV4 signature for `signing_name` and returns the
+/// access key id that signed it.
+fn authenticate(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    body: &[u8],
+    signing_name: &str,
+) -> Result<String, sigv4::AuthError> {
+    let headers = header_list(&parts.headers);
+    let signed = sigv4::SignedRequest {
+        method: parts.method.as_str(),
+        path: parts.uri.path(),
+        query: parts.uri.query().unwrap_or(""),
+        headers: &headers,
+        body,
+    };
+    sigv4::verify(&signed, signing_name, &state.credentials, (state.clock)())
+}
+
 async fn api_request(
     state: &Arc<AppState>,
     req: Request<Body>,
@@ -490,24 +509,11 @@ async fn api_request(
             );
         }
     };
-    let headers = header_list(&parts.headers);
-    let path = parts.uri.path().to_owned();
-    let query = parts.uri.query().unwrap_or("").to_owned();
-    let signed = sigv4::SignedRequest {
-        method: parts.method.as_str(),
-        path: &path,
-        query: &query,
-        headers: &headers,
-        body: &body,
-    };
-    if let Err(e) = sigv4::verify(
-        &signed,
-        service.signing_name(),
-        &state.credentials,
-        (state.clock)(),
-    ) {
+    if let Err(e) = authenticate(state, &parts, &body, service.signing_name()) {
         return json_error(e.status, e.code, &e.message, id);
     }
+    let path = parts.uri.path().to_owned();
+    let query = parts.uri.query().unwrap_or("").to_owned();
     let seg = segments(&path);
     let op = match service {
         Service::CustomerProfiles => route(&parts.method, &seg, &query),
@@ -553,11 +559,7 @@ fn ie_error(e: &ImportExportError, request_id: &str) -> Response<Body> {
 
 /// An operation's output as a JSON object of its members.
 fn as_value<T: Serialize>(r: Result<T, ImportExportError>) -> Result<Value, ImportExportError> {
-    r.and_then(|o| {
-        serde_json::to_value(o).map_err(|e| {
-            ImportExportError::new(crate::api::importexport::Exception::Internal, e.to_string())
-        })
-    })
+    r.and_then(|o| serde_json::to_value(o).map_err(|e| ImportExportError::internal(&e)))
 }
 
 /// An Import/Export request: the query protocol, signed like the rest.
@@ -576,16 +578,7 @@ async fn query_request(state: &Arc<AppState>, req: Request<Body>, id: &str) -> R
             id,
         );
     };
-    let headers = header_list(&parts.headers);
-    let query = parts.uri.query().unwrap_or("").to_owned();
-    let signed = sigv4::SignedRequest {
-        method: parts.method.as_str(),
-        path: parts.uri.path(),
-        query: &query,
-        headers: &headers,
-        body: &body,
-    };
-    let key_id = match sigv4::verify(&signed, SIGNING_NAME, &state.credentials, (state.clock)()) {
+    let key_id = match authenticate(state, &parts, &body, SIGNING_NAME) {
         Ok(k) => k,
         Err(e) => return xml_error(e.status, e.code, &e.message, id),
     };
@@ -623,15 +616,7 @@ async fn query_request(state: &Arc<AppState>, req: Request<Body>, id: &str) -> R
             .body(Body::from(query::response(action, &v, id)))
             .expect("a valid response"),
         Ok(Err(e)) => ie_error(&e, id),
-        Err(e) => {
-            eprintln!("sluice: internal error: {e}");
-            xml_error(
-                500,
-                "InternalFailure",
-                "internal error; the server log has the cause",
-                id,
-            )
-        }
+        Err(e) => ie_error(&ImportExportError::internal(&e), id),
     }
 }
 

@@ -166,7 +166,8 @@ impl ImportExportError {
         }
     }
 
-    fn internal(cause: &dyn fmt::Display) -> ImportExportError {
+    /// `InternalFailure`. The cause goes to the log, not to the caller.
+    pub fn internal(cause: &dyn fmt::Display) -> ImportExportError {
         eprintln!("sluice: internal error: {cause}");
         ImportExportError::new(
             Exception::Internal,
