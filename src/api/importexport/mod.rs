@@ -750,40 +750,28 @@ impl ImportExport {
         let Job { record, spec } = self.live_job(caller, r.job_id.as_deref())?;
         let c = &record.counters;
         let log_key = spec.log_key(&record.id);
-        let (progress, message) = match record.status {
-            JobStatus::Created => ("Pending", "The specified job has not started.".to_owned()),
-            JobStatus::Queued | JobStatus::Running => (
-                "InProgress",
-                format!(
-                    "The data on your device is being transferred: {} of {} files done.",
-                    c.completed_pieces, c.total_pieces
-                ),
+        let message = match record.status {
+            JobStatus::Created => "The specified job has not started.".to_owned(),
+            JobStatus::Queued | JobStatus::Running => format!(
+                "The data on your device is being transferred: {} of {} files done.",
+                c.completed_pieces, c.total_pieces
             ),
-            JobStatus::Succeeded => (
-                "Complete",
-                format!(
-                    "The data transferred successfully. The log was saved to {log_key} in the \
-                     bucket {}.",
-                    spec.log_bucket
-                ),
+            JobStatus::Succeeded => format!(
+                "The data transferred successfully. The log was saved to {log_key} in the \
+                 bucket {}.",
+                spec.log_bucket
             ),
-            JobStatus::PartiallySucceeded => (
-                "SuccessWithErrors",
-                format!(
-                    "The data transfer completed with {} errors. See {log_key} in the bucket {} \
-                     for more details.",
-                    c.failed, spec.log_bucket
-                ),
+            JobStatus::PartiallySucceeded => format!(
+                "The data transfer completed with {} errors. See {log_key} in the bucket {} \
+                 for more details.",
+                c.failed, spec.log_bucket
             ),
-            _ => (
-                "DeviceError",
-                format!(
-                    "The job was aborted: {}",
-                    record
-                        .status_reason
-                        .as_deref()
-                        .unwrap_or("no reason recorded")
-                ),
+            _ => format!(
+                "The job was aborted: {}",
+                record
+                    .status_reason
+                    .as_deref()
+                    .unwrap_or("no reason recorded")
             ),
         };
         let arrived = record.status != JobStatus::Created;
@@ -800,7 +788,7 @@ impl ImportExport {
                 "AWS has not received your device."
             }
             .into(),
-            progress_code: progress.into(),
+            progress_code: progress_of(record.status).into(),
             progress_message: message,
             log_bucket: arrived.then(|| spec.log_bucket.clone()),
             log_key: arrived.then_some(log_key),
