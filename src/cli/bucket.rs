@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 
 use sluice::bucket::{BucketConfig, Buckets, S3Config, S3Url};
+use sluice::store::{BucketSettings, SqliteStore, Store};
 
 use super::{CliError, DEFAULT_DATA_DIR};
 
@@ -104,7 +105,7 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
             }
             let b = Buckets::open(at.config()?)?;
             b.create_bucket(&u.bucket)?;
-            super::importexport::record_bucket(&at, &u.bucket, region, owner)?;
+            record_bucket(&at, &u.bucket, region, owner)?;
             println!("make_bucket: {}", u.bucket);
         }
         Command::Put { file, url, at } => {
@@ -128,5 +129,24 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
             }
         }
     }
+    Ok(())
+}
+
+/// Records a bucket's region and owner, as `bucket mb` takes them.
+fn record_bucket(
+    at: &BucketArgs,
+    bucket: &str,
+    region: Option<String>,
+    owner: Option<String>,
+) -> Result<(), CliError> {
+    if region.is_none() && owner.is_none() {
+        return Ok(());
+    }
+    let store = SqliteStore::open(&at.data_dir)?;
+    store.set_bucket_settings(&BucketSettings {
+        bucket: bucket.to_owned(),
+        region,
+        owner,
+    })?;
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use sluice::bucket::Buckets;
 use sluice::job::{JobStatus, run_device, system_clock};
-use sluice::store::{SqliteStore, Store};
+use sluice::store::SqliteStore;
 
 use super::CliError;
 use super::bucket::BucketArgs;
@@ -49,23 +49,4 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
             }
         }
     }
-}
-
-/// Records a bucket's region and owner, as `bucket mb` takes them.
-pub(crate) fn record_bucket(
-    at: &BucketArgs,
-    bucket: &str,
-    region: Option<String>,
-    owner: Option<String>,
-) -> Result<(), CliError> {
-    if region.is_none() && owner.is_none() {
-        return Ok(());
-    }
-    let store = SqliteStore::open(&at.data_dir)?;
-    store.set_bucket_settings(&sluice::store::BucketSettings {
-        bucket: bucket.to_owned(),
-        region,
-        owner,
-    })?;
-    Ok(())
 }
