@@ -132,10 +132,9 @@ pub fn decode(body: &[u8]) -> Result<QueryRequest, DecodeError> {
     let pairs: Vec<(String, String)> = form_urlencoded::parse(body)
         .map(|(k, v)| (k.into_owned(), v.into_owned()))
         .collect();
-    for (n, (k, _)) in pairs.iter().enumerate() {
-        if pairs[..n].iter().any(|(j, _)| j == k) {
-            return Err(invalid(format!("{k} is given more than once")));
-        }
+    let mut seen = std::collections::HashSet::with_capacity(pairs.len());
+    if let Some((k, _)) = pairs.iter().find(|(k, _)| !seen.insert(k.as_str())) {
+        return Err(invalid(format!("{k} is given more than once")));
     }
     let mut p = Params(pairs);
     let Some(action) = p.take("Action") else {
