@@ -401,6 +401,18 @@ fn device_folder(field: &str, v: &str) -> Result<String, ImportExportError> {
     Ok(t.to_owned())
 }
 
+/// A prefix of object keys (empty when absent): at most 900 bytes, so that
+/// the keys under it fit S3's 1024, and no `.` or `..` segments.
+fn key_prefix(field: &str, v: Option<String>) -> Result<String, ImportExportError> {
+    let v = v.unwrap_or_default();
+    if v.len() > 900 || v.split('/').any(|s| s == ".." || s == ".") {
+        return Err(invalid(format!(
+            "{field} must be at most 900 bytes, without `.` or `..` segments"
+        )));
+    }
+    Ok(v)
+}
+
 fn bucket_name(field: &str, v: String) -> Result<String, ImportExportError> {
     crate::job::check_bucket_name(&v).map_err(|why| invalid(format!("{field}: {why}")))?;
     Ok(v)
@@ -513,12 +525,7 @@ pub fn parse(
         Some(b) => bucket_name("logBucket", b)?,
         None => first_bucket,
     };
-    let log_prefix = text_of("logPrefix")?.unwrap_or_default();
-    if log_prefix.len() > 900 || log_prefix.split('/').any(|s| s == ".." || s == ".") {
-        return Err(invalid(
-            "logPrefix must be at most 900 bytes, without `.` or `..` segments",
-        ));
-    }
+    let log_prefix = key_prefix("logPrefix", text_of("logPrefix")?)?;
     Ok(Manifest {
         access_key_id,
         device_id,
@@ -606,12 +613,7 @@ fn import_spec(top: &Fields<'_>) -> Result<ImportSpec, ImportExportError> {
     let text_of = |f: &str| top.text(f, Exception::InvalidManifestField);
     let bucket = text_of("bucket")?.ok_or_else(|| missing("bucket", Direction::Import))?;
     let bucket = bucket_name("bucket", bucket)?;
-    let prefix = text_of("prefix")?.unwrap_or_default();
-    if prefix.len() > 900 || prefix.split('/').any(|s| s == ".." || s == ".") {
-        return Err(invalid(
-            "prefix must be at most 900 bytes, without `.` or `..` segments",
-        ));
-    }
+    let prefix = key_prefix("prefix", text_of("prefix")?)?;
     let acl = text_of("acl")?;
     if let Some(a) = &acl
         && !ACLS.contains(&a.as_str())
