@@ -251,10 +251,18 @@ pub fn verify(
         let values = req.header_values(name);
         canonical_headers.push_str(&format!("{name}:{}\n", canonical_header_value(&values)));
     }
-    let payload_hash = match req.header("x-amz-content-sha256") {
-        Some(h) => h.to_owned(),
-        None => to_hex(&Sha256::digest(req.body)),
-    };
+    // The body is always signed: a client's own hash of it must be the
+    // body's, or a signed request could carry any other body.
+    let payload_hash = to_hex(&Sha256::digest(req.body));
+    if let Some(claimed) = req.header("x-amz-content-sha256")
+        && !claimed.eq_ignore_ascii_case(&payload_hash)
+    {
+        return Err(refuse(
+            400,
+            "XAmzContentSHA256Mismatch",
+            "The provided 'x-amz-content-sha256' header does not match what was computed.",
+        ));
+    }
     let canonical_request = format!(
         "{}\n{}\n{}\n{}\n{}\n{}",
         req.method,
@@ -342,6 +350,16 @@ mod tests {
         };
         let e = verify(&post, "service", &creds(), NOW).unwrap_err();
         assert!(e.message.contains("does not match"));
+        // A body other than the one signed is refused, even when the
+        // client's hash header is the signed one.
+        let mut h = headers(auth);
+        h.push(("x-amz-content-sha256".into(), to_hex(&Sha256::digest(b""))));
+        let swapped = SignedRequest {
+            body: b"{}",
+            ..get(&h)
+        };
+        let e = verify(&swapped, "service", &creds(), NOW).unwrap_err();
+        assert_eq!(e.code, "XAmzContentSHA256Mismatch");
         let h = headers(&auth.replace("AKIDEXAMPLE", "AKIDOTHER"));
         let req = get(&h);
         let e = verify(&req, "service", &creds(), NOW).unwrap_err();
