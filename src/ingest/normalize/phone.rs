@@ -55,6 +55,8 @@ pub enum PhoneProblem {
     TooLong,
     /// The numbering-plan parser could not read a number.
     Unparseable,
+    /// A number was read with more than 15 digits, E.164's limit.
+    TooManyDigits,
     /// A number was read, but its national number does not fit the numbering
     /// plan of its country code.
     NotInNumberingPlan {
@@ -69,6 +71,7 @@ impl fmt::Display for PhoneProblem {
             PhoneProblem::NoDigits => f.write_str("no digits"),
             PhoneProblem::TooLong => write!(f, "longer than {MAX_INPUT_LEN} characters"),
             PhoneProblem::Unparseable => f.write_str("not a recognizable telephone number"),
+            PhoneProblem::TooManyDigits => write!(f, "more than {MAX_DIGITS} digits"),
             PhoneProblem::NotInNumberingPlan { country_code } => {
                 write!(f, "does not fit the numbering plan of +{country_code}")
             }
@@ -302,6 +305,9 @@ impl PhoneNormalizer {
             return (Fast::Invalid(PhoneProblem::NoDigits), 0);
         }
         if plus {
+            if n > MAX_DIGITS {
+                return (Fast::Unsure, 0);
+            }
             let plans = &*PLANS;
             let Some(cc_len) = (1..=3.min(n)).find(|&k| plans.is_known(parse_cc(&digits[..k])))
             else {
@@ -346,26 +352,42 @@ impl PhoneNormalizer {
         }
     }
 
-    /// The slow path: the numbering-plan parser, then the same validity rule.
+    /// The slow path: the numbering-plan parser, then the same validity
+    /// rule, and the rule that a normal form is read back as itself.
     #[cold]
     fn slow(&self, s: &str, out: &mut Vec<u8>) -> Result<(), PhoneProblem> {
         if no_numeric(s.as_bytes()) {
             return Err(PhoneProblem::NoDigits);
         }
-        let number =
-            phonenumber::parse(self.region_for(s), s).map_err(|_| PhoneProblem::Unparseable)?;
-        let cc = number.code().value();
-        let national = number.national();
-        let mut digits = "0".repeat(usize::from(national.zeros()));
-        digits.push_str(&national.value().to_string());
-        if !PLANS.fits(cc, digits.as_bytes()) {
+        let (cc, digits) = read(self.region_for(s), s)?;
+        let e164 = format!("+{cc}{digits}");
+        if e164.len() > 1 + MAX_DIGITS {
+            return Err(PhoneProblem::TooManyDigits);
+        }
+        // A national number can fit its plan's general pattern and still be
+        // read differently once written with its country code: `FO34)5-0132`
+        // is read as the seven digits 345 0132 of +1, but `+13450132` as
+        // Cayman's +1 345 345 0132. Such a number is not whole.
+        if !s.starts_with('+') && read(None, &e164)? != (cc, digits) {
             return Err(PhoneProblem::NotInNumberingPlan { country_code: cc });
         }
-        out.push(b'+');
-        out.extend_from_slice(cc.to_string().as_bytes());
-        out.extend_from_slice(digits.as_bytes());
+        out.extend_from_slice(e164.as_bytes());
         Ok(())
     }
+}
+
+/// The crate's reading of `s`: the calling code and the national number's
+/// digits, which must fit the code's plan.
+fn read(region: Option<Id>, s: &str) -> Result<(u16, String), PhoneProblem> {
+    let number = phonenumber::parse(region, s).map_err(|_| PhoneProblem::Unparseable)?;
+    let cc = number.code().value();
+    let national = number.national();
+    let mut digits = "0".repeat(usize::from(national.zeros()));
+    digits.push_str(&national.value().to_string());
+    if !PLANS.fits(cc, digits.as_bytes()) {
+        return Err(PhoneProblem::NotInNumberingPlan { country_code: cc });
+    }
+    Ok((cc, digits))
 }
 
 /// Ten digits, the first from 2 to 9: the general NANP pattern.
@@ -406,9 +428,40 @@ mod tests {
             "0".repeat(usize::from(n.national().zeros())),
             n.national().value()
         );
-        PLANS
+        let e164 = PLANS
             .fits(n.code().value(), national.as_bytes())
             .then(|| n.format().mode(phonenumber::Mode::E164).to_string())
+            .filter(|e| e.len() <= 1 + MAX_DIGITS)?;
+        // A normal form reads back as itself (see `slow`).
+        let back = phonenumber::parse(None, &e164).ok()?;
+        (back.format().mode(phonenumber::Mode::E164).to_string() == e164).then_some(e164)
+    }
+
+    /// Found by the `normalize` fuzz target: a number the crate reads as
+    /// seven digits of +1 became `+13450132`, which reads back as
+    /// `+13453450132`. A normal form must normalize to itself.
+    #[test]
+    fn normal_forms_read_back_as_themselves() {
+        let us = PhoneNormalizer::new();
+        assert_eq!(
+            norm(&us, "FO34)5-0132"),
+            Err(PhoneProblem::NotInNumberingPlan { country_code: 1 })
+        );
+        // Letters read as digits can make more than E.164 allows.
+        assert_eq!(
+            norm(&us, "+490t15656010156NR"),
+            Err(PhoneProblem::TooManyDigits)
+        );
+        for s in [
+            "(415) 555-0132",
+            "+44 20 7946 0958",
+            "+1 345 345 0132",
+            "0049 30 1234567",
+        ] {
+            if let Ok(n) = norm(&us, s) {
+                assert_eq!(norm(&us, &n), Ok(n.clone()), "{s}");
+            }
+        }
     }
 
     #[test]
