@@ -31,6 +31,7 @@ Each names the shared errors its own way ([`Service`]).
 
 pub mod credentials;
 pub mod query;
+pub mod rest;
 pub mod sigv4;
 
 use std::future::Future;
@@ -39,12 +40,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
-use percent_encoding::percent_decode_str;
 use serde::Serialize;
-use serde::de::DeserializeOwned;
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
@@ -54,7 +53,7 @@ use crate::api::customer_profiles::{
     UploadError, UploadRequest,
 };
 use crate::api::importexport::{Caller, ImportExport, ImportExportConfig, ImportExportError};
-use crate::api::pinpoint::{self as pp, Pinpoint, PinpointConfig};
+use crate::api::pinpoint::{Pinpoint, PinpointConfig};
 use crate::api::{ApiError, ErrorCode, Service, escape_markup};
 use crate::bucket::{BucketConfig, Buckets};
 use crate::crypto::{MasterKey, Sealer};
@@ -155,7 +154,7 @@ pub enum ServerError {
 
 /// The services behind the routes.
 #[derive(Clone)]
-struct Apis {
+pub(crate) struct Apis {
     profiles: CustomerProfiles,
     pinpoint: Pinpoint,
     importexport: ImportExport,
@@ -454,19 +453,6 @@ fn header(h: &HeaderMap, name: &str) -> Option<String> {
         .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
 }
 
-fn segments(path: &str) -> Vec<String> {
-    path.split('/')
-        .filter(|s| !s.is_empty())
-        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
-        .collect()
-}
-
-fn query_param(query: &str, name: &str) -> Option<String> {
-    form_urlencoded::parse(query.as_bytes())
-        .find(|(k, _)| k == name)
-        .map(|(_, v)| v.into_owned())
-}
-
 /// Checks a request's SigV4 signature for `signing_name` and returns the
 /// access key id that signed it.
 fn authenticate(
@@ -512,30 +498,28 @@ async fn api_request(
     if let Err(e) = authenticate(state, &parts, &body, service.signing_name()) {
         return json_error(e.status, e.code, &e.message, id);
     }
-    let path = parts.uri.path().to_owned();
-    let query = parts.uri.query().unwrap_or("").to_owned();
-    let seg = segments(&path);
-    let op = match service {
-        Service::CustomerProfiles => route(&parts.method, &seg, &query),
-        Service::Pinpoint => pinpoint_route(&parts.method, &seg[1..], &query),
-    };
-    let Some(op) = op else {
-        return json_error(
-            404,
-            "UnknownOperationException",
-            &format!("no operation at {} {path}", parts.method),
-            id,
-        );
-    };
     let apis = state.apis.clone();
-    let result = tokio::task::spawn_blocking(move || op(&apis, &body)).await;
+    let (method, uri) = (parts.method, parts.uri);
+    let result = tokio::task::spawn_blocking(move || {
+        rest::decode(
+            method.as_str(),
+            uri.path(),
+            uri.query().unwrap_or(""),
+            &body,
+        )
+        .map(|call| call.call(&apis))
+    })
+    .await;
     match result {
-        Ok(Ok((status, v))) => Response::builder()
+        Ok(Ok(Ok((status, v)))) => Response::builder()
             .status(status)
             .header("content-type", "application/json")
             .body(Body::from(v.to_string()))
             .expect("a valid response"),
-        Ok(Err(e)) => api_error(&e, service, id),
+        Ok(Ok(Err(e)) | Err(rest::RestError::Api(e))) => api_error(&e, service, id),
+        Ok(Err(rest::RestError::NoOperation(m))) => {
+            json_error(404, "UnknownOperationException", &m, id)
+        }
         Err(e) => api_error(&ApiError::internal(&e), service, id),
     }
 }
@@ -620,179 +604,6 @@ async fn query_request(state: &Arc<AppState>, req: Request<Body>, id: &str) -> R
     }
 }
 
-type Operation = Box<dyn FnOnce(&Apis, &Bytes) -> Result<(StatusCode, Value), ApiError> + Send>;
-
-/// The request body as `T` (an empty body is `T::default()`), with the
-/// URI's members set by `fill`.
-fn body_as<T: DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(T::default());
-    }
-    serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}")))
-}
-
-fn reply<T: Serialize>(r: Result<T, ApiError>) -> Result<(StatusCode, Value), ApiError> {
-    reply_with(StatusCode::OK, r)
-}
-
-fn reply_with<T: Serialize>(
-    status: StatusCode,
-    r: Result<T, ApiError>,
-) -> Result<(StatusCode, Value), ApiError> {
-    r.and_then(|v| serde_json::to_value(v).map_err(|e| ApiError::internal(&e)))
-        .map(|v| (status, v))
-}
-
-fn int_param(query: &str, name: &str) -> Result<Option<i64>, ApiError> {
-    query_param(query, name)
-        .map(|v| {
-            v.parse().map_err(|_| {
-                ApiError::bad_request(format!("{name} must be an integer; it is {v:?}"))
-            })
-        })
-        .transpose()
-}
-
-/// The operation at a method and path: the model's `http` entries.
-fn route(method: &Method, seg: &[String], query: &str) -> Option<Operation> {
-    let s: Vec<&str> = seg.iter().map(String::as_str).collect();
-    let q = query.to_owned();
-    let op: Operation = match (method.as_str(), s.as_slice()) {
-        ("GET", ["domains"]) => Box::new(move |apis: &Apis, _| {
-            let r = cp::ListDomainsRequest {
-                next_token: query_param(&q, "next-token"),
-                max_results: int_param(&q, "max-results")?,
-            };
-            reply(apis.profiles.list_domains(&r))
-        }),
-        ("POST", ["domains", d]) => {
-            let d = d.to_string();
-            Box::new(move |apis: &Apis, body| {
-                let mut r: cp::CreateDomainRequest = body_as(body)?;
-                r.domain_name = d;
-                reply(apis.profiles.create_domain(&r))
-            })
-        }
-        ("GET" | "DELETE", ["domains", d]) => {
-            let r = cp::DomainRequest {
-                domain_name: d.to_string(),
-            };
-            if method == Method::GET {
-                Box::new(move |apis: &Apis, _| reply(apis.profiles.get_domain(&r)))
-            } else {
-                Box::new(move |apis: &Apis, _| reply(apis.profiles.delete_domain(&r)))
-            }
-        }
-        ("POST", ["domains", d, "upload-jobs"]) => {
-            let d = d.to_string();
-            Box::new(move |apis: &Apis, body| {
-                let mut r: cp::CreateUploadJobRequest = body_as(body)?;
-                r.domain_name = d;
-                reply(apis.profiles.create_upload_job(&r))
-            })
-        }
-        ("GET", ["domains", d, "upload-jobs"]) => {
-            let d = d.to_string();
-            Box::new(move |apis: &Apis, _| {
-                let r = cp::ListUploadJobsRequest {
-                    domain_name: d,
-                    max_results: int_param(&q, "max-results")?,
-                    next_token: query_param(&q, "next-token"),
-                };
-                reply(apis.profiles.list_upload_jobs(&r))
-            })
-        }
-        (m, ["domains", d, "upload-jobs", j, rest @ ..]) => {
-            let r = cp::JobRequest {
-                domain_name: d.to_string(),
-                job_id: j.to_string(),
-            };
-            match (m, rest) {
-                ("GET", []) => {
-                    Box::new(move |apis: &Apis, _| reply(apis.profiles.get_upload_job(&r)))
-                }
-                ("PUT", []) => {
-                    Box::new(move |apis: &Apis, _| reply(apis.profiles.start_upload_job(&r)))
-                }
-                ("GET", ["path"]) => {
-                    Box::new(move |apis: &Apis, _| reply(apis.profiles.get_upload_job_path(&r)))
-                }
-                ("PUT", ["stop"]) => {
-                    Box::new(move |apis: &Apis, _| reply(apis.profiles.stop_upload_job(&r)))
-                }
-                _ => return None,
-            }
-        }
-        _ => return None,
-    };
-    Some(op)
-}
-
-/// The Pinpoint operation at a method and the path after `/v1`.
-fn pinpoint_route(method: &Method, seg: &[String], query: &str) -> Option<Operation> {
-    let s: Vec<&str> = seg.iter().map(String::as_str).collect();
-    let page = pp::PageRequest {
-        page_size: query_param(query, "page-size"),
-        token: query_param(query, "token"),
-    };
-    let own = |x: &&str| (*x).to_owned();
-    let op: Operation = match (method.as_str(), s.as_slice()) {
-        ("POST", ["apps"]) => Box::new(move |apis: &Apis, body| {
-            let r: pp::CreateApplicationRequest = body_as(body)?;
-            reply_with(StatusCode::CREATED, apis.pinpoint.create_app(&r))
-        }),
-        ("GET", ["apps"]) => Box::new(move |apis: &Apis, _| reply(apis.pinpoint.get_apps(&page))),
-        ("GET", ["apps", a]) => {
-            let a = own(a);
-            Box::new(move |apis: &Apis, _| reply(apis.pinpoint.get_app(&a)))
-        }
-        ("DELETE", ["apps", a]) => {
-            let a = own(a);
-            Box::new(move |apis: &Apis, _| reply(apis.pinpoint.delete_app(&a)))
-        }
-        ("POST", ["apps", a, "jobs", "import"]) => {
-            let a = own(a);
-            Box::new(move |apis: &Apis, body| {
-                let r: pp::ImportJobRequest = body_as(body)?;
-                reply_with(StatusCode::CREATED, apis.pinpoint.create_import_job(&a, &r))
-            })
-        }
-        ("GET", ["apps", a, "jobs", "import"]) => {
-            let a = own(a);
-            Box::new(move |apis: &Apis, _| reply(apis.pinpoint.get_import_jobs(&a, &page)))
-        }
-        ("GET", ["apps", a, "jobs", "import", j]) => {
-            let (a, j) = (own(a), own(j));
-            Box::new(move |apis: &Apis, _| reply(apis.pinpoint.get_import_job(&a, &j)))
-        }
-        ("GET", ["apps", a, "segments"]) => {
-            let a = own(a);
-            Box::new(move |apis: &Apis, _| reply(apis.pinpoint.get_segments(&a, &page)))
-        }
-        ("GET", ["apps", a, "segments", g]) => {
-            let (a, g) = (own(a), own(g));
-            Box::new(move |apis: &Apis, _| reply(apis.pinpoint.get_segment(&a, &g)))
-        }
-        ("GET", ["apps", a, "segments", g, "jobs", "import"]) => {
-            let (a, g) = (own(a), own(g));
-            Box::new(move |apis: &Apis, _| {
-                reply(apis.pinpoint.get_segment_import_jobs(&a, &g, &page))
-            })
-        }
-        ("GET", ["apps", a, "endpoints", e]) => {
-            let (a, e) = (own(a), own(e));
-            Box::new(move |apis: &Apis, _| reply(apis.pinpoint.get_endpoint(&a, &e)))
-        }
-        ("GET", ["apps", a, "users", u]) => {
-            let (a, u) = (own(a), own(u));
-            Box::new(move |apis: &Apis, _| reply(apis.pinpoint.get_user_endpoints(&a, &u)))
-        }
-        _ => return None,
-    };
-    Some(op)
-}
-
 /// An upload PUT: authorized by its URL and SSE-C headers, streamed into a
 /// sealed file, committed whole or not at all.
 async fn receive_upload(
@@ -800,7 +611,7 @@ async fn receive_upload(
     req: Request<Body>,
 ) -> Result<Response<Body>, UploadError> {
     let (parts, body) = req.into_parts();
-    let seg = segments(parts.uri.path());
+    let seg = rest::segments(parts.uri.path());
     let [_, domain, job] = seg.as_slice() else {
         return Err(UploadError {
             status: 404,
@@ -813,8 +624,8 @@ async fn receive_upload(
     let request = UploadRequest {
         domain_name: domain.clone(),
         job_id: job.clone(),
-        expires: query_param(query, URL_EXPIRES),
-        signature: query_param(query, URL_SIGNATURE),
+        expires: rest::query_param(query, URL_EXPIRES),
+        signature: rest::query_param(query, URL_SIGNATURE),
         sse_algorithm: header(h, "x-amz-server-side-encryption-customer-algorithm"),
         sse_key: header(h, "x-amz-server-side-encryption-customer-key"),
         sse_key_md5: header(h, "x-amz-server-side-encryption-customer-key-md5"),

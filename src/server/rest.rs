@@ -1,0 +1,346 @@
+//! The REST-JSON protocol of Customer Profiles and Pinpoint: a request's
+//! method, path, query and body decoded into one typed operation call, by
+//! the model's `http` entries, before anything runs.
+//!
+//! Decoding is all there is to a request here, so it can be tested and
+//! fuzzed without a server or a store: [`decode`] is pure, and
+//! [`RestCall::call`] runs the decoded operation.
+
+use axum::http::StatusCode;
+use percent_encoding::percent_decode_str;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::api::ApiError;
+use crate::api::customer_profiles as cp;
+use crate::api::pinpoint as pp;
+
+use super::Apis;
+
+/// A decoded REST-JSON request: the operation and its input.
+#[derive(Clone, Debug, PartialEq)]
+#[allow(missing_docs)]
+pub enum RestCall {
+    ListDomains(cp::ListDomainsRequest),
+    CreateDomain(cp::CreateDomainRequest),
+    GetDomain(cp::DomainRequest),
+    DeleteDomain(cp::DomainRequest),
+    CreateUploadJob(cp::CreateUploadJobRequest),
+    ListUploadJobs(cp::ListUploadJobsRequest),
+    GetUploadJob(cp::JobRequest),
+    StartUploadJob(cp::JobRequest),
+    GetUploadJobPath(cp::JobRequest),
+    StopUploadJob(cp::JobRequest),
+    CreateApp(pp::CreateApplicationRequest),
+    GetApps(pp::PageRequest),
+    GetApp {
+        app: String,
+    },
+    DeleteApp {
+        app: String,
+    },
+    CreateImportJob {
+        app: String,
+        request: pp::ImportJobRequest,
+    },
+    GetImportJobs {
+        app: String,
+        page: pp::PageRequest,
+    },
+    GetImportJob {
+        app: String,
+        job: String,
+    },
+    GetSegments {
+        app: String,
+        page: pp::PageRequest,
+    },
+    GetSegment {
+        app: String,
+        segment: String,
+    },
+    GetSegmentImportJobs {
+        app: String,
+        segment: String,
+        page: pp::PageRequest,
+    },
+    GetEndpoint {
+        app: String,
+        endpoint: String,
+    },
+    GetUserEndpoints {
+        app: String,
+        user: String,
+    },
+}
+
+/// Why a request was not decoded.
+#[derive(Clone, Debug, PartialEq)]
+pub enum RestError {
+    /// No operation has this method and path (`UnknownOperationException`,
+    /// 404); the message names them.
+    NoOperation(String),
+    /// The operation's input is not valid (`BadRequestException`), naming
+    /// the member or the place in the body.
+    Api(ApiError),
+}
+
+impl From<ApiError> for RestError {
+    fn from(e: ApiError) -> RestError {
+        RestError::Api(e)
+    }
+}
+
+/// The path's segments, percent-decoded (empty segments dropped).
+pub(crate) fn segments(path: &str) -> Vec<String> {
+    path.split('/')
+        .filter(|s| !s.is_empty())
+        .map(|s| percent_decode_str(s).decode_utf8_lossy().into_owned())
+        .collect()
+}
+
+/// The first value of a query parameter.
+pub(crate) fn query_param(query: &str, name: &str) -> Option<String> {
+    form_urlencoded::parse(query.as_bytes())
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn int_param(query: &str, name: &str) -> Result<Option<i64>, ApiError> {
+    query_param(query, name)
+        .map(|v| {
+            v.parse().map_err(|_| {
+                ApiError::bad_request(format!("{name} must be an integer; it is {v:?}"))
+            })
+        })
+        .transpose()
+}
+
+/// The request body as `T`; an empty (or all-blank) body is
+/// `T::default()`.
+fn body_as<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}")))
+}
+
+/// Decodes a request by the models' `http` entries: Pinpoint's paths
+/// start `/v1/`, Customer Profiles' do not.
+///
+/// # Errors
+///
+/// [`RestError::NoOperation`] for a method and path of no operation;
+/// [`RestError::Api`] for a body that is not the operation's JSON input
+/// or a query parameter that is not an integer where one must be.
+pub fn decode(method: &str, path: &str, query: &str, body: &[u8]) -> Result<RestCall, RestError> {
+    let seg = segments(path);
+    let s: Vec<&str> = seg.iter().map(String::as_str).collect();
+    let call = match s.as_slice() {
+        ["v1", rest @ ..] => pinpoint(method, rest, query, body)?,
+        _ => profiles(method, &s, query, body)?,
+    };
+    call.ok_or_else(|| RestError::NoOperation(format!("no operation at {method} {path}")))
+}
+
+fn profiles(method: &str, s: &[&str], q: &str, body: &[u8]) -> Result<Option<RestCall>, ApiError> {
+    use RestCall as C;
+    let domain = |d: &str| cp::DomainRequest {
+        domain_name: d.to_owned(),
+    };
+    Ok(Some(match (method, s) {
+        ("GET", ["domains"]) => C::ListDomains(cp::ListDomainsRequest {
+            next_token: query_param(q, "next-token"),
+            max_results: int_param(q, "max-results")?,
+        }),
+        ("POST", ["domains", d]) => C::CreateDomain(cp::CreateDomainRequest {
+            domain_name: (*d).to_owned(),
+            ..body_as(body)?
+        }),
+        ("GET", ["domains", d]) => C::GetDomain(domain(d)),
+        ("DELETE", ["domains", d]) => C::DeleteDomain(domain(d)),
+        ("POST", ["domains", d, "upload-jobs"]) => C::CreateUploadJob(cp::CreateUploadJobRequest {
+            domain_name: (*d).to_owned(),
+            ..body_as(body)?
+        }),
+        ("GET", ["domains", d, "upload-jobs"]) => C::ListUploadJobs(cp::ListUploadJobsRequest {
+            domain_name: (*d).to_owned(),
+            max_results: int_param(q, "max-results")?,
+            next_token: query_param(q, "next-token"),
+        }),
+        (m, ["domains", d, "upload-jobs", j, rest @ ..]) => {
+            let r = cp::JobRequest {
+                domain_name: (*d).to_owned(),
+                job_id: (*j).to_owned(),
+            };
+            match (m, rest) {
+                ("GET", []) => C::GetUploadJob(r),
+                ("PUT", []) => C::StartUploadJob(r),
+                ("GET", ["path"]) => C::GetUploadJobPath(r),
+                ("PUT", ["stop"]) => C::StopUploadJob(r),
+                _ => return Ok(None),
+            }
+        }
+        _ => return Ok(None),
+    }))
+}
+
+fn pinpoint(method: &str, s: &[&str], q: &str, body: &[u8]) -> Result<Option<RestCall>, ApiError> {
+    use RestCall as C;
+    let page = || pp::PageRequest {
+        page_size: query_param(q, "page-size"),
+        token: query_param(q, "token"),
+    };
+    let own = |x: &str| x.to_owned();
+    Ok(Some(match (method, s) {
+        ("POST", ["apps"]) => C::CreateApp(body_as(body)?),
+        ("GET", ["apps"]) => C::GetApps(page()),
+        ("GET", ["apps", a]) => C::GetApp { app: own(a) },
+        ("DELETE", ["apps", a]) => C::DeleteApp { app: own(a) },
+        ("POST", ["apps", a, "jobs", "import"]) => C::CreateImportJob {
+            app: own(a),
+            request: body_as(body)?,
+        },
+        ("GET", ["apps", a, "jobs", "import"]) => C::GetImportJobs {
+            app: own(a),
+            page: page(),
+        },
+        ("GET", ["apps", a, "jobs", "import", j]) => C::GetImportJob {
+            app: own(a),
+            job: own(j),
+        },
+        ("GET", ["apps", a, "segments"]) => C::GetSegments {
+            app: own(a),
+            page: page(),
+        },
+        ("GET", ["apps", a, "segments", g]) => C::GetSegment {
+            app: own(a),
+            segment: own(g),
+        },
+        ("GET", ["apps", a, "segments", g, "jobs", "import"]) => C::GetSegmentImportJobs {
+            app: own(a),
+            segment: own(g),
+            page: page(),
+        },
+        ("GET", ["apps", a, "endpoints", e]) => C::GetEndpoint {
+            app: own(a),
+            endpoint: own(e),
+        },
+        ("GET", ["apps", a, "users", u]) => C::GetUserEndpoints {
+            app: own(a),
+            user: own(u),
+        },
+        _ => return Ok(None),
+    }))
+}
+
+fn reply<T: Serialize>(r: Result<T, ApiError>) -> Result<(StatusCode, Value), ApiError> {
+    reply_with(StatusCode::OK, r)
+}
+
+fn reply_with<T: Serialize>(
+    status: StatusCode,
+    r: Result<T, ApiError>,
+) -> Result<(StatusCode, Value), ApiError> {
+    r.and_then(|v| serde_json::to_value(v).map_err(|e| ApiError::internal(&e)))
+        .map(|v| (status, v))
+}
+
+impl RestCall {
+    /// Runs the operation (it may block: the store is SQLite) and returns
+    /// the model's success status with the output's JSON.
+    pub(crate) fn call(self, apis: &Apis) -> Result<(StatusCode, Value), ApiError> {
+        use RestCall as C;
+        let (p, pp) = (&apis.profiles, &apis.pinpoint);
+        match self {
+            C::ListDomains(r) => reply(p.list_domains(&r)),
+            C::CreateDomain(r) => reply(p.create_domain(&r)),
+            C::GetDomain(r) => reply(p.get_domain(&r)),
+            C::DeleteDomain(r) => reply(p.delete_domain(&r)),
+            C::CreateUploadJob(r) => reply(p.create_upload_job(&r)),
+            C::ListUploadJobs(r) => reply(p.list_upload_jobs(&r)),
+            C::GetUploadJob(r) => reply(p.get_upload_job(&r)),
+            C::StartUploadJob(r) => reply(p.start_upload_job(&r)),
+            C::GetUploadJobPath(r) => reply(p.get_upload_job_path(&r)),
+            C::StopUploadJob(r) => reply(p.stop_upload_job(&r)),
+            C::CreateApp(r) => reply_with(StatusCode::CREATED, pp.create_app(&r)),
+            C::GetApps(page) => reply(pp.get_apps(&page)),
+            C::GetApp { app } => reply(pp.get_app(&app)),
+            C::DeleteApp { app } => reply(pp.delete_app(&app)),
+            C::CreateImportJob { app, request } => {
+                reply_with(StatusCode::CREATED, pp.create_import_job(&app, &request))
+            }
+            C::GetImportJobs { app, page } => reply(pp.get_import_jobs(&app, &page)),
+            C::GetImportJob { app, job } => reply(pp.get_import_job(&app, &job)),
+            C::GetSegments { app, page } => reply(pp.get_segments(&app, &page)),
+            C::GetSegment { app, segment } => reply(pp.get_segment(&app, &segment)),
+            C::GetSegmentImportJobs { app, segment, page } => {
+                reply(pp.get_segment_import_jobs(&app, &segment, &page))
+            }
+            C::GetEndpoint { app, endpoint } => reply(pp.get_endpoint(&app, &endpoint)),
+            C::GetUserEndpoints { app, user } => reply(pp.get_user_endpoints(&app, &user)),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn routes_by_method_and_path() {
+        let c = decode(
+            "POST",
+            "/domains/a%20b",
+            "",
+            br#"{"DefaultExpirationDays": 3}"#,
+        )
+        .unwrap();
+        let RestCall::CreateDomain(r) = c else {
+            panic!("{c:?}")
+        };
+        assert_eq!(r.domain_name, "a b");
+        assert_eq!(
+            decode(
+                "GET",
+                "/v1/apps/x/segments/y/jobs/import",
+                "page-size=5",
+                b""
+            )
+            .unwrap(),
+            RestCall::GetSegmentImportJobs {
+                app: "x".into(),
+                segment: "y".into(),
+                page: pp::PageRequest {
+                    page_size: Some("5".into()),
+                    token: None
+                }
+            }
+        );
+        assert_eq!(
+            decode("PATCH", "/domains/d", "", b""),
+            Err(RestError::NoOperation(
+                "no operation at PATCH /domains/d".into()
+            ))
+        );
+    }
+
+    #[test]
+    fn bad_bodies_and_parameters_name_the_place() {
+        let Err(RestError::Api(e)) = decode("POST", "/v1/apps", "", b"{\"Name\": \"a\"} x") else {
+            panic!()
+        };
+        assert!(
+            e.message
+                .contains("trailing characters at line 1 column 15"),
+            "{}",
+            e.message
+        );
+        let Err(RestError::Api(e)) = decode("GET", "/domains", "max-results=x", b"") else {
+            panic!()
+        };
+        assert_eq!(e.message, "max-results must be an integer; it is \"x\"");
+    }
+}
