@@ -868,7 +868,7 @@ impl CustomerProfiles {
         let until_ms = self.inner.now().saturating_add(ttl);
         let expires = until_ms.div_euclid(1000);
         let path = format!("{UPLOAD_PATH_PREFIX}{}/{}", r.domain_name, job.id);
-        let sig = self.url_signature(&path, expires);
+        let sig = url_signature(&self.inner.master, &path, expires);
         Ok(GetUploadJobPathResponse {
             url: format!(
                 "{}{path}?{URL_EXPIRES}={expires}&{URL_SIGNATURE}={sig}",
@@ -877,15 +877,6 @@ impl CustomerProfiles {
             client_token: key.to_base64(),
             valid_until: Timestamp(expires * 1000),
         })
-    }
-
-    fn url_signature(&self, path: &str, expires: i64) -> String {
-        crypto::to_hex(
-            &self
-                .inner
-                .master
-                .sign_url(&format!("PUT\n{path}\n{expires}")),
-        )
     }
 
     /// Checks an upload PUT as S3 would: the URL's signature and expiry,
@@ -900,31 +891,13 @@ impl CustomerProfiles {
     /// `EntityTooLarge` (400), `NoSuchUpload` (404) when the job is gone.
     pub fn authorize_upload(&self, r: &UploadRequest) -> Result<UploadSlot, UploadError> {
         let path = format!("{UPLOAD_PATH_PREFIX}{}/{}", r.domain_name, r.job_id);
-        let (Some(expires), Some(sig)) = (&r.expires, &r.signature) else {
-            return Err(upload_err(
-                403,
-                "AccessDenied",
-                format!("an upload needs the {URL_EXPIRES} and {URL_SIGNATURE} of its signed URL"),
-            ));
-        };
-        let expires_at: i64 = expires.parse().map_err(|_| {
-            upload_err(
-                403,
-                "AccessDenied",
-                format!("{URL_EXPIRES} is not a number"),
-            )
-        })?;
-        let want = self.url_signature(&path, expires_at);
-        if !crypto::same_bytes(want.as_bytes(), sig.to_ascii_lowercase().as_bytes()) {
-            return Err(upload_err(
-                403,
-                "SignatureDoesNotMatch",
-                "The request signature we calculated does not match the signature you provided.",
-            ));
-        }
-        if self.inner.now() > expires_at.saturating_mul(1000) {
-            return Err(upload_err(403, "AccessDenied", "Request has expired"));
-        }
+        verify_upload_url(
+            &self.inner.master,
+            &path,
+            r.expires.as_deref(),
+            r.signature.as_deref(),
+            self.inner.now(),
+        )?;
         let presented = check_sse(r)?;
         let max = self.inner.config.max_upload_bytes;
         if r.content_length.is_some_and(|n| n > max) {
@@ -1117,6 +1090,56 @@ fn not_created(job: &JobRecord) -> ApiError {
         job.id,
         wire_status(job.status)
     ))
+}
+
+/// The signature of an upload URL for `path` until `expires` (seconds since
+/// the epoch): hex HMAC-SHA256 of `PUT\n{path}\n{expires}` under the master
+/// key's URL subkey.
+pub fn url_signature(master: &MasterKey, path: &str, expires: i64) -> String {
+    crypto::to_hex(&master.sign_url(&format!("PUT\n{path}\n{expires}")))
+}
+
+/// Checks an upload URL's [`URL_EXPIRES`] and [`URL_SIGNATURE`] for `path`
+/// at `now_ms`: the signature first (in constant time), then the expiry.
+///
+/// # Errors
+///
+/// S3's answers: `AccessDenied` (403) when either is missing, the expiry is
+/// not a number or is past; `SignatureDoesNotMatch` (403) for any other
+/// signature.
+pub fn verify_upload_url(
+    master: &MasterKey,
+    path: &str,
+    expires: Option<&str>,
+    signature: Option<&str>,
+    now_ms: i64,
+) -> Result<(), UploadError> {
+    let (Some(expires), Some(sig)) = (expires, signature) else {
+        return Err(upload_err(
+            403,
+            "AccessDenied",
+            format!("an upload needs the {URL_EXPIRES} and {URL_SIGNATURE} of its signed URL"),
+        ));
+    };
+    let expires_at: i64 = expires.parse().map_err(|_| {
+        upload_err(
+            403,
+            "AccessDenied",
+            format!("{URL_EXPIRES} is not a number"),
+        )
+    })?;
+    let want = url_signature(master, path, expires_at);
+    if !crypto::same_bytes(want.as_bytes(), sig.to_ascii_lowercase().as_bytes()) {
+        return Err(upload_err(
+            403,
+            "SignatureDoesNotMatch",
+            "The request signature we calculated does not match the signature you provided.",
+        ));
+    }
+    if now_ms > expires_at.saturating_mul(1000) {
+        return Err(upload_err(403, "AccessDenied", "Request has expired"));
+    }
+    Ok(())
 }
 
 /// The error for a body over `max` bytes (declared, or found while it
