@@ -14,7 +14,14 @@ use sluice::ingest::{Field, IngestBuilder, Input, Mapping};
 /// looks).
 static POOLS: LazyLock<Vec<Arc<rayon::ThreadPool>>> = LazyLock::new(|| {
     (1..=4)
-        .map(|n| Arc::new(rayon::ThreadPoolBuilder::new().num_threads(n).build().unwrap()))
+        .map(|n| {
+            Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n)
+                    .build()
+                    .unwrap(),
+            )
+        })
         .collect()
 });
 
@@ -55,7 +62,10 @@ fuzz_target!(|input: &[u8]| {
             .expect("valid settings")
             .run(vec![Input::bytes("fuzz.csv", data.to_vec())])
     };
-    let (a, b) = (run(threads, size as u64), run(1 + threads % 2, 1 + size as u64 * 3));
+    let (a, b) = (
+        run(threads, size as u64),
+        run(1 + threads % 2, 1 + size as u64 * 3),
+    );
     match (a, b) {
         (Ok(a), Ok(b)) => {
             let s = &a.summary;
@@ -71,7 +81,12 @@ fuzz_target!(|input: &[u8]| {
             assert_eq!(a.summary.failures, b.summary.failures);
             assert_eq!(
                 (s.processed, s.unique, s.failed, s.field_warnings),
-                (b.summary.processed, b.summary.unique, b.summary.failed, b.summary.field_warnings)
+                (
+                    b.summary.processed,
+                    b.summary.unique,
+                    b.summary.failed,
+                    b.summary.field_warnings
+                )
             );
         }
         (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
