@@ -13,13 +13,20 @@ async fn start(
     max_requests: usize,
     max_body: usize,
 ) -> std::net::SocketAddr {
-    let server = Server::bind(ServerConfig {
-        listen: "127.0.0.1:0".parse().unwrap(),
+    start_with(ServerConfig {
         data_dir: dir.to_owned(),
         max_requests,
         max_body_bytes: max_body,
-        threads: Some(1),
         ..ServerConfig::default()
+    })
+    .await
+}
+
+async fn start_with(config: ServerConfig) -> std::net::SocketAddr {
+    let server = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        threads: Some(1),
+        ..config
     })
     .await
     .unwrap();
@@ -114,4 +121,83 @@ async fn bodies_over_the_limit_and_unsigned_or_forged_calls_are_refused() {
     .await;
     assert_eq!(status(&resp), "403", "{resp}");
     assert!(resp.contains("<Code>SignatureDoesNotMatch</Code>"));
+}
+
+/// Reads until the server closes the connection; what it sent, and how
+/// long that took.
+async fn until_closed(s: &mut TcpStream) -> (String, Duration) {
+    let t = std::time::Instant::now();
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the server kept the connection open");
+    (String::from_utf8_lossy(&out).into_owned(), t.elapsed())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_clients_are_cut_off_and_free_their_slot() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start_with(ServerConfig {
+        data_dir: dir.path().to_owned(),
+        max_requests: 1,
+        max_connections: 3,
+        request_timeout: Duration::from_secs(1),
+        ..ServerConfig::default()
+    })
+    .await;
+
+    // Headers that never finish: the connection is closed.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /domains HTTP/1.1\r\nHost: x\r\nX-Slow: ")
+        .await
+        .unwrap();
+    let (_, took) = until_closed(&mut s).await;
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // A body that never finishes holds the only request slot for the
+    // timeout, then is answered 408, and the slot serves others again.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST /domains/d HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
+        .await
+        .unwrap();
+    let (resp, _) = until_closed(&mut s).await;
+    assert_eq!(status(&resp), "408", "{resp}");
+    assert!(resp.contains("RequestTimeoutException"), "{resp}");
+    let resp = exchange(
+        addr,
+        "GET /domains HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(status(&resp), "403", "{resp}");
+
+    // An idle keep-alive connection is closed after the timeout too.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /domains HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let (resp, took) = until_closed(&mut s).await;
+    assert_eq!(status(&resp), "403", "{resp}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // Past max_connections, a connection is closed as it is accepted,
+    // and the open ones are still served.
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        s.write_all(b"GET /domains HTTP/1.1\r\n").await.unwrap();
+        open.push(s);
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut extra = TcpStream::connect(addr).await.unwrap();
+    let _ = extra
+        .write_all(b"GET /domains HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await;
+    let (resp, took) = until_closed(&mut extra).await;
+    assert_eq!(resp, "");
+    assert!(took < Duration::from_millis(900), "{took:?}");
+    open[0]
+        .write_all(b"Host: x\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (resp, _) = until_closed(&mut open[0]).await;
+    assert_eq!(status(&resp), "403", "{resp}");
 }

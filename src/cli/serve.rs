@@ -42,6 +42,21 @@ pub(crate) struct Args {
     /// API requests served at once; more get ThrottlingException.
     #[arg(long, default_value_t = 64)]
     max_requests: usize,
+    /// Uploads received at once; more get S3's SlowDown (503).
+    #[arg(long, default_value_t = 8)]
+    max_uploads: usize,
+    /// Connections open at once; more are closed as they arrive.
+    #[arg(long, default_value_t = 1024)]
+    max_connections: usize,
+    /// Seconds a request's headers (and an API request's body) may take to
+    /// arrive, and a keep-alive connection may stay idle.
+    #[arg(long, default_value_t = 30)]
+    request_timeout: u64,
+    /// The slowest an upload may arrive after the first --request-timeout
+    /// seconds, per second (B, KiB, MiB, …); slower is cut off with
+    /// RequestTimeout.
+    #[arg(long, default_value = "64KiB", value_parser = parse_size)]
+    min_upload_rate: u64,
     /// Jobs run at once; more wait in the queue.
     #[arg(long, default_value_t = 2)]
     max_jobs: usize,
@@ -79,6 +94,10 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
             url_ttl: Duration::from_secs(args.url_ttl.max(1)),
             max_upload_bytes: args.max_upload,
             max_requests: args.max_requests,
+            max_uploads: args.max_uploads,
+            max_connections: args.max_connections,
+            request_timeout: Duration::from_secs(args.request_timeout.max(1)),
+            min_upload_rate: args.min_upload_rate,
             max_jobs: args.max_jobs,
             threads: args.threads,
             ..ServerConfig::default()

@@ -12,18 +12,27 @@ Each names the shared errors its own way ([`Service`]).
    [`ServerConfig::max_uploads`] uploads) are served at once; one more is
    answered `ThrottlingException` / `TooManyRequestsException` (429),
    which the SDKs retry with backoff, rather than queued without bound.
-2. **Body.** API bodies over [`ServerConfig::max_body_bytes`] are refused
+2. **Time.** A request's headers must arrive within
+   [`ServerConfig::request_timeout`] (an idle keep-alive connection is
+   closed after as long); an API body too, or it is answered
+   `RequestTimeout` (408); an upload body must keep up at least
+   [`ServerConfig::min_upload_rate`] after that grace time (S3's
+   `RequestTimeout`, 400). At most [`ServerConfig::max_connections`]
+   connections are open at once; one more is closed at once. A client that
+   trickles bytes therefore holds a connection, a permit and memory for a
+   bounded time only.
+3. **Body.** API bodies over [`ServerConfig::max_body_bytes`] are refused
    (`BadRequestException`; Pinpoint's `PayloadTooLargeException`, 413); an
    upload body streams and is cut off past
    [`ServerConfig::max_upload_bytes`] (`EntityTooLarge`).
-3. **Authentication.** Every API request must carry a valid SigV4
+4. **Authentication.** Every API request must carry a valid SigV4
    signature ([`sigv4`]) by a key of [`credentials`]; an upload carries
    instead the signature of the URL GetUploadJobPath gave. There is no
    other way in.
-4. **Routing** by the model's `http` entries (method, URI, status), then
+5. **Routing** by the model's `http` entries (method, URI, status), then
    the operation in [`crate::api`], on a blocking thread (the store is
    SQLite).
-5. **Answer.** JSON with the model's member names and success status;
+6. **Answer.** JSON with the model's member names and success status;
    errors with the model's status, an `x-amzn-ErrorType` header and
    `{"Message": ..., "RequestID": ...}`, which is what botocore parses
    into the modelled exception. Every answer has an `x-amzn-RequestId`.
@@ -84,6 +93,14 @@ pub struct ServerConfig {
     pub max_requests: usize,
     /// Uploads received at once; more are refused with `SlowDown`.
     pub max_uploads: usize,
+    /// Connections open at once; more are closed as they are accepted.
+    pub max_connections: usize,
+    /// How long a request's headers, and an API request's body, may take
+    /// to arrive; also how long a keep-alive connection may sit idle.
+    pub request_timeout: Duration,
+    /// The slowest an upload body may arrive, in bytes per second, after
+    /// the first `request_timeout`.
+    pub min_upload_rate: u64,
     /// Jobs run at once.
     pub max_jobs: usize,
     /// Pinpoint import jobs of one app run at once.
@@ -112,6 +129,9 @@ impl Default for ServerConfig {
             max_body_bytes: 1 << 20,
             max_requests: 64,
             max_uploads: 8,
+            max_connections: 1024,
+            request_timeout: Duration::from_secs(30),
+            min_upload_rate: 64 * 1024,
             max_jobs: 2,
             max_jobs_per_app: 2,
             max_importexport_jobs_per_day: ImportExportConfig::default().max_jobs_per_day,
@@ -167,12 +187,15 @@ struct AppState {
     max_body: usize,
     requests: Arc<Semaphore>,
     uploads: Arc<Semaphore>,
+    request_timeout: Duration,
+    min_upload_rate: u64,
 }
 
 /// A bound server, ready to [`Server::run`].
 pub struct Server {
     listener: tokio::net::TcpListener,
     state: Arc<AppState>,
+    max_connections: usize,
     credentials_file: Option<PathBuf>,
     resumed: Vec<String>,
 }
@@ -293,7 +316,10 @@ impl Server {
                 max_body: config.max_body_bytes,
                 requests: Arc::new(Semaphore::new(config.max_requests.max(1))),
                 uploads: Arc::new(Semaphore::new(config.max_uploads.max(1))),
+                request_timeout: config.request_timeout,
+                min_upload_rate: config.min_upload_rate.max(1),
             }),
+            max_connections: config.max_connections.max(1),
             credentials_file,
             resumed,
         })
@@ -334,13 +360,54 @@ impl Server {
             let state = Arc::clone(&state);
             async move { handle(state, req).await }
         });
-        let served = axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(self.state.request_timeout);
+        let connections = Arc::new(Semaphore::new(self.max_connections));
+        let (closing, closed) = tokio::sync::watch::channel(());
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let stream = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = self.listener.accept() => match accepted {
+                    Ok((stream, _)) => stream,
+                    // Out of descriptors, or a connection reset before it
+                    // was accepted: neither ends the server.
+                    Err(e) => {
+                        eprintln!("sluice: accept: {e}");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = Arc::clone(&connections).try_acquire_owned() else {
+                drop(stream); // over max_connections: closed at once
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+            let mut closed = closed.clone();
+            tokio::spawn(async move {
+                let mut conn = std::pin::pin!(conn);
+                tokio::select! {
+                    _ = conn.as_mut() => {}
+                    _ = closed.changed() => {
+                        conn.as_mut().graceful_shutdown();
+                        let _ = conn.await;
+                    }
+                }
+                drop(permit);
+            });
+        }
+        // Running requests finish; idle connections close.
+        let _ = closing.send(());
+        let all = u32::try_from(self.max_connections).unwrap_or(u32::MAX);
+        let _ = connections.acquire_many(all).await;
         // The runner's drop joins its threads: not on the runtime's.
         let state = self.state;
         let _ = tokio::task::spawn_blocking(move || drop(state)).await;
-        served
+        Ok(())
     }
 }
 
@@ -479,9 +546,12 @@ async fn api_request(
     id: &str,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
-    let body = match axum::body::to_bytes(body, state.max_body).await {
+    let body = match read_body(state, body).await {
         Ok(b) => b,
-        Err(_) => {
+        Err(BodyError::Slow) => {
+            return json_error(408, "RequestTimeoutException", &slow_body(state), id);
+        }
+        Err(BodyError::TooLarge) => {
             return api_error(
                 &ApiError {
                     code: ErrorCode::PayloadTooLarge,
@@ -524,6 +594,33 @@ async fn api_request(
     }
 }
 
+enum BodyError {
+    TooLarge,
+    Slow,
+}
+
+/// An API request's body, whole, within the size limit and the request
+/// timeout.
+async fn read_body(state: &AppState, body: Body) -> Result<axum::body::Bytes, BodyError> {
+    match tokio::time::timeout(
+        state.request_timeout,
+        axum::body::to_bytes(body, state.max_body),
+    )
+    .await
+    {
+        Ok(Ok(b)) => Ok(b),
+        Ok(Err(_)) => Err(BodyError::TooLarge),
+        Err(_) => Err(BodyError::Slow),
+    }
+}
+
+fn slow_body(state: &AppState) -> String {
+    format!(
+        "the request body did not arrive within {} s",
+        state.request_timeout.as_secs_f64()
+    )
+}
+
 fn xml_error(status: u16, code: &str, message: &str, request_id: &str) -> Response<Body> {
     Response::builder()
         .status(StatusCode::from_u16(status).unwrap_or(StatusCode::BAD_REQUEST))
@@ -551,16 +648,20 @@ async fn query_request(state: &Arc<AppState>, req: Request<Body>, id: &str) -> R
     use crate::api::importexport::SIGNING_NAME;
     use query::QueryRequest as Q;
     let (parts, body) = req.into_parts();
-    let Ok(body) = axum::body::to_bytes(body, state.max_body).await else {
-        return xml_error(
-            413,
-            "RequestEntityTooLarge",
-            &format!(
-                "the request body is over {} bytes, or was cut off",
-                state.max_body
-            ),
-            id,
-        );
+    let body = match read_body(state, body).await {
+        Ok(b) => b,
+        Err(BodyError::Slow) => return xml_error(408, "RequestTimeout", &slow_body(state), id),
+        Err(BodyError::TooLarge) => {
+            return xml_error(
+                413,
+                "RequestEntityTooLarge",
+                &format!(
+                    "the request body is over {} bytes, or was cut off",
+                    state.max_body
+                ),
+                id,
+            );
+        }
     };
     let key_id = match authenticate(state, &parts, &body, SIGNING_NAME) {
         Ok(k) => k,
@@ -654,7 +755,28 @@ async fn receive_upload(
     let mut out = Vec::with_capacity(256 * 1024);
     let mut received: u64 = 0;
     let mut body = body;
-    while let Some(frame) = body.frame().await {
+    // The body must keep up min_upload_rate after a grace of
+    // request_timeout: a trickle is cut off, a slow but steady link is not.
+    let started = tokio::time::Instant::now();
+    loop {
+        let allowed = state.request_timeout
+            + Duration::from_secs_f64(received as f64 / state.min_upload_rate as f64);
+        let Ok(frame) = tokio::time::timeout_at(started + allowed, body.frame()).await else {
+            return Err(UploadError {
+                status: 400,
+                code: "RequestTimeout",
+                message: format!(
+                    "Your socket connection to the server was not read from or written to \
+                     within the timeout period: {received} bytes in {:.0} s, slower than {} \
+                     bytes per second.",
+                    allowed.as_secs_f64(),
+                    state.min_upload_rate
+                ),
+            });
+        };
+        let Some(frame) = frame else {
+            break;
+        };
         let frame = frame.map_err(|e| UploadError {
             status: 400,
             code: "IncompleteBody",
