@@ -20,6 +20,10 @@ fn valid(ct: ContentType, out: &str) {
             let (local, domain) = out.split_once('@').expect("one '@'");
             assert!(!local.is_empty() && domain.contains('.') && !domain.contains('@'));
             assert!(!out.chars().any(char::is_whitespace), "{out:?}");
+            assert!(
+                !out.chars().any(|c| c.is_control() || c == '\u{feff}'),
+                "{out:?}"
+            );
             assert_eq!(out, out.to_lowercase());
         }
         ContentType::PhoneNumber => {

@@ -16,6 +16,10 @@ pub enum EmailProblem {
     DomainWithoutDot,
     /// Whitespace inside the address.
     InnerWhitespace,
+    /// A control character (NUL, DEL, …) or an invisible formatting
+    /// character (a byte-order mark, a zero-width space, a direction
+    /// mark) inside the address.
+    Invisible,
 }
 
 impl fmt::Display for EmailProblem {
@@ -26,6 +30,9 @@ impl fmt::Display for EmailProblem {
             EmailProblem::EmptyLocalPart => "nothing before the '@'",
             EmailProblem::DomainWithoutDot => "the domain has no '.'",
             EmailProblem::InnerWhitespace => "whitespace inside the address",
+            EmailProblem::Invisible => {
+                "a control or invisible formatting character inside the address"
+            }
         })
     }
 }
@@ -39,7 +46,8 @@ impl std::error::Error for EmailProblem {}
 /// # Errors
 ///
 /// When the address does not have exactly one `@`, a non-empty local part,
-/// a domain containing a `.`, and no inner whitespace.
+/// a domain containing a `.`, and no inner whitespace, control or invisible
+/// formatting characters.
 ///
 /// # Example
 ///
@@ -61,6 +69,10 @@ pub fn normalize_email(value: &str, out: &mut Vec<u8>) -> Result<(), EmailProble
     out.extend_from_slice(s.as_bytes());
     let scan = lower_and_scan(&mut out[start..]);
     let (ats, at, ws, high) = (scan.ats, scan.last_at, scan.ws, scan.high);
+    if scan.control && !high {
+        out.truncate(start);
+        return verdict(ats, at, true, ws).and(Err(EmailProblem::Invisible));
+    }
     if high {
         out.truncate(start);
         let lower = s.to_lowercase();
@@ -76,6 +88,8 @@ struct Scan {
     ats: usize,
     last_at: usize,
     ws: bool,
+    /// A control byte that is not whitespace (NUL, DEL, …).
+    control: bool,
     high: bool,
 }
 
@@ -90,10 +104,11 @@ fn lower_and_scan(addr: &mut [u8]) -> Scan {
         ats: 0,
         last_at: 0,
         ws: false,
+        control: false,
         high: false,
     };
     for (k, chunk) in addr.chunks_mut(16).enumerate() {
-        let mut lane = [0u8; 16];
+        let mut lane = [b'a'; 16]; // padding that no check notices
         lane[..chunk.len()].copy_from_slice(chunk);
         let v = u8x16::new(lane);
         let upper = v.simd_ge(upper_a) & v.simd_le(upper_z);
@@ -101,6 +116,8 @@ fn lower_and_scan(addr: &mut [u8]) -> Scan {
         chunk.copy_from_slice(&lowered[..chunk.len()]);
         let ws = (v.simd_ge(tab) & v.simd_le(cr)) | v.simd_eq(space);
         scan.ws |= ws.any();
+        let control = v.simd_le(u8x16::splat(0x1f)) | v.simd_eq(u8x16::splat(0x7f));
+        scan.control |= (control & !ws).any();
         scan.high |= v.simd_ge(high_bit).any();
         let ats = v.simd_eq(at_sign).to_bitmask();
         if ats != 0 {
@@ -127,7 +144,23 @@ fn check_unicode(addr: &str) -> Result<(), EmailProblem> {
     let ats = addr.matches('@').count();
     let at = addr.find('@').unwrap_or(0);
     let dot_after_at = addr.rfind('@').is_some_and(|a| addr[a..].contains('.'));
-    verdict(ats, at, dot_after_at, addr.chars().any(char::is_whitespace))
+    verdict(ats, at, dot_after_at, addr.chars().any(char::is_whitespace))?;
+    if addr.chars().any(invisible) {
+        return Err(EmailProblem::Invisible);
+    }
+    Ok(())
+}
+
+/// Control characters, and the formatting characters that do not show:
+/// the soft hyphen, zero-width and direction marks, word joiners, the
+/// byte-order mark (a BOM in the middle of a file lands in a field), and
+/// tags.
+fn invisible(c: char) -> bool {
+    c.is_control()
+        || matches!(c,
+            '\u{ad}' | '\u{61c}' | '\u{180e}' | '\u{200b}'..='\u{200f}' | '\u{202a}'..='\u{202e}'
+            | '\u{2060}'..='\u{206f}' | '\u{feff}' | '\u{fff9}'..='\u{fffb}'
+            | '\u{e0000}'..='\u{e007f}')
 }
 
 #[cfg(test)]
@@ -157,6 +190,12 @@ mod tests {
                 Err(EmailProblem::InnerWhitespace),
             ),
             ("mailto:", Err(EmailProblem::NoAt)),
+            // Found by the bad-input matrix: a NUL or a BOM in the middle
+            // of a file made a key that looks like another.
+            ("c\0@d.co", Err(EmailProblem::Invisible)),
+            ("e@f.co\x7f", Err(EmailProblem::Invisible)),
+            ("\u{feff}e@f.co", Err(EmailProblem::Invisible)),
+            ("e\u{200b}@f.co", Err(EmailProblem::Invisible)),
             ("user at domain dot com", Err(EmailProblem::NoAt)),
         ];
         for (input, want) in cases {
