@@ -205,8 +205,11 @@ impl Opened {
         let mut sorted: Vec<(&str, usize)> =
             header.iter().enumerate().map(|(i, h)| (&**h, i)).collect();
         sorted.sort_unstable();
+        // Names that repeat are refused: a mapping could not say which
+        // column it means. Blank names cannot be mapped at all, so several
+        // of them (`a,b,,` with trailing commas) are harmless.
         for w in sorted.windows(2) {
-            if w[0].0 == w[1].0 {
+            if w[0].0 == w[1].0 && !w[0].0.is_empty() {
                 return Err(ErrorKind::DuplicateColumn {
                     input: name.to_string(),
                     name: w[0].0.to_owned(),
