@@ -368,7 +368,7 @@ impl PhoneNormalizer {
         // read differently once written with its country code: `FO34)5-0132`
         // is read as the seven digits 345 0132 of +1, but `+13450132` as
         // Cayman's +1 345 345 0132. Such a number is not whole.
-        if !s.starts_with('+') && read(None, &e164)? != (cc, digits) {
+        if s != e164 && read(None, &e164)? != (cc, digits) {
             return Err(PhoneProblem::NotInNumberingPlan { country_code: cc });
         }
         out.extend_from_slice(e164.as_bytes());
@@ -446,6 +446,12 @@ mod tests {
         assert_eq!(
             norm(&us, "FO34)5-0132"),
             Err(PhoneProblem::NotInNumberingPlan { country_code: 1 })
+        );
+        // Nor with its own country code: these zeros are read as written
+        // here, but as a national prefix once the letters are digits.
+        assert_eq!(
+            norm(&us, "+62 0000000A0A001"),
+            Err(PhoneProblem::NotInNumberingPlan { country_code: 62 })
         );
         // Letters read as digits can make more than E.164 allows.
         assert_eq!(
