@@ -18,3 +18,4 @@ export PATH="$VENV/bin:$PATH"   # the aws CLI, moto_server
 "$VENV/bin/python" tests/boto3/test_upload_jobs.py
 "$VENV/bin/python" tests/boto3/test_import_jobs.py
 "$VENV/bin/python" tests/boto3/test_importexport_jobs.py
+"$VENV/bin/python" tests/boto3/test_bad_input.py
