@@ -609,9 +609,13 @@ impl CustomerProfiles {
     /// `master_key`, so jobs can open their uploads), keeping uploads in
     /// the folder `uploads`.
     ///
+    /// Uploads that were being received when an earlier process died
+    /// (`JOB.part-…` files, never committed) are removed: an upload is
+    /// whole or absent.
+    ///
     /// # Errors
     ///
-    /// When the uploads folder cannot be made.
+    /// When the uploads folder cannot be made or read.
     pub fn new(
         runner: Arc<Runner>,
         master: Arc<MasterKey>,
@@ -621,6 +625,16 @@ impl CustomerProfiles {
     ) -> std::io::Result<CustomerProfiles> {
         let uploads = uploads.into();
         std::fs::create_dir_all(&uploads)?;
+        for entry in std::fs::read_dir(&uploads)? {
+            let path = entry?.path();
+            if path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(|n| n.contains(".part-"))
+            {
+                std::fs::remove_file(&path)?;
+            }
+        }
         Ok(CustomerProfiles {
             inner: Arc::new(Inner {
                 runner,

@@ -31,10 +31,11 @@ def sluice_bin():
 class Server:
     """`sluice serve` on a free loopback port, with a fresh data directory."""
 
-    def __init__(self, *extra, env=None, keys=None):
+    def __init__(self, *extra, env=None, keys=None, dir=None):
         """`keys`: access key id -> secret, accepted instead of a generated
-        key (the first is the one `client` signs with unless told)."""
-        self.dir = tempfile.mkdtemp(prefix="sluice-boto3-")
+        key (the first is the one `client` signs with unless told). `dir`:
+        an earlier server's folder, to start again on its data."""
+        self.dir = dir or tempfile.mkdtemp(prefix="sluice-boto3-")
         if keys:
             path = os.path.join(self.dir, "keys")
             with open(path, "w") as f:
@@ -43,7 +44,7 @@ class Server:
                             % (n, k, v))
             extra = ("--credentials", path) + extra
         # The server's log goes to a file: a pipe nobody reads could fill.
-        self.log = open(os.path.join(self.dir, "serve.log"), "w+")
+        self.log = open(os.path.join(self.dir, "serve.log"), "a+")
         self.proc = subprocess.Popen(
             [sluice_bin(), "serve", "--listen", "127.0.0.1:0",
              "--data-dir", os.path.join(self.dir, "data"), "--threads", "2", *extra],
@@ -70,6 +71,13 @@ class Server:
             aws_access_key_id=key_id or self.key_id,
             aws_secret_access_key=secret or self.secret,
             config=Config(retries={"max_attempts": 1}, **config))
+
+    def kill(self):
+        """kill -9: no shutdown at all; the folder stays for a restart."""
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+        self.log.close()
 
     def stop(self):
         self.proc.terminate()
@@ -133,6 +141,13 @@ class Moto:
         return boto3.client("s3", endpoint_url=self.url, region_name="us-east-1",
                             aws_access_key_id=self.KEY_ID,
                             aws_secret_access_key=self.SECRET)
+
+    def kill(self):
+        """kill -9: no shutdown at all; the folder stays for a restart."""
+        self.proc.kill()
+        self.proc.wait()
+        self.proc.stdout.close()
+        self.log.close()
 
     def stop(self):
         self.proc.terminate()
