@@ -13,4 +13,4 @@ cargo build --release --locked --bin sluice
 export SLUICE_BIN="${CARGO_TARGET_DIR:-target}/release/sluice"
 export SLUICE_LOAD_SECONDS="${SECONDS_:-30}" SLUICE_LOAD_CLIENTS="${CLIENTS:-64}"
 cd tests/boto3
-"$VENV/bin/python" -m unittest -v test_faults.Faults.test_load 2>&1 | grep -E '^load: |OK|FAIL|Error'
+"$VENV/bin/python" -m unittest -v test_faults.Faults.test_load 2>&1 | grep -aE 'load: |^OK|FAIL|Error'
