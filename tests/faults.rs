@@ -56,7 +56,7 @@ fn intact(d: &Path, count: u64) {
         .query_row("PRAGMA integrity_check", [], |r| r.get(0))
         .unwrap();
     assert_eq!(check, "ok");
-    let store = SqliteStore::open(&d.join("data")).unwrap();
+    let store = SqliteStore::open(d.join("data")).unwrap();
     let seed = store.profile("d", "seed@keep.me", 0).unwrap();
     assert!(seed.is_some(), "the seed profile is gone");
     assert_eq!(store.count_profiles("d", 0).unwrap(), count);
