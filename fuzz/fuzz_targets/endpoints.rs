@@ -5,24 +5,14 @@
 //! or after a JSON round trip, changes nothing).
 #![no_main]
 
-use std::sync::{Arc, LazyLock};
+use std::sync::LazyLock;
 
 use libfuzzer_sys::fuzz_target;
 use sluice::endpoints::{Counters, Endpoint, Format, Source, plan, read};
 use sluice::ingest::normalize::PhoneNormalizer;
 
-static POOLS: LazyLock<Vec<Arc<rayon::ThreadPool>>> = LazyLock::new(|| {
-    (1..=3)
-        .map(|n| {
-            Arc::new(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .build()
-                    .unwrap(),
-            )
-        })
-        .collect()
-});
+#[path = "shared/pools.rs"]
+mod pools;
 static PHONE: LazyLock<PhoneNormalizer> = LazyLock::new(PhoneNormalizer::new);
 
 fuzz_target!(|input: &[u8]| {
@@ -43,7 +33,7 @@ fuzz_target!(|input: &[u8]| {
             format,
             piece,
         );
-        read(&p, &POOLS[threads - 1], &PHONE, &Counters::default())
+        read(&p, pools::pool(threads), &PHONE, &Counters::default())
     };
     let a = run(1 + usize::from(knob >> 1) % 3, 1 + usize::from(size) * 3);
     let b = run(1, data.len().max(1));

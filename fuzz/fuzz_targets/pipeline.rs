@@ -3,27 +3,14 @@
 //! failures and counts from both runs.
 #![no_main]
 
-use std::sync::{Arc, LazyLock};
+use std::sync::Arc;
 
 use libfuzzer_sys::fuzz_target;
 use sluice::ingest::normalize::ContentType;
 use sluice::ingest::{Field, IngestBuilder, Input, Mapping};
 
-/// One pool per thread count, shared by every input: no threads start or
-/// end while fuzzing (and none are left winding down when LeakSanitizer
-/// looks).
-static POOLS: LazyLock<Vec<Arc<rayon::ThreadPool>>> = LazyLock::new(|| {
-    (1..=4)
-        .map(|n| {
-            Arc::new(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(n)
-                    .build()
-                    .unwrap(),
-            )
-        })
-        .collect()
-});
+#[path = "shared/pools.rs"]
+mod pools;
 
 #[path = "../../tests/common/mod.rs"]
 mod common;
@@ -56,7 +43,7 @@ fuzz_target!(|input: &[u8]| {
     };
     let run = |threads: usize, size: u64| {
         IngestBuilder::new(mapping.clone())
-            .pool(Arc::clone(&POOLS[threads - 1]))
+            .pool(Arc::clone(pools::pool(threads)))
             .piece_size(size)
             .build()
             .expect("valid settings")

@@ -50,13 +50,13 @@ fuzz_target!(|input: &[u8]| {
     assert_eq!(got, decode(method, &path, &query, body.as_bytes()));
     match got {
         Ok(_) => {
+            // A body the operation read is JSON (numbers of members it
+            // ignores are skipped, not converted, as IgnoredAny does).
             let blank = body.bytes().all(|b| b.is_ascii_whitespace());
+            let json = serde_json::from_str::<serde::de::IgnoredAny>(body).is_ok();
             assert!(
-                blank
-                    || serde_json::from_str::<serde_json::Value>(body).is_ok()
-                    || method == "GET"
-                    || method == "DELETE"
-                    || method == "PUT"
+                blank || json || matches!(method, "GET" | "DELETE" | "PUT"),
+                "{body:?}"
             );
         }
         Err(RestError::NoOperation(m)) => assert!(m.contains(method) && m.contains(path.as_str())),
