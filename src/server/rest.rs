@@ -12,9 +12,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
-use crate::api::ApiError;
 use crate::api::customer_profiles as cp;
 use crate::api::pinpoint as pp;
+use crate::api::{ApiError, Service};
 
 use super::Apis;
 
@@ -127,8 +127,9 @@ fn body_as<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
         .map_err(|e| ApiError::bad_request(format!("the request body is not valid: {e}")))
 }
 
-/// Decodes a request by the models' `http` entries: Pinpoint's paths
-/// start `/v1/`, Customer Profiles' do not.
+/// Decodes a request by the models' `http` entries, for the service its
+/// path names ([`Service::of_path`]: Pinpoint's paths start `/v1/`), the
+/// same service whose signing name the request was checked for.
 ///
 /// # Errors
 ///
@@ -138,9 +139,9 @@ fn body_as<T: DeserializeOwned + Default>(body: &[u8]) -> Result<T, ApiError> {
 pub fn decode(method: &str, path: &str, query: &str, body: &[u8]) -> Result<RestCall, RestError> {
     let seg = segments(path);
     let s: Vec<&str> = seg.iter().map(String::as_str).collect();
-    let call = match s.as_slice() {
-        ["v1", rest @ ..] => pinpoint(method, rest, query, body)?,
-        _ => profiles(method, &s, query, body)?,
+    let call = match Service::of_path(path) {
+        Service::Pinpoint => pinpoint(method, s.get(1..).unwrap_or_default(), query, body)?,
+        Service::CustomerProfiles => profiles(method, &s, query, body)?,
     };
     call.ok_or_else(|| RestError::NoOperation(format!("no operation at {method} {path}")))
 }
@@ -318,6 +319,14 @@ mod tests {
                     token: None
                 }
             }
+        );
+        // The service is the one the request was signed for: a path that
+        // Service::of_path gives to Customer Profiles is not a Pinpoint call.
+        assert_eq!(
+            decode("GET", "//v1/apps", "", b""),
+            Err(RestError::NoOperation(
+                "no operation at GET //v1/apps".into()
+            ))
         );
         assert_eq!(
             decode("PATCH", "/domains/d", "", b""),
