@@ -64,15 +64,11 @@ pub fn normalize_email(value: &str, out: &mut Vec<u8>) -> Result<(), EmailProble
         return Ok(());
     }
     // Copy, then 16 bytes at a time: lowercase, and note what the checks
-    // need (the `@`s, whitespace, bytes beyond ASCII).
+    // need (the `@`s, whitespace, control bytes, bytes beyond ASCII).
     let start = out.len();
     out.extend_from_slice(s.as_bytes());
     let scan = lower_and_scan(&mut out[start..]);
     let (ats, at, ws, high) = (scan.ats, scan.last_at, scan.ws, scan.high);
-    if scan.control && !high {
-        out.truncate(start);
-        return verdict(ats, at, true, ws).and(Err(EmailProblem::Invisible));
-    }
     if high {
         out.truncate(start);
         let lower = s.to_lowercase();
@@ -80,7 +76,11 @@ pub fn normalize_email(value: &str, out: &mut Vec<u8>) -> Result<(), EmailProble
         return check_unicode(&lower);
     }
     let dot_after_at = ats > 0 && memchr::memchr(b'.', &out[start + at + 1..]).is_some();
-    verdict(ats, at, dot_after_at, ws)
+    verdict(ats, at, dot_after_at, ws)?;
+    if scan.control {
+        return Err(EmailProblem::Invisible);
+    }
+    Ok(())
 }
 
 /// What [`lower_and_scan`] saw.
@@ -196,6 +196,9 @@ mod tests {
             ("e@f.co\x7f", Err(EmailProblem::Invisible)),
             ("\u{feff}e@f.co", Err(EmailProblem::Invisible)),
             ("e\u{200b}@f.co", Err(EmailProblem::Invisible)),
+            // The shape is judged first, in ASCII as beyond it.
+            ("c\0@dco", Err(EmailProblem::DomainWithoutDot)),
+            ("c\0@dcö", Err(EmailProblem::DomainWithoutDot)),
             ("user at domain dot com", Err(EmailProblem::NoAt)),
         ];
         for (input, want) in cases {
