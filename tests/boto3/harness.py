@@ -142,13 +142,6 @@ class Moto:
                             aws_access_key_id=self.KEY_ID,
                             aws_secret_access_key=self.SECRET)
 
-    def kill(self):
-        """kill -9: no shutdown at all; the folder stays for a restart."""
-        self.proc.kill()
-        self.proc.wait()
-        self.proc.stdout.close()
-        self.log.close()
-
     def stop(self):
         self.proc.terminate()
         try:

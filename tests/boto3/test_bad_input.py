@@ -5,17 +5,17 @@ decoders, bad manifests, and a trickling upload. Every case gets its exact
 outcome, the server answers the next one, and the profiles, endpoints and
 jobs stored before are unchanged afterwards."""
 
-import base64
-import hashlib
 import json
 import os
+import select
 import socket
+import subprocess
 import sys
 import time
 import unittest
+import urllib.error
 import urllib.parse
-
-import subprocess
+import urllib.request
 
 from botocore.auth import SigV4Auth
 from botocore.awsrequest import AWSRequest
@@ -90,7 +90,6 @@ def raw(server, method, path, body, service="profile", headers=None):
     req = AWSRequest(method=method, url=url, data=body, headers=headers or {})
     SigV4Auth(creds, service, "us-east-1").add_auth(req)
     p = req.prepare()
-    import urllib.request
     r = urllib.request.Request(url, data=body, method=method, headers=dict(p.headers))
     try:
         with urllib.request.urlopen(r, timeout=60) as resp:
@@ -279,7 +278,6 @@ class BadInput(unittest.TestCase):
 
 
 def select_readable(s, timeout):
-    import select
     return bool(select.select([s], [], [], timeout)[0])
 
 
