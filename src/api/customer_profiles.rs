@@ -880,7 +880,9 @@ impl CustomerProfiles {
         }
         let ttl = i64::try_from(self.inner.config.url_ttl.as_millis()).unwrap_or(i64::MAX);
         let until_ms = self.inner.now().saturating_add(ttl);
-        let expires = until_ms.div_euclid(1000);
+        // Whole seconds, rounded up: the URL lives at least url_ttl (rounded
+        // down, a 1-second URL could be dead on arrival).
+        let expires = until_ms.saturating_add(999).div_euclid(1000);
         let path = format!("{UPLOAD_PATH_PREFIX}{}/{}", r.domain_name, job.id);
         let sig = url_signature(&self.inner.master, &path, expires);
         Ok(GetUploadJobPathResponse {
