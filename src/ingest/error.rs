@@ -84,6 +84,13 @@ pub enum ErrorKind {
         /// What is allowed.
         expected: &'static str,
     },
+    /// A header the mapper cannot use.
+    Header {
+        /// The input's name.
+        input: String,
+        /// What is wrong, said in full.
+        problem: String,
+    },
     /// The unique records of one run exceed what one run can hold.
     Capacity,
 }
@@ -97,6 +104,29 @@ impl Error {
     /// Unwraps the kind.
     pub fn into_kind(self) -> ErrorKind {
         *self.0
+    }
+
+    /// What is wrong, without the input's name (which a failure of the
+    /// input already carries).
+    pub fn detail(&self) -> String {
+        match &*self.0 {
+            ErrorKind::Io { source, .. } => format!("could not be read: {source}"),
+            ErrorKind::NoHeader { .. } => "no header row (the input is empty)".to_owned(),
+            ErrorKind::HeaderNotUtf8 { column, .. } => {
+                format!("the header: column {column} is not valid UTF-8")
+            }
+            ErrorKind::DuplicateColumn {
+                name,
+                first,
+                second,
+                ..
+            } => format!("the header: duplicate name {name:?} in columns {first} and {second}"),
+            ErrorKind::MissingColumn { column, field, .. } => {
+                format!("the header: no column {column:?} (mapped by field {field:?})")
+            }
+            ErrorKind::Header { problem, .. } => format!("the header: {problem}"),
+            _ => self.to_string(),
+        }
     }
 
     pub(crate) fn io(input: &str, source: io::Error) -> Error {
@@ -161,6 +191,7 @@ impl fmt::Display for Error {
             ErrorKind::Config { setting, expected } => {
                 write!(f, "{setting} must be {expected}")
             }
+            ErrorKind::Header { input, problem } => write!(f, "{input}: line 1: {problem}"),
             ErrorKind::Capacity => f.write_str(
                 "too much unique data for one run (more than 512 GiB of normalized records)",
             ),
@@ -269,10 +300,22 @@ impl std::error::Error for MappingError {}
 pub struct Failure {
     /// The input's name.
     pub input: Arc<str>,
-    /// Where the row starts.
+    /// Where the row starts (record 0 for the input as a whole).
     pub position: Position,
     /// Why it failed.
     pub reason: FailureReason,
+    /// Which of the run's inputs, from 0 in the order they were given.
+    /// Failures in input order are failures by `(input_index,
+    /// position.record)`, the same order as a kept row's
+    /// [`Place`](super::Place).
+    pub input_index: usize,
+}
+
+impl Failure {
+    /// Where it is in input order: the input, then the record.
+    pub fn order(&self) -> (usize, u64) {
+        (self.input_index, self.position.record)
+    }
 }
 
 /// Why a row failed.
@@ -321,6 +364,24 @@ pub enum FailureReason {
         /// Offset of the failed read in the input.
         byte: u64,
     },
+    /// A line of newline-delimited JSON is not valid UTF-8.
+    NotText {
+        /// Bytes of the line that are valid.
+        at: usize,
+    },
+    /// The mapper refused the row: a member breaks a rule of its format.
+    Invalid {
+        /// The member (a field or attribute name), if one is at fault.
+        member: Option<Arc<str>>,
+        /// What is wrong.
+        message: String,
+    },
+    /// The input as a whole could not be used (it could not be opened, or
+    /// its header was refused); none of its rows was read.
+    Unusable {
+        /// What is wrong.
+        problem: String,
+    },
 }
 
 impl fmt::Display for FailureReason {
@@ -353,13 +414,29 @@ impl fmt::Display for FailureReason {
                     "read error at byte {byte}: {message}; the rest of the input is lost"
                 )
             }
+            FailureReason::NotText { at } => {
+                write!(f, "is not valid UTF-8 (after byte {at} of the line)")
+            }
+            FailureReason::Invalid {
+                member: Some(m),
+                message,
+            } => write!(f, "{m}: {message}"),
+            FailureReason::Invalid {
+                member: None,
+                message,
+            } => f.write_str(message),
+            FailureReason::Unusable { problem } => f.write_str(problem),
         }
     }
 }
 
 impl fmt::Display for Failure {
-    /// `input:line: record N: reason`.
+    /// `input:line: record N: reason`, or `input:line: reason` for the
+    /// input as a whole (record 0).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.position.record == 0 {
+            return write!(f, "{}:{}: {}", self.input, self.position.line, self.reason);
+        }
         write!(
             f,
             "{}:{}: record {}: {}",

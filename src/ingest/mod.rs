@@ -8,6 +8,8 @@ It knows nothing of AWS, HTTP or storage. Layers, bottom up:
 * [`parse`]: records out of a piece (a SIMD fast path checked against
   `csv-core`, which parses everything else);
 * [`normalize`]: field values by content type;
+* [`map`]: what a row becomes ([`RowMapper`]; [`FieldMapper`] for a
+  [`Mapping`]);
 * `dedup`: sharded last-row-wins tables;
 * [`Ingest`]: the pipeline that runs them on threads, with [`Progress`]
   counters and a [`Summary`];
@@ -16,6 +18,7 @@ It knows nothing of AWS, HTTP or storage. Layers, bottom up:
 
 mod dedup;
 mod error;
+pub mod map;
 mod mapping;
 pub mod normalize;
 pub mod output;
@@ -25,9 +28,10 @@ mod source;
 pub mod split;
 
 pub use error::{Error, ErrorKind, Failure, FailureReason, MappingError, MappingProblem, Position};
+pub use map::{FieldMapper, HeaderError, InputFormat, Record, RowMapper, RowOut};
 pub use mapping::{Field, Mapping};
 pub use pipeline::{
-    DEFAULT_PIECE_SIZE, Ingest, IngestBuilder, MAX_FAILURES, MAX_PIECE_SIZE, Outcome, Progress,
-    ProgressSnapshot, Records, Summary, UniqueRecord,
+    DEFAULT_PIECE_SIZE, Ingest, IngestBuilder, MAX_FAILURES, MAX_PIECE_SIZE, Outcome, PieceDone,
+    Place, Progress, ProgressSnapshot, Records, Summary, UniqueRecord,
 };
-pub use source::Input;
+pub use source::{Input, OpenAt};

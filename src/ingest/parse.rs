@@ -433,6 +433,50 @@ pub fn count_newlines(bytes: &[u8]) -> u64 {
     memchr::memchr_iter(b'\n', bytes).count() as u64
 }
 
+/// One line of newline-delimited JSON and where it starts, relative to the
+/// start of its piece.
+#[derive(Clone, Copy, Debug)]
+pub struct Line<'a> {
+    /// The line without its `\n` or `\r\n`.
+    pub bytes: &'a [u8],
+    /// Byte offset of its first byte within the piece.
+    pub byte: usize,
+    /// Number of `\n` in the piece before it.
+    pub line: u64,
+}
+
+/// Calls `f` with every line of `piece` that is not blank (only ASCII
+/// whitespace), in order, and returns the number of `\n` in `piece`. A
+/// final line without a terminator is a line too.
+///
+/// # Termination
+///
+/// Linear in the size of the piece.
+pub fn parse_lines<F: FnMut(Line<'_>)>(piece: &[u8], mut f: F) -> u64 {
+    let mut start = 0usize;
+    let mut line = 0u64;
+    while start < piece.len() {
+        let (end, next) = match memchr(b'\n', &piece[start..]) {
+            Some(i) => (start + i, start + i + 1),
+            None => (piece.len(), piece.len()),
+        };
+        let mut bytes = &piece[start..end];
+        if let Some(b) = bytes.strip_suffix(b"\r") {
+            bytes = b;
+        }
+        if !bytes.iter().all(u8::is_ascii_whitespace) {
+            f(Line {
+                bytes,
+                byte: start,
+                line,
+            });
+        }
+        line += u64::from(next > end);
+        start = next;
+    }
+    line
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -5,7 +5,7 @@ One run: inputs → reader → workers → dedup, with counters and a summary.
 
 ```text
  calling thread ──bounded queue──▶ N workers (rayon pool) ──▶ sharded dedup
-   reads and cuts pieces             parse, map, normalize,     (last row wins)
+   reads and cuts pieces             parse, map (RowMapper),   (last row wins)
    (split.rs, source.rs),            encode, insert
    folds reports into the   ◀── per-piece reports ──┘
    summary between pieces
@@ -21,9 +21,13 @@ One run: inputs → reader → workers → dedup, with counters and a summary.
   are tasks of a rayon pool (the run's own, or one shared with
   [`IngestBuilder::pool`]), and `in_place_scope` returns when every worker
   is done.
+* The pipeline is generic over what a row becomes ([`RowMapper`]); with
+  static dispatch, the mapper's code is inlined into the worker loop.
 * Positions are piece-relative while parsing; the collector turns them into
   absolute lines and record numbers with prefix sums over the pieces of each
-  input, once all are in.
+  input, once all are in. With [`IngestBuilder::places`], every kept row
+  also carries its place, so that a row that fails later (when it is
+  written) can be reported where it was.
 * Counters in [`Progress`] are atomics updated as each piece completes, so
   another thread can show progress or ask the run to stop between pieces.
 */
@@ -37,9 +41,9 @@ use crossbeam_channel::{Receiver, Sender, bounded, unbounded};
 
 use super::dedup::{Dedup, PieceRow, Stored, get_varint, put_varint};
 use super::error::{Error, ErrorKind, Failure, FailureReason, Position};
+use super::map::{FieldMapper, InputFormat, Record, RowMapper, RowOut};
 use super::mapping::Mapping;
-use super::normalize::{Cache, ContentType, Normalizer};
-use super::parse::{PieceParser, count_newlines};
+use super::parse::{PieceParser, count_newlines, parse_lines};
 use super::source::{Input, Opened, Piece, PieceSink, ReadEvent, SLACK, cut_pieces};
 use super::split::Splitter;
 
@@ -51,6 +55,9 @@ pub const MAX_PIECE_SIZE: u64 = 1 << 30;
 pub const MAX_FAILURES: usize = 100;
 /// Pieces in one run: the piece index is the high half of a row's ordinal.
 const MAX_PIECES: u64 = u32::MAX as u64;
+/// Bytes of place a kept row carries with [`IngestBuilder::places`]: its
+/// line and byte within its piece, as two little-endian `u32`s.
+const PLACE_LEN: usize = 8;
 
 /// Live counters of a run, safe to read from any thread while it runs.
 #[derive(Debug, Default)]
@@ -159,13 +166,34 @@ pub struct Summary {
     pub stopped: bool,
 }
 
+/// What one completed piece did, as [`Ingest::run_observed`] reports it.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct PieceDone {
+    /// The piece's index in the run.
+    pub index: u64,
+    /// How many consecutive pieces this report covers (more than one for
+    /// cells that hold no record start, or an input that failed as a
+    /// whole).
+    pub count: u64,
+    /// Body bytes in it.
+    pub bytes: u64,
+    /// Rows read.
+    pub processed: u64,
+    /// Rows that failed.
+    pub failed: u64,
+    /// Field warnings.
+    pub warnings: u64,
+    /// Whether the piece could not be read or parsed completely.
+    pub failed_piece: bool,
+}
+
 /// The result of a run: its summary and its unique records.
 #[derive(Debug)]
-pub struct Outcome {
+pub struct Outcome<M: RowMapper = FieldMapper> {
     /// Counts and failures.
     pub summary: Summary,
     /// The surviving records.
-    pub records: Records,
+    pub records: Records<M>,
 }
 
 /// Settings for an [`Ingest`].
@@ -197,34 +225,46 @@ pub struct Outcome {
 /// assert_eq!(rows, [["b@x.com", "Bob"], ["a@x.com", "Anna"]]);
 /// ```
 #[derive(Clone, Debug)]
-pub struct IngestBuilder {
-    mapping: Mapping,
+pub struct IngestBuilder<M: RowMapper = FieldMapper> {
+    mapper: M,
     pool: Option<Arc<rayon::ThreadPool>>,
     threads: usize,
     piece_size: u64,
-    region: String,
+    region: Option<String>,
     delimiter: u8,
     quote: u8,
+    places: bool,
+    tolerate_bad_inputs: bool,
 }
 
-impl IngestBuilder {
-    /// Defaults: as many threads as cores, 4 MiB pieces, region `US`,
-    /// comma-delimited, `"`-quoted.
-    pub fn new(mapping: Mapping) -> IngestBuilder {
+impl IngestBuilder<FieldMapper> {
+    /// A run of `mapping` ([`FieldMapper`]). Defaults: as many threads as
+    /// cores, 4 MiB pieces, region `US`, comma-delimited, `"`-quoted.
+    pub fn new(mapping: Mapping) -> IngestBuilder<FieldMapper> {
+        IngestBuilder::with_mapper(FieldMapper::new(mapping))
+    }
+}
+
+impl<M: RowMapper + Clone> IngestBuilder<M> {
+    /// A run whose rows become what `mapper` makes of them, with the
+    /// defaults of [`IngestBuilder::new`].
+    pub fn with_mapper(mapper: M) -> IngestBuilder<M> {
         IngestBuilder {
-            mapping,
+            mapper,
             pool: None,
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             piece_size: DEFAULT_PIECE_SIZE,
-            region: "US".to_owned(),
+            region: None,
             delimiter: b',',
             quote: b'"',
+            places: false,
+            tolerate_bad_inputs: false,
         }
     }
 
     /// Worker threads (at least 1). Each run starts its own pool of that
     /// many threads, unless [`IngestBuilder::pool`] gives one.
-    pub fn threads(&mut self, n: usize) -> &mut IngestBuilder {
+    pub fn threads(&mut self, n: usize) -> &mut IngestBuilder<M> {
         self.threads = n;
         self
     }
@@ -234,33 +274,50 @@ impl IngestBuilder {
     /// [`IngestBuilder::threads`]). Sharing one pool among many runs saves
     /// starting threads each time, and bounds the threads of concurrent runs
     /// (they take turns on it).
-    pub fn pool(&mut self, pool: Arc<rayon::ThreadPool>) -> &mut IngestBuilder {
+    pub fn pool(&mut self, pool: Arc<rayon::ThreadPool>) -> &mut IngestBuilder<M> {
         self.threads = pool.current_num_threads();
         self.pool = Some(pool);
         self
     }
 
     /// Target piece size in bytes (1 to 1 GiB).
-    pub fn piece_size(&mut self, bytes: u64) -> &mut IngestBuilder {
+    pub fn piece_size(&mut self, bytes: u64) -> &mut IngestBuilder<M> {
         self.piece_size = bytes;
         self
     }
 
     /// Default region for phone numbers without a country code.
-    pub fn region(&mut self, region: &str) -> &mut IngestBuilder {
-        self.region = region.to_owned();
+    pub fn region(&mut self, region: &str) -> &mut IngestBuilder<M> {
+        self.region = Some(region.to_owned());
         self
     }
 
-    /// The field delimiter.
-    pub fn delimiter(&mut self, delimiter: u8) -> &mut IngestBuilder {
+    /// The field delimiter (CSV).
+    pub fn delimiter(&mut self, delimiter: u8) -> &mut IngestBuilder<M> {
         self.delimiter = delimiter;
         self
     }
 
-    /// The quote character.
-    pub fn quote(&mut self, quote: u8) -> &mut IngestBuilder {
+    /// The quote character (CSV).
+    pub fn quote(&mut self, quote: u8) -> &mut IngestBuilder<M> {
         self.quote = quote;
+        self
+    }
+
+    /// Whether every kept row remembers where it was
+    /// ([`UniqueRecord::place`]), for callers that may refuse a row after
+    /// the run and must say where it was. Costs 8 bytes a kept row.
+    pub fn places(&mut self, yes: bool) -> &mut IngestBuilder<M> {
+        self.places = yes;
+        self
+    }
+
+    /// Whether an input that cannot be used (it cannot be opened, or its
+    /// header is refused) fails on its own, as a failure at its line 1 and
+    /// its pieces failed, while the others are read. Without it, such an
+    /// input stops the run before any row is read.
+    pub fn tolerate_bad_inputs(&mut self, yes: bool) -> &mut IngestBuilder<M> {
+        self.tolerate_bad_inputs = yes;
         self
     }
 
@@ -270,7 +327,7 @@ impl IngestBuilder {
     ///
     /// When threads is 0, the piece size is out of range, the region is
     /// unknown, or delimiter and quote are equal or a line terminator.
-    pub fn build(&self) -> Result<Ingest, Error> {
+    pub fn build(&self) -> Result<Ingest<M>, Error> {
         if self.threads == 0 || self.threads > 1024 {
             return Err(config("threads", "between 1 and 1024"));
         }
@@ -284,14 +341,19 @@ impl IngestBuilder {
                 "two different bytes, neither \\n nor \\r",
             ));
         }
+        let mut mapper = self.mapper.clone();
+        if let Some(r) = &self.region {
+            mapper.set_region(r)?;
+        }
         Ok(Ingest {
-            mapping: Arc::new(self.mapping.clone()),
-            normalizer: Normalizer::with_region(&self.region)?,
+            mapper: Arc::new(mapper),
             pool: self.pool.clone(),
             threads: self.threads,
             piece_size: self.piece_size,
             delimiter: self.delimiter,
             quote: self.quote,
+            places: self.places,
+            tolerate_bad_inputs: self.tolerate_bad_inputs,
         })
     }
 }
@@ -310,23 +372,26 @@ fn too_many_pieces() -> Error {
 
 /// A configured ingest; [`Ingest::run`] it on inputs.
 #[derive(Clone, Debug)]
-pub struct Ingest {
-    mapping: Arc<Mapping>,
-    normalizer: Normalizer,
+pub struct Ingest<M: RowMapper = FieldMapper> {
+    mapper: Arc<M>,
     pool: Option<Arc<rayon::ThreadPool>>,
     threads: usize,
     piece_size: u64,
     delimiter: u8,
     quote: u8,
+    places: bool,
+    tolerate_bad_inputs: bool,
 }
 
 /// What the worker pool needs about one input.
-struct InputPlan {
+struct InputPlan<P> {
     name: Arc<str>,
+    /// Fields a CSV row must have (0 for JSON lines).
+    columns: usize,
     header: Vec<Arc<str>>,
-    /// Column index of each mapped field.
-    sources: Vec<usize>,
     first_line: u64,
+    /// The mapper's plan; `None` for an input that failed as a whole.
+    plan: Option<P>,
 }
 
 /// A failure as a worker sees it: relative to its piece.
@@ -354,40 +419,46 @@ struct PieceReport {
 enum Report {
     Piece(PieceReport),
     Empty {
+        index: u64,
         count: u64,
     },
-    ReadFailed {
+    Failed {
         index: u64,
         input: usize,
         count: u64,
         byte: u64,
-        message: String,
+        reason: FailureReason,
     },
     InputDone {
         pieces: u64,
     },
 }
 
-struct Shared<'a> {
-    mapping: &'a Mapping,
-    normalizer: &'a Normalizer,
-    inputs: &'a [InputPlan],
+struct Shared<'a, M: RowMapper> {
+    mapper: &'a M,
+    inputs: &'a [InputPlan<M::Plan>],
     dedup: &'a Dedup,
     progress: &'a Progress,
-    /// The non-key fields, in mapping order.
-    rest_fields: Vec<usize>,
     fatal: Mutex<Option<Error>>,
+    format: InputFormat,
     delimiter: u8,
     quote: u8,
+    places: bool,
+    warning_fields: usize,
 }
 
-impl Ingest {
+impl<M: RowMapper> Ingest<M> {
+    /// The mapper rows go through.
+    pub fn mapper(&self) -> &M {
+        &self.mapper
+    }
+
     /// Runs on `inputs` with fresh counters.
     ///
     /// # Errors
     ///
     /// As [`Ingest::run_with`].
-    pub fn run(&self, inputs: Vec<Input>) -> Result<Outcome, Error> {
+    pub fn run(&self, inputs: Vec<Input>) -> Result<Outcome<M>, Error> {
         self.run_with(inputs, &Progress::new())
     }
 
@@ -399,21 +470,73 @@ impl Ingest {
     ///
     /// # Errors
     ///
-    /// Before any work: an input cannot be opened, has no header, repeats a
-    /// header name, or lacks a mapped column. During the run: the unique
+    /// Before any work: an input cannot be opened, has no header, or its
+    /// header is refused by the mapper (unless
+    /// [`IngestBuilder::tolerate_bad_inputs`]). During the run: the unique
     /// records exceed what one run holds.
-    pub fn run_with(&self, inputs: Vec<Input>, progress: &Progress) -> Result<Outcome, Error> {
+    pub fn run_with(&self, inputs: Vec<Input>, progress: &Progress) -> Result<Outcome<M>, Error> {
+        self.run_observed(inputs, progress, &mut |_| {})
+    }
+
+    /// As [`Ingest::run_with`], calling `on_piece` on the calling thread as
+    /// each piece completes (in no particular order).
+    ///
+    /// # Errors
+    ///
+    /// As [`Ingest::run_with`].
+    pub fn run_observed(
+        &self,
+        inputs: Vec<Input>,
+        progress: &Progress,
+        on_piece: &mut dyn FnMut(&PieceDone),
+    ) -> Result<Outcome<M>, Error> {
+        let format = self.mapper.input_format();
         let mut opened = Vec::with_capacity(inputs.len());
         let mut plans = Vec::with_capacity(inputs.len());
         for input in inputs {
-            let o = input.open(self.delimiter, self.quote)?;
-            plans.push(self.plan(&o)?);
-            opened.push(o);
+            let name: Arc<str> = input.name().into();
+            let planned = input
+                .open(format, self.delimiter, self.quote)
+                .and_then(|o| {
+                    let plan = self
+                        .mapper
+                        .plan(&o.header)
+                        .map_err(|e| header_error(&name, e))?;
+                    Ok((o, plan))
+                });
+            match planned {
+                Ok((o, plan)) => {
+                    plans.push(InputPlan {
+                        name: Arc::clone(&o.name),
+                        columns: o.header.len(),
+                        header: o.header.clone(),
+                        first_line: o.first_line,
+                        plan: Some(plan),
+                    });
+                    opened.push(Ok(o));
+                }
+                Err(e) if self.tolerate_bad_inputs => {
+                    plans.push(InputPlan {
+                        name: Arc::clone(&name),
+                        columns: 0,
+                        header: Vec::new(),
+                        first_line: 1,
+                        plan: None,
+                    });
+                    opened.push(Err(e));
+                }
+                Err(e) => return Err(e),
+            }
         }
         let mut known_pieces = 0u64;
         for o in &opened {
-            known_pieces += o.pieces(self.piece_size).unwrap_or(0);
-            Progress::add(&progress.total_bytes, o.body_len.unwrap_or(0));
+            known_pieces += match o {
+                Ok(o) => o.pieces(self.piece_size).unwrap_or(0),
+                Err(_) => 1,
+            };
+            if let Ok(o) = o {
+                Progress::add(&progress.total_bytes, o.body_len.unwrap_or(0));
+            }
         }
         if known_pieces > MAX_PIECES {
             return Err(too_many_pieces());
@@ -421,22 +544,21 @@ impl Ingest {
         Progress::add(&progress.total_pieces, known_pieces);
 
         let dedup = Dedup::new();
-        let mapping = &*self.mapping;
+        let warning_names = self.mapper.warning_fields();
         let shared = Shared {
-            mapping,
-            normalizer: &self.normalizer,
+            mapper: &*self.mapper,
             inputs: &plans,
             dedup: &dedup,
             progress,
-            rest_fields: (0..mapping.fields().len())
-                .filter(|&i| mapping.key_position(i).is_none())
-                .collect(),
             fatal: Mutex::new(None),
+            format,
             delimiter: self.delimiter,
             quote: self.quote,
+            places: self.places,
+            warning_fields: warning_names.len(),
         };
         let pool = match &self.pool {
-            Some(pool) => Arc::clone(pool),
+            Some(p) => Arc::clone(p),
             None => Arc::new(
                 rayon::ThreadPoolBuilder::new()
                     .num_threads(self.threads)
@@ -458,7 +580,7 @@ impl Ingest {
         let (work_tx, work_rx) = bounded::<Piece>(queue);
         let (pool_tx, pool_rx) = bounded::<Vec<u8>>(queue + self.threads + 2);
         let (report_tx, report_rx) = unbounded::<Report>();
-        let mut collector = Collector::new(&shared);
+        let mut collector = Collector::new(&shared, warning_names, on_piece);
 
         // The calling thread reads; the workers run on the pool. A run
         // starts no thread of its own (none is left winding down after it
@@ -485,7 +607,7 @@ impl Ingest {
         for report in report_rx.try_iter() {
             collector.apply(report);
         }
-        let summary = collector.finish();
+        let (summary, places) = collector.finish();
         if let Some(e) = shared.fatal.into_inner().unwrap_or_else(|p| p.into_inner()) {
             return Err(e);
         }
@@ -493,48 +615,54 @@ impl Ingest {
             summary,
             records: Records {
                 stored: dedup.finish(),
-                mapping: Arc::clone(&self.mapping),
+                mapper: Arc::clone(&self.mapper),
+                places: self.places.then_some(places),
             },
-        })
-    }
-
-    /// Resolves the mapped columns of one input.
-    fn plan(&self, o: &Opened) -> Result<InputPlan, Error> {
-        let mut sources = Vec::with_capacity(self.mapping.fields().len());
-        for f in self.mapping.fields() {
-            let col = o
-                .header
-                .iter()
-                .position(|h| **h == *f.column)
-                .ok_or_else(|| ErrorKind::MissingColumn {
-                    input: o.name.to_string(),
-                    column: f.column.to_string(),
-                    field: f.name.to_string(),
-                })?;
-            sources.push(col);
-        }
-        Ok(InputPlan {
-            name: Arc::clone(&o.name),
-            header: o.header.clone(),
-            sources,
-            first_line: o.first_line,
         })
     }
 }
 
+/// A mapper's refusal of a header, as the run's error.
+fn header_error(input: &str, e: super::map::HeaderError) -> Error {
+    use super::map::HeaderError as H;
+    let input = input.to_owned();
+    match e {
+        H::Duplicate {
+            name,
+            first,
+            second,
+        } => ErrorKind::DuplicateColumn {
+            input,
+            name,
+            first,
+            second,
+        },
+        H::MissingColumn { column, field } => ErrorKind::MissingColumn {
+            input,
+            column,
+            field,
+        },
+        H::Invalid(problem) => ErrorKind::Header { input, problem },
+    }
+    .into()
+}
+
 /// The reader (on the calling thread): cuts every input into pieces, in
 /// order, and folds the workers' reports into `collector` as it goes.
-fn read_inputs(
-    opened: Vec<Opened>,
+fn read_inputs<M: RowMapper>(
+    opened: Vec<Result<Opened, Error>>,
     piece_size: u64,
-    shared: &Shared<'_>,
+    shared: &Shared<'_, M>,
     work_tx: Sender<Piece>,
     pool_rx: Receiver<Vec<u8>>,
     reports: &Receiver<Report>,
-    collector: &mut Collector<'_>,
+    collector: &mut Collector<'_, '_, M>,
 ) {
     let progress = shared.progress;
-    let mut splitter = Splitter::with_dialect(shared.delimiter, shared.quote);
+    let mut splitter = match shared.format {
+        InputFormat::Csv => Splitter::with_dialect(shared.delimiter, shared.quote),
+        InputFormat::Ndjson => Splitter::lines(),
+    };
     // Room for a piece, the tail of the read that found its end, and one
     // more read step, so that buffers are not reallocated (and copied).
     let capacity = usize::try_from(piece_size)
@@ -545,6 +673,27 @@ fn read_inputs(
         if progress.stop_requested() {
             break;
         }
+        let o = match o {
+            Ok(o) => o,
+            Err(e) => {
+                // An input that cannot be used fails as one piece, at its
+                // first line.
+                Progress::add(&progress.completed_pieces, 1);
+                Progress::add(&progress.failed_pieces, 1);
+                collector.apply(Report::Failed {
+                    index: base,
+                    input,
+                    count: 1,
+                    byte: 0,
+                    reason: FailureReason::Unusable {
+                        problem: e.detail(),
+                    },
+                });
+                collector.apply(Report::InputDone { pieces: 1 });
+                base += 1;
+                continue;
+            }
+        };
         let expected = o.pieces(piece_size);
         let mut sink = ReaderSink {
             input,
@@ -567,17 +716,17 @@ fn read_inputs(
 }
 
 /// Where the reader's pieces and events go.
-struct ReaderSink<'a, 'c> {
+struct ReaderSink<'a, 'c, 'o, M: RowMapper> {
     input: usize,
     capacity: usize,
     progress: &'a Progress,
     work_tx: &'a Sender<Piece>,
     pool_rx: &'a Receiver<Vec<u8>>,
     reports: &'a Receiver<Report>,
-    collector: &'a mut Collector<'c>,
+    collector: &'a mut Collector<'c, 'o, M>,
 }
 
-impl PieceSink for ReaderSink<'_, '_> {
+impl<M: RowMapper> PieceSink for ReaderSink<'_, '_, '_, M> {
     fn buffer(&mut self) -> Vec<u8> {
         self.pool_rx
             .try_recv()
@@ -596,9 +745,9 @@ impl PieceSink for ReaderSink<'_, '_> {
     fn event(&mut self, event: ReadEvent) {
         let progress = self.progress;
         match event {
-            ReadEvent::Empty { count } => {
+            ReadEvent::Empty { index, count } => {
                 Progress::add(&progress.completed_pieces, count);
-                self.collector.apply(Report::Empty { count });
+                self.collector.apply(Report::Empty { index, count });
             }
             ReadEvent::Failed {
                 index,
@@ -608,12 +757,15 @@ impl PieceSink for ReaderSink<'_, '_> {
             } => {
                 Progress::add(&progress.completed_pieces, count);
                 Progress::add(&progress.failed_pieces, count);
-                self.collector.apply(Report::ReadFailed {
+                self.collector.apply(Report::Failed {
                     index,
                     input: self.input,
                     count,
                     byte,
-                    message: error.to_string(),
+                    reason: FailureReason::Read {
+                        message: error.to_string(),
+                        byte,
+                    },
                 });
             }
         }
@@ -625,8 +777,8 @@ impl PieceSink for ReaderSink<'_, '_> {
 }
 
 /// One worker: parses pieces until the queue closes.
-fn work(
-    shared: &Shared<'_>,
+fn work<M: RowMapper>(
+    shared: &Shared<'_, M>,
     work_rx: Receiver<Piece>,
     pool_tx: Sender<Vec<u8>>,
     reports: Sender<Report>,
@@ -644,31 +796,52 @@ fn work(
     }
 }
 
-struct Worker<'a> {
-    shared: &'a Shared<'a>,
+struct Worker<'a, M: RowMapper> {
+    shared: &'a Shared<'a, M>,
     parser: PieceParser,
     arena: Vec<u8>,
     rows: Vec<PieceRow>,
     sorted: Vec<PieceRow>,
-    cache: Cache,
+    scratch: M::Scratch,
 }
 
-impl<'a> Worker<'a> {
-    fn new(shared: &'a Shared<'a>) -> Worker<'a> {
+/// Counts and failures of the piece being parsed.
+struct Tally<'r> {
+    report: &'r mut PieceReport,
+    row: u32,
+}
+
+impl Tally<'_> {
+    #[inline]
+    fn fail(&mut self, byte: usize, line: u64, reason: FailureReason) {
+        let report = &mut *self.report;
+        report.failed += 1;
+        if report.failures.len() < MAX_FAILURES {
+            report.failures.push(PieceFailure {
+                row: self.row,
+                byte: byte as u64,
+                line,
+                reason,
+            });
+        }
+    }
+}
+
+impl<'a, M: RowMapper> Worker<'a, M> {
+    fn new(shared: &'a Shared<'a, M>) -> Worker<'a, M> {
         Worker {
             shared,
             parser: PieceParser::new(shared.delimiter, shared.quote),
             arena: Vec::new(),
             rows: Vec::new(),
             sorted: Vec::new(),
-            cache: Cache::new(),
+            scratch: shared.mapper.scratch(),
         }
     }
 
     fn process(&mut self, piece: &Piece) -> PieceReport {
         let shared = self.shared;
-        let plan = &shared.inputs[piece.input];
-        let nfields = shared.mapping.fields().len();
+        let input = &shared.inputs[piece.input];
         let mut report = PieceReport {
             index: piece.index,
             input: piece.input,
@@ -678,9 +851,13 @@ impl<'a> Worker<'a> {
             newlines: 0,
             processed: 0,
             failed: 0,
-            warnings: vec![0; nfields],
+            warnings: vec![0; shared.warning_fields],
             failures: Vec::new(),
             piece_failed: false,
+        };
+        let Some(plan) = input.plan.as_ref() else {
+            // Inputs that failed as a whole are never cut.
+            return report;
         };
         let data = &piece.data[..piece.unterminated.unwrap_or(piece.data.len())];
         let text = simdutf8::basic::from_utf8(data).ok();
@@ -690,32 +867,78 @@ impl<'a> Worker<'a> {
             parser,
             arena,
             rows,
-            cache,
+            scratch,
             ..
         } = self;
-        let last = piece.last || piece.unterminated.is_some();
-        let mut row: u32 = 0;
-        let newlines = parser.parse(data, text, last, |rec| {
-            match map_row(shared, plan, rec.fields, arena, cache, &mut report.warnings) {
+        let mut warnings = std::mem::take(&mut report.warnings);
+        let mut tally = Tally {
+            report: &mut report,
+            row: 0,
+        };
+        let mut keep = |tally: &mut Tally<'_>, record: Record<'_>, byte: usize, line: u64| {
+            let place = shared.places.then_some((line, byte));
+            match map_row(shared, plan, record, place, arena, scratch, &mut warnings) {
                 Ok(mut r) => {
                     r.hash = shared.dedup.hash(&arena[r.key_start..r.key_end]);
-                    r.row = row;
+                    r.row = tally.row;
                     rows.push(r);
                 }
-                Err(reason) => {
-                    report.failed += 1;
-                    if report.failures.len() < MAX_FAILURES {
-                        report.failures.push(PieceFailure {
-                            row,
-                            byte: rec.byte as u64,
-                            line: rec.line,
-                            reason,
-                        });
-                    }
-                }
+                Err(reason) => tally.fail(byte, line, reason),
             }
-            row += 1;
-        });
+            tally.row += 1;
+        };
+        let last = piece.last || piece.unterminated.is_some();
+        let newlines = match shared.format {
+            InputFormat::Csv => parser.parse(data, text, last, |rec| {
+                let fields = rec.fields;
+                if fields.len() != input.columns {
+                    tally.fail(
+                        rec.byte,
+                        rec.line,
+                        FailureReason::FieldCount {
+                            expected: input.columns,
+                            found: fields.len(),
+                        },
+                    );
+                    tally.row += 1;
+                } else if !fields.is_text()
+                    && let Some(col) = (0..fields.len()).find(|&i| fields.str(i).is_none())
+                {
+                    tally.fail(
+                        rec.byte,
+                        rec.line,
+                        FailureReason::InvalidUtf8 {
+                            column: col + 1,
+                            name: Arc::clone(&input.header[col]),
+                        },
+                    );
+                    tally.row += 1;
+                } else {
+                    keep(&mut tally, Record::Csv(fields), rec.byte, rec.line);
+                }
+            }),
+            InputFormat::Ndjson => parse_lines(data, |line| match text {
+                Some(t) => {
+                    let s = &t[line.byte..line.byte + line.bytes.len()];
+                    keep(&mut tally, Record::Json(s), line.byte, line.line);
+                }
+                None => match std::str::from_utf8(line.bytes) {
+                    Ok(s) => keep(&mut tally, Record::Json(s), line.byte, line.line),
+                    Err(e) => {
+                        tally.fail(
+                            line.byte,
+                            line.line,
+                            FailureReason::NotText {
+                                at: e.valid_up_to(),
+                            },
+                        );
+                        tally.row += 1;
+                    }
+                },
+            }),
+        };
+        let mut row = tally.row;
+        report.warnings = warnings;
         report.newlines = newlines;
         if let Some(at) = piece.unterminated {
             report.failed += 1;
@@ -763,91 +986,47 @@ impl<'a> Worker<'a> {
     }
 }
 
-/// Maps and normalizes one record onto the end of `arena`, encoded as the
-/// dedup table stores it (`[varint key len][varint rest len][key][rest]`),
-/// or says why it fails (leaving `arena` as it was).
-///
-/// Values are normalized straight into the arena behind one-byte length
-/// placeholders, which are widened in place in the rare case that a length
-/// needs more than one byte: no value is copied twice.
+/// Maps one record onto the end of `arena`, encoded as the dedup table
+/// stores it (`[varint key len][varint rest len][key][rest]`), or says why
+/// it fails (leaving `arena` as it was).
 #[inline]
-fn map_row(
-    shared: &Shared<'_>,
-    plan: &InputPlan,
-    fields: super::parse::Fields<'_>,
+fn map_row<M: RowMapper>(
+    shared: &Shared<'_, M>,
+    plan: &M::Plan,
+    record: Record<'_>,
+    place: Option<(u64, usize)>,
     arena: &mut Vec<u8>,
-    cache: &mut Cache,
+    scratch: &mut M::Scratch,
     warnings: &mut [u64],
 ) -> Result<PieceRow, FailureReason> {
-    if fields.len() != plan.header.len() {
-        return Err(FailureReason::FieldCount {
-            expected: plan.header.len(),
-            found: fields.len(),
-        });
-    }
-    if !fields.is_text()
-        && let Some(col) = (0..fields.len()).find(|&i| fields.str(i).is_none())
-    {
-        return Err(FailureReason::InvalidUtf8 {
-            column: col + 1,
-            name: Arc::clone(&plan.header[col]),
-        });
-    }
-    let mapping = shared.mapping;
-    let normalizer = shared.normalizer;
     let start = arena.len();
     arena.extend_from_slice(&[0, 0]);
-    let key_start = arena.len();
-    let single_key = mapping.key_fields().len() == 1;
-    for &fi in mapping.key_fields() {
-        let f = &mapping.fields()[fi];
-        let raw = fields.str(plan.sources[fi]).unwrap_or_default();
-        let len_at = if single_key {
-            None
-        } else {
-            Some(open_len(arena))
-        };
-        let value_start = arena.len();
-        if let Err(problem) = normalizer.normalize_cached(f.content_type, raw, arena, cache) {
+    let mut out = RowOut::new(arena);
+    let mapped = shared.mapper.map(plan, record, &mut out, scratch, warnings);
+    let lengths = out.lengths();
+    let (key_len, rest_len) = match (mapped, lengths) {
+        (Ok(()), Some(l)) => l,
+        (Err(reason), _) => {
             arena.truncate(start);
-            return Err(FailureReason::InvalidKey {
-                field: Arc::clone(&f.name),
-                column: Arc::clone(&f.column),
-                content_type: f.content_type,
-                problem,
+            return Err(reason);
+        }
+        (Ok(()), None) => {
+            arena.truncate(start.min(arena.len()));
+            return Err(FailureReason::Invalid {
+                member: None,
+                message: "the row's mapper wrote outside its row".into(),
             });
         }
-        let value = &arena[value_start..];
-        let blank = value.is_empty()
-            || (f.content_type == ContentType::String
-                && std::str::from_utf8(value).is_ok_and(|s| s.trim().is_empty()));
-        if blank {
-            arena.truncate(start);
-            return Err(FailureReason::EmptyKey {
-                field: Arc::clone(&f.name),
-                column: Arc::clone(&f.column),
-            });
+    };
+    let rest_len = match place {
+        Some((line, byte)) => {
+            let le = |v: u64| u32::try_from(v).unwrap_or(u32::MAX).to_le_bytes();
+            arena.extend_from_slice(&le(line));
+            arena.extend_from_slice(&le(byte as u64));
+            rest_len + PLACE_LEN
         }
-        if let Some(at) = len_at {
-            close_len(arena, at);
-        }
-    }
-    let key_len = arena.len() - key_start;
-    for &fi in &shared.rest_fields {
-        let f = &mapping.fields()[fi];
-        let raw = fields.str(plan.sources[fi]).unwrap_or_default();
-        let at = open_len(arena);
-        if normalizer
-            .normalize_cached(f.content_type, raw, arena, cache)
-            .is_err()
-        {
-            arena.truncate(at + 1);
-            arena.extend_from_slice(super::normalize::trim(raw).as_bytes());
-            warnings[fi] += 1;
-        }
-        close_len(arena, at);
-    }
-    let rest_len = arena.len() - key_start - key_len;
+        None => rest_len,
+    };
     let header = if key_len < 0x80 && rest_len < 0x80 {
         arena[start] = key_len as u8;
         arena[start + 1] = rest_len as u8;
@@ -860,41 +1039,15 @@ fn map_row(
         arena.splice(start..start + 2, h);
         n
     };
+    let key_start = start + header;
     Ok(PieceRow {
         hash: 0,
         row: 0,
         start,
         end: arena.len(),
-        key_start: start + header,
-        key_end: start + header + key_len,
+        key_start,
+        key_end: key_start + key_len,
     })
-}
-
-/// Appends a one-byte length placeholder and returns its offset.
-#[inline(always)]
-fn open_len(buf: &mut Vec<u8>) -> usize {
-    buf.push(0);
-    buf.len() - 1
-}
-
-/// Sets the placeholder at `at` to the length of everything after it,
-/// widening it into a longer varint if need be.
-#[inline(always)]
-fn close_len(buf: &mut Vec<u8>, at: usize) {
-    let len = buf.len() - at - 1;
-    if len < 0x80 {
-        buf[at] = len as u8;
-    } else {
-        widen_len(buf, at, len);
-    }
-}
-
-#[cold]
-#[inline(never)]
-fn widen_len(buf: &mut Vec<u8>, at: usize, len: usize) {
-    let mut v = Vec::with_capacity(10);
-    put_varint(&mut v, len as u64);
-    buf.splice(at..at + 1, v);
 }
 
 /// A failure waiting for its absolute position.
@@ -908,37 +1061,39 @@ struct Pending {
 }
 
 /// Per-piece counts for prefix sums.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, Default)]
 struct PieceStat {
+    byte_start: u64,
     records: u64,
     newlines: u64,
 }
 
 /// Gathers reports into a summary, on the calling thread.
-struct Collector<'a> {
-    shared: &'a Shared<'a>,
+struct Collector<'a, 'o, M: RowMapper> {
+    shared: &'a Shared<'a, M>,
     summary: Summary,
     /// Per input, per piece index: records and newlines, for prefix sums.
     stats: Vec<BTreeMap<u64, PieceStat>>,
     /// The first failures by (piece, row), at most [`MAX_FAILURES`].
     pending: BTreeMap<(u64, u64), Pending>,
+    on_piece: &'o mut dyn FnMut(&PieceDone),
 }
 
-impl<'a> Collector<'a> {
-    fn new(shared: &'a Shared<'a>) -> Collector<'a> {
+impl<'a, 'o, M: RowMapper> Collector<'a, 'o, M> {
+    fn new(
+        shared: &'a Shared<'a, M>,
+        warning_names: Vec<Arc<str>>,
+        on_piece: &'o mut dyn FnMut(&PieceDone),
+    ) -> Collector<'a, 'o, M> {
         Collector {
             shared,
             summary: Summary {
-                field_warnings_by_field: shared
-                    .mapping
-                    .fields()
-                    .iter()
-                    .map(|f| (Arc::clone(&f.name), 0))
-                    .collect(),
+                field_warnings_by_field: warning_names.into_iter().map(|f| (f, 0)).collect(),
                 ..Summary::default()
             },
             stats: vec![BTreeMap::new(); shared.inputs.len()],
             pending: BTreeMap::new(),
+            on_piece,
         }
     }
 
@@ -964,9 +1119,19 @@ impl<'a> Collector<'a> {
                 for (slot, w) in summary.field_warnings_by_field.iter_mut().zip(&r.warnings) {
                     slot.1 += w;
                 }
+                (self.on_piece)(&PieceDone {
+                    index: r.index,
+                    count: 1,
+                    bytes: r.bytes,
+                    processed: r.processed,
+                    failed: r.failed,
+                    warnings: r.warnings.iter().sum(),
+                    failed_piece: r.piece_failed,
+                });
                 self.stats[r.input].insert(
                     r.index,
                     PieceStat {
+                        byte_start: r.byte_start,
                         records: r.records,
                         newlines: r.newlines,
                     },
@@ -982,21 +1147,34 @@ impl<'a> Collector<'a> {
                     self.keep((r.index, u64::from(f.row)), p);
                 }
             }
-            Report::Empty { count } => summary.completed_pieces += count,
-            Report::ReadFailed {
+            Report::Empty { index, count } => {
+                summary.completed_pieces += count;
+                (self.on_piece)(&PieceDone {
+                    index,
+                    count,
+                    ..PieceDone::default()
+                });
+            }
+            Report::Failed {
                 index,
                 input,
                 count,
                 byte,
-                message,
+                reason,
             } => {
                 summary.completed_pieces += count;
                 summary.failed_pieces += count;
+                (self.on_piece)(&PieceDone {
+                    index,
+                    count,
+                    failed_piece: true,
+                    ..PieceDone::default()
+                });
                 let p = Pending {
                     input,
                     byte,
                     line: 0,
-                    reason: FailureReason::Read { message, byte },
+                    reason,
                     row: 0,
                 };
                 self.keep((index, 0), p);
@@ -1005,13 +1183,15 @@ impl<'a> Collector<'a> {
         }
     }
 
-    /// The summary, with failures at absolute positions.
-    fn finish(self) -> Summary {
+    /// The summary, with failures at absolute positions, and where every
+    /// piece's rows are.
+    fn finish(self) -> (Summary, Places) {
         let Collector {
             shared,
             mut summary,
             stats,
             pending,
+            ..
         } = self;
         summary.stopped = shared.progress.stop_requested();
         summary.field_warnings = summary.field_warnings_by_field.iter().map(|(_, w)| w).sum();
@@ -1020,54 +1200,129 @@ impl<'a> Collector<'a> {
         summary.duplicates = valid.saturating_sub(summary.unique);
 
         // Absolute positions: records and newlines before each piece.
-        let before = |input: usize, index: u64| -> PieceStat {
-            stats[input].range(..index).fold(
-                PieceStat {
-                    records: 0,
-                    newlines: 0,
-                },
-                |acc, (_, s)| PieceStat {
-                    records: acc.records + s.records,
-                    newlines: acc.newlines + s.newlines,
-                },
-            )
+        let mut places = Places {
+            inputs: shared
+                .inputs
+                .iter()
+                .map(|i| (Arc::clone(&i.name), i.first_line))
+                .collect(),
+            pieces: BTreeMap::new(),
         };
+        for (input, pieces) in stats.iter().enumerate() {
+            let (mut records, mut newlines) = (0, 0);
+            for (&index, s) in pieces {
+                places.pieces.insert(
+                    index,
+                    PiecePlace {
+                        input,
+                        byte_start: s.byte_start,
+                        records_before: records,
+                        newlines_before: newlines,
+                    },
+                );
+                records += s.records;
+                newlines += s.newlines;
+            }
+        }
         summary.failures = pending
             .into_iter()
             .map(|((index, _), p)| {
-                let plan = &shared.inputs[p.input];
-                let b = before(p.input, index);
+                let (name, first_line) = &places.inputs[p.input];
+                let (records, newlines) = places
+                    .pieces
+                    .get(&index)
+                    .map_or((0, 0), |pp| (pp.records_before, pp.newlines_before));
+                let record_line =
+                    if p.row == 0 && matches!(p.reason, FailureReason::Unusable { .. }) {
+                        // An input that failed as a whole: its header.
+                        return Failure {
+                            input: Arc::clone(name),
+                            position: Position {
+                                byte: 0,
+                                line: 1,
+                                record: 0,
+                            },
+                            reason: p.reason,
+                            input_index: p.input,
+                        };
+                    } else {
+                        first_line + newlines + p.line
+                    };
                 Failure {
-                    input: Arc::clone(&plan.name),
+                    input: Arc::clone(name),
                     position: Position {
                         byte: p.byte,
-                        line: plan.first_line + b.newlines + p.line,
-                        record: 1 + b.records + p.row,
+                        line: record_line,
+                        record: 1 + records + p.row,
                     },
                     reason: p.reason,
+                    input_index: p.input,
                 }
             })
             .collect();
-        summary
+        (summary, places)
     }
 }
 
+/// Where one piece's rows are.
+#[derive(Clone, Copy, Debug)]
+struct PiecePlace {
+    input: usize,
+    byte_start: u64,
+    records_before: u64,
+    newlines_before: u64,
+}
+
+/// Where every piece of a run was, to place kept rows.
+#[derive(Clone, Debug, Default)]
+struct Places {
+    /// Each input's name and first body line.
+    inputs: Vec<(Arc<str>, u64)>,
+    pieces: BTreeMap<u64, PiecePlace>,
+}
+
 /// The unique records of a run.
-pub struct Records {
+pub struct Records<M: RowMapper = FieldMapper> {
     stored: Stored,
-    mapping: Arc<Mapping>,
+    mapper: Arc<M>,
+    places: Option<Places>,
+}
+
+/// Where a kept row was.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Place {
+    /// Its input's name.
+    pub input: Arc<str>,
+    /// Which input, from 0 (as [`Failure::input_index`]).
+    pub input_index: usize,
+    /// Where in it.
+    pub position: Position,
+}
+
+impl Place {
+    /// Where it is in input order, as [`Failure::order`].
+    pub fn order(&self) -> (usize, u64) {
+        (self.input_index, self.position.record)
+    }
 }
 
 /// One unique record.
-#[derive(Clone, Copy)]
-pub struct UniqueRecord<'a> {
-    mapping: &'a Mapping,
+pub struct UniqueRecord<'a, M: RowMapper = FieldMapper> {
+    records: &'a Records<M>,
     ordinal: u64,
     key: &'a [u8],
     rest: &'a [u8],
 }
 
-impl std::fmt::Debug for Records {
+impl<M: RowMapper> Clone for UniqueRecord<'_, M> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<M: RowMapper> Copy for UniqueRecord<'_, M> {}
+
+impl<M: RowMapper> std::fmt::Debug for Records<M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Records")
             .field("len", &self.len())
@@ -1075,16 +1330,17 @@ impl std::fmt::Debug for Records {
     }
 }
 
-impl std::fmt::Debug for UniqueRecord<'_> {
+impl<M: RowMapper> std::fmt::Debug for UniqueRecord<'_, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UniqueRecord")
             .field("ordinal", &self.ordinal)
-            .field("values", &self.values().collect::<Vec<_>>())
+            .field("key", &String::from_utf8_lossy(self.key))
+            .field("rest", &String::from_utf8_lossy(self.rest_bytes()))
             .finish()
     }
 }
 
-impl Records {
+impl<M: RowMapper> Records<M> {
     /// How many there are.
     pub fn len(&self) -> u64 {
         self.stored.len()
@@ -1095,48 +1351,62 @@ impl Records {
         self.len() == 0
     }
 
-    /// The mapping that shaped them.
-    pub fn mapping(&self) -> &Mapping {
-        &self.mapping
+    /// The mapper that made them.
+    pub fn mapper(&self) -> &M {
+        &self.mapper
+    }
+
+    fn record<'a>(&'a self, ordinal: u64, key: &'a [u8], rest: &'a [u8]) -> UniqueRecord<'a, M> {
+        UniqueRecord {
+            records: self,
+            ordinal,
+            key,
+            rest,
+        }
     }
 
     /// The records in the input order of the rows that were kept.
     ///
     /// Sorting takes a moment and 16 bytes a record; the order is the same
     /// whatever the piece size or number of threads.
-    pub fn in_input_order(&self) -> impl Iterator<Item = UniqueRecord<'_>> + '_ {
+    pub fn in_input_order(&self) -> impl Iterator<Item = UniqueRecord<'_, M>> + '_ {
         use rayon::slice::ParallelSliceMut;
         let mut locs = self.stored.locations();
         locs.par_sort_unstable_by_key(|&(ordinal, _)| ordinal);
         locs.into_iter().map(move |(ordinal, loc)| {
             let (key, rest) = self.stored.get(loc);
-            UniqueRecord {
-                mapping: &self.mapping,
-                ordinal,
-                key,
-                rest,
-            }
+            self.record(ordinal, key, rest)
         })
     }
 
     /// The records in no particular order (cheapest).
-    pub fn iter(&self) -> impl Iterator<Item = UniqueRecord<'_>> + '_ {
-        self.stored.iter().map(move |r| UniqueRecord {
-            mapping: &self.mapping,
-            ordinal: r.ordinal,
-            key: r.key,
-            rest: r.rest,
-        })
+    pub fn iter(&self) -> impl Iterator<Item = UniqueRecord<'_, M>> + '_ {
+        self.stored
+            .iter()
+            .map(move |r| self.record(r.ordinal, r.key, r.rest))
     }
 }
 
-impl<'a> UniqueRecord<'a> {
-    /// The encoded unique key: the key field's normalized value when the key
-    /// has one field; otherwise each key field's normalized value, prefixed
-    /// by its length as a LEB128 varint, in key order. Equal keys have equal
-    /// bytes.
+impl Records<FieldMapper> {
+    /// The mapping that shaped them.
+    pub fn mapping(&self) -> &Mapping {
+        self.mapper.mapping()
+    }
+}
+
+impl<'a, M: RowMapper> UniqueRecord<'a, M> {
+    /// The encoded unique key, as the mapper wrote it. Equal keys have
+    /// equal bytes.
     pub fn key_bytes(&self) -> &'a [u8] {
         self.key
+    }
+
+    /// The rest of the row, as the mapper wrote it.
+    pub fn rest_bytes(&self) -> &'a [u8] {
+        match self.records.places {
+            Some(_) => &self.rest[..self.rest.len().saturating_sub(PLACE_LEN)],
+            None => self.rest,
+        }
     }
 
     /// Where the kept row was: greater means later in the input.
@@ -1144,9 +1414,31 @@ impl<'a> UniqueRecord<'a> {
         self.ordinal
     }
 
+    /// Where the kept row was in its input, when the run kept places
+    /// ([`IngestBuilder::places`]).
+    pub fn place(&self) -> Option<Place> {
+        let places = self.records.places.as_ref()?;
+        let tail = self.rest.get(self.rest.len().checked_sub(PLACE_LEN)?..)?;
+        let le = |b: &[u8]| u64::from(u32::from_le_bytes(b.try_into().unwrap_or_default()));
+        let (line, byte) = (le(&tail[..4]), le(&tail[4..]));
+        let p = places.pieces.get(&(self.ordinal >> 32))?;
+        let (name, first_line) = places.inputs.get(p.input)?;
+        Some(Place {
+            input: Arc::clone(name),
+            input_index: p.input,
+            position: Position {
+                byte: p.byte_start + byte,
+                line: first_line + p.newlines_before + line,
+                record: 1 + p.records_before + (self.ordinal & u64::from(u32::MAX)),
+            },
+        })
+    }
+}
+
+impl<'a> UniqueRecord<'a, FieldMapper> {
     /// The normalized values of the key fields, in key order.
     pub fn key_values(&self) -> impl Iterator<Item = &'a str> + 'a {
-        let single = self.mapping.key_fields().len() == 1;
+        let single = self.records.mapping().key_fields().len() == 1;
         let whole = single.then(|| std::str::from_utf8(self.key).unwrap_or_default());
         let segments = (!single).then_some(Segments(self.key));
         whole.into_iter().chain(segments.into_iter().flatten())
@@ -1155,8 +1447,8 @@ impl<'a> UniqueRecord<'a> {
     /// Every field's value, in mapping order.
     pub fn values(&self) -> impl Iterator<Item = &'a str> + 'a {
         let mut keys: Vec<&'a str> = self.key_values().collect();
-        let mut rest = Segments(self.rest);
-        let mapping = self.mapping;
+        let mut rest = Segments(self.rest_bytes());
+        let mapping = self.records.mapping();
         (0..mapping.fields().len()).map(move |i| match mapping.key_position(i) {
             Some(k) => std::mem::take(&mut keys[k]),
             None => rest.next().unwrap_or_default(),

@@ -1,6 +1,12 @@
 /*!
 Bytes in: inputs, their headers, and the reader that cuts them into pieces.
 
+An input is a file, bytes in memory, a reader, or something that can be
+opened at any offset ([`Input::reopenable`], such as an object in a bucket
+read with ranged requests): that kind is read twice, its header at once and
+its body only when the reader gets to it, so that a run over many inputs
+holds one open stream at a time.
+
 # Pieces on a fixed grid
 
 With piece size `S`, piece `k` of an input holds the records that *start* in
@@ -19,6 +25,7 @@ use std::sync::Arc;
 use csv_core::{ReadRecordResult, ReaderBuilder};
 
 use super::error::{Error, ErrorKind};
+use super::map::InputFormat;
 use super::parse::{count_newlines, primed_reader};
 use super::split::{SplitResult, Splitter};
 
@@ -28,7 +35,10 @@ const READ_STEP: usize = 64 * 1024;
 /// read that found the previous boundary, plus the reads that find the next.
 pub(crate) const SLACK: usize = 4 * READ_STEP;
 
-/// One CSV input with a header row.
+/// Opens an input at a byte offset.
+pub type OpenAt = Box<dyn Fn(u64) -> io::Result<Box<dyn Read + Send>> + Send + Sync>;
+
+/// One input: CSV with a header row, or newline-delimited JSON.
 pub struct Input {
     name: Arc<str>,
     kind: InputKind,
@@ -40,6 +50,10 @@ enum InputKind {
     Reader {
         reader: Box<dyn Read + Send>,
         len: Option<u64>,
+    },
+    Reopenable {
+        open: OpenAt,
+        len: u64,
     },
 }
 
@@ -81,28 +95,73 @@ impl Input {
         }
     }
 
+    /// An input of `len` bytes that `open` opens at any offset, named
+    /// `name` in messages. It is opened twice: at 0 to read its header,
+    /// then at the first body byte when the reader gets to it.
+    pub fn reopenable(
+        name: &str,
+        len: u64,
+        open: impl Fn(u64) -> io::Result<Box<dyn Read + Send>> + Send + Sync + 'static,
+    ) -> Input {
+        Input {
+            name: name.into(),
+            kind: InputKind::Reopenable {
+                open: Box::new(open),
+                len,
+            },
+        }
+    }
+
     /// The name used in messages.
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// Opens the input and reads its header.
-    pub(crate) fn open(self, delimiter: u8, quote: u8) -> Result<Opened, Error> {
+    /// Opens the input and reads its header (CSV), or its byte-order mark
+    /// (newline-delimited JSON).
+    pub(crate) fn open(
+        self,
+        format: InputFormat,
+        delimiter: u8,
+        quote: u8,
+    ) -> Result<Opened, Error> {
         let name = self.name;
-        let (reader, len): (Box<dyn Read + Send>, Option<u64>) = match self.kind {
-            InputKind::Path(p) => {
-                let f = File::open(&p).map_err(|e| Error::io(&name, e))?;
-                let len = f.metadata().map_err(|e| Error::io(&name, e))?.len();
-                (Box::new(f), Some(len))
-            }
-            InputKind::Bytes(b) => {
-                let len = b.len() as u64;
-                (Box::new(io::Cursor::new(b)), Some(len))
-            }
-            InputKind::Reader { reader, len } => (reader, len),
+        let (reader, len, reopen): (Box<dyn Read + Send>, Option<u64>, Option<OpenAt>) =
+            match self.kind {
+                InputKind::Path(p) => {
+                    let f = File::open(&p).map_err(|e| Error::io(&name, e))?;
+                    let len = f.metadata().map_err(|e| Error::io(&name, e))?.len();
+                    (Box::new(f), Some(len), None)
+                }
+                InputKind::Bytes(b) => {
+                    let len = b.len() as u64;
+                    (Box::new(io::Cursor::new(b)), Some(len), None)
+                }
+                InputKind::Reader { reader, len } => (reader, len, None),
+                InputKind::Reopenable { open, len } => {
+                    let r = open(0).map_err(|e| Error::io(&name, e))?;
+                    (r, Some(len), Some(open))
+                }
+            };
+        let mut opened = match format {
+            InputFormat::Csv => Opened::read_header(name, reader, len, delimiter, quote)?,
+            InputFormat::Ndjson => Opened::skip_bom(name, reader, len)?,
         };
-        Opened::read_header(name, reader, len, delimiter, quote)
+        if let Some(open) = reopen {
+            // Let go of the stream until the body's turn comes.
+            opened.reader = Body::Later(open);
+            opened.pending = Vec::new();
+        }
+        Ok(opened)
     }
+}
+
+/// Where an opened input's body comes from.
+enum Body {
+    /// This reader, after [`Opened::pending`].
+    Now(Box<dyn Read + Send>),
+    /// Opened at the first body byte when cutting starts.
+    Later(OpenAt),
 }
 
 /// An input whose header has been read.
@@ -115,7 +174,7 @@ pub(crate) struct Opened {
     pub(crate) first_line: u64,
     /// Body bytes, when the input's size is known.
     pub(crate) body_len: Option<u64>,
-    reader: Box<dyn Read + Send>,
+    reader: Body,
     /// Body bytes already read.
     pending: Vec<u8>,
 }
@@ -202,23 +261,6 @@ impl Opened {
             prev = end;
             header.push(col.into());
         }
-        let mut sorted: Vec<(&str, usize)> =
-            header.iter().enumerate().map(|(i, h)| (&**h, i)).collect();
-        sorted.sort_unstable();
-        // Names that repeat are refused: a mapping could not say which
-        // column it means. Blank names cannot be mapped at all, so several
-        // of them (`a,b,,` with trailing commas) are harmless.
-        for w in sorted.windows(2) {
-            if w[0].0 == w[1].0 && !w[0].0.is_empty() {
-                return Err(ErrorKind::DuplicateColumn {
-                    input: name.to_string(),
-                    name: w[0].0.to_owned(),
-                    first: w[0].1 + 1,
-                    second: w[1].1 + 1,
-                }
-                .into());
-            }
-        }
         let first_line = 1 + count_newlines(&buf[..pos]);
         let body_start = pos as u64;
         let pending = buf.split_off(pos);
@@ -228,7 +270,38 @@ impl Opened {
             body_start,
             first_line,
             body_len: len.map(|l| l.saturating_sub(body_start)),
-            reader,
+            reader: Body::Now(reader),
+            pending,
+        })
+    }
+
+    /// Newline-delimited JSON: no header; a byte-order mark at the start
+    /// is skipped.
+    fn skip_bom(
+        name: Arc<str>,
+        mut reader: Box<dyn Read + Send>,
+        len: Option<u64>,
+    ) -> Result<Opened, Error> {
+        let mut buf = Vec::new();
+        while buf.len() < 3 {
+            let want = 3 - buf.len();
+            if fill(&mut *reader, &mut buf, want).map_err(|e| Error::io(&name, e))? == 0 {
+                break;
+            }
+        }
+        let body_start = if buf.starts_with(b"\xef\xbb\xbf") {
+            3
+        } else {
+            0
+        };
+        let pending = buf.split_off(body_start);
+        Ok(Opened {
+            name,
+            header: Vec::new(),
+            body_start: body_start as u64,
+            first_line: 1,
+            body_len: len.map(|l| l.saturating_sub(body_start as u64)),
+            reader: Body::Now(reader),
             pending,
         })
     }
@@ -257,9 +330,9 @@ pub(crate) struct Piece {
 
 /// What the piece reader reports besides pieces.
 pub(crate) enum ReadEvent {
-    /// Pieces with no record start (a record longer than the piece size
-    /// covers them): complete, no rows.
-    Empty { count: u64 },
+    /// Pieces `index..index + count` hold no record start (a record longer
+    /// than the piece size covers them): complete, no rows.
+    Empty { index: u64, count: u64 },
     /// Reading failed at `byte`; pieces `index..index + count` are lost.
     Failed {
         index: u64,
@@ -294,6 +367,22 @@ pub(crate) fn cut_pieces(
     let known = opened.pieces(piece_size);
     let mut k: u64 = 0;
     let mut start: u64 = 0;
+    let mut reader = match std::mem::replace(&mut opened.reader, Body::Now(Box::new(io::empty()))) {
+        Body::Now(r) => r,
+        Body::Later(open) => match open(opened.body_start) {
+            Ok(r) => r,
+            Err(error) => {
+                let lost = known.map_or(1, |n| n.max(1));
+                sink.event(ReadEvent::Failed {
+                    index: base,
+                    count: lost,
+                    byte: opened.body_start,
+                    error,
+                });
+                return lost;
+            }
+        },
+    };
     let mut buf = sink.buffer();
     buf.append(&mut opened.pending);
     let mut eof = false;
@@ -306,7 +395,10 @@ pub(crate) fn cut_pieces(
         if start >= target_abs {
             // Every cell before the one holding `start` is empty.
             let cell = start / piece_size;
-            sink.event(ReadEvent::Empty { count: cell - k });
+            sink.event(ReadEvent::Empty {
+                index: base + k,
+                count: cell - k,
+            });
             k = cell;
             continue;
         }
@@ -314,7 +406,7 @@ pub(crate) fn cut_pieces(
         match splitter.split(&buf, target, eof) {
             SplitResult::NeedMore => {
                 let want = target.saturating_sub(buf.len()).clamp(READ_STEP, 64 << 20);
-                match fill(&mut *opened.reader, &mut buf, want) {
+                match fill(&mut *reader, &mut buf, want) {
                     Ok(0) => eof = true,
                     Ok(_) => {}
                     Err(error) => {
@@ -366,7 +458,10 @@ pub(crate) fn cut_pieces(
                 // Cells after the last record start hold no record.
                 let total = known.unwrap_or(k).max(k);
                 if total > k {
-                    sink.event(ReadEvent::Empty { count: total - k });
+                    sink.event(ReadEvent::Empty {
+                        index: base + k,
+                        count: total - k,
+                    });
                 }
                 return total;
             }

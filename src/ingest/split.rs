@@ -1,5 +1,6 @@
 /*!
-Quote-aware record boundaries: where a piece of CSV may end.
+Record boundaries: where a piece of CSV (quote-aware) or of newline-delimited
+JSON may end.
 
 # Design
 
@@ -25,6 +26,10 @@ everything after a closing quote up to the next delimiter (`"ab"c` is the
 field `abc`). This makes the scan exact for every input, well formed or not,
 rather than a quote-parity guess. Backslash escapes are not supported; the
 parser does not support them either.
+
+Newline-delimited JSON needs no state: a JSON text cannot hold a raw
+newline (inside strings it must be escaped), so every `\n` ends a record.
+[`Splitter::lines`] cuts at the first newline past the target.
 
 # Advice for hackers
 
@@ -82,6 +87,8 @@ enum State {
 /// ```
 #[derive(Clone, Debug)]
 pub struct Splitter {
+    /// Cut at any newline (newline-delimited JSON), not only outside quotes.
+    lines: bool,
     delimiter: u8,
     quote: u8,
     state: State,
@@ -106,11 +113,30 @@ impl Splitter {
     /// A splitter for the given delimiter and quote bytes.
     pub fn with_dialect(delimiter: u8, quote: u8) -> Splitter {
         Splitter {
+            lines: false,
             delimiter,
             quote,
             state: State::Outside,
             pos: 0,
             outside_since: 0,
+        }
+    }
+
+    /// A splitter for newline-delimited JSON: every `\n` ends a record.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use sluice::ingest::split::{SplitResult, Splitter};
+    ///
+    /// let data = b"{\"a\":\"x,\\\"y\"}\n{}\n";
+    /// let mut s = Splitter::lines();
+    /// assert_eq!(s.split(data, 1, false), SplitResult::Piece(14));
+    /// ```
+    pub fn lines() -> Splitter {
+        Splitter {
+            lines: true,
+            ..Splitter::new()
         }
     }
 
@@ -135,6 +161,9 @@ impl Splitter {
     /// small reads is linear in its size.
     pub fn split(&mut self, buf: &[u8], target: usize, eof: bool) -> SplitResult {
         debug_assert!(self.pos <= buf.len(), "buffer shrank between calls");
+        if self.lines {
+            return self.split_lines(buf, target, eof);
+        }
         loop {
             match self.state {
                 State::Quoted { open } => match memchr(self.quote, &buf[self.pos..]) {
@@ -202,6 +231,24 @@ impl Splitter {
                     }
                 },
             }
+        }
+    }
+
+    /// The first `\n` at or after `target` ends the piece.
+    fn split_lines(&mut self, buf: &[u8], target: usize, eof: bool) -> SplitResult {
+        let from = self.pos.max(target);
+        if from < buf.len()
+            && let Some(i) = memchr(b'\n', &buf[from..])
+        {
+            let cut = from + i + 1;
+            self.pos = cut;
+            return SplitResult::Piece(cut);
+        }
+        self.pos = buf.len();
+        if eof {
+            SplitResult::End { unterminated: None }
+        } else {
+            SplitResult::NeedMore
         }
     }
 

@@ -217,6 +217,7 @@ pub fn naive_ingest(csv: &[u8], mapping: &Mapping, region: &str) -> Naive {
                     input: Arc::clone(&input),
                     position,
                     reason,
+                    input_index: 0,
                 }
                 .to_string(),
             );
