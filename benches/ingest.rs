@@ -1,6 +1,8 @@
 //! Criterion benches, in bytes per second: split, parse (with plain
 //! `csv-core` beside it for reference), each normalizer, and the whole
-//! pipeline at 1 and 2 threads.
+//! pipeline at 1 and 2 threads; and, in rows per second, Pinpoint endpoint
+//! files through the engine (split, parse, check, normalize, encode, dedup;
+//! no store) at 1 and 2 threads, plain and with a dozen attributes a row.
 //!
 //! Data comes from `sluice::synth` (seeded, the shape of the canonical
 //! benchmark file); `SLUICE_BENCH_ROWS` sets its size (default 200,000 rows,
@@ -10,6 +12,7 @@ use std::hint::black_box;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use csv_core::{ReadRecordResult, Reader};
+use sluice::endpoints::{EndpointMapper, Format};
 use sluice::ingest::normalize::{
     ContentType, Normalizer, normalize_email, normalize_name, normalize_number,
 };
@@ -17,7 +20,7 @@ use sluice::ingest::parse::PieceParser;
 use sluice::ingest::split::{SplitResult, Splitter};
 use sluice::ingest::{IngestBuilder, Input};
 use sluice::mapping::MappingFile;
-use sluice::synth::{MAPPING_JSON, Spec, write_customers};
+use sluice::synth::{EndpointSpec, MAPPING_JSON, Spec, write_customers, write_endpoints};
 
 fn data() -> Vec<u8> {
     let rows = std::env::var("SLUICE_BENCH_ROWS")
@@ -161,5 +164,42 @@ fn pipeline(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, split, parse, normalize, pipeline);
+fn endpoints(c: &mut Criterion) {
+    let rows = std::env::var("SLUICE_BENCH_ROWS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(200_000);
+    let mut g = c.benchmark_group("endpoints");
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(rows));
+    for (label, attributes) in [("plain", 0), ("12 attributes", 12)] {
+        let mut csv = Vec::new();
+        let spec = EndpointSpec {
+            rows,
+            endpoints: rows * 4 / 5,
+            attributes,
+            seed: 42,
+        };
+        write_endpoints(&spec, &mut csv).expect("writes to memory");
+        let csv: std::sync::Arc<[u8]> = csv.into();
+        for threads in [1, 2] {
+            let ingest = IngestBuilder::with_mapper(EndpointMapper::new(Format::Csv))
+                .threads(threads)
+                .places(true)
+                .build()
+                .expect("valid settings");
+            g.bench_function(format!("{label}, {threads} thread(s)"), |b| {
+                b.iter(|| {
+                    let o = ingest
+                        .run(vec![Input::bytes("bench.csv", std::sync::Arc::clone(&csv))])
+                        .expect("runs");
+                    black_box(o.summary.unique)
+                })
+            });
+        }
+    }
+    g.finish();
+}
+
+criterion_group!(benches, split, parse, normalize, pipeline, endpoints);
 criterion_main!(benches);

@@ -9,28 +9,28 @@ into the same [`Endpoint`]; [`Endpoint::check`] applies the format's rules
 and normalizes the address by channel (e-mail as e-mail, SMS and voice as
 E.164 phone numbers) with the engine's normalizers.
 
-[`read`] is the import pipeline: objects are cut into pieces on record
-boundaries with the engine's [`Splitter`](crate::ingest::split::Splitter),
-pieces are parsed in parallel, and the last row of every endpoint identity
-wins, by row order, whatever the piece size or thread count.
+Files go through the engine ([`crate::ingest`]) like any other input:
+[`EndpointMapper`] is the row mapper that checks each row and keys it by
+its [`Identity`], so that the engine's guarantees hold for endpoints too
+(the same answer for any piece size or thread count, the last row of an
+endpoint wins, every row accounted, failures placed by file, line and
+record). [`decode`] turns a kept row back into an [`Endpoint`].
 
-This module knows nothing of stores or HTTP; the job layer feeds it bytes
-and writes what it returns.
+This module knows nothing of stores or HTTP; the job layer runs the engine
+and writes what it keeps.
 */
 
 mod csv;
-mod read;
+mod map;
 
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-pub use csv::{Column, Columns};
-pub use read::{
-    Counters, DEFAULT_PIECE_SIZE, Format, Imported, MAX_FAILURES, Piece, Place, Plan, Source, plan,
-    read,
-};
+pub use csv::{Column, Columns, Layout, Scratch};
+pub use map::{EndpointMapper, Format, decode};
 
+use crate::ingest::FailureReason;
 use crate::ingest::normalize::{PhoneNormalizer, normalize_email};
 
 /// The channels an endpoint can be on (the model's `ChannelType`).
@@ -167,6 +167,101 @@ pub enum Identity {
     },
 }
 
+impl Identity {
+    /// The identity as the engine keys rows: `I` and the id, or `A`, the
+    /// channel, a newline and the normalized address. Different
+    /// identities have different keys.
+    pub fn key(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        self.write_key(&mut out);
+        out
+    }
+
+    /// Appends [`Identity::key`] to `out`.
+    pub fn write_key(&self, out: &mut Vec<u8>) {
+        match self {
+            Identity::Id(id) => Identity::write_id_key(out, id),
+            Identity::Address { channel, address } => {
+                Identity::write_address_key(out, channel, address);
+            }
+        }
+    }
+
+    fn write_id_key(out: &mut Vec<u8>, id: &str) {
+        out.push(b'I');
+        out.extend_from_slice(id.as_bytes());
+    }
+
+    fn write_address_key(out: &mut Vec<u8>, channel: &str, address: &str) {
+        out.push(b'A');
+        out.extend_from_slice(channel.as_bytes());
+        out.push(b'\n');
+        out.extend_from_slice(address.as_bytes());
+    }
+
+    /// The identity a key stands for.
+    pub fn from_key(key: &[u8]) -> Option<Identity> {
+        let text = std::str::from_utf8(key.get(1..)?).ok()?;
+        match key[0] {
+            b'I' => Some(Identity::Id(text.to_owned())),
+            b'A' => {
+                let (channel, address) = text.split_once('\n')?;
+                Some(Identity::Address {
+                    channel: channel.to_owned(),
+                    address: address.to_owned(),
+                })
+            }
+            _ => None,
+        }
+    }
+}
+
+/// A rule of the format that an endpoint breaks: the member at fault and
+/// what is wrong with it.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Refusal {
+    /// The member (`Address`, `Attributes.Team`, `Location.Latitude`), or
+    /// empty when the endpoint as a whole is at fault.
+    pub member: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Refusal {
+    fn new(member: impl Into<String>, message: impl Into<String>) -> Refusal {
+        Refusal {
+            member: member.into(),
+            message: message.into(),
+        }
+    }
+
+    /// A refusal of the endpoint as a whole.
+    pub fn whole(message: impl Into<String>) -> Refusal {
+        Refusal::new("", message)
+    }
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.member.is_empty() {
+            f.write_str(&self.message)
+        } else {
+            write!(f, "{}: {}", self.member, self.message)
+        }
+    }
+}
+
+impl std::error::Error for Refusal {}
+
+impl From<Refusal> for FailureReason {
+    fn from(r: Refusal) -> FailureReason {
+        FailureReason::Invalid {
+            member: (!r.member.is_empty()).then(|| r.member.into()),
+            message: r.message,
+        }
+    }
+}
+
 impl Endpoint {
     /// Applies the format's rules and normalizes in place: trims text,
     /// normalizes the address by channel, writes `EffectiveDate` as UTC
@@ -174,56 +269,50 @@ impl Endpoint {
     ///
     /// # Errors
     ///
-    /// The first rule broken, naming the attribute (`Address`,
+    /// The first rule broken, naming the member (`Address`,
     /// `Attributes.Team`, `Location.Latitude`, …).
-    pub fn check(&mut self, phone: &PhoneNormalizer) -> Result<(), String> {
+    pub fn check(&mut self, phone: &PhoneNormalizer) -> Result<(), Refusal> {
         if let Some(id) = &mut self.id {
             trim_in_place(id);
-            if id.is_empty() {
-                return Err("Id: is empty".into());
-            }
-            if id.contains('/') || id.chars().any(char::is_control) {
-                return Err(format!("Id: {id:?} contains '/' or a control character"));
-            }
+            check_id(id)?;
         }
         if let Some(c) = &mut self.channel_type {
             trim_in_place(c);
-            if !CHANNEL_TYPES.contains(&c.as_str()) {
-                return Err(format!(
-                    "ChannelType: {c:?} is not one of {}",
-                    CHANNEL_TYPES.join(", ")
-                ));
-            }
+            check_channel(c)?;
         }
         if let Some(a) = &mut self.address {
             trim_in_place(a);
             if a.is_empty() {
                 self.address = None;
             } else {
-                let normal = normalize_address(self.channel_type.as_deref(), a, phone)?;
+                let mut normal = String::new();
+                normalize_address(self.channel_type.as_deref(), a, phone, &mut normal)?;
                 *a = normal;
             }
         }
-        check_choice("OptOut", &mut self.opt_out, &["ALL", "NONE"])?;
-        check_choice(
-            "EndpointStatus",
-            &mut self.endpoint_status,
-            &["ACTIVE", "INACTIVE"],
-        )?;
+        for (member, v, allowed) in [
+            ("OptOut", &mut self.opt_out, &OPT_OUT[..]),
+            (
+                "EndpointStatus",
+                &mut self.endpoint_status,
+                &ENDPOINT_STATUS[..],
+            ),
+        ] {
+            if let Some(x) = v {
+                trim_in_place(x);
+                check_choice(member, x, allowed)?;
+            }
+        }
         if let Some(d) = &mut self.effective_date {
             trim_in_place(d);
-            let ms = crate::time::parse_iso8601(d)
-                .ok_or_else(|| format!("EffectiveDate: {d:?} is not an ISO 8601 date"))?;
-            *d = crate::time::iso8601(ms);
+            let mut normal = String::new();
+            normalize_date(d, &mut normal)?;
+            *d = normal;
         }
         check_attributes("Attributes", self.attributes.as_mut())?;
-        if let Some(m) = &self.metrics {
-            for (name, v) in m {
-                check_name("Metrics", name)?;
-                if !v.is_finite() {
-                    return Err(format!("Metrics.{name}: {v} is not a finite number"));
-                }
-            }
+        for (name, v) in self.metrics.iter().flatten() {
+            check_name("Metrics", name)?;
+            check_metric(name, *v)?;
         }
         if let Some(u) = &mut self.user {
             if let Some(id) = &mut u.user_id {
@@ -235,18 +324,7 @@ impl Endpoint {
             check_attributes("User.UserAttributes", u.user_attributes.as_mut())?;
         }
         if let Some(l) = &self.location {
-            for (name, v, limit) in [
-                ("Latitude", l.latitude, 90.0),
-                ("Longitude", l.longitude, 180.0),
-            ] {
-                if let Some(v) = v
-                    && !(-limit..=limit).contains(&v)
-                {
-                    return Err(format!(
-                        "Location.{name}: {v} is not between -{limit} and {limit}"
-                    ));
-                }
-            }
+            check_coordinates(l.latitude, l.longitude)?;
         }
         Ok(())
     }
@@ -315,8 +393,134 @@ impl Endpoint {
     }
 }
 
-/// The normal form of an address on a channel: e-mail lowercased and
-/// checked, SMS and voice numbers in E.164; others trimmed.
+/// The values `OptOut` takes.
+const OPT_OUT: [&str; 2] = ["ALL", "NONE"];
+/// The values `EndpointStatus` takes.
+const ENDPOINT_STATUS: [&str; 2] = ["ACTIVE", "INACTIVE"];
+
+// The rules, one function each, shared by [`Endpoint::check`] and the CSV
+// encoder (`csv.rs`), which applies them to cells without building an
+// `Endpoint`. Values come trimmed.
+
+/// An `Id`: not empty, no `/`, no control character.
+fn check_id(id: &str) -> Result<(), Refusal> {
+    if id.is_empty() {
+        return Err(Refusal::new("Id", "is empty"));
+    }
+    if id.contains('/') || id.chars().any(char::is_control) {
+        return Err(Refusal::new(
+            "Id",
+            format!("{id:?} contains '/' or a control character"),
+        ));
+    }
+    Ok(())
+}
+
+/// A `ChannelType`: one of [`CHANNEL_TYPES`].
+fn check_channel(c: &str) -> Result<(), Refusal> {
+    if CHANNEL_TYPES.contains(&c) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            "ChannelType",
+            format!("{c:?} is not one of {}", CHANNEL_TYPES.join(", ")),
+        ))
+    }
+}
+
+fn check_choice(member: &str, v: &str, allowed: &[&str]) -> Result<(), Refusal> {
+    if allowed.contains(&v) {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            member,
+            format!("{v:?} is not one of {}", allowed.join(", ")),
+        ))
+    }
+}
+
+/// An `EffectiveDate`, rewritten as UTC ISO 8601 with milliseconds.
+fn normalize_date(d: &str, out: &mut String) -> Result<(), Refusal> {
+    let ms = crate::time::parse_iso8601(d)
+        .ok_or_else(|| Refusal::new("EffectiveDate", format!("{d:?} is not an ISO 8601 date")))?;
+    out.clear();
+    out.push_str(&crate::time::iso8601(ms));
+    Ok(())
+}
+
+/// An attribute or metric name: 1 to [`MAX_NAME_CHARS`] characters.
+fn check_name(section: &str, name: &str) -> Result<(), Refusal> {
+    let n = name.chars().count();
+    if n == 0 || n > MAX_NAME_CHARS {
+        return Err(Refusal::new(
+            format!("{section}.{name}"),
+            format!("a name has 1 to {MAX_NAME_CHARS} characters, not {n}"),
+        ));
+    }
+    Ok(())
+}
+
+/// An attribute value: at most [`MAX_VALUE_CHARS`] characters.
+fn check_value(section: &str, name: &str, v: &str) -> Result<(), Refusal> {
+    // Bytes bound characters from above: most values need no count.
+    if v.len() > MAX_VALUE_CHARS {
+        let n = v.chars().count();
+        if n > MAX_VALUE_CHARS {
+            return Err(Refusal::new(
+                format!("{section}.{name}"),
+                format!("a value has at most {MAX_VALUE_CHARS} characters, not {n}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_metric(name: &str, v: f64) -> Result<(), Refusal> {
+    if v.is_finite() {
+        Ok(())
+    } else {
+        Err(Refusal::new(
+            format!("Metrics.{name}"),
+            format!("{v} is not a finite number"),
+        ))
+    }
+}
+
+/// `Location.Latitude` within ±90 and `Location.Longitude` within ±180.
+fn check_coordinates(latitude: Option<f64>, longitude: Option<f64>) -> Result<(), Refusal> {
+    for (name, v, limit) in [
+        ("Latitude", latitude, 90.0),
+        ("Longitude", longitude, 180.0),
+    ] {
+        if let Some(v) = v
+            && !(-limit..=limit).contains(&v)
+        {
+            return Err(Refusal::new(
+                format!("Location.{name}"),
+                format!("{v} is not between -{limit} and {limit}"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn check_attributes(
+    section: &str,
+    attrs: Option<&mut BTreeMap<String, Vec<String>>>,
+) -> Result<(), Refusal> {
+    for (name, values) in attrs.into_iter().flatten() {
+        check_name(section, name)?;
+        for v in values.iter_mut() {
+            trim_in_place(v);
+            check_value(section, name, v)?;
+        }
+    }
+    Ok(())
+}
+
+/// The normal form of an address on a channel, into `out`: e-mail
+/// lowercased and checked, SMS and voice numbers in E.164; others as they
+/// are (trimmed).
 ///
 /// # Errors
 ///
@@ -325,22 +529,31 @@ pub fn normalize_address(
     channel: Option<&str>,
     address: &str,
     phone: &PhoneNormalizer,
-) -> Result<String, String> {
-    let mut out = Vec::with_capacity(address.len());
+    out: &mut String,
+) -> Result<(), Refusal> {
+    out.clear();
+    let mut bytes = std::mem::take(out).into_bytes();
     let checked = match channel {
-        Some("EMAIL") => normalize_email(address, &mut out).map_err(|e| e.to_string()),
+        Some("EMAIL") => normalize_email(address, &mut bytes).map_err(|e| e.to_string()),
         Some("SMS" | "VOICE") => phone
-            .normalize(address, &mut out)
+            .normalize(address, &mut bytes)
             .map_err(|e| e.to_string()),
-        _ => return Ok(address.to_owned()),
+        _ => {
+            bytes.extend_from_slice(address.as_bytes());
+            Ok(())
+        }
     };
+    // The normalizers write text.
+    *out = String::from_utf8(bytes).unwrap_or_default();
     checked.map_err(|why| {
-        format!(
-            "Address: {address:?} is not a valid {} address: {why}",
-            channel.unwrap_or_default()
+        Refusal::new(
+            "Address",
+            format!(
+                "{address:?} is not a valid {} address: {why}",
+                channel.unwrap_or_default()
+            ),
         )
-    })?;
-    String::from_utf8(out).map_err(|_| format!("Address: {address:?} did not normalize to text"))
+    })
 }
 
 fn trim_in_place(s: &mut String) {
@@ -350,55 +563,15 @@ fn trim_in_place(s: &mut String) {
     }
 }
 
-fn check_choice(member: &str, v: &mut Option<String>, allowed: &[&str]) -> Result<(), String> {
-    if let Some(x) = v {
-        trim_in_place(x);
-        if !allowed.contains(&x.as_str()) {
-            return Err(format!(
-                "{member}: {x:?} is not one of {}",
-                allowed.join(", ")
-            ));
-        }
-    }
-    Ok(())
-}
-
-fn check_name(member: &str, name: &str) -> Result<(), String> {
-    let n = name.chars().count();
-    if n == 0 || n > MAX_NAME_CHARS {
-        return Err(format!(
-            "{member}.{name}: a name has 1 to {MAX_NAME_CHARS} characters, not {n}"
-        ));
-    }
-    Ok(())
-}
-
-fn check_attributes(
-    member: &str,
-    attrs: Option<&mut BTreeMap<String, Vec<String>>>,
-) -> Result<(), String> {
-    for (name, values) in attrs.into_iter().flatten() {
-        check_name(member, name)?;
-        for v in values.iter_mut() {
-            trim_in_place(v);
-            let n = v.chars().count();
-            if n > MAX_VALUE_CHARS {
-                return Err(format!(
-                    "{member}.{name}: a value has at most {MAX_VALUE_CHARS} characters, not {n}"
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn checked(json: &str) -> Result<Endpoint, String> {
         let mut e: Endpoint = serde_json::from_str(json).map_err(|e| e.to_string())?;
-        e.check(&PhoneNormalizer::new()).map(|()| e)
+        e.check(&PhoneNormalizer::new())
+            .map(|()| e)
+            .map_err(|r| r.to_string())
     }
 
     #[test]

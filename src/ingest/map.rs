@@ -116,7 +116,9 @@ pub struct RowOut<'a> {
 }
 
 impl<'a> RowOut<'a> {
-    pub(crate) fn new(buf: &'a mut Vec<u8>) -> RowOut<'a> {
+    /// A row appended to `buf` (the pipeline's arena; a plain `Vec` in
+    /// tests of a mapper).
+    pub fn new(buf: &'a mut Vec<u8>) -> RowOut<'a> {
         let start = buf.len();
         RowOut {
             buf,
@@ -142,6 +144,15 @@ impl<'a> RowOut<'a> {
     #[inline]
     pub fn end_key(&mut self) {
         self.key_end = Some(self.buf.len());
+    }
+
+    /// The row written so far: its key and its rest (all of it is key
+    /// until [`RowOut::end_key`]).
+    pub fn row(&self) -> (&[u8], &[u8]) {
+        let end = self.buf.len();
+        let key_end = self.key_end.unwrap_or(end).clamp(self.start.min(end), end);
+        let start = self.start.min(key_end);
+        (&self.buf[start..key_end], &self.buf[key_end..])
     }
 
     /// The key's and the rest's lengths, once the mapper is done; `None`

@@ -15,14 +15,16 @@
 //! and resumed from the start ends where an uninterrupted one would.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use serde::{Deserialize, Serialize};
 
 use super::JobStatus;
-use super::runner::{End, Shared};
-use crate::endpoints::{self, Counters, Endpoint, Format, Identity, Imported, Place, Source};
-use crate::ingest::normalize::PhoneNormalizer;
+use super::runner::{End, Shared, counters_of, counters_so_far, failure_kind};
+use crate::endpoints::{Endpoint, EndpointMapper, Format, Identity, decode};
+use crate::ingest::{
+    Failure, FailureReason, IngestBuilder, Input, MAX_FAILURES, MAX_PIECE_SIZE, Progress, Records,
+    UniqueRecord,
+};
 use crate::store::{
     EndpointBatch, EndpointKey, EndpointWrite, JobCounters, JobRecord, Segment, StoredEndpoint,
 };
@@ -226,11 +228,6 @@ pub(super) fn run_import(
     let Some(objects) = shared.config.objects.as_ref() else {
         return fail("this runner has no buckets to read from".into());
     };
-    let phone = match spec.region.as_deref().map(PhoneNormalizer::with_region) {
-        None => PhoneNormalizer::new(),
-        Some(Ok(p)) => p,
-        Some(Err(e)) => return invalid(e.to_string()),
-    };
     match store.app(&spec.app) {
         Ok(Some(_)) => {}
         Ok(None) => return invalid(format!("app {} does not exist", spec.app)),
@@ -263,44 +260,49 @@ pub(super) fn run_import(
             }
         ));
     }
-    let sources: Vec<Source> = matching
-        .into_iter()
-        .map(|(url, _)| Source {
-            data: objects.fetch(&url).map_err(|e| e.message),
-            name: url,
-        })
-        .collect();
-    let piece_size = spec.piece_size.map_or(endpoints::DEFAULT_PIECE_SIZE, |s| {
-        s.clamp(1, 1 << 30) as usize
-    });
-    let plan = endpoints::plan(sources, spec.format, piece_size);
-    let mut counters = JobCounters {
-        total_pieces: plan.total_pieces(),
-        ..JobCounters::default()
+    let mut builder = IngestBuilder::with_mapper(EndpointMapper::new(spec.format));
+    builder
+        .pool(Arc::clone(&shared.pool))
+        .places(true)
+        .tolerate_bad_inputs(true);
+    if let Some(s) = spec.piece_size {
+        builder.piece_size(s.clamp(1, MAX_PIECE_SIZE));
+    }
+    if let Some(r) = &spec.region {
+        builder.region(r);
+    }
+    let ingest = match builder.build() {
+        Ok(i) => i,
+        Err(e) => return invalid(e.to_string()),
     };
-    if let Err(e) = store
-        .save_progress(&job.id, &counters)
-        .and_then(|()| phase("PROCESSING"))
-    {
+    let inputs = matching
+        .into_iter()
+        .map(|(url, size)| object_input(objects, url, size))
+        .collect();
+
+    if let Err(e) = phase("PROCESSING") {
         return fail(e.to_string());
     }
-
-    let live = Counters::default();
-    let imported = shared.watched(
+    let progress = Progress::new();
+    let outcome = shared.watched(
         &job.id,
         stop,
-        || JobCounters {
-            total_pieces: plan.total_pieces(),
-            completed_pieces: live.completed_pieces.load(Ordering::Relaxed),
-            failed_pieces: live.failed_pieces.load(Ordering::Relaxed),
-            processed: live.processed.load(Ordering::Relaxed),
-            failed: live.failed.load(Ordering::Relaxed),
-            ..JobCounters::default()
-        },
-        || live.stop(),
-        || endpoints::read(&plan, &shared.pool, &phone, &live),
+        || counters_so_far(&progress.snapshot()),
+        || progress.stop(),
+        || ingest.run_with(inputs, &progress),
     );
-    if imported.stopped {
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            return End::Done(
+                JobStatus::Failed,
+                Some(e.to_string()),
+                Some(failure_kind(&e)),
+            );
+        }
+    };
+    let summary = &outcome.summary;
+    if summary.stopped {
         return if shared.shutting_down() {
             End::Requeue
         } else {
@@ -311,27 +313,29 @@ pub(super) fn run_import(
             )
         };
     }
-    let every_row_failed = imported.processed > 0 && imported.failed == imported.processed;
-    let failing = imported.failed_pieces > 0 || every_row_failed;
+    let every_row_failed = summary.processed > 0 && summary.failed == summary.processed;
+    let failing = summary.failed_pieces > 0 || every_row_failed;
     if let Err(e) = phase(if failing { "FAILING" } else { "COMPLETING" }) {
         return fail(e.to_string());
     }
-    counters = JobCounters {
-        total_pieces: imported.total_pieces,
-        completed_pieces: imported.completed_pieces,
-        failed_pieces: imported.failed_pieces,
-        processed: imported.processed,
-        duplicates: imported.duplicates,
-        failed: imported.failed,
-        failures: imported.failures.clone(),
-        ..JobCounters::default()
-    };
+    let mut counters = counters_of(summary);
+    let mut failures = summary.failures.clone();
     if spec.writes() {
-        match write(shared, job, &spec, imported, &mut counters) {
+        match write(
+            shared,
+            job,
+            &spec,
+            &outcome.records,
+            &mut counters,
+            &mut failures,
+        ) {
             Ok(()) => {}
             Err(end) => return end,
         }
     }
+    failures.sort_by_key(Failure::order);
+    failures.truncate(MAX_FAILURES);
+    counters.failures = failures.iter().map(ToString::to_string).collect();
     if let Err(e) = store.save_progress(&job.id, &counters) {
         return fail(e.to_string());
     }
@@ -358,14 +362,32 @@ pub(super) fn run_import(
     }
 }
 
+/// An object as the engine reads it.
+fn object_input(objects: &Objects, url: String, size: u64) -> Input {
+    let objects = Arc::clone(objects);
+    let name = url.clone();
+    Input::reopenable(&name, size, move |offset| {
+        let bytes = objects
+            .fetch(&url)
+            .map_err(|e| std::io::Error::other(e.message))?;
+        let from = usize::try_from(offset)
+            .unwrap_or(usize::MAX)
+            .min(bytes.len());
+        let mut cursor = std::io::Cursor::new(bytes);
+        cursor.set_position(from as u64);
+        Ok(Box::new(cursor) as Box<dyn std::io::Read + Send>)
+    })
+}
+
 /// Writes the surviving endpoints, in batches, into the app (and its
-/// segment); endpoints the store refuses become failures.
+/// segment); endpoints the store refuses become failures at their place.
 fn write(
     shared: &Shared,
     job: &JobRecord,
     spec: &ImportJob,
-    imported: Imported,
+    records: &Records<EndpointMapper>,
     counters: &mut JobCounters,
+    failures: &mut Vec<Failure>,
 ) -> Result<(), End> {
     let store = &*shared.store;
     let fail = End::internal;
@@ -396,30 +418,35 @@ fn write(
     // Each endpoint's id if it is new (its own, or one derived from its
     // address), in id order, so the store's B-trees are written front to
     // back rather than at random (derived ids are hashes).
-    let mut rows: Vec<(String, Identity, Endpoint, Place)> = imported
-        .endpoints
-        .into_iter()
-        .map(|(identity, e, place)| {
-            let id = match &identity {
-                Identity::Id(id) => id.clone(),
-                Identity::Address { channel, address } => derived_endpoint_id(channel, address),
+    let mut rows: Vec<(String, UniqueRecord<'_, EndpointMapper>)> = records
+        .iter()
+        .map(|r| {
+            let id = match Identity::from_key(r.key_bytes()) {
+                Some(Identity::Id(id)) => id,
+                Some(Identity::Address { channel, address }) => {
+                    derived_endpoint_id(&channel, &address)
+                }
+                None => String::new(),
             };
-            (id, identity, e, place)
+            (id, r)
         })
         .collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     for chunk in rows.chunks(BATCH) {
-        let keys: Vec<EndpointKey<'_>> = chunk
+        let decoded: Vec<(Identity, Endpoint)> = chunk
             .iter()
-            .map(|(_, identity, _, _)| match identity {
+            .map(|(_, r)| decode(r))
+            .collect::<Result<_, _>>()
+            .map_err(fail)?;
+        let keys: Vec<EndpointKey<'_>> = decoded
+            .iter()
+            .map(|(identity, _)| match identity {
                 Identity::Id(id) => EndpointKey::Id(id),
                 Identity::Address { channel, address } => EndpointKey::Address(channel, address),
             })
             .collect();
-        let mut merge = |n: usize, old: Option<StoredEndpoint>| {
-            let (id, _, new, _) = &chunk[n];
-            merged(new, id, old)
-        };
+        let mut merge =
+            |n: usize, old: Option<StoredEndpoint>| merged(&decoded[n].1, &chunk[n].0, old);
         let batch = EndpointBatch {
             job: &job.id,
             app: &spec.app,
@@ -433,14 +460,22 @@ fn write(
                 counters.created + counters.updated
             ))
         })?;
-        for (w, (_, _, _, place)) in written.iter().zip(chunk) {
+        for (w, (_, record)) in written.iter().zip(chunk) {
             match w {
                 EndpointWrite::Created(_) => counters.created += 1,
                 EndpointWrite::Updated(_) => counters.updated += 1,
                 EndpointWrite::Refused(why) => {
                     counters.failed += 1;
-                    if counters.failures.len() < endpoints::MAX_FAILURES {
-                        counters.failures.push(format!("{place}: {why}"));
+                    if let Some(place) = record.place() {
+                        failures.push(Failure {
+                            input: place.input,
+                            position: place.position,
+                            reason: FailureReason::Invalid {
+                                member: None,
+                                message: why.clone(),
+                            },
+                            input_index: place.input_index,
+                        });
                     }
                 }
             }

@@ -675,14 +675,11 @@ fn run_profiles(
     let outcome = match outcome {
         Ok(o) => o,
         Err(e) => {
-            let kind = match e.kind() {
-                ErrorKind::Io { source, .. } if source.kind() != io::ErrorKind::InvalidData => {
-                    FailureKind::Internal
-                }
-                ErrorKind::Capacity => FailureKind::Internal,
-                _ => FailureKind::Validation,
-            };
-            return End::Done(JobStatus::Failed, Some(e.to_string()), Some(kind));
+            return End::Done(
+                JobStatus::Failed,
+                Some(e.to_string()),
+                Some(failure_kind(&e)),
+            );
         }
     };
     let summary = &outcome.summary;
@@ -775,7 +772,18 @@ fn finished(s: &Summary) -> End {
     }
 }
 
-fn counters_so_far(p: &ProgressSnapshot) -> JobCounters {
+/// Whose fault an engine error that stopped a run was.
+pub(super) fn failure_kind(e: &crate::ingest::Error) -> FailureKind {
+    match e.kind() {
+        ErrorKind::Io { source, .. } if source.kind() != io::ErrorKind::InvalidData => {
+            FailureKind::Internal
+        }
+        ErrorKind::Capacity => FailureKind::Internal,
+        _ => FailureKind::Validation,
+    }
+}
+
+pub(super) fn counters_so_far(p: &ProgressSnapshot) -> JobCounters {
     JobCounters {
         total_pieces: p.total_pieces,
         completed_pieces: p.completed_pieces,
@@ -791,7 +799,7 @@ fn counters_so_far(p: &ProgressSnapshot) -> JobCounters {
     }
 }
 
-fn counters_of(s: &Summary) -> JobCounters {
+pub(super) fn counters_of(s: &Summary) -> JobCounters {
     JobCounters {
         total_pieces: s.total_pieces,
         completed_pieces: s.completed_pieces,
