@@ -603,9 +603,28 @@ impl<R: Read> Read for Opener<R> {
 pub fn open_file(path: &Path, key: &DataKey) -> io::Result<(Opener<io::BufReader<fs::File>>, u64)> {
     let f = fs::File::open(path)?;
     let sealed_len = f.metadata()?.len();
-    let opener = Opener::new(io::BufReader::with_capacity(SEGMENT + TAG_LEN, f), key)?;
+    open_reader(
+        io::BufReader::with_capacity(SEGMENT + TAG_LEN, f),
+        sealed_len,
+        key,
+    )
+    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+}
+
+/// Opens a sealed stream of `sealed_len` bytes under `key`; also returns
+/// its plaintext length.
+///
+/// # Errors
+///
+/// A read error, or `InvalidData` when it is not a sealed stream.
+pub fn open_reader<R: Read>(
+    inner: R,
+    sealed_len: u64,
+    key: &DataKey,
+) -> io::Result<(Opener<R>, u64)> {
+    let opener = Opener::new(inner, key)?;
     let len = plaintext_len(&opener.segments.header, sealed_len)
-        .ok_or_else(|| invalid(format!("{}: not a sealed sluice file", path.display())))?;
+        .ok_or_else(|| invalid("not a sealed sluice file (bad length)".into()))?;
     Ok((opener, len))
 }
 

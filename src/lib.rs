@@ -45,8 +45,6 @@ assert_eq!(first.values().collect::<Vec<_>>(), ["ann@example.com", "+14155550132
 
 #[cfg(feature = "store")]
 pub mod api;
-#[cfg(feature = "buckets")]
-pub mod bucket;
 #[cfg(feature = "store")]
 pub mod crypto;
 pub mod endpoints;
@@ -54,6 +52,8 @@ pub mod ingest;
 #[cfg(feature = "store")]
 pub mod job;
 pub mod mapping;
+#[cfg(feature = "store")]
+pub mod objects;
 #[cfg(feature = "server")]
 pub mod server;
 #[cfg(feature = "store")]

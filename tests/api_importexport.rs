@@ -10,10 +10,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, Ordering};
 
 use sluice::api::importexport::*;
-use sluice::bucket::{BucketConfig, Buckets};
 use sluice::job::{
     Clock, JobStatus, Objects, SIGNATURE_FILE, TRANSFER_EXPIRY_MS, TransferError, run_device,
 };
+use sluice::objects::{LocalObjects, Objects as _};
 use sluice::store::{SqliteStore, Store, Transition};
 
 const MANIFEST: &str = "manifestVersion: 2.0
@@ -35,7 +35,7 @@ returnAddress:
 struct Env {
     api: ImportExport,
     store: Arc<dyn Store>,
-    buckets: Arc<Buckets>,
+    buckets: Arc<LocalObjects>,
     now: Arc<AtomicI64>,
     dir: tempfile::TempDir,
 }
@@ -44,7 +44,7 @@ impl Env {
     fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
-        let buckets = Arc::new(Buckets::open(BucketConfig::local(dir.path())).unwrap());
+        let buckets = Arc::new(LocalObjects::new(dir.path().join("buckets")));
         buckets.create_bucket("inbox").unwrap();
         buckets.create_bucket("logs").unwrap();
         let now = Arc::new(AtomicI64::new(1_800_000_000_000));
@@ -54,12 +54,11 @@ impl Env {
         let api = ImportExport::new(
             Arc::clone(&store),
             objects,
-            ImportExportConfig {
-                labels_dir: dir.path().join("labels"),
-                ..ImportExportConfig::default()
-            },
+            Arc::new(LocalObjects::new(dir.path())),
+            ImportExportConfig::default(),
             clock,
-        );
+        )
+        .unwrap();
         Env {
             api,
             store,
@@ -133,7 +132,7 @@ impl Env {
     fn inbox(&self) -> Vec<String> {
         let mut keys: Vec<String> = self
             .buckets
-            .list(&sluice::bucket::S3Url::parse("s3://inbox/").unwrap())
+            .list("inbox", "")
             .unwrap()
             .into_iter()
             .map(|o| o.key)
@@ -185,10 +184,7 @@ fn files_that_cannot_be_copied_are_logged_and_counted() {
             "{f:?}"
         );
         assert!(f.iter().any(|m| m.contains("not UTF-8")), "{f:?}");
-        let log = env
-            .buckets
-            .get(&sluice::bucket::S3Url::parse(&format!("s3://logs/import-log-{id}")).unwrap())
-            .unwrap();
+        let log = sluice::objects::get(&*env.buckets, "logs", &format!("import-log-{id}")).unwrap();
         let log = String::from_utf8(log).unwrap();
         assert_eq!(
             log.lines().filter(|l| l.contains(",Error,")).count(),

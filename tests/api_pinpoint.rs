@@ -3,81 +3,87 @@
 //! boto3 suite): the same answer at every piece size, the per-app limit on
 //! jobs at once, the phases, and each refusal of CreateImportJob.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sluice::api::ErrorCode;
 use sluice::api::pinpoint::*;
-use sluice::job::{
-    ObjectAttributes, ObjectError, ObjectErrorKind, ObjectSource, Runner, RunnerConfig,
-    system_clock,
+use sluice::job::{Runner, RunnerConfig, system_clock};
+use sluice::objects::{
+    MemoryObjects, ObjectAttributes, ObjectError, ObjectInfo, ObjectWriter, Objects as ObjectPort,
 };
 use sluice::store::{SqliteStore, Store};
 
-/// Objects in memory; `fetch` can be made slow, to hold jobs running.
-#[derive(Default)]
+/// Objects in memory (bucket `bkt`); reads can be made slow, to hold jobs
+/// running.
+#[derive(Debug)]
 struct Objects {
-    files: Mutex<BTreeMap<String, Vec<u8>>>,
+    inner: MemoryObjects,
     delay: Option<Duration>,
+}
+
+impl Default for Objects {
+    fn default() -> Objects {
+        let inner = MemoryObjects::new();
+        inner.create_bucket("bkt").unwrap();
+        Objects { inner, delay: None }
+    }
 }
 
 impl Objects {
     fn put(&self, url: &str, text: &str) {
-        self.files
-            .lock()
-            .unwrap()
-            .insert(url.to_owned(), text.as_bytes().to_vec());
+        let key = url.strip_prefix("s3://bkt/").unwrap();
+        sluice::objects::put(
+            &self.inner,
+            "bkt",
+            key,
+            text.as_bytes(),
+            &Default::default(),
+        )
+        .unwrap();
     }
 }
 
-impl ObjectSource for Objects {
-    fn list(&self, url: &str) -> Result<Vec<(String, u64)>, ObjectError> {
-        let Some(rest) = url.strip_prefix("s3://") else {
-            return Err(ObjectError {
-                message: format!("{url:?} is not an S3 URL"),
-                kind: ObjectErrorKind::BadUrl,
-            });
-        };
-        if !rest.starts_with("bkt/") {
-            return Err(ObjectError {
-                message: "no such bucket".into(),
-                kind: ObjectErrorKind::NotFound,
-            });
-        }
-        Ok(self
-            .files
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|(k, _)| k.starts_with(url))
-            .map(|(k, v)| (k.clone(), v.len() as u64))
-            .collect())
+impl ObjectPort for Objects {
+    fn describe(&self) -> String {
+        self.inner.describe()
     }
-
-    fn fetch(&self, url: &str) -> Result<Vec<u8>, ObjectError> {
+    fn create_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
+        self.inner.create_bucket(bucket)
+    }
+    fn bucket_exists(&self, bucket: &str) -> Result<bool, ObjectError> {
+        self.inner.bucket_exists(bucket)
+    }
+    fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, ObjectError> {
+        self.inner.list(bucket, prefix)
+    }
+    fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, ObjectError> {
+        self.inner.head(bucket, key)
+    }
+    fn read(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Box<dyn std::io::Read + Send>, ObjectError> {
         if let Some(d) = self.delay {
             std::thread::sleep(d);
         }
-        self.files
-            .lock()
-            .unwrap()
-            .get(url)
-            .cloned()
-            .ok_or_else(|| ObjectError {
-                message: format!("{url} does not exist"),
-                kind: ObjectErrorKind::NotFound,
-            })
+        self.inner.read(bucket, key, range)
     }
-
-    fn bucket_exists(&self, bucket: &str) -> Result<bool, ObjectError> {
-        Ok(bucket == "bkt")
+    fn write(
+        &self,
+        bucket: &str,
+        key: &str,
+        attributes: &ObjectAttributes,
+    ) -> Result<Box<dyn ObjectWriter>, ObjectError> {
+        self.inner.write(bucket, key, attributes)
     }
-
-    fn put(&self, url: &str, bytes: Vec<u8>, _: &ObjectAttributes) -> Result<(), ObjectError> {
-        self.files.lock().unwrap().insert(url.to_owned(), bytes);
-        Ok(())
+    fn delete(&self, bucket: &str, key: &str) -> Result<(), ObjectError> {
+        self.inner.delete(bucket, key)
+    }
+    fn locate(&self, bucket: &str, key: &str) -> String {
+        self.inner.locate(bucket, key)
     }
 }
 
@@ -298,7 +304,7 @@ fn create_import_job_refusals() {
         (
             request("s3://other/x.csv"),
             ErrorCode::ResourceNotFound,
-            "no such bucket",
+            "bucket \"other\" does not exist",
         ),
         (
             request("s3://bkt/"),

@@ -8,8 +8,9 @@ use std::time::Duration;
 
 use sluice::api::ErrorCode;
 use sluice::api::customer_profiles::*;
-use sluice::crypto::{self, MasterKey, Sealer};
-use sluice::job::{Clock, Runner, RunnerConfig};
+use sluice::crypto::{self, MasterKey};
+use sluice::job::{Clock, Objects, Runner, RunnerConfig};
+use sluice::objects::LocalObjects;
 use sluice::store::{SqliteStore, Store};
 
 const T0: i64 = 1_795_000_000_000;
@@ -27,12 +28,14 @@ fn env() -> Env {
     let clock: Clock = Arc::new(move || n.load(Ordering::SeqCst));
     let store: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).unwrap());
     let master = Arc::new(MasterKey::load_or_create(dir.path()).unwrap());
+    let own: Objects = Arc::new(LocalObjects::new(dir.path()));
     let runner = Runner::new(
         store,
         RunnerConfig {
             threads: Some(2),
             clock: Arc::clone(&clock),
             master_key: Some(Arc::clone(&master)),
+            uploads: Some(Arc::clone(&own)),
             ..RunnerConfig::default()
         },
     )
@@ -40,7 +43,7 @@ fn env() -> Env {
     let api = CustomerProfiles::new(
         Arc::new(runner),
         master,
-        dir.path().join("uploads"),
+        own,
         ProfilesConfig::default(),
         clock,
     )
@@ -128,12 +131,10 @@ fn put_request(path: &GetUploadJobPathResponse) -> UploadRequest {
 }
 
 fn upload(e: &Env, path: &GetUploadJobPathResponse, body: &[u8]) {
-    let slot = e.api.authorize_upload(&put_request(path)).unwrap();
-    let mut sealer = Sealer::new(slot.key());
-    let mut out = Vec::new();
-    sealer.push(body, &mut out);
-    sealer.finish(&mut out);
-    std::fs::write(slot.part_path(), out).unwrap();
+    let mut slot = e.api.authorize_upload(&put_request(path)).unwrap();
+    for chunk in body.chunks(7) {
+        slot.push(chunk).unwrap();
+    }
     slot.commit().unwrap();
 }
 

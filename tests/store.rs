@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice::ingest::{IngestBuilder, Input};
-use sluice::job::{Clock, JobStatus, ProfileJob, Runner, RunnerConfig};
+use sluice::job::{Clock, JobStatus, ProfileJob, Runner, RunnerConfig, Source};
 use sluice::mapping::MappingFile;
 use sluice::store::{Domain, JobRecord, SqliteStore, Store, StoreError, Transition};
 
@@ -82,7 +82,7 @@ impl Env {
             domain: domain.into(),
             display_name: None,
             mapping: mapping(expiry),
-            inputs: inputs.to_vec(),
+            inputs: inputs.iter().cloned().map(Source::File).collect(),
             piece_size: Some(16 * 1024),
             region: None,
             delimiter: None,

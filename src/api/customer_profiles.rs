@@ -13,7 +13,8 @@ Amazon Connect Customer Profiles: domains and upload jobs
    back with the PUT as SSE-C headers. Each call gives a new key and URL;
    a file uploaded under an older key is dropped.
 3. The PUT ([`CustomerProfiles::authorize_upload`], then the server streams
-   the body into a sealed file, then [`UploadSlot::commit`]).
+   the body into [`UploadSlot::push`], which seals it and streams it into
+   the store of uploads, then [`UploadSlot::commit`]).
 4. [`CustomerProfiles::start_upload_job`] queues the job; the runner
    decrypts the file as it ingests it. [`CustomerProfiles::get_upload_job`]
    shows `IN_PROGRESS`, then `SUCCEEDED`, `PARTIALLY_SUCCEEDED` (some rows
@@ -24,7 +25,7 @@ The server never keeps a data key in the clear: see [`crate::crypto`].
 */
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::io::Write;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -34,9 +35,13 @@ use serde_json::{Map, Value, json};
 use super::{
     ApiError, Timestamp, bad_token, check_len, check_name, check_range, keyset_page, page_size,
 };
-use crate::crypto::{self, DataKey, MasterKey, SealedKey};
-use crate::job::{Clock, FailureKind, JobStatus, PROFILES_KIND, ProfileJob, Runner, new_job_id};
+use crate::crypto::{self, DataKey, MasterKey, SealedKey, Sealer};
+use crate::job::{
+    Clock, FailureKind, JobStatus, Objects, PROFILES_KIND, ProfileJob, Runner, Source,
+    UPLOADS_BUCKET, new_job_id,
+};
 use crate::mapping::MappingFile;
+use crate::objects::{ObjectAttributes, ObjectError, ObjectErrorKind, ObjectWriter};
 use crate::store::{Domain, JobFilter, JobRecord, Store, StoreError};
 
 /// The longest DataExpiry and DefaultExpirationDays the model allows.
@@ -425,36 +430,37 @@ fn upload_err(status: u16, code: &'static str, message: impl Into<String>) -> Up
     }
 }
 
-/// An authorized upload: write the sealed body to [`UploadSlot::part_path`]
-/// with [`UploadSlot::key`], then [`UploadSlot::commit`]. Dropped without a
-/// commit, it removes the partial file.
+/// An authorized upload: [`UploadSlot::push`] the body as it arrives (it
+/// is sealed under the job's key and streamed into the store of uploads),
+/// then [`UploadSlot::commit`]. Dropped without a commit, it leaves no
+/// upload behind.
 pub struct UploadSlot {
     api: Arc<Inner>,
     job: String,
     key: DataKey,
-    part: PathBuf,
+    sealer: Option<Sealer>,
+    writer: Option<Box<dyn ObjectWriter>>,
+    sealed: Vec<u8>,
+    received: u64,
     max_bytes: u64,
-    committed: bool,
 }
 
 impl std::fmt::Debug for UploadSlot {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("UploadSlot")
             .field("job", &self.job)
-            .field("part", &self.part)
+            .field("received", &self.received)
             .finish_non_exhaustive()
     }
 }
 
+/// Sealed bytes are handed to the store in pieces of about this size.
+const UPLOAD_CHUNK: usize = 256 * 1024;
+
 impl UploadSlot {
-    /// The key to seal the body with.
+    /// The key the body is sealed with.
     pub fn key(&self) -> &DataKey {
         &self.key
-    }
-
-    /// Where to write the sealed body (a fresh file of its own).
-    pub fn part_path(&self) -> &Path {
-        &self.part
     }
 
     /// The most plaintext bytes the body may have.
@@ -462,24 +468,65 @@ impl UploadSlot {
         self.max_bytes
     }
 
-    /// Makes the written file the job's upload, replacing any before it.
+    /// Plaintext bytes received so far.
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    fn store_failed(&self, e: &dyn std::fmt::Display) -> UploadError {
+        eprintln!("sluice: upload of job {}: {e}", self.job);
+        upload_err(500, "InternalError", "the upload could not be stored")
+    }
+
+    /// Takes the next bytes of the body.
+    ///
+    /// # Errors
+    ///
+    /// `EntityTooLarge` past [`UploadSlot::max_bytes`]; `InternalError`
+    /// when the store of uploads fails.
+    pub fn push(&mut self, data: &[u8]) -> Result<(), UploadError> {
+        self.received += data.len() as u64;
+        if self.received > self.max_bytes {
+            return Err(upload_too_large(self.max_bytes));
+        }
+        if let Some(sealer) = &mut self.sealer {
+            sealer.push(data, &mut self.sealed);
+        }
+        if self.sealed.len() >= UPLOAD_CHUNK {
+            self.flush_sealed()?;
+        }
+        Ok(())
+    }
+
+    fn flush_sealed(&mut self) -> Result<(), UploadError> {
+        let written = match &mut self.writer {
+            Some(w) => w.write_all(&self.sealed),
+            None => Ok(()),
+        };
+        written.map_err(|e| self.store_failed(&e))?;
+        self.sealed.clear();
+        Ok(())
+    }
+
+    /// Makes the body the job's upload, replacing any before it.
     ///
     /// # Errors
     ///
     /// `AccessDenied` when the job started or got a new key meanwhile;
-    /// `InternalError` when the file cannot be moved.
+    /// `InternalError` when the upload cannot be stored.
     pub fn commit(mut self) -> Result<(), UploadError> {
-        let _guard = self
-            .api
-            .uploads_lock
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        let job = self.api.store().job(&self.job).ok().flatten();
+        if let Some(sealer) = self.sealer.take() {
+            sealer.finish(&mut self.sealed);
+        }
+        self.flush_sealed()?;
+        let api = Arc::clone(&self.api);
+        let _guard = api.uploads_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let job = api.store().job(&self.job).ok().flatten();
         let still_ours = job.as_ref().is_some_and(|j| {
             j.status == JobStatus::Created
                 && spec_of(j).is_ok_and(|s| {
                     s.sealed_key
-                        .is_some_and(|k| self.api.master.key_matches(&k, self.key.as_bytes()))
+                        .is_some_and(|k| api.master.key_matches(&k, self.key.as_bytes()))
                 })
         });
         if !still_ours {
@@ -489,20 +536,12 @@ impl UploadSlot {
                 "the job started, or was given a new upload key, while this upload was sent",
             ));
         }
-        std::fs::rename(&self.part, self.api.upload_path(&self.job)).map_err(|e| {
-            eprintln!("sluice: upload of job {}: {e}", self.job);
-            upload_err(500, "InternalError", "the upload could not be stored")
-        })?;
-        self.committed = true;
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| self.store_failed(&"no writer"))?;
+        writer.finish().map_err(|e| self.store_failed(&e))?;
         Ok(())
-    }
-}
-
-impl Drop for UploadSlot {
-    fn drop(&mut self) {
-        if !self.committed {
-            let _ = std::fs::remove_file(&self.part);
-        }
     }
 }
 
@@ -540,7 +579,8 @@ pub struct CustomerProfiles {
 struct Inner {
     runner: Arc<Runner>,
     master: Arc<MasterKey>,
-    uploads: PathBuf,
+    /// The store of uploads: bucket [`UPLOADS_BUCKET`].
+    uploads: Objects,
     config: ProfilesConfig,
     clock: Clock,
     /// Serializes what changes an upload file: a new key, a commit, a start.
@@ -550,7 +590,7 @@ struct Inner {
 impl std::fmt::Debug for CustomerProfiles {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("CustomerProfiles")
-            .field("uploads", &self.inner.uploads)
+            .field("uploads", &self.inner.uploads.describe())
             .field("config", &self.inner.config)
             .finish_non_exhaustive()
     }
@@ -565,8 +605,16 @@ impl Inner {
         (self.clock)()
     }
 
-    fn upload_path(&self, job: &str) -> PathBuf {
-        self.uploads.join(format!("{job}.sealed"))
+    /// The key of a job's upload.
+    fn upload_key(job: &str) -> String {
+        format!("{job}.sealed")
+    }
+
+    /// Removes a job's upload, if it has one.
+    fn drop_upload(&self, job: &str) {
+        if let Err(e) = self.uploads.delete(UPLOADS_BUCKET, &Inner::upload_key(job)) {
+            eprintln!("sluice: removing the upload of job {job}: {e}");
+        }
     }
 }
 
@@ -605,35 +653,25 @@ fn status_reason(j: &JobRecord) -> Option<String> {
 }
 
 impl CustomerProfiles {
-    /// The service over `runner` (whose config must carry `master` as its
-    /// `master_key`, so jobs can open their uploads), keeping uploads in
-    /// the folder `uploads`.
-    ///
-    /// Uploads that were being received when an earlier process died
-    /// (`JOB.part-…` files, never committed) are removed: an upload is
-    /// whole or absent.
+    /// The service over `runner`, whose config must carry `master` as its
+    /// `master_key` and `uploads` as its `uploads` (so that jobs can open
+    /// their uploads). Uploads are kept, sealed, in bucket
+    /// [`UPLOADS_BUCKET`] of `uploads` (made if missing).
     ///
     /// # Errors
     ///
-    /// When the uploads folder cannot be made or read.
+    /// When the bucket of uploads cannot be made.
     pub fn new(
         runner: Arc<Runner>,
         master: Arc<MasterKey>,
-        uploads: impl Into<PathBuf>,
+        uploads: Objects,
         config: ProfilesConfig,
         clock: Clock,
-    ) -> std::io::Result<CustomerProfiles> {
-        let uploads = uploads.into();
-        std::fs::create_dir_all(&uploads)?;
-        for entry in std::fs::read_dir(&uploads)? {
-            let path = entry?.path();
-            if path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| n.contains(".part-"))
-            {
-                std::fs::remove_file(&path)?;
-            }
+    ) -> Result<CustomerProfiles, ObjectError> {
+        match uploads.create_bucket(UPLOADS_BUCKET) {
+            Ok(()) => {}
+            Err(e) if e.kind == ObjectErrorKind::BucketExists => {}
+            Err(e) => return Err(e),
         }
         Ok(CustomerProfiles {
             inner: Arc::new(Inner {
@@ -788,7 +826,7 @@ impl CustomerProfiles {
         })?;
         let profiles = self.store().delete_domain(&d.name)?;
         for j in jobs {
-            let _ = std::fs::remove_file(self.inner.upload_path(&j.id));
+            self.inner.drop_upload(&j.id);
         }
         Ok(DeleteDomainResponse {
             message: format!("domain {:?} deleted with its {profiles} profiles", d.name),
@@ -831,7 +869,9 @@ impl CustomerProfiles {
             domain: r.domain_name.clone(),
             display_name: Some(r.display_name.clone()),
             mapping,
-            inputs: vec![self.inner.upload_path(&id)],
+            inputs: vec![Source::Upload {
+                key: Inner::upload_key(&id),
+            }],
             piece_size: None,
             region: None,
             delimiter: None,
@@ -876,7 +916,7 @@ impl CustomerProfiles {
                     )),
                     e => e.into(),
                 })?;
-            let _ = std::fs::remove_file(self.inner.upload_path(&job.id));
+            self.inner.drop_upload(&job.id);
         }
         let ttl = i64::try_from(self.inner.config.url_ttl.as_millis()).unwrap_or(i64::MAX);
         let until_ms = self.inner.now().saturating_add(ttl);
@@ -954,17 +994,27 @@ impl CustomerProfiles {
                  its latest GetUploadJobPath).",
             ));
         }
-        let part =
-            self.inner
-                .uploads
-                .join(format!("{}.part-{}", job.id, uuid::Uuid::new_v4().simple()));
+        let writer = self
+            .inner
+            .uploads
+            .write(
+                UPLOADS_BUCKET,
+                &Inner::upload_key(&job.id),
+                &ObjectAttributes::default(),
+            )
+            .map_err(|e| {
+                eprintln!("sluice: upload of job {}: {e}", job.id);
+                upload_err(500, "InternalError", "the upload could not be stored")
+            })?;
         Ok(UploadSlot {
             api: Arc::clone(&self.inner),
             job: job.id,
+            sealer: Some(Sealer::new(&presented)),
             key: presented,
-            part,
+            writer: Some(writer),
+            sealed: Vec::with_capacity(2 * UPLOAD_CHUNK),
+            received: 0,
             max_bytes: max,
-            committed: false,
         })
     }
 
@@ -984,7 +1034,12 @@ impl CustomerProfiles {
             .uploads_lock
             .lock()
             .unwrap_or_else(|e| e.into_inner());
-        if spec.sealed_key.is_none() || !self.inner.upload_path(&job.id).is_file() {
+        let uploaded = self
+            .inner
+            .uploads
+            .head(UPLOADS_BUCKET, &Inner::upload_key(&job.id))
+            .is_ok();
+        if spec.sealed_key.is_none() || !uploaded {
             return Err(ApiError::bad_request(format!(
                 "job {} has no uploaded file: call GetUploadJobPath and PUT the file to its Url \
                  first",

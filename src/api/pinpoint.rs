@@ -25,7 +25,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, check_len, keyset_page};
 use crate::endpoints::{Endpoint, Format};
-use crate::job::{Clock, IMPORT_KIND, ImportJob, JobStatus, ObjectErrorKind, Runner};
+use crate::job::{Clock, IMPORT_KIND, ImportJob, JobStatus, Runner};
+use crate::objects::{ObjectErrorKind, ObjectUrl, resolve};
 use crate::store::{App, JobFilter, JobRecord, Segment, Store, StoredEndpoint};
 use crate::time::iso8601;
 
@@ -417,12 +418,16 @@ impl Pinpoint {
             .runner
             .objects()
             .ok_or_else(|| ApiError::internal(&"the runner has no buckets"))?;
-        let listed = objects.list(&s3_url).map_err(|e| match e.kind {
-            ObjectErrorKind::BadUrl => ApiError::bad_request(format!("S3Url: {}", e.message)),
-            ObjectErrorKind::NotFound => ApiError::not_found(format!("S3Url: {}", e.message)),
-            ObjectErrorKind::Store => ApiError::internal(&e.message),
-        })?;
-        if !listed.iter().any(|(u, _)| format.matches(u)) {
+        let listed = ObjectUrl::parse(&s3_url)
+            .and_then(|url| resolve(&**objects, &url))
+            .map_err(|e| match e.kind {
+                ObjectErrorKind::BadName => ApiError::bad_request(format!("S3Url: {}", e.message)),
+                ObjectErrorKind::NoSuchBucket | ObjectErrorKind::NoSuchKey => {
+                    ApiError::not_found(format!("S3Url: {}", e.message))
+                }
+                _ => ApiError::internal(&e.message),
+            })?;
+        if !listed.iter().any(|o| format.matches(&o.key)) {
             return Err(ApiError::not_found(format!(
                 "S3Url: no {} object at {s3_url} ({} objects there, none named .{})",
                 format.as_str(),

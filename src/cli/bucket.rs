@@ -2,8 +2,11 @@
 //! S3-compatible endpoint.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
-use sluice::bucket::{BucketConfig, Buckets, S3Config, S3Url};
+use sluice::job::Objects;
+use sluice::objects::{LocalObjects, ObjectAttributes, ObjectUrl, S3Config, S3Objects};
+use sluice::server::BUCKETS_DIR;
 use sluice::store::{BucketSettings, SqliteStore, Store};
 
 use super::{CliError, DEFAULT_DATA_DIR};
@@ -32,10 +35,10 @@ pub(crate) struct BucketArgs {
 }
 
 impl BucketArgs {
-    /// The configuration these flags describe.
-    pub(crate) fn config(&self) -> Result<BucketConfig, CliError> {
+    /// The buckets these flags name.
+    pub(crate) fn objects(&self) -> Result<Objects, CliError> {
         let Some(endpoint) = &self.s3_endpoint else {
-            return Ok(BucketConfig::local(&self.data_dir));
+            return Ok(Arc::new(LocalObjects::new(self.data_dir.join(BUCKETS_DIR))));
         };
         let (Some(id), Some(secret)) = (&self.s3_access_key_id, &self.s3_secret_access_key) else {
             return Err(CliError(
@@ -44,12 +47,17 @@ impl BucketArgs {
                     .into(),
             ));
         };
-        Ok(BucketConfig::S3(S3Config {
+        Ok(Arc::new(S3Objects::new(S3Config {
             endpoint: endpoint.trim_end_matches('/').to_owned(),
             region: self.s3_region.clone(),
             access_key_id: id.clone(),
             secret_access_key: secret.clone(),
-        }))
+        })?))
+    }
+
+    /// The data directory's own objects (uploads, labels).
+    pub(crate) fn own_objects(&self) -> Objects {
+        Arc::new(LocalObjects::new(&self.data_dir))
     }
 }
 
@@ -97,19 +105,18 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
             owner,
             at,
         } => {
-            let u = S3Url::parse(&url)?;
+            let u = ObjectUrl::parse(&url)?;
             if !u.key.is_empty() {
                 return Err(CliError(format!(
                     "{url}: mb takes s3://BUCKET, without a key"
                 )));
             }
-            let b = Buckets::open(at.config()?)?;
-            b.create_bucket(&u.bucket)?;
+            at.objects()?.create_bucket(&u.bucket)?;
             record_bucket(&at, &u.bucket, region, owner)?;
             println!("make_bucket: {}", u.bucket);
         }
         Command::Put { file, url, at } => {
-            let mut u = S3Url::parse(&url)?;
+            let mut u = ObjectUrl::parse(&url)?;
             if u.key.is_empty() || u.key.ends_with('/') {
                 let name = file
                     .file_name()
@@ -117,14 +124,18 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
                     .ok_or_else(|| CliError(format!("{}: no file name", file.display())))?;
                 u.key.push_str(name);
             }
-            let b = Buckets::open(at.config()?)?;
-            let n = b.put_file(&file, &u)?;
+            let objects = at.objects()?;
+            let mut from = std::fs::File::open(&file)
+                .map_err(|e| CliError(format!("{}: {e}", file.display())))?;
+            let mut to = objects.write(&u.bucket, &u.key, &ObjectAttributes::default())?;
+            let n = std::io::copy(&mut from, &mut to)
+                .map_err(|e| CliError(format!("{}: {e}", file.display())))?;
+            to.finish()?;
             println!("upload: {} to {u} ({n} bytes)", file.display());
         }
         Command::Ls { url, at } => {
-            let u = S3Url::parse(&url)?;
-            let b = Buckets::open(at.config()?)?;
-            for o in b.list(&u)? {
+            let u = ObjectUrl::parse(&url)?;
+            for o in sluice::objects::resolve(&*at.objects()?, &u)? {
                 println!("{:>12} s3://{}/{}", o.size, u.bucket, o.key);
             }
         }

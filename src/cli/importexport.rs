@@ -3,7 +3,6 @@
 
 use std::path::PathBuf;
 
-use sluice::bucket::Buckets;
 use sluice::job::{JobStatus, run_device, system_clock};
 use sluice::store::SqliteStore;
 
@@ -30,9 +29,9 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
     match cmd {
         Command::Run { job_id, device, at } => {
             let store = SqliteStore::open(&at.data_dir)?;
-            let buckets = Buckets::open(at.config()?)?;
+            let objects = at.objects()?;
             let clock = system_clock();
-            let job = run_device(&store, &buckets, &*clock, &job_id, &device)?;
+            let job = run_device(&store, &*objects, &*clock, &job_id, &device)?;
             let reason = job.status_reason.as_deref().unwrap_or("");
             match job.status {
                 JobStatus::Succeeded => {

@@ -8,9 +8,8 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 
-use sluice::bucket::Buckets;
 use sluice::crypto::{MASTER_KEY_FILE, MasterKey};
-use sluice::job::{JobStatus, ProfileJob, Runner, RunnerConfig, system_clock};
+use sluice::job::{JobStatus, ProfileJob, Runner, RunnerConfig, Source, system_clock};
 
 use super::bucket::BucketArgs;
 use sluice::mapping::{DEFAULT_DATA_EXPIRY_DAYS, MappingFile};
@@ -154,7 +153,8 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
                 RunnerConfig {
                     threads,
                     master_key,
-                    objects: Some(Arc::new(Buckets::open(at.config()?)?)),
+                    objects: Some(at.objects()?),
+                    uploads: Some(at.own_objects()),
                     ..RunnerConfig::default()
                 },
             )?;
@@ -218,7 +218,7 @@ pub(super) fn ingest_into_store(
     for f in &args.files {
         // Absolute, so that `sluice jobs resume` finds them from anywhere.
         let p = std::fs::canonicalize(f).map_err(|e| CliError(format!("{}: {e}", f.display())))?;
-        inputs.push(p);
+        inputs.push(Source::File(p));
     }
     let store = Arc::new(open(dir)?);
     if store.domain(&domain)?.is_none() {

@@ -80,12 +80,12 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let buckets = args.at.config()?;
+    let objects = args.at.objects()?;
     runtime.block_on(async move {
         let config = ServerConfig {
             listen: args.listen,
             data_dir: args.at.data_dir.clone(),
-            buckets: Some(buckets),
+            objects: Some(objects),
             max_jobs_per_app: args.max_jobs_per_app,
             max_importexport_jobs_per_day: args.max_importexport_jobs_per_day,
             piece_size: args.piece_size,

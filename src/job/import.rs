@@ -25,6 +25,7 @@ use crate::ingest::{
     Failure, FailureReason, IngestBuilder, Input, MAX_FAILURES, MAX_PIECE_SIZE, Progress, Records,
     UniqueRecord,
 };
+use crate::objects::{ObjectErrorKind, ObjectInfo, ObjectUrl, resolve};
 use crate::store::{
     EndpointBatch, EndpointKey, EndpointWrite, JobCounters, JobRecord, Segment, StoredEndpoint,
 };
@@ -34,102 +35,6 @@ pub const IMPORT_KIND: &str = "import";
 
 /// Endpoints per write transaction.
 const BATCH: usize = 10_000;
-
-/// Where import jobs read objects: buckets, as the job layer sees them.
-pub trait ObjectSource: Send + Sync {
-    /// The objects at `url`: the one object of that key, or every object
-    /// below it as a folder, by key; each as its own URL and size.
-    ///
-    /// # Errors
-    ///
-    /// What is wrong, and whose fault it is.
-    fn list(&self, url: &str) -> Result<Vec<(String, u64)>, ObjectError>;
-
-    /// The bytes of the object at `url`.
-    ///
-    /// # Errors
-    ///
-    /// As [`ObjectSource::list`].
-    fn fetch(&self, url: &str) -> Result<Vec<u8>, ObjectError>;
-
-    /// Whether a bucket exists.
-    ///
-    /// # Errors
-    ///
-    /// As [`ObjectSource::list`].
-    fn bucket_exists(&self, bucket: &str) -> Result<bool, ObjectError>;
-
-    /// Puts `bytes` at `url` (an object's key) with `attributes`.
-    ///
-    /// # Errors
-    ///
-    /// As [`ObjectSource::list`].
-    fn put(
-        &self,
-        url: &str,
-        bytes: Vec<u8>,
-        attributes: &ObjectAttributes,
-    ) -> Result<(), ObjectError>;
-}
-
-/// S3's bucket naming rules.
-///
-/// # Errors
-///
-/// What is wrong with the name.
-pub fn check_bucket_name(name: &str) -> Result<(), String> {
-    let ok_chars = name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-');
-    let ends_ok = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if !(3..=63).contains(&name.len())
-        || !ok_chars
-        || !ends_ok(name.bytes().next())
-        || !ends_ok(name.bytes().last())
-        || name.contains("..")
-    {
-        return Err(format!(
-            "bucket name {name:?}: 3 to 63 lowercase letters, digits, dots and hyphens, \
-             starting and ending with a letter or digit"
-        ));
-    }
-    Ok(())
-}
-
-/// The HTTP attributes an object is put with (S3 keeps them).
-#[derive(Clone, Debug, Default, Eq, PartialEq)]
-pub struct ObjectAttributes {
-    /// `Content-Type`.
-    pub content_type: Option<String>,
-    /// `Cache-Control`.
-    pub cache_control: Option<String>,
-    /// `Content-Disposition`.
-    pub content_disposition: Option<String>,
-    /// `Content-Language`.
-    pub content_language: Option<String>,
-    /// `Content-Encoding`.
-    pub content_encoding: Option<String>,
-}
-
-/// An [`ObjectSource`] failure.
-#[derive(Clone, Debug, Eq, PartialEq)]
-pub struct ObjectError {
-    /// What went wrong.
-    pub message: String,
-    /// Whose fault.
-    pub kind: ObjectErrorKind,
-}
-
-/// Whose fault an [`ObjectError`] is.
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-pub enum ObjectErrorKind {
-    /// The URL is not one (not `s3://`, a bad bucket name, `..`).
-    BadUrl,
-    /// The bucket or object does not exist.
-    NotFound,
-    /// The store failed (I/O, network).
-    Store,
-}
 
 /// An import job: what is stored as the job's request, and all a runner
 /// needs to run it again.
@@ -240,14 +145,18 @@ pub(super) fn run_import(
             Err(e) => return fail(e.to_string()),
         }
     }
-    let listed = match objects.list(&spec.s3_url) {
+    let url = match ObjectUrl::parse(&spec.s3_url) {
+        Ok(u) => u,
+        Err(e) => return invalid(e.message),
+    };
+    let listed = match resolve(&**objects, &url) {
         Ok(l) => l,
-        Err(e) if e.kind != ObjectErrorKind::Store => return invalid(e.message),
+        Err(e) if e.kind != ObjectErrorKind::Backend => return invalid(e.message),
         Err(e) => return fail(e.message),
     };
     let matching: Vec<_> = listed
         .into_iter()
-        .filter(|(url, _)| spec.format.matches(url))
+        .filter(|o| spec.format.matches(&o.key))
         .collect();
     if matching.is_empty() {
         return invalid(format!(
@@ -277,7 +186,7 @@ pub(super) fn run_import(
     };
     let inputs = matching
         .into_iter()
-        .map(|(url, size)| object_input(objects, url, size))
+        .map(|o| object_input(objects, &url.bucket, o))
         .collect();
 
     if let Err(e) = phase("PROCESSING") {
@@ -362,20 +271,15 @@ pub(super) fn run_import(
     }
 }
 
-/// An object as the engine reads it.
-fn object_input(objects: &Objects, url: String, size: u64) -> Input {
+/// An object as the engine reads it: streamed, opened when its turn comes.
+pub(super) fn object_input(objects: &Objects, bucket: &str, o: ObjectInfo) -> Input {
     let objects = Arc::clone(objects);
-    let name = url.clone();
+    let name = format!("s3://{bucket}/{}", o.key);
+    let (bucket, key, size) = (bucket.to_owned(), o.key, o.size);
     Input::reopenable(&name, size, move |offset| {
-        let bytes = objects
-            .fetch(&url)
-            .map_err(|e| std::io::Error::other(e.message))?;
-        let from = usize::try_from(offset)
-            .unwrap_or(usize::MAX)
-            .min(bytes.len());
-        let mut cursor = std::io::Cursor::new(bytes);
-        cursor.set_position(from as u64);
-        Ok(Box::new(cursor) as Box<dyn std::io::Read + Send>)
+        objects
+            .read(&bucket, &key, offset..size)
+            .map_err(std::io::Error::from)
     })
 }
 
@@ -517,52 +421,5 @@ fn merged(
     })
 }
 
-/// Objects come from [`crate::bucket::Buckets`].
-#[cfg(feature = "buckets")]
-impl ObjectSource for crate::bucket::Buckets {
-    fn list(&self, url: &str) -> Result<Vec<(String, u64)>, ObjectError> {
-        let parsed = crate::bucket::S3Url::parse(url).map_err(object_error)?;
-        let objects = crate::bucket::Buckets::list(self, &parsed).map_err(object_error)?;
-        Ok(objects
-            .into_iter()
-            .map(|o| (format!("s3://{}/{}", parsed.bucket, o.key), o.size))
-            .collect())
-    }
-
-    fn fetch(&self, url: &str) -> Result<Vec<u8>, ObjectError> {
-        let parsed = crate::bucket::S3Url::parse(url).map_err(object_error)?;
-        self.get(&parsed).map_err(object_error)
-    }
-
-    fn bucket_exists(&self, bucket: &str) -> Result<bool, ObjectError> {
-        crate::bucket::Buckets::bucket_exists(self, bucket).map_err(object_error)
-    }
-
-    fn put(
-        &self,
-        url: &str,
-        bytes: Vec<u8>,
-        attributes: &ObjectAttributes,
-    ) -> Result<(), ObjectError> {
-        let parsed = crate::bucket::S3Url::parse(url).map_err(object_error)?;
-        self.put_with(&parsed, bytes, attributes)
-            .map_err(object_error)
-    }
-}
-
-#[cfg(feature = "buckets")]
-fn object_error(e: crate::bucket::BucketError) -> ObjectError {
-    use crate::bucket::BucketError as B;
-    let kind = match &e {
-        B::BadUrl { .. } => ObjectErrorKind::BadUrl,
-        B::NoSuchBucket(_) | B::NoSuchKey { .. } => ObjectErrorKind::NotFound,
-        B::BucketExists(_) | B::Io { .. } | B::Store { .. } => ObjectErrorKind::Store,
-    };
-    ObjectError {
-        kind,
-        message: e.to_string(),
-    }
-}
-
-/// How a runner holds its [`ObjectSource`].
-pub type Objects = Arc<dyn ObjectSource>;
+/// How a runner holds its buckets.
+pub type Objects = Arc<dyn crate::objects::Objects>;

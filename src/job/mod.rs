@@ -34,10 +34,7 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-pub use import::{
-    IMPORT_KIND, ImportJob, ObjectAttributes, ObjectError, ObjectErrorKind, ObjectSource, Objects,
-    check_bucket_name, derived_endpoint_id,
-};
+pub use import::{IMPORT_KIND, ImportJob, Objects, derived_endpoint_id};
 pub use runner::{Runner, RunnerConfig};
 pub use status::{FailureKind, JobStatus, UnknownStatus};
 pub use transfer::{
@@ -73,6 +70,35 @@ pub fn new_job_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
 
+/// The bucket of a runner's own objects ([`RunnerConfig::uploads`]) that
+/// holds uploaded files.
+pub const UPLOADS_BUCKET: &str = "uploads";
+
+/// Where one input of a profile job is.
+#[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum Source {
+    /// A file on the runner's machine (stored as its path).
+    File(PathBuf),
+    /// An uploaded file: an object of [`UPLOADS_BUCKET`] in the runner's
+    /// own objects (stored as `{"Upload": KEY}`).
+    Upload {
+        /// Its key.
+        #[serde(rename = "Upload")]
+        key: String,
+    },
+}
+
+impl Source {
+    /// How messages name it.
+    pub fn name(&self) -> String {
+        match self {
+            Source::File(p) => p.display().to_string(),
+            Source::Upload { key } => format!("upload {key}"),
+        }
+    }
+}
+
 /// A job that ingests files into a domain's profiles: what is stored as
 /// the job's request, and all a runner needs to run it again.
 #[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
@@ -86,8 +112,8 @@ pub struct ProfileJob {
     /// The mapping: a CreateUploadJob-shaped JSON object (its `DataExpiry`
     /// sets the profiles' expiry).
     pub mapping: serde_json::Value,
-    /// The CSV files, read in this order.
-    pub inputs: Vec<PathBuf>,
+    /// The CSV inputs, read in this order.
+    pub inputs: Vec<Source>,
     /// Piece size in bytes, if not the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub piece_size: Option<u64>,

@@ -2,7 +2,6 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::io;
-use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread;
@@ -13,8 +12,8 @@ use rayon::ThreadPool;
 use super::import::{IMPORT_KIND, ImportJob, Objects, run_import};
 use super::write::{self, Halt, Target};
 use super::{
-    Clock, DEFAULT_BATCH_ROWS, FailureKind, JobError, JobStatus, PROFILES_KIND, ProfileJob,
-    new_job_id, system_clock,
+    Clock, DEFAULT_BATCH_ROWS, FailureKind, JobError, JobStatus, PROFILES_KIND, ProfileJob, Source,
+    UPLOADS_BUCKET, new_job_id, system_clock,
 };
 use crate::crypto::{self, DataKey, MasterKey};
 use crate::ingest::ErrorKind;
@@ -46,6 +45,8 @@ pub struct RunnerConfig {
     pub master_key: Option<Arc<MasterKey>>,
     /// Where import jobs read their objects (buckets).
     pub objects: Option<Objects>,
+    /// The runner's own objects: uploaded files ([`UPLOADS_BUCKET`]).
+    pub uploads: Option<Objects>,
     /// Import jobs of one app run at once; more wait in the queue (the
     /// service documents 2). At least 1.
     pub max_jobs_per_app: usize,
@@ -62,6 +63,7 @@ impl Default for RunnerConfig {
             clock: system_clock(),
             master_key: None,
             objects: None,
+            uploads: None,
             max_jobs_per_app: 2,
         }
     }
@@ -625,7 +627,8 @@ fn run_profiles(
     let started = job.started_ms.unwrap_or_else(|| shared.now());
     let expires_ms = started.saturating_add(i64::from(days) * DAY_MS);
 
-    let fingerprint = match fingerprint(&spec.inputs) {
+    let uploads = shared.config.uploads.as_ref();
+    let fingerprint = match fingerprint(&spec.inputs, uploads) {
         Ok(f) => f,
         Err(e) => return invalid(e),
     };
@@ -660,7 +663,7 @@ fn run_profiles(
         Ok(i) => i,
         Err(e) => return invalid(e.to_string()),
     };
-    let inputs = match open_inputs(&spec.inputs, key.as_ref()) {
+    let inputs = match open_inputs(&spec.inputs, key.as_ref(), uploads) {
         Ok(i) => i,
         Err(e) => return invalid(e),
     };
@@ -821,38 +824,70 @@ pub(super) fn counters_of(s: &Summary) -> JobCounters {
 }
 
 /// The inputs as the engine reads them: plain files, or sealed ones
-/// decrypted as they are read.
-fn open_inputs(paths: &[std::path::PathBuf], key: Option<&DataKey>) -> Result<Vec<Input>, String> {
-    paths
+/// decrypted as they are read; uploads streamed from the runner's own
+/// objects.
+fn open_inputs(
+    sources: &[Source],
+    key: Option<&DataKey>,
+    uploads: Option<&Objects>,
+) -> Result<Vec<Input>, String> {
+    sources
         .iter()
-        .map(|p| match key {
-            None => Ok(Input::path(p)),
-            Some(k) => {
-                let (reader, len) =
-                    crypto::open_file(p, k).map_err(|e| format!("{}: {e}", p.display()))?;
-                Ok(Input::reader(&p.display().to_string(), reader, Some(len)))
+        .map(|source| match source {
+            Source::File(p) => match key {
+                None => Ok(Input::path(p)),
+                Some(k) => {
+                    let (reader, len) =
+                        crypto::open_file(p, k).map_err(|e| format!("{}: {e}", p.display()))?;
+                    Ok(Input::reader(&p.display().to_string(), reader, Some(len)))
+                }
+            },
+            Source::Upload { key: object } => {
+                let uploads =
+                    uploads.ok_or_else(|| "this runner has no store of uploads".to_owned())?;
+                let k = key.ok_or_else(|| format!("{}: it has no key", source.name()))?;
+                let info = uploads
+                    .head(UPLOADS_BUCKET, object)
+                    .map_err(|e| format!("{}: {e}", source.name()))?;
+                let stream = uploads
+                    .read(UPLOADS_BUCKET, object, 0..info.size)
+                    .map_err(|e| format!("{}: {e}", source.name()))?;
+                let (reader, len) = crypto::open_reader(
+                    std::io::BufReader::with_capacity(crypto::SEGMENT + 64, stream),
+                    info.size,
+                    k,
+                )
+                .map_err(|e| format!("{}: {e}", source.name()))?;
+                Ok(Input::reader(&source.name(), reader, Some(len)))
             }
         })
         .collect()
 }
 
-/// Each input's size and modification time, so a resumed job can tell
-/// whether it would read the same bytes.
-fn fingerprint(inputs: &[impl AsRef<Path>]) -> Result<String, String> {
+/// What each input looked like (size and time, or tag), so a resumed job
+/// can tell whether it would read the same bytes.
+fn fingerprint(sources: &[Source], uploads: Option<&Objects>) -> Result<String, String> {
     let mut parts = Vec::new();
-    for p in inputs {
-        let p = p.as_ref();
-        let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
-        let modified = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        parts.push(serde_json::json!([
-            p.display().to_string(),
-            meta.len(),
-            modified.to_string()
-        ]));
+    for source in sources {
+        let part = match source {
+            Source::File(p) => {
+                let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+                let modified = meta
+                    .modified()
+                    .ok()
+                    .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+                    .map_or(0, |d| d.as_nanos());
+                serde_json::json!([p.display().to_string(), meta.len(), modified.to_string()])
+            }
+            Source::Upload { key } => {
+                let info = uploads
+                    .ok_or_else(|| "this runner has no store of uploads".to_owned())?
+                    .head(UPLOADS_BUCKET, key)
+                    .map_err(|e| format!("{}: {e}", source.name()))?;
+                serde_json::json!([source.name(), info.size, info.etag])
+            }
+        };
+        parts.push(part);
     }
     Ok(serde_json::Value::Array(parts).to_string())
 }

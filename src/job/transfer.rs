@@ -23,15 +23,18 @@
 
 use std::fmt::Write as _;
 use std::fs;
-use std::io;
+use std::io::{self, Read};
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
-use super::{JobStatus, ObjectAttributes, ObjectSource};
+use super::JobStatus;
 use crate::crypto::{same_bytes, to_hex};
+use crate::objects::{
+    LocalFolder, MAX_KEY_BYTES, ObjectAttributes, ObjectErrorKind, ObjectWriter, Objects,
+};
 use crate::store::{JobCounters, JobRecord, Store, StoreError, Transition};
 
 /// The kind of an Import/Export job.
@@ -43,9 +46,6 @@ pub const TRANSFER_EXPIRY_MS: i64 = 30 * 24 * 3600 * 1000;
 
 /// The file at a device's root that names its job.
 pub const SIGNATURE_FILE: &str = "SIGNATURE";
-
-/// The longest object key S3 takes, in bytes.
-const MAX_KEY_BYTES: usize = 1024;
 
 /// Failures kept with the job (the log has them all).
 const MAX_FAILURES: usize = 100;
@@ -335,13 +335,17 @@ pub fn check_signature(device: &Path, job_id: &str, signature: &str) -> Result<(
         path: path.clone(),
         why,
     };
-    let text = match fs::read(&path) {
-        Ok(b) => b,
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+    let mut text = Vec::new();
+    match LocalFolder::new(device).read(SIGNATURE_FILE, 0..64 * 1024) {
+        Ok(mut r) => {
+            r.read_to_end(&mut text)
+                .map_err(|e| invalid(format!("cannot be read: {e}")))?;
+        }
+        Err(e) if e.kind == ObjectErrorKind::NoSuchKey => {
             return Err(TransferError::MissingSignature(device.to_owned()));
         }
         Err(e) => return Err(invalid(format!("cannot be read: {e}"))),
-    };
+    }
     let text = String::from_utf8(text).map_err(|_| invalid("is not UTF-8 text".into()))?;
     let (mut id, mut sig, mut method) = (None, None, None);
     for (n, line) in text.lines().enumerate() {
@@ -398,7 +402,7 @@ pub fn check_signature(device: &Path, job_id: &str, signature: &str) -> Result<(
 /// end the run: they are logged and counted.
 pub fn run_device(
     store: &dyn Store,
-    objects: &dyn ObjectSource,
+    objects: &dyn Objects,
     now: &dyn Fn() -> i64,
     job_id: &str,
     device: &Path,
@@ -442,6 +446,7 @@ pub fn run_device(
     let mut run = Run {
         store,
         objects,
+        device: LocalFolder::new(device),
         now,
         job: &job.id,
         log: String::new(),
@@ -453,18 +458,21 @@ pub fn run_device(
         Direction::Export => "DateTime,Key,Status,File,MD5,Bytes,Message\n",
     });
     let outcome = match (&spec.import, &spec.export) {
-        (Some(i), _) => run.import(i, device),
-        (None, Some(e)) => run.export(e, device),
+        (Some(i), _) => run.import(i),
+        (None, Some(e)) => run.export(e),
         (None, None) => Err("the job has neither an import nor an export".to_owned()),
     };
-    let log_url = format!("s3://{}/{}", spec.log_bucket, spec.log_key(&job.id));
+    let log_key = spec.log_key(&job.id);
+    let log_url = format!("s3://{}/{log_key}", spec.log_bucket);
     let log_attrs = ObjectAttributes {
         content_type: Some("text/csv".into()),
         ..ObjectAttributes::default()
     };
-    let logged = objects.put(
-        &log_url,
-        std::mem::take(&mut run.log).into_bytes(),
+    let logged = crate::objects::put(
+        objects,
+        &spec.log_bucket,
+        &log_key,
+        std::mem::take(&mut run.log).as_bytes(),
         &log_attrs,
     );
     let counters = run.counters.clone();
@@ -475,11 +483,11 @@ pub fn run_device(
             JobStatus::Failed,
             format!("the log could not be written to {log_url}: {}", e.message),
         ),
-        (Ok(()), Ok(())) if counters.failed == 0 => (
+        (Ok(()), Ok(_)) if counters.failed == 0 => (
             JobStatus::Succeeded,
             format!("{} files copied; log at {log_url}", copied(&counters)),
         ),
-        (Ok(()), Ok(())) => (
+        (Ok(()), Ok(_)) => (
             JobStatus::PartiallySucceeded,
             format!(
                 "{} files copied, {} could not be; log at {log_url}",
@@ -537,7 +545,8 @@ fn runnable(
 
 struct Run<'a> {
     store: &'a dyn Store,
-    objects: &'a dyn ObjectSource,
+    objects: &'a dyn Objects,
+    device: LocalFolder,
     now: &'a dyn Fn() -> i64,
     job: &'a str,
     log: String,
@@ -582,26 +591,31 @@ impl Run<'_> {
         }
     }
 
-    fn import(&mut self, spec: &ImportSpec, device: &Path) -> Result<(), String> {
+    /// The path of `relative` on the device, for messages.
+    fn on_device(&self, relative: &str) -> String {
+        self.device.dir().join(relative).display().to_string()
+    }
+
+    fn import(&mut self, spec: &ImportSpec) -> Result<(), String> {
         let ignore = spec
             .ignore
             .iter()
             .map(|r| regex::Regex::new(r).map_err(|e| format!("ignore pattern {r:?}: {e}")))
             .collect::<Result<Vec<_>, _>>()?;
-        let mut files = Vec::new();
-        let mut problems = Vec::new();
-        walk(device, "", &mut files, &mut problems)
-            .map_err(|e| format!("device {}: {e}", device.display()))?;
-        files.sort();
+        let (files, problems) = self
+            .device
+            .walk()
+            .map_err(|e| format!("device {}: {e}", self.device.dir().display()))?;
         self.counters.total_pieces = (files.len() + problems.len()) as u64;
         let _ = self.store.save_progress(self.job, &self.counters);
         for (rel, why) in problems {
             self.counters.processed += 1;
             self.line(&[&rel, "Error", "", "", "", "", &why]);
-            self.failed(format!("{}: {why}", device.join(&rel).display()));
+            self.failed(format!("{}: {why}", self.on_device(&rel)));
             self.done_one();
         }
-        for rel in files {
+        for file in files {
+            let rel = file.key;
             if rel == SIGNATURE_FILE {
                 self.line(&[&rel, "Skipped", "", "", "", "", "the job's SIGNATURE file"]);
                 self.done_one();
@@ -623,16 +637,15 @@ impl Run<'_> {
                     key.len()
                 ))
             } else {
-                fs::read(device.join(&rel))
+                self.device
+                    .read(&rel, 0..u64::MAX)
                     .map_err(|e| format!("cannot be read: {e}"))
-                    .and_then(|bytes| {
-                        let md5 = to_hex(&Md5::digest(&bytes));
-                        let n = bytes.len();
-                        let url = format!("s3://{}/{key}", spec.bucket);
-                        self.objects
-                            .put(&url, bytes, &attrs)
-                            .map(|()| (md5, n))
-                            .map_err(|e| e.message)
+                    .and_then(|from| {
+                        let to = self
+                            .objects
+                            .write(&spec.bucket, &key, &attrs)
+                            .map_err(|e| e.message)?;
+                        copy(from, to)
                     })
             };
             match copied {
@@ -641,7 +654,7 @@ impl Run<'_> {
                 }
                 Err(why) => {
                     self.line(&[&rel, "Error", &key, "", "", &ctype, &why]);
-                    self.failed(format!("{}: {why}", device.join(&rel).display()));
+                    self.failed(format!("{}: {why}", self.on_device(&rel)));
                 }
             }
             self.done_one();
@@ -649,23 +662,16 @@ impl Run<'_> {
         Ok(())
     }
 
-    fn export(&mut self, spec: &ExportSpec, device: &Path) -> Result<(), String> {
+    fn export(&mut self, spec: &ExportSpec) -> Result<(), String> {
         let mut plan = Vec::new();
         for op in &spec.operations {
-            let listed = self
-                .objects
-                .list(&format!("s3://{}/", op.bucket))
-                .map_err(|e| e.message)?;
-            let mut keys: Vec<String> = listed
-                .into_iter()
-                .filter_map(|(url, _)| {
-                    url.strip_prefix(&format!("s3://{}/", op.bucket))
-                        .map(str::to_owned)
-                })
-                .filter(|k| op.selects(k))
-                .collect();
-            keys.sort();
-            plan.extend(keys.into_iter().map(|k| (op, k)));
+            let listed = self.objects.list(&op.bucket, "").map_err(|e| e.message)?;
+            plan.extend(
+                listed
+                    .into_iter()
+                    .filter(|o| op.selects(&o.key))
+                    .map(|o| (op, o.key)),
+            );
         }
         self.counters.total_pieces = plan.len() as u64;
         let _ = self.store.save_progress(self.job, &self.counters);
@@ -673,36 +679,45 @@ impl Run<'_> {
         for (op, key) in plan {
             self.counters.processed += 1;
             let url = format!("s3://{}/{key}", op.bucket);
-            let bytes = match self.objects.fetch(&url) {
-                Ok(b) => b,
-                Err(e) => {
-                    self.line(&[&url, "Error", "", "", "", &e.message]);
-                    self.failed(format!("{url}: {}", e.message));
-                    self.done_one();
-                    continue;
-                }
-            };
-            let md5 = to_hex(&Md5::digest(&bytes));
-            let size = bytes.len().to_string();
             let relative = if op.target_directory.is_empty() {
                 key.clone()
             } else {
                 format!("{}/{key}", op.target_directory.trim_end_matches('/'))
             };
-            let placed = match spec.place(&relative) {
-                Ok(()) => write_within(device, &relative, &bytes),
-                Err(why) => Err(why),
+            let read = || {
+                self.objects
+                    .read(&op.bucket, &key, 0..u64::MAX)
+                    .map_err(|e| e.message)
             };
+            let placed = spec.place(&relative).and_then(|()| {
+                let to = self.device.write(&relative).map_err(|e| e.message)?;
+                copy(read()?, Box::new(to))
+            });
             match placed {
-                Ok(()) => {
-                    self.line(&[&url, "Success", &relative, &md5, &size, ""]);
+                Ok((md5, size)) => {
+                    self.line(&[&url, "Success", &relative, &md5, &size.to_string(), ""]);
                 }
                 Err(why) => {
                     recovered += 1;
                     let name = format!("{}/{recovered:08}", spec.recovery_directory);
-                    let (status, message) = match write_within(device, &name, &bytes) {
-                        Ok(()) => ("Recovered", format!("{relative}: {why}; written as {name}")),
-                        Err(e) => ("Error", format!("{relative}: {why}; and {name}: {e}")),
+                    let into_recovery = self
+                        .device
+                        .write(&name)
+                        .map_err(|e| e.message)
+                        .and_then(|to| copy(read()?, Box::new(to)));
+                    let (status, message, md5, size) = match into_recovery {
+                        Ok((md5, size)) => (
+                            "Recovered",
+                            format!("{relative}: {why}; written as {name}"),
+                            md5,
+                            size.to_string(),
+                        ),
+                        Err(e) => (
+                            "Error",
+                            format!("{relative}: {why}; and {name}: {e}"),
+                            String::new(),
+                            String::new(),
+                        ),
                     };
                     self.line(&[&url, status, &name, &md5, &size, &message]);
                     self.failed(format!("{url}: {message}"));
@@ -712,6 +727,31 @@ impl Run<'_> {
         }
         Ok(())
     }
+}
+
+/// Streams `from` into `to` and completes it; returns the hex MD5 of the
+/// bytes and how many there were.
+fn copy(
+    mut from: Box<dyn Read + Send>,
+    mut to: Box<dyn ObjectWriter>,
+) -> Result<(String, u64), String> {
+    let mut md5 = Md5::new();
+    let mut buf = vec![0u8; 1 << 20];
+    let mut n = 0u64;
+    loop {
+        let got = match from.read(&mut buf) {
+            Ok(0) => break,
+            Ok(got) => got,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("cannot be read: {e}")),
+        };
+        md5.update(&buf[..got]);
+        to.write_all(&buf[..got])
+            .map_err(|e| format!("cannot be written: {e}"))?;
+        n += got as u64;
+    }
+    to.finish().map_err(|e| e.message)?;
+    Ok((to_hex(&md5.finalize()), n))
 }
 
 impl ExportSpec {
@@ -726,80 +766,6 @@ impl ExportSpec {
             }
         }
         Ok(())
-    }
-}
-
-/// Writes `bytes` at `relative` (segments separated by `/`, already
-/// checked) under `root`, making folders on the way and refusing to pass
-/// through symbolic links or files.
-fn write_within(root: &Path, relative: &str, bytes: &[u8]) -> Result<(), String> {
-    let segs: Vec<&str> = relative.split('/').collect();
-    let (name, dirs) = segs.split_last().ok_or("an empty path")?;
-    let mut at = root.to_owned();
-    for d in dirs {
-        at.push(d);
-        match fs::symlink_metadata(&at) {
-            Ok(m) if m.is_dir() => {}
-            Ok(m) if m.file_type().is_symlink() => {
-                return Err(format!("{} is a symbolic link", at.display()));
-            }
-            Ok(_) => return Err(format!("{} is a file, not a folder", at.display())),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                fs::create_dir(&at).map_err(|e| format!("{}: {e}", at.display()))?;
-            }
-            Err(e) => return Err(format!("{}: {e}", at.display())),
-        }
-    }
-    at.push(name);
-    if let Ok(m) = fs::symlink_metadata(&at)
-        && !m.is_file()
-    {
-        return Err(format!("{} exists and is not a file", at.display()));
-    }
-    fs::write(&at, bytes).map_err(|e| format!("{}: {e}", at.display()))
-}
-
-/// Collects the files below `dir` as relative paths with `/`, and what
-/// could not be walked (with why).
-fn walk(
-    dir: &Path,
-    relative: &str,
-    files: &mut Vec<String>,
-    problems: &mut Vec<(String, String)>,
-) -> io::Result<()> {
-    for entry in fs::read_dir(dir)? {
-        let entry = entry?;
-        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
-            let shown = entry.file_name().to_string_lossy().into_owned();
-            problems.push((
-                join(relative, &shown),
-                "its name is not UTF-8, so it has no key".into(),
-            ));
-            continue;
-        };
-        let rel = join(relative, &name);
-        match entry.file_type() {
-            Ok(t) if t.is_dir() => {
-                if let Err(e) = walk(&entry.path(), &rel, files, problems) {
-                    problems.push((rel, format!("the folder cannot be read: {e}")));
-                }
-            }
-            Ok(t) if t.is_file() => files.push(rel),
-            Ok(t) if t.is_symlink() => {
-                problems.push((rel, "a symbolic link; links are not followed".into()));
-            }
-            Ok(_) => problems.push((rel, "not a regular file".into())),
-            Err(e) => problems.push((rel, format!("cannot be read: {e}"))),
-        }
-    }
-    Ok(())
-}
-
-fn join(relative: &str, name: &str) -> String {
-    if relative.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{relative}/{name}")
     }
 }
 
@@ -877,18 +843,20 @@ mod tests {
     fn writes_stay_on_the_device() {
         let dir = tempfile::tempdir().unwrap();
         let root = dir.path();
-        write_within(root, "a/b/c.txt", b"x").unwrap();
+        let device = LocalFolder::new(root);
+        let put = |rel: &str, bytes: &[u8]| -> Result<(), String> {
+            let w = device.write(rel).map_err(|e| e.message)?;
+            copy(Box::new(io::Cursor::new(bytes.to_vec())), Box::new(w)).map(|_| ())
+        };
+        put("a/b/c.txt", b"x").unwrap();
         assert_eq!(fs::read(root.join("a/b/c.txt")).unwrap(), b"x");
         // A file where a folder must go.
-        let e = write_within(root, "a/b/c.txt/d", b"y").unwrap_err();
+        let e = put("a/b/c.txt/d", b"y").unwrap_err();
         assert!(e.contains("is a file"), "{e}");
-        #[cfg(unix)]
-        {
-            let outside = tempfile::tempdir().unwrap();
-            std::os::unix::fs::symlink(outside.path(), root.join("link")).unwrap();
-            let e = write_within(root, "link/x", b"z").unwrap_err();
-            assert!(e.contains("symbolic link"), "{e}");
-            assert!(fs::read_dir(outside.path()).unwrap().next().is_none());
-        }
+        let outside = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(outside.path(), root.join("link")).unwrap();
+        let e = put("link/x", b"z").unwrap_err();
+        assert!(e.contains("symbolic link"), "{e}");
+        assert!(fs::read_dir(outside.path()).unwrap().next().is_none());
     }
 }

@@ -54,7 +54,6 @@ use axum::http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde::Serialize;
 use serde_json::Value;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::Semaphore;
 
 use crate::api::customer_profiles::{
@@ -64,9 +63,12 @@ use crate::api::customer_profiles::{
 use crate::api::importexport::{Caller, ImportExport, ImportExportConfig, ImportExportError};
 use crate::api::pinpoint::{Pinpoint, PinpointConfig};
 use crate::api::{ApiError, ErrorCode, Service, escape_markup};
-use crate::bucket::{BucketConfig, Buckets};
-use crate::crypto::{MasterKey, Sealer};
+use crate::crypto::MasterKey;
 use crate::job::{Clock, Objects, Runner, RunnerConfig, system_clock};
+use crate::objects::LocalObjects;
+
+/// The folder of the data directory that holds local buckets.
+pub const BUCKETS_DIR: &str = "buckets";
 use crate::store::{SqliteStore, Store};
 use credentials::Credentials;
 
@@ -107,8 +109,11 @@ pub struct ServerConfig {
     pub max_jobs_per_app: usize,
     /// Import/Export jobs one access key may create in 24 hours.
     pub max_importexport_jobs_per_day: usize,
-    /// Where buckets live; folders in the data directory when `None`.
-    pub buckets: Option<BucketConfig>,
+    /// Where buckets live; folders in `DATA_DIR/buckets` when `None`.
+    pub objects: Option<Objects>,
+    /// The server's own objects (uploads, shipping labels); folders in the
+    /// data directory when `None` (`DATA_DIR/uploads`, `DATA_DIR/labels`).
+    pub own_objects: Option<Objects>,
     /// Bytes per piece of an import job (the default when `None`).
     pub piece_size: Option<u64>,
     /// Worker threads for parsing (one per core when `None`).
@@ -135,7 +140,8 @@ impl Default for ServerConfig {
             max_jobs: 2,
             max_jobs_per_app: 2,
             max_importexport_jobs_per_day: ImportExportConfig::default().max_jobs_per_day,
-            buckets: None,
+            objects: None,
+            own_objects: None,
             piece_size: None,
             threads: None,
             clock: system_clock(),
@@ -239,21 +245,32 @@ impl Server {
                         (c, Some(dir.join(credentials::GENERATED_FILE)))
                     }
                 };
-                let buckets = cfg
-                    .buckets
-                    .clone()
-                    .unwrap_or_else(|| BucketConfig::local(&dir));
-                let objects: Objects = Arc::new(Buckets::open(buckets).map_err(|e| setup(&e))?);
+                let objects: Objects = match &cfg.objects {
+                    Some(o) => Arc::clone(o),
+                    None => Arc::new(LocalObjects::new(dir.join(BUCKETS_DIR))),
+                };
+                let own: Objects = match &cfg.own_objects {
+                    Some(o) => Arc::clone(o),
+                    None => {
+                        // Uploads that were being received when an earlier
+                        // process died were never committed: an upload is
+                        // whole or absent.
+                        let local = LocalObjects::new(&dir);
+                        local.remove_partial().map_err(|e| setup(&e))?;
+                        Arc::new(local)
+                    }
+                };
                 let importexport = ImportExport::new(
                     Arc::clone(&store),
                     Arc::clone(&objects),
+                    Arc::clone(&own),
                     ImportExportConfig {
                         max_jobs_per_day: cfg.max_importexport_jobs_per_day,
-                        labels_dir: dir.join("labels"),
                         ..ImportExportConfig::default()
                     },
                     Arc::clone(&cfg.clock),
-                );
+                )
+                .map_err(|e| setup(&e))?;
                 let runner = Arc::new(
                     Runner::new(
                         store,
@@ -264,6 +281,7 @@ impl Server {
                             clock: Arc::clone(&cfg.clock),
                             master_key: Some(Arc::clone(&master)),
                             objects: Some(objects),
+                            uploads: Some(Arc::clone(&own)),
                             ..RunnerConfig::default()
                         },
                     )
@@ -289,7 +307,7 @@ impl Server {
                 let profiles = CustomerProfiles::new(
                     runner,
                     master,
-                    dir.join("uploads"),
+                    own,
                     ProfilesConfig {
                         base_url: base_url.trim_end_matches('/').to_owned(),
                         url_ttl: cfg.url_ttl,
@@ -297,7 +315,7 @@ impl Server {
                     },
                     Arc::clone(&cfg.clock),
                 )
-                .map_err(|e| setup(&format!("{}: {e}", dir.join("uploads").display())))?;
+                .map_err(|e| setup(&e))?;
                 let apis = Apis {
                     profiles,
                     pinpoint,
@@ -745,24 +763,42 @@ async fn receive_upload(
         .await
         .map_err(|e| internal(&e))??;
     let key_md5 = slot.key().md5_base64();
-    let mut file = tokio::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(slot.part_path())
-        .await
-        .map_err(|e| internal(&e))?;
-    let mut sealer = Sealer::new(slot.key());
-    let mut out = Vec::with_capacity(256 * 1024);
+    let max_bytes = slot.max_bytes();
+    // The slot writes (a file, or parts to S3) on a blocking thread; the
+    // body is handed to it as it arrives, a few frames at a time. Only an
+    // explicit end commits: a sender dropped before it (a timeout, a
+    // broken body) drops the slot, and nothing of the upload stays.
+    enum Part {
+        Data(axum::body::Bytes),
+        End,
+    }
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Part>(4);
+    let writer = tokio::task::spawn_blocking(move || -> Result<(), UploadError> {
+        let mut slot = slot;
+        loop {
+            match rx.blocking_recv() {
+                Some(Part::Data(data)) => slot.push(&data)?,
+                Some(Part::End) => return slot.commit(),
+                None => {
+                    return Err(UploadError {
+                        status: 400,
+                        code: "IncompleteBody",
+                        message: "the upload was abandoned".into(),
+                    });
+                }
+            }
+        }
+    });
     let mut received: u64 = 0;
     let mut body = body;
     // The body must keep up min_upload_rate after a grace of
     // request_timeout: a trickle is cut off, a slow but steady link is not.
     let started = tokio::time::Instant::now();
-    loop {
+    let broken = loop {
         let allowed = state.request_timeout
             + Duration::from_secs_f64(received as f64 / state.min_upload_rate as f64);
         let Ok(frame) = tokio::time::timeout_at(started + allowed, body.frame()).await else {
-            return Err(UploadError {
+            break Some(UploadError {
                 status: 400,
                 code: "RequestTimeout",
                 message: format!(
@@ -775,33 +811,37 @@ async fn receive_upload(
             });
         };
         let Some(frame) = frame else {
-            break;
+            break None;
         };
-        let frame = frame.map_err(|e| UploadError {
-            status: 400,
-            code: "IncompleteBody",
-            message: format!("the body was cut off after {received} bytes: {e}"),
-        })?;
+        let frame = match frame {
+            Ok(f) => f,
+            Err(e) => {
+                break Some(UploadError {
+                    status: 400,
+                    code: "IncompleteBody",
+                    message: format!("the body was cut off after {received} bytes: {e}"),
+                });
+            }
+        };
         let Ok(data) = frame.into_data() else {
             continue; // trailers
         };
         received += data.len() as u64;
-        if received > slot.max_bytes() {
-            return Err(cp::upload_too_large(slot.max_bytes()));
+        if received > max_bytes {
+            break Some(cp::upload_too_large(max_bytes));
         }
-        sealer.push(&data, &mut out);
-        if out.len() >= 128 * 1024 {
-            file.write_all(&out).await.map_err(|e| internal(&e))?;
-            out.clear();
+        if tx.send(Part::Data(data)).await.is_err() {
+            break None; // the writer failed; its result says why
         }
+    };
+    if let Some(e) = broken {
+        drop(tx);
+        let _ = writer.await;
+        return Err(e);
     }
-    sealer.finish(&mut out);
-    file.write_all(&out).await.map_err(|e| internal(&e))?;
-    file.sync_all().await.map_err(|e| internal(&e))?;
-    drop(file);
-    tokio::task::spawn_blocking(move || slot.commit())
-        .await
-        .map_err(|e| internal(&e))??;
+    // The writer may have failed already: then the end is not taken.
+    let _ = tx.send(Part::End).await;
+    writer.await.map_err(|e| internal(&e))??;
     Ok(Response::builder()
         .status(StatusCode::OK)
         .header("x-amz-server-side-encryption-customer-algorithm", "AES256")

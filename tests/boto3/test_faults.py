@@ -84,9 +84,11 @@ class Faults(unittest.TestCase):
             p = cp.get_upload_job_path(DomainName="d", JobId=job)
             uploads.append((job, p))
 
+        # Each takes over a second (25 chunks, 50 ms apart): all are still
+        # streaming when the kill comes, 0.3 s after the big job started.
         def go(job, p):
             results[job] = stream_put(p["Url"], rows(20_000, b"u"), sse_headers(p["ClientToken"]),
-                                      chunk=16 * 1024, pause=0.01)
+                                      chunk=16 * 1024, pause=0.05)
         threads = [threading.Thread(target=go, args=u) for u in uploads]
         for t in threads:
             t.start()

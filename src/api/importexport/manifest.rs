@@ -414,7 +414,7 @@ fn key_prefix(field: &str, v: Option<String>) -> Result<String, ImportExportErro
 }
 
 fn bucket_name(field: &str, v: String) -> Result<String, ImportExportError> {
-    crate::job::check_bucket_name(&v).map_err(|why| invalid(format!("{field}: {why}")))?;
+    crate::objects::check_bucket_name(&v).map_err(|why| invalid(format!("{field}: {why}")))?;
     Ok(v)
 }
 

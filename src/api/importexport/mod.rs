@@ -27,7 +27,6 @@ region is in [`ImportExportConfig::region`]).
 pub mod manifest;
 
 use std::fmt;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use hmac::{Hmac, Mac};
@@ -52,6 +51,9 @@ pub const API_VERSION: &str = "2010-06-01";
 
 /// The XML namespace of responses.
 pub const XML_NAMESPACE: &str = "http://importexport.amazonaws.com/doc/2010-06-01/";
+
+/// The bucket of the service's own objects that shipping labels go to.
+pub const LABELS_BUCKET: &str = "labels";
 
 /// The client tool version (`APIVersion`) accepted when given.
 pub const CLIENT_VERSION: &str = "2.0";
@@ -220,8 +222,6 @@ pub struct ImportExportConfig {
     /// Jobs one access key may create in 24 hours
     /// (`CreateJobQuotaExceededException` past it).
     pub max_jobs_per_day: usize,
-    /// Where shipping labels are written.
-    pub labels_dir: PathBuf,
 }
 
 impl Default for ImportExportConfig {
@@ -230,7 +230,6 @@ impl Default for ImportExportConfig {
             region: "us-east-1".into(),
             home_country: "US".into(),
             max_jobs_per_day: 100,
-            labels_dir: PathBuf::from("labels"),
         }
     }
 }
@@ -432,6 +431,9 @@ impl Job {
 pub struct ImportExport {
     store: Arc<dyn Store>,
     objects: Objects,
+    /// Where shipping labels go: the service's own objects, bucket
+    /// [`LABELS_BUCKET`].
+    labels: Objects,
     config: ImportExportConfig,
     clock: Clock,
 }
@@ -493,19 +495,32 @@ fn new_id() -> String {
 }
 
 impl ImportExport {
-    /// The service over `store` and `objects`.
+    /// The service over `store` and the buckets of `objects`, writing
+    /// shipping labels into bucket [`LABELS_BUCKET`] of `labels` (made if
+    /// missing).
+    ///
+    /// # Errors
+    ///
+    /// When the labels' bucket cannot be made.
     pub fn new(
         store: Arc<dyn Store>,
         objects: Objects,
+        labels: Objects,
         config: ImportExportConfig,
         clock: Clock,
-    ) -> ImportExport {
-        ImportExport {
+    ) -> std::result::Result<ImportExport, crate::objects::ObjectError> {
+        match labels.create_bucket(LABELS_BUCKET) {
+            Ok(()) => {}
+            Err(e) if e.kind == crate::objects::ObjectErrorKind::BucketExists => {}
+            Err(e) => return Err(e),
+        }
+        Ok(ImportExport {
             store,
             objects,
+            labels,
             config,
             clock,
-        }
+        })
     }
 
     fn now(&self) -> i64 {
@@ -1017,13 +1032,14 @@ impl ImportExport {
         a.check("address")?;
         let ids: Vec<&str> = jobs.iter().map(|j| j.record.id.as_str()).collect();
         let html = label_html(&a, &jobs, &iso8601(self.now()));
-        let dir = &self.config.labels_dir;
-        let path = dir.join(format!("label-{}.html", ids.join("-")));
-        std::fs::create_dir_all(dir)
-            .and_then(|()| std::fs::write(&path, html))
-            .map_err(|e| ImportExportError::internal(&format!("{}: {e}", path.display())))?;
-        let abs = std::fs::canonicalize(&path).unwrap_or(path);
-        let url = format!("file://{}", abs.display());
+        let key = format!("label-{}.html", ids.join("-"));
+        let attrs = crate::objects::ObjectAttributes {
+            content_type: Some("text/html; charset=utf-8".into()),
+            ..crate::objects::ObjectAttributes::default()
+        };
+        crate::objects::put(&*self.labels, LABELS_BUCKET, &key, html.as_bytes(), &attrs)
+            .map_err(|e| ImportExportError::internal(&e))?;
+        let url = self.labels.locate(LABELS_BUCKET, &key);
         for job in &jobs {
             let mut spec = job.spec.clone();
             spec.label_url = Some(url.clone());

@@ -1,0 +1,118 @@
+//! What every object backend must do, as one set of checks each backend's
+//! tests call.
+
+use std::io::{Read, Write};
+
+use super::{ObjectAttributes, ObjectErrorKind, Objects, get, put};
+
+/// Runs every check on a backend with no buckets yet.
+pub(crate) fn all(objects: &dyn Objects) {
+    buckets(objects);
+    put_get_list_delete(objects);
+    ranges(objects);
+    unfinished_writes_leave_nothing(objects);
+    names_are_checked(objects);
+}
+
+fn buckets(o: &dyn Objects) {
+    assert!(!o.bucket_exists("bkt").unwrap());
+    let e = o.list("bkt", "").unwrap_err();
+    assert_eq!(e.kind, ObjectErrorKind::NoSuchBucket);
+    let e = put(o, "bkt", "k", b"x", &ObjectAttributes::default()).unwrap_err();
+    assert_eq!(e.kind, ObjectErrorKind::NoSuchBucket);
+    o.create_bucket("bkt").unwrap();
+    assert!(o.bucket_exists("bkt").unwrap());
+    assert_eq!(
+        o.create_bucket("bkt").unwrap_err().kind,
+        ObjectErrorKind::BucketExists
+    );
+    assert_eq!(
+        o.create_bucket("Bad_Name").unwrap_err().kind,
+        ObjectErrorKind::BadName
+    );
+    assert!(!o.bucket_exists("Bad_Name").unwrap());
+}
+
+fn put_get_list_delete(o: &dyn Objects) {
+    let a = ObjectAttributes::default();
+    put(o, "bkt", "in/a.csv", b"abc", &a).unwrap();
+    put(o, "bkt", "in/sub/b.csv", b"de", &a).unwrap();
+    put(o, "bkt", "other.csv", b"f", &a).unwrap();
+    put(o, "bkt", "inside.csv", b"g", &a).unwrap();
+    let keys = |p: &str| -> Vec<(String, u64)> {
+        o.list("bkt", p)
+            .unwrap()
+            .into_iter()
+            .map(|i| (i.key, i.size))
+            .collect()
+    };
+    assert_eq!(
+        keys("in/"),
+        [("in/a.csv".into(), 3), ("in/sub/b.csv".into(), 2)]
+    );
+    assert_eq!(keys("").len(), 4);
+    assert_eq!(keys("in").len(), 3, "a prefix is a string prefix");
+    assert!(keys("nothing").is_empty());
+    assert_eq!(get(o, "bkt", "in/a.csv").unwrap(), b"abc");
+    let h = o.head("bkt", "in/a.csv").unwrap();
+    assert_eq!((h.key.as_str(), h.size), ("in/a.csv", 3));
+    assert_eq!(
+        o.head("bkt", "missing").unwrap_err().kind,
+        ObjectErrorKind::NoSuchKey
+    );
+    assert_eq!(
+        o.read("bkt", "missing", 0..1).err().unwrap().kind,
+        ObjectErrorKind::NoSuchKey
+    );
+    // A new version replaces the old one whole, and has another tag.
+    put(o, "bkt", "in/a.csv", b"a longer text", &a).unwrap();
+    assert_eq!(get(o, "bkt", "in/a.csv").unwrap(), b"a longer text");
+    let h2 = o.head("bkt", "in/a.csv").unwrap();
+    assert_eq!(h2.size, 13);
+    assert_ne!(h.etag, h2.etag);
+    o.delete("bkt", "in/a.csv").unwrap();
+    o.delete("bkt", "in/a.csv").unwrap();
+    assert_eq!(keys("in/"), [("in/sub/b.csv".into(), 2)]);
+}
+
+fn ranges(o: &dyn Objects) {
+    let body: Vec<u8> = (0..=255u8).cycle().take(300_000).collect();
+    let mut w = o.write("bkt", "big", &ObjectAttributes::default()).unwrap();
+    for chunk in body.chunks(7777) {
+        w.write_all(chunk).unwrap();
+    }
+    assert_eq!(w.finish().unwrap().size, body.len() as u64);
+    for (start, end) in [(0, 10), (5, 70_000), (299_990, 400_000), (400_000, 500_000)] {
+        let mut got = Vec::new();
+        o.read("bkt", "big", start..end)
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
+        let s = (start as usize).min(body.len());
+        let e = (end as usize).min(body.len());
+        assert_eq!(got, body[s..e], "{start}..{end}");
+    }
+}
+
+fn unfinished_writes_leave_nothing(o: &dyn Objects) {
+    let mut w = o
+        .write("bkt", "half", &ObjectAttributes::default())
+        .unwrap();
+    w.write_all(b"some bytes").unwrap();
+    drop(w);
+    assert_eq!(
+        o.head("bkt", "half").unwrap_err().kind,
+        ObjectErrorKind::NoSuchKey
+    );
+    assert!(o.list("bkt", "half").unwrap().is_empty());
+}
+
+fn names_are_checked(o: &dyn Objects) {
+    for key in ["", "../x", "a/../b", "a//b", "./a", "a\nb"] {
+        let e = put(o, "bkt", key, b"x", &ObjectAttributes::default()).unwrap_err();
+        assert_eq!(e.kind, ObjectErrorKind::BadName, "{key:?}");
+    }
+    let long = "k".repeat(super::MAX_KEY_BYTES + 1);
+    let e = o.head("bkt", &long).unwrap_err();
+    assert_eq!(e.kind, ObjectErrorKind::BadName);
+}

@@ -1,0 +1,584 @@
+//! Objects in folders on this machine: a bucket is a folder, a key a path
+//! below it; no symbolic link is ever followed.
+
+use std::fs::{self, File};
+use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::ops::Range;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use super::{
+    ObjectAttributes, ObjectError, ObjectErrorKind, ObjectInfo, ObjectWriter, Objects,
+    check_bucket_name, checked, clamp,
+};
+
+/// Files being written are named with this prefix (and hidden from
+/// listings) until they are complete.
+const PART_PREFIX: &str = ".sluice-part-";
+
+/// What [`LocalFolder::walk`] finds: the files, by key, and what could
+/// not be listed, each with its relative path and why.
+pub type Walked = (Vec<ObjectInfo>, Vec<(String, String)>);
+
+/// Buckets as folders of one folder: `ROOT/<bucket>/<key>`.
+///
+/// Writes go to a hidden file beside their place and are renamed into it
+/// when finished. Object attributes have nowhere to go and are dropped.
+#[derive(Clone, Debug)]
+pub struct LocalObjects {
+    root: PathBuf,
+}
+
+impl LocalObjects {
+    /// Buckets in `root` (made when the first bucket is).
+    pub fn new(root: impl Into<PathBuf>) -> LocalObjects {
+        LocalObjects { root: root.into() }
+    }
+
+    /// The folder of buckets.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The folder of a bucket that exists.
+    fn folder(&self, bucket: &str) -> Result<LocalFolder, ObjectError> {
+        if check_bucket_name(bucket).is_err() {
+            return Err(ObjectError::no_bucket(bucket));
+        }
+        let dir = self.root.join(bucket);
+        match fs::symlink_metadata(&dir) {
+            Ok(m) if m.is_dir() => Ok(LocalFolder::new(dir)),
+            Ok(_) | Err(_) => Err(ObjectError::no_bucket(bucket)),
+        }
+    }
+
+    /// Removes what writers that never finished left in every bucket
+    /// (after a crash); returns how many files went. Only for a root no
+    /// other process is writing into.
+    ///
+    /// # Errors
+    ///
+    /// When a folder cannot be read or a file removed.
+    pub fn remove_partial(&self) -> Result<u64, ObjectError> {
+        let mut n = 0;
+        let entries = match fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(e) => return Err(io_err(&self.root, e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err(&self.root, e))?;
+            if entry.file_type().is_ok_and(|t| t.is_dir()) {
+                n += LocalFolder::new(entry.path()).remove_partial()?;
+            }
+        }
+        Ok(n)
+    }
+}
+
+impl Objects for LocalObjects {
+    fn describe(&self) -> String {
+        format!("folders in {}", self.root.display())
+    }
+
+    fn create_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
+        check_bucket_name(bucket).map_err(|why| ObjectError::new(ObjectErrorKind::BadName, why))?;
+        fs::create_dir_all(&self.root).map_err(|e| io_err(&self.root, e))?;
+        let dir = self.root.join(bucket);
+        match fs::create_dir(&dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(ObjectError::new(
+                ObjectErrorKind::BucketExists,
+                format!("bucket {bucket:?} already exists"),
+            )),
+            Err(e) => Err(io_err(&dir, e)),
+        }
+    }
+
+    fn bucket_exists(&self, bucket: &str) -> Result<bool, ObjectError> {
+        Ok(self.folder(bucket).is_ok())
+    }
+
+    fn list(&self, bucket: &str, prefix: &str) -> Result<Vec<ObjectInfo>, ObjectError> {
+        let (mut files, _) = self.folder(bucket)?.walk()?;
+        files.retain(|o| o.key.starts_with(prefix));
+        Ok(files)
+    }
+
+    fn head(&self, bucket: &str, key: &str) -> Result<ObjectInfo, ObjectError> {
+        checked(bucket, key)?;
+        self.folder(bucket)?
+            .head(key)?
+            .ok_or_else(|| ObjectError::no_key(bucket, key))
+    }
+
+    fn read(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Range<u64>,
+    ) -> Result<Box<dyn Read + Send>, ObjectError> {
+        checked(bucket, key)?;
+        match self.folder(bucket)?.read(key, range) {
+            Err(e) if e.kind == ObjectErrorKind::NoSuchKey => Err(ObjectError::no_key(bucket, key)),
+            other => other,
+        }
+    }
+
+    fn write(
+        &self,
+        bucket: &str,
+        key: &str,
+        _attributes: &ObjectAttributes,
+    ) -> Result<Box<dyn ObjectWriter>, ObjectError> {
+        checked(bucket, key)?;
+        Ok(Box::new(self.folder(bucket)?.write(key)?))
+    }
+
+    fn delete(&self, bucket: &str, key: &str) -> Result<(), ObjectError> {
+        checked(bucket, key)?;
+        self.folder(bucket)?.delete(key)
+    }
+
+    fn locate(&self, bucket: &str, key: &str) -> String {
+        let path = self.root.join(bucket).join(key);
+        let abs = std::path::absolute(&path).unwrap_or(path);
+        format!("file://{}", abs.display())
+    }
+}
+
+/// One folder as a bucket: files are objects, their paths below it (with
+/// `/`) their keys. Symbolic links are never followed, on the way to a file
+/// or as the file.
+#[derive(Clone, Debug)]
+pub struct LocalFolder {
+    dir: PathBuf,
+}
+
+/// Whether and how a path below a folder can be used.
+enum Place {
+    /// A regular file is there.
+    File(fs::Metadata),
+    /// Nothing is there (its folders may be missing).
+    Free,
+    /// A folder is there: no object, and no room for one.
+    Folder(PathBuf),
+}
+
+impl LocalFolder {
+    /// The folder `dir`.
+    pub fn new(dir: impl Into<PathBuf>) -> LocalFolder {
+        LocalFolder { dir: dir.into() }
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Every file below the folder as an object, by key, and what could
+    /// not be listed (a symbolic link, a name that is not UTF-8, something
+    /// that is not a regular file, a folder that cannot be read), with its
+    /// relative path and why.
+    ///
+    /// # Errors
+    ///
+    /// When the folder itself cannot be read.
+    pub fn walk(&self) -> Result<Walked, ObjectError> {
+        let (mut files, mut problems) = (Vec::new(), Vec::new());
+        walk(&self.dir, "", &mut files, &mut problems).map_err(|e| io_err(&self.dir, e))?;
+        files.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok((files, problems))
+    }
+
+    /// Resolves `key` below the folder without following links.
+    fn place(&self, key: &str) -> Result<Place, ObjectError> {
+        let segs: Vec<&str> = key.split('/').collect();
+        let (name, dirs) = segs.split_last().ok_or_else(|| bad_key(key))?;
+        let mut at = self.dir.clone();
+        for d in dirs {
+            at.push(d);
+            match fs::symlink_metadata(&at) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => return Err(refused_link(&at)),
+                Ok(_) => return Err(refused_file(&at)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Place::Free),
+                Err(e) => return Err(io_err(&at, e)),
+            }
+        }
+        at.push(name);
+        match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_file() => Ok(Place::File(m)),
+            Ok(m) if m.file_type().is_symlink() => Err(refused_link(&at)),
+            Ok(m) if m.is_dir() => Ok(Place::Folder(at)),
+            Ok(_) => Err(ObjectError::new(
+                ObjectErrorKind::Refused,
+                format!("{} exists and is not a file", at.display()),
+            )),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(Place::Free),
+            Err(e) => Err(io_err(&at, e)),
+        }
+    }
+
+    /// The object at `key`, if there is one.
+    ///
+    /// # Errors
+    ///
+    /// A symbolic link or a file on the way, or an I/O error.
+    pub fn head(&self, key: &str) -> Result<Option<ObjectInfo>, ObjectError> {
+        Ok(match self.place(key)? {
+            Place::File(m) => Some(info(key, &m)),
+            Place::Free | Place::Folder(_) => None,
+        })
+    }
+
+    /// A reader of bytes `range` of the file at `key`.
+    ///
+    /// # Errors
+    ///
+    /// [`ObjectErrorKind::NoSuchKey`], a symbolic link on the way, or an
+    /// I/O error.
+    pub fn read(&self, key: &str, range: Range<u64>) -> Result<Box<dyn Read + Send>, ObjectError> {
+        let Place::File(seen) = self.place(key)? else {
+            return Err(ObjectError::new(
+                ObjectErrorKind::NoSuchKey,
+                format!("{} does not exist", self.dir.join(key).display()),
+            ));
+        };
+        let path = self.dir.join(key);
+        let mut file = File::open(&path).map_err(|e| io_err(&path, e))?;
+        // The file opened must be the one looked at: a link swapped in
+        // between is refused.
+        let opened = file.metadata().map_err(|e| io_err(&path, e))?;
+        if (opened.dev(), opened.ino()) != (seen.dev(), seen.ino()) {
+            return Err(refused_link(&path));
+        }
+        let r = clamp(&range, opened.len());
+        file.seek(SeekFrom::Start(r.start))
+            .map_err(|e| io_err(&path, e))?;
+        Ok(Box::new(file.take(r.end - r.start)))
+    }
+
+    /// A writer of the file at `key`: to a hidden file beside it, renamed
+    /// into place by [`ObjectWriter::finish`]. Folders on the way are made.
+    ///
+    /// # Errors
+    ///
+    /// A file or symbolic link where a folder must be, something other
+    /// than a file at `key`, or an I/O error.
+    pub fn write(&self, key: &str) -> Result<LocalWriter, ObjectError> {
+        let segs: Vec<&str> = key.split('/').collect();
+        let (name, dirs) = segs.split_last().ok_or_else(|| bad_key(key))?;
+        let mut at = self.dir.clone();
+        for d in dirs {
+            at.push(d);
+            match fs::symlink_metadata(&at) {
+                Ok(m) if m.is_dir() => {}
+                Ok(m) if m.file_type().is_symlink() => return Err(refused_link(&at)),
+                Ok(_) => return Err(refused_file(&at)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&at) {
+                    Ok(()) => {}
+                    // Made meanwhile by another writer: look again.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        if !fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+                            return Err(refused_file(&at));
+                        }
+                    }
+                    Err(e) => return Err(io_err(&at, e)),
+                },
+                Err(e) => return Err(io_err(&at, e)),
+            }
+        }
+        let dest = at.join(name);
+        // Something other than a file at the place refuses it now.
+        if let Place::Folder(at) = self.place(key)? {
+            return Err(ObjectError::new(
+                ObjectErrorKind::Refused,
+                format!("{} exists and is not a file", at.display()),
+            ));
+        }
+        let part = at.join(format!(
+            "{PART_PREFIX}{}-{}",
+            std::process::id(),
+            crate::crypto::to_hex(&crate::crypto::random::<8>())
+        ));
+        let file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&part)
+            .map_err(|e| io_err(&part, e))?;
+        Ok(LocalWriter {
+            file: Some(BufWriter::with_capacity(256 * 1024, file)),
+            part,
+            dest,
+            key: key.to_owned(),
+        })
+    }
+
+    /// Deletes the file at `key`, if there is one.
+    ///
+    /// # Errors
+    ///
+    /// A symbolic link on the way, or an I/O error.
+    pub fn delete(&self, key: &str) -> Result<(), ObjectError> {
+        if let Place::File(_) = self.place(key)? {
+            let path = self.dir.join(key);
+            match fs::remove_file(&path) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(&path, e)),
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes files that writers left unfinished below the folder;
+    /// returns how many.
+    ///
+    /// # Errors
+    ///
+    /// When a folder cannot be read or a file removed.
+    pub fn remove_partial(&self) -> Result<u64, ObjectError> {
+        let mut n = 0;
+        let mut dirs = vec![self.dir.clone()];
+        while let Some(dir) = dirs.pop() {
+            let entries = match fs::read_dir(&dir) {
+                Ok(e) => e,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(io_err(&dir, e)),
+            };
+            for entry in entries {
+                let entry = entry.map_err(|e| io_err(&dir, e))?;
+                let t = entry.file_type().map_err(|e| io_err(&entry.path(), e))?;
+                if t.is_dir() {
+                    dirs.push(entry.path());
+                } else if t.is_file()
+                    && entry.file_name().to_string_lossy().starts_with(PART_PREFIX)
+                {
+                    fs::remove_file(entry.path()).map_err(|e| io_err(&entry.path(), e))?;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
+    }
+}
+
+/// A file being written below a [`LocalFolder`].
+#[derive(Debug)]
+pub struct LocalWriter {
+    file: Option<BufWriter<File>>,
+    part: PathBuf,
+    dest: PathBuf,
+    key: String,
+}
+
+impl Write for LocalWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.file {
+            Some(f) => f.write(buf),
+            None => Err(io::Error::other("the object was finished")),
+        }
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.write_all(buf),
+            None => Err(io::Error::other("the object was finished")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match &mut self.file {
+            Some(f) => f.flush(),
+            None => Ok(()),
+        }
+    }
+}
+
+impl ObjectWriter for LocalWriter {
+    fn finish(mut self: Box<Self>) -> Result<ObjectInfo, ObjectError> {
+        let part = self.part.clone();
+        let file = self
+            .file
+            .take()
+            .ok_or_else(|| ObjectError::backend(part.display(), "finished twice"))?;
+        let file = file
+            .into_inner()
+            .map_err(|e| io_err(&part, e.into_error()))?;
+        file.sync_all().map_err(|e| io_err(&part, e))?;
+        let meta = file.metadata().map_err(|e| io_err(&part, e))?;
+        drop(file);
+        // What is at the destination now may not be replaced unless it is
+        // a file (never a folder or a link).
+        if let Ok(m) = fs::symlink_metadata(&self.dest)
+            && !m.is_file()
+        {
+            return Err(ObjectError::new(
+                ObjectErrorKind::Refused,
+                format!("{} exists and is not a file", self.dest.display()),
+            ));
+        }
+        fs::rename(&part, &self.dest).map_err(|e| io_err(&self.dest, e))?;
+        Ok(info(&self.key, &meta))
+    }
+}
+
+impl Drop for LocalWriter {
+    fn drop(&mut self) {
+        if self.file.take().is_some() || self.part.exists() {
+            let _ = fs::remove_file(&self.part);
+        }
+    }
+}
+
+fn info(key: &str, m: &fs::Metadata) -> ObjectInfo {
+    let modified_ms = m
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_millis() as i64);
+    ObjectInfo {
+        key: key.to_owned(),
+        size: m.len(),
+        modified_ms,
+        // Size, time and inode: what changes when the file is replaced.
+        etag: Some(format!(
+            "{:x}-{:x}-{:x}",
+            m.len(),
+            m.mtime_nsec() as u64 ^ (m.mtime() as u64).rotate_left(32),
+            m.ino()
+        )),
+    }
+}
+
+fn io_err(path: &Path, e: io::Error) -> ObjectError {
+    ObjectError::backend(path.display(), e)
+}
+
+fn bad_key(key: &str) -> ObjectError {
+    ObjectError::new(ObjectErrorKind::BadName, format!("{key:?} is not a key"))
+}
+
+fn refused_link(at: &Path) -> ObjectError {
+    ObjectError::new(
+        ObjectErrorKind::Refused,
+        format!(
+            "{} is a symbolic link; links are not followed",
+            at.display()
+        ),
+    )
+}
+
+fn refused_file(at: &Path) -> ObjectError {
+    ObjectError::new(
+        ObjectErrorKind::Refused,
+        format!("{} is a file, not a folder", at.display()),
+    )
+}
+
+/// Collects the files below `dir` as objects keyed by their relative paths,
+/// and what could not be walked (with why).
+fn walk(
+    dir: &Path,
+    relative: &str,
+    files: &mut Vec<ObjectInfo>,
+    problems: &mut Vec<(String, String)>,
+) -> io::Result<()> {
+    for entry in fs::read_dir(dir)? {
+        let entry = entry?;
+        let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+            let shown = entry.file_name().to_string_lossy().into_owned();
+            problems.push((
+                join(relative, &shown),
+                "its name is not UTF-8, so it has no key".into(),
+            ));
+            continue;
+        };
+        if name.starts_with(PART_PREFIX) {
+            continue;
+        }
+        let rel = join(relative, &name);
+        match entry.file_type() {
+            Ok(t) if t.is_dir() => {
+                if let Err(e) = walk(&entry.path(), &rel, files, problems) {
+                    problems.push((rel, format!("the folder cannot be read: {e}")));
+                }
+            }
+            Ok(t) if t.is_file() => match entry.metadata() {
+                Ok(m) => files.push(info(&rel, &m)),
+                Err(e) => problems.push((rel, format!("cannot be read: {e}"))),
+            },
+            Ok(t) if t.is_symlink() => {
+                problems.push((rel, "a symbolic link; links are not followed".into()));
+            }
+            Ok(_) => problems.push((rel, "not a regular file".into())),
+            Err(e) => problems.push((rel, format!("cannot be read: {e}"))),
+        }
+    }
+    Ok(())
+}
+
+fn join(relative: &str, name: &str) -> String {
+    if relative.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{relative}/{name}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn conformance() {
+        let dir = tempfile::tempdir().unwrap();
+        super::super::conformance::all(&LocalObjects::new(dir.path().join("buckets")));
+    }
+
+    #[test]
+    fn links_are_never_followed() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = LocalObjects::new(dir.path());
+        objects.create_bucket("bkt").unwrap();
+        let outside = dir.path().join("secret");
+        fs::write(&outside, b"secret").unwrap();
+        std::os::unix::fs::symlink(&outside, dir.path().join("bkt/link")).unwrap();
+        fs::create_dir(dir.path().join("elsewhere")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), dir.path().join("bkt/sub"))
+            .unwrap();
+        assert!(objects.list("bkt", "").unwrap().is_empty());
+        let e = objects.read("bkt", "link", 0..10).err().unwrap();
+        assert_eq!(e.kind, ObjectErrorKind::Refused, "{e}");
+        let e = objects
+            .write("bkt", "sub/x", &ObjectAttributes::default())
+            .err()
+            .unwrap();
+        assert_eq!(e.kind, ObjectErrorKind::Refused, "{e}");
+        assert!(!dir.path().join("elsewhere/x").exists());
+        let (_, problems) = LocalFolder::new(dir.path().join("bkt")).walk().unwrap();
+        assert_eq!(problems.len(), 2, "{problems:?}");
+    }
+
+    #[test]
+    fn unfinished_writes_leave_nothing_and_are_cleaned_after_a_crash() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = LocalObjects::new(dir.path());
+        objects.create_bucket("bkt").unwrap();
+        let mut w = objects
+            .write("bkt", "a/b", &ObjectAttributes::default())
+            .unwrap();
+        w.write_all(b"half").unwrap();
+        drop(w);
+        assert!(objects.list("bkt", "").unwrap().is_empty());
+        // A crash leaves the part file: the writer's drop never ran.
+        let w = objects
+            .write("bkt", "a/c", &ObjectAttributes::default())
+            .unwrap();
+        std::mem::forget(w);
+        assert!(objects.list("bkt", "").unwrap().is_empty());
+        assert_eq!(objects.remove_partial().unwrap(), 1);
+        assert_eq!(objects.remove_partial().unwrap(), 0);
+    }
+}
