@@ -1,5 +1,6 @@
 //! The store's writer on its own: N profiles in key order, in batches,
-//! through `Store::write_profiles`, twice (all creates, then all updates).
+//! through `ProfileStore::write_profiles`, twice (all creates, then all
+//! updates).
 //!
 //! ```text
 //! cargo run --release --example store_writer -- DIR [ROWS] [BATCH_ROWS]
@@ -11,7 +12,10 @@
 use std::time::Instant;
 
 use sluice::job::{JobStatus, system_clock};
-use sluice::store::{Domain, NewJob, ProfileBatch, ProfileRow, SqliteStore, Store, Transition};
+use sluice::store::{
+    AccountId, Attempt, Domain, JobKind, JobRef, JobStore, NewJob, ProfileBatch, ProfileRow,
+    ProfileStore, SqliteStore, Transition,
+};
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let args: Vec<String> = std::env::args().collect();
@@ -23,7 +27,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     std::fs::remove_dir_all(dir).ok();
     let store = SqliteStore::open(dir)?;
     let now = system_clock()();
-    store.create_domain(&Domain::new("bench", 14, now))?;
+    let account = AccountId::default();
+    store.create_domain(&account, &Domain::new("bench", 14, now))?;
 
     let mut keys: Vec<String> = (0..rows as u64)
         .map(|i| {
@@ -51,28 +56,27 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     for round in ["create", "update"] {
         let id = format!("bench-{round}");
         store.insert_job(&NewJob {
+            account: account.clone(),
             id: id.clone(),
-            kind: "bench".into(),
+            kind: JobKind::Profiles,
             domain: Some("bench".into()),
             app: None,
             display_name: None,
-            request: "{}".into(),
+            spec: "{}".into(),
             created_ms: now,
         })?;
+        let job = JobRef {
+            account: &account,
+            id: &id,
+        };
+        let mut attempt = 0;
         for (from, to) in [
             (JobStatus::Created, JobStatus::Queued),
             (JobStatus::Queued, JobStatus::Running),
         ] {
-            store.transition(
-                &id,
-                &Transition {
-                    from,
-                    to,
-                    at_ms: now,
-                    reason: None,
-                    failure: None,
-                },
-            )?;
+            attempt = store
+                .transition(job, &Transition::new(from, to, now))?
+                .attempts;
         }
         let start = Instant::now();
         let (mut created, mut updated) = (0, 0);
@@ -83,7 +87,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
                 .map(|(key, fields)| ProfileRow { key, fields })
                 .collect();
             let c = store.write_profiles(&ProfileBatch {
-                job: &id,
+                attempt: Attempt { job, attempt },
                 domain: "bench",
                 now_ms: now,
                 expires_ms: now + 14 * 86_400_000,

@@ -43,20 +43,20 @@ assert_eq!(first.values().collect::<Vec<_>>(), ["ann@example.com", "+14155550132
 */
 #![deny(missing_docs)]
 
-#[cfg(feature = "store")]
+#[cfg(feature = "api")]
 pub mod api;
-#[cfg(feature = "store")]
+#[cfg(feature = "jobs")]
 pub mod crypto;
 pub mod endpoints;
 pub mod ingest;
-#[cfg(feature = "store")]
+#[cfg(feature = "jobs")]
 pub mod job;
 pub mod mapping;
-#[cfg(feature = "store")]
+#[cfg(feature = "jobs")]
 pub mod objects;
 #[cfg(feature = "server")]
 pub mod server;
-#[cfg(feature = "store")]
+#[cfg(feature = "jobs")]
 pub mod store;
 pub mod synth;
 pub mod time;

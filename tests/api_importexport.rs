@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use sluice::api::importexport::*;
 use sluice::job::{
-    Clock, JobStatus, Objects, SIGNATURE_FILE, TRANSFER_EXPIRY_MS, TransferError, run_device,
+    Clock, Holder, JobStatus, Objects, SIGNATURE_FILE, TRANSFER_EXPIRY_MS, TransferError,
+    job_lease, run_device,
 };
 use sluice::objects::{LocalObjects, Objects as _};
-use sluice::store::{SqliteStore, Store, Transition};
+use sluice::store::{AccountId, JobRef, SqliteStore, Store, Transition};
 
 const MANIFEST: &str = "manifestVersion: 2.0
 accessKeyId: AKID1
@@ -101,11 +102,16 @@ impl Env {
 
     fn run(&self, id: &str, device: &Path) -> Result<sluice::store::JobRecord, TransferError> {
         let now = Arc::clone(&self.now);
+        let clock: Clock = Arc::new(move || now.load(Ordering::SeqCst));
+        let account = AccountId::default();
         run_device(
-            &*self.store,
+            &self.store,
             &*self.buckets,
-            &move || now.load(Ordering::SeqCst),
-            id,
+            &clock,
+            JobRef {
+                account: &account,
+                id,
+            },
             device,
         )
     }
@@ -207,25 +213,39 @@ fn a_run_left_by_a_dead_process_runs_again_and_a_held_one_does_not() {
     let job = env.create();
     let id = job.job_id.clone().unwrap();
     let dev = env.device(&job, &[("a.txt", b"a")]);
-    // Another process holds the job: refused.
-    let held = env.store.claim(&id).unwrap().unwrap();
+    // Another process, alive, holds the job: refused.
+    let account = AccountId::default();
+    let now = env.now.load(Ordering::SeqCst);
+    let alive = Holder::this_process();
+    let lease = env
+        .store
+        .acquire_lease(&account, &job_lease(&id), alive.as_str(), now, 60_000)
+        .unwrap()
+        .unwrap();
     assert!(matches!(env.run(&id, &dev), Err(TransferError::Busy(_))));
-    // It died mid-run: the job is RUNNING and nobody holds it.
+    env.store.release_lease(&lease).unwrap();
+    // A process of this machine that died mid-run: the job is RUNNING and
+    // its lease is held by a process that no longer exists.
     for (from, to) in [
         (JobStatus::Created, JobStatus::Queued),
         (JobStatus::Queued, JobStatus::Running),
     ] {
-        let t = Transition {
-            from,
-            to,
-            at_ms: 0,
-            reason: None,
-            failure: None,
+        let job = JobRef {
+            account: &account,
+            id: &id,
         };
-        env.store.transition(&id, &t).unwrap();
+        env.store
+            .transition(job, &Transition::new(from, to, 0))
+            .unwrap();
     }
+    let mut dead: Vec<&str> = alive.as_str().splitn(4, '/').collect();
+    dead[2] = "4194305"; // above any Linux process id
+    let dead = dead.join("/");
+    env.store
+        .acquire_lease(&account, &job_lease(&id), &dead, now, 60_000)
+        .unwrap()
+        .unwrap();
     assert_eq!(env.status(&id).unwrap().progress_code, "InProgress");
-    drop(held);
     let done = env.run(&id, &dev).unwrap();
     assert_eq!(done.status, JobStatus::Succeeded);
     assert_eq!(env.inbox(), ["a.txt"]);

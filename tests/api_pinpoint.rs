@@ -12,7 +12,7 @@ use sluice::job::{Runner, RunnerConfig, system_clock};
 use sluice::objects::{
     MemoryObjects, ObjectAttributes, ObjectError, ObjectInfo, ObjectWriter, Objects as ObjectPort,
 };
-use sluice::store::{SqliteStore, Store};
+use sluice::store::{AccountId, JobRef, SqliteStore, Store};
 
 /// Objects in memory (bucket `bkt`); reads can be made slow, to hold jobs
 /// running.
@@ -250,7 +250,11 @@ fn at_most_n_jobs_of_an_app_run_at_once() {
     let spans: Vec<(i64, i64)> = jobs
         .iter()
         .map(|(_, id)| {
-            let j = e.runner.store().job(id).unwrap().unwrap();
+            let job = JobRef {
+                account: &AccountId::default(),
+                id,
+            };
+            let j = e.runner.store().job(job).unwrap().unwrap();
             (j.started_ms.unwrap(), j.completed_ms.unwrap())
         })
         .collect();

@@ -11,7 +11,7 @@ use sluice::api::customer_profiles::*;
 use sluice::crypto::{self, MasterKey};
 use sluice::job::{Clock, Objects, Runner, RunnerConfig};
 use sluice::objects::LocalObjects;
-use sluice::store::{SqliteStore, Store};
+use sluice::store::{AccountId, JobRef, SqliteStore, Store};
 
 const T0: i64 = 1_795_000_000_000;
 
@@ -144,9 +144,16 @@ fn run(e: &Env, domain: &str, body: &[u8]) -> GetUploadJobResponse {
     let path = e.api.get_upload_job_path(&jr(domain, &id)).unwrap();
     upload(e, &path, body);
     e.api.start_upload_job(&jr(domain, &id)).unwrap();
+    let account = AccountId::default();
     e.api
         .runner()
-        .wait(&id, Some(Duration::from_secs(60)))
+        .wait(
+            JobRef {
+                account: &account,
+                id: &id,
+            },
+            Some(Duration::from_secs(60)),
+        )
         .unwrap();
     e.api.get_upload_job(&jr(domain, &id)).unwrap()
 }

@@ -12,7 +12,7 @@ use std::process::Command;
 use serde_json::Value;
 use sluice::ingest::{IngestBuilder, Input};
 use sluice::mapping::MappingFile;
-use sluice::store::{SqliteStore, Store};
+use sluice::store::{AccountId, ProfileStore, SqliteStore};
 
 /// The mapping every CSV case uses (key: `email`).
 const MAPPING: &str = r#"{
@@ -388,7 +388,7 @@ fn sluice(dir: &Path, args: &[&str]) -> std::process::Output {
 fn seed_profile(data: &Path) -> String {
     let store = SqliteStore::open(data).unwrap();
     let p = store
-        .profile("bad-input", SEED_KEY, 0)
+        .profile(&AccountId::default(), "bad-input", SEED_KEY, 0)
         .unwrap()
         .expect("the seed profile is there");
     format!("{p:?}")

@@ -9,7 +9,7 @@ use serde_json::Value;
 use sluice::ingest::{IngestBuilder, Input};
 use sluice::job::JobStatus;
 use sluice::mapping::MappingFile;
-use sluice::store::{DB_FILE, JobRecord, SqliteStore, Store};
+use sluice::store::{AccountId, DB_FILE, JobRecord, JobRef, JobStore, ProfileStore, SqliteStore};
 use sluice::synth::{Spec, write_customers};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -104,10 +104,21 @@ fn kill_and_resume(phase: Phase, rows: u64) {
     // Reopen: intact, and what was committed agrees with the job.
     let store = SqliteStore::open(&data).unwrap();
     assert_eq!(store.integrity_check(), Ok(()));
-    let after = store.job(&killed.id).unwrap().unwrap();
+    let after = store
+        .job(JobRef {
+            account: &AccountId::default(),
+            id: &killed.id,
+        })
+        .unwrap()
+        .unwrap();
     assert_eq!(after.status, JobStatus::Running, "{after:#?}");
     let committed = after.counters.created + after.counters.updated;
-    assert_eq!(store.count_profiles("customers", FAR).unwrap(), committed);
+    assert_eq!(
+        store
+            .count_profiles(&AccountId::default(), "customers", FAR)
+            .unwrap(),
+        committed
+    );
     if let Phase::Writing = phase {
         assert!(committed > 0 && committed < keys.len() as u64, "{after:#?}");
     }
@@ -147,9 +158,20 @@ fn kill_and_resume(phase: Phase, rows: u64) {
     );
 
     assert_eq!(store.integrity_check(), Ok(()));
-    assert_eq!(store.count_profiles("customers", FAR).unwrap(), s.unique);
+    assert_eq!(
+        store
+            .count_profiles(&AccountId::default(), "customers", FAR)
+            .unwrap(),
+        s.unique
+    );
     for k in &keys {
-        assert!(store.profile("customers", k, FAR).unwrap().is_some(), "{k}");
+        assert!(
+            store
+                .profile(&AccountId::default(), "customers", k, FAR)
+                .unwrap()
+                .is_some(),
+            "{k}"
+        );
     }
     // Nothing is left to resume.
     let out = Command::new(env!("CARGO_BIN_EXE_sluice"))

@@ -9,7 +9,7 @@
 use std::path::Path;
 use std::process::{Command, Output};
 
-use sluice::store::{SqliteStore, Store};
+use sluice::store::{AccountId, ProfileStore, SqliteStore};
 
 const MAPPING: &str = r#"{"DomainName": "d", "Fields": {
   "Email": {"Source": "_source.email", "Target": "_profile.EmailAddress", "ContentType": "EMAIL_ADDRESS"},
@@ -57,9 +57,14 @@ fn intact(d: &Path, count: u64) {
         .unwrap();
     assert_eq!(check, "ok");
     let store = SqliteStore::open(d.join("data")).unwrap();
-    let seed = store.profile("d", "seed@keep.me", 0).unwrap();
+    let seed = store
+        .profile(&AccountId::default(), "d", "seed@keep.me", 0)
+        .unwrap();
     assert!(seed.is_some(), "the seed profile is gone");
-    assert_eq!(store.count_profiles("d", 0).unwrap(), count);
+    assert_eq!(
+        store.count_profiles(&AccountId::default(), "d", 0).unwrap(),
+        count
+    );
 }
 
 #[test]

@@ -9,9 +9,14 @@ use std::time::Duration;
 
 use serde_json::{Value, json};
 use sluice::ingest::{IngestBuilder, Input};
-use sluice::job::{Clock, JobStatus, ProfileJob, Runner, RunnerConfig, Source};
+use sluice::job::{
+    Clock, JobError, JobSpec, JobStatus, ProfileJob, Runner, RunnerConfig, Source, new_job_id,
+};
 use sluice::mapping::MappingFile;
-use sluice::store::{Domain, JobRecord, SqliteStore, Store, StoreError, Transition};
+use sluice::store::{
+    AccountId, Domain, JobRecord, JobRef, JobStore, ProfileStore, SqliteStore, StoreError,
+    Transition,
+};
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
 const DAY: i64 = 86_400_000;
@@ -44,6 +49,7 @@ struct Env {
     store: Arc<SqliteStore>,
     runner: Runner,
     now: Arc<AtomicI64>,
+    acct: AccountId,
 }
 
 fn env(max_jobs: usize, batch_rows: usize) -> Env {
@@ -67,14 +73,27 @@ fn env(max_jobs: usize, batch_rows: usize) -> Env {
         store,
         runner,
         now,
+        acct: AccountId::default(),
     }
 }
 
 impl Env {
     fn domain(&self, name: &str, days: u32) {
         self.store
-            .create_domain(&Domain::new(name, days, T0))
+            .create_domain(&self.acct, &Domain::new(name, days, T0))
             .unwrap();
+    }
+
+    fn job_ref<'a>(&'a self, id: &'a str) -> JobRef<'a> {
+        JobRef {
+            account: &self.acct,
+            id,
+        }
+    }
+
+    fn submit(&self, job: ProfileJob) -> Result<JobRecord, JobError> {
+        self.runner
+            .submit(&self.acct, &JobSpec::Profiles(job), None)
     }
 
     fn job(&self, domain: &str, inputs: &[PathBuf], expiry: Option<u32>) -> ProfileJob {
@@ -91,8 +110,8 @@ impl Env {
     }
 
     fn run(&self, job: &ProfileJob) -> JobRecord {
-        let id = self.runner.submit(job).unwrap().id;
-        self.runner.wait(&id, None).unwrap()
+        let id = self.submit(job.clone()).unwrap().id;
+        self.runner.wait(self.job_ref(&id), None).unwrap()
     }
 
     fn rows_in_table(&self) -> i64 {
@@ -161,13 +180,17 @@ fn a_job_writes_every_unique_record_and_accounts_for_every_row() {
     assert_eq!(job.attempts, 1);
     assert!(job.started_ms.is_some() && job.completed_ms.is_some());
     for (key, fields) in &want {
-        let p = e.store.profile("customers", key, T0).unwrap().unwrap();
+        let p = e
+            .store
+            .profile(&e.acct, "customers", key, T0)
+            .unwrap()
+            .unwrap();
         let got: Value = serde_json::from_str(&p.fields).unwrap();
         assert_eq!(&got, fields, "{key}");
         assert_eq!(p.expires_ms, job.started_ms.unwrap() + 14 * DAY);
     }
     assert_eq!(
-        e.store.count_profiles("customers", T0).unwrap(),
+        e.store.count_profiles(&e.acct, "customers", T0).unwrap(),
         want.len() as u64
     );
 }
@@ -191,7 +214,7 @@ fn a_second_run_updates_every_record_and_creates_none() {
     let (key, _) = &expected(&[sample()])[0];
     let p = e
         .store
-        .profile("customers", key, T0 + 2000)
+        .profile(&e.acct, "customers", key, T0 + 2000)
         .unwrap()
         .unwrap();
     assert!(p.updated_ms > p.created_ms, "{p:?}");
@@ -204,27 +227,41 @@ fn expired_profiles_are_not_returned_the_longest_expiry_wins_and_purges_delete()
     let (key, _) = expected(&[sample()]).swap_remove(7);
     // Domain default: 3 days.
     let a = e.run(&e.job("customers", &[sample()], None));
-    let p = e.store.profile("customers", &key, T0).unwrap().unwrap();
+    let p = e
+        .store
+        .profile(&e.acct, "customers", &key, T0)
+        .unwrap()
+        .unwrap();
     assert_eq!(p.expires_ms, a.started_ms.unwrap() + 3 * DAY);
     // A 30-day job, then a 1-day job: 30 days wins.
     e.run(&e.job("customers", &[sample()], Some(30)));
     e.run(&e.job("customers", &[sample()], Some(1)));
-    let p = e.store.profile("customers", &key, T0).unwrap().unwrap();
+    let p = e
+        .store
+        .profile(&e.acct, "customers", &key, T0)
+        .unwrap()
+        .unwrap();
     assert_eq!(p.expires_ms, T0 + 30 * DAY);
     let unique = a.counters.created;
 
     e.now.store(T0 + 29 * DAY, Ordering::SeqCst);
     assert!(
         e.store
-            .profile("customers", &key, T0 + 29 * DAY)
+            .profile(&e.acct, "customers", &key, T0 + 29 * DAY)
             .unwrap()
             .is_some()
     );
     assert_eq!(e.store.purge_expired(T0 + 29 * DAY).unwrap(), 0);
 
     let later = T0 + 30 * DAY;
-    assert_eq!(e.store.profile("customers", &key, later).unwrap(), None);
-    assert_eq!(e.store.count_profiles("customers", later).unwrap(), 0);
+    assert_eq!(
+        e.store.profile(&e.acct, "customers", &key, later).unwrap(),
+        None
+    );
+    assert_eq!(
+        e.store.count_profiles(&e.acct, "customers", later).unwrap(),
+        0
+    );
     assert_eq!(e.store.purge_expired(later).unwrap(), unique);
     assert_eq!(e.rows_in_table(), 0);
 
@@ -283,15 +320,14 @@ fn concurrent_jobs_into_different_and_the_same_domain_stay_consistent() {
     let ids: Vec<String> = plan
         .iter()
         .map(|(d, f)| {
-            e.runner
-                .submit(&e.job(d, std::slice::from_ref(f), None))
+            e.submit(e.job(d, std::slice::from_ref(f), None))
                 .unwrap()
                 .id
         })
         .collect();
     let jobs: Vec<JobRecord> = ids
         .iter()
-        .map(|id| e.runner.wait(id, None).unwrap())
+        .map(|id| e.runner.wait(e.job_ref(id), None).unwrap())
         .collect();
     for (d, want) in [("east", 5000u64), ("west", 3500)] {
         let of_domain: Vec<&JobRecord> = jobs
@@ -310,24 +346,24 @@ fn concurrent_jobs_into_different_and_the_same_domain_stay_consistent() {
         let rows: u64 = of_domain.iter().map(|j| j.counters.processed).sum();
         assert_eq!(created, want, "{d}");
         assert_eq!(written, rows, "{d}");
-        assert_eq!(e.store.count_profiles(d, T0).unwrap(), want, "{d}");
+        assert_eq!(e.store.count_profiles(&e.acct, d, T0).unwrap(), want, "{d}");
     }
     // A key only in one domain's files is not in the other.
     assert!(
         e.store
-            .profile("west", "user100@example.com", T0)
+            .profile(&e.acct, "west", "user100@example.com", T0)
             .unwrap()
             .is_some()
     );
     assert!(
         e.store
-            .profile("west", "user2500@example.com", T0)
+            .profile(&e.acct, "west", "user2500@example.com", T0)
             .unwrap()
             .is_some()
     );
     assert!(
         e.store
-            .profile("west", "user4900@example.com", T0)
+            .profile(&e.acct, "west", "user4900@example.com", T0)
             .unwrap()
             .is_none()
     );
@@ -341,21 +377,20 @@ fn illegal_transitions_are_errors_and_stops_are_checked() {
     e.domain("customers", 14);
     let created = e
         .runner
-        .create(&e.job("customers", &[sample()], None))
+        .create(
+            &e.acct,
+            &new_job_id(),
+            &JobSpec::Profiles(e.job("customers", &[sample()], None)),
+            None,
+        )
         .unwrap();
     assert_eq!(created.status, JobStatus::Created);
     // CREATED cannot finish.
     let err = e
         .store
         .transition(
-            &created.id,
-            &Transition {
-                from: JobStatus::Created,
-                to: JobStatus::Succeeded,
-                at_ms: T0,
-                reason: None,
-                failure: None,
-            },
+            e.job_ref(&created.id),
+            &Transition::new(JobStatus::Created, JobStatus::Succeeded, T0),
         )
         .unwrap_err();
     assert!(matches!(err, StoreError::Transition { .. }), "{err}");
@@ -363,14 +398,8 @@ fn illegal_transitions_are_errors_and_stops_are_checked() {
     let err = e
         .store
         .transition(
-            &created.id,
-            &Transition {
-                from: JobStatus::Queued,
-                to: JobStatus::Running,
-                at_ms: T0,
-                reason: None,
-                failure: None,
-            },
+            e.job_ref(&created.id),
+            &Transition::new(JobStatus::Queued, JobStatus::Running, T0),
         )
         .unwrap_err();
     assert_eq!(
@@ -380,27 +409,24 @@ fn illegal_transitions_are_errors_and_stops_are_checked() {
             created.id
         )
     );
-    let stopped = e.runner.stop(&created.id).unwrap();
+    let stopped = e.runner.stop(e.job_ref(&created.id)).unwrap();
     assert_eq!(stopped.status, JobStatus::Stopped);
     assert!(stopped.completed_ms.is_some());
     // A stopped job cannot start.
-    let err = e.runner.start(&created.id).unwrap_err();
+    let err = e.runner.start(e.job_ref(&created.id)).unwrap_err();
     assert!(err.to_string().contains("is STOPPED"), "{err}");
-    assert_eq!(e.store.count_profiles("customers", T0).unwrap(), 0);
+    assert_eq!(e.store.count_profiles(&e.acct, "customers", T0).unwrap(), 0);
 }
 
 #[test]
 fn bad_requests_and_unknown_domains_are_refused_before_a_job_exists() {
     let e = env(1, 100);
-    let err = e
-        .runner
-        .submit(&e.job("nowhere", &[sample()], None))
-        .unwrap_err();
+    let err = e.submit(e.job("nowhere", &[sample()], None)).unwrap_err();
     assert_eq!(err.to_string(), "no domain \"nowhere\"");
     e.domain("customers", 14);
     let mut bad = e.job("customers", &[sample()], None);
     bad.mapping["UniqueKey"] = json!("Nope");
-    let err = e.runner.submit(&bad).unwrap_err();
+    let err = e.submit(bad).unwrap_err();
     assert!(
         err.to_string().starts_with("invalid job request: mapping"),
         "{err}"
@@ -425,30 +451,32 @@ fn a_job_stopped_while_it_runs_ends_stopped_and_keeps_what_it_wrote() {
     let big = write_csv(dir.path(), "big.csv", 0..60_000, "X");
     let e = env(1, 10);
     e.domain("customers", 14);
-    let id = e
-        .runner
-        .submit(&e.job("customers", &[big], None))
-        .unwrap()
-        .id;
+    let id = e.submit(e.job("customers", &[big], None)).unwrap().id;
     // Stop it once it is writing.
     loop {
-        let j = e.store.job(&id).unwrap().unwrap();
+        let j = e.store.job(e.job_ref(&id)).unwrap().unwrap();
         if j.counters.created > 0 || j.status.is_terminal() {
             break;
         }
         std::thread::sleep(Duration::from_millis(2));
     }
-    e.runner.stop(&id).unwrap();
-    let j = e.runner.wait(&id, None).unwrap();
+    e.runner.stop(e.job_ref(&id)).unwrap();
+    let j = e.runner.wait(e.job_ref(&id), None).unwrap();
     if j.status == JobStatus::Stopped {
         let written = j.counters.created;
         assert!(written > 0 && written < 60_000, "{j:#?}");
-        assert_eq!(e.store.count_profiles("customers", T0).unwrap(), written);
+        assert_eq!(
+            e.store.count_profiles(&e.acct, "customers", T0).unwrap(),
+            written
+        );
         assert!(j.status_reason.unwrap().contains("stopped on request"));
     } else {
         // It finished before the stop arrived: all of it is there.
         assert_eq!(j.status, JobStatus::Succeeded);
-        assert_eq!(e.store.count_profiles("customers", T0).unwrap(), 60_000);
+        assert_eq!(
+            e.store.count_profiles(&e.acct, "customers", T0).unwrap(),
+            60_000
+        );
     }
 }
 
@@ -486,7 +514,7 @@ fn the_schema_is_readable_with_plain_sql_and_checks_clean() {
         .unwrap();
     assert_eq!(
         keys.len() as u64,
-        e.store.count_profiles("customers", T0).unwrap()
+        e.store.count_profiles(&e.acct, "customers", T0).unwrap()
     );
 }
 

@@ -37,12 +37,12 @@ use super::{
 };
 use crate::crypto::{self, DataKey, MasterKey, SealedKey, Sealer};
 use crate::job::{
-    Clock, FailureKind, JobStatus, Objects, PROFILES_KIND, ProfileJob, Runner, Source,
-    UPLOADS_BUCKET, new_job_id,
+    Clock, FailureKind, JobSpec, JobStatus, Objects, ProfileJob, Runner, Source, UPLOADS_BUCKET,
+    new_job_id,
 };
 use crate::mapping::MappingFile;
 use crate::objects::{ObjectAttributes, ObjectError, ObjectErrorKind, ObjectWriter};
-use crate::store::{Domain, JobFilter, JobRecord, Store, StoreError};
+use crate::store::{AccountId, Domain, JobFilter, JobKind, JobRecord, JobRef, Store, StoreError};
 
 /// The longest DataExpiry and DefaultExpirationDays the model allows.
 pub const MAX_EXPIRATION_DAYS: i64 = 1098;
@@ -521,7 +521,7 @@ impl UploadSlot {
         self.flush_sealed()?;
         let api = Arc::clone(&self.api);
         let _guard = api.uploads_lock.lock().unwrap_or_else(|e| e.into_inner());
-        let job = api.store().job(&self.job).ok().flatten();
+        let job = api.store().job(api.job_ref(&self.job)).ok().flatten();
         let still_ours = job.as_ref().is_some_and(|j| {
             j.status == JobStatus::Created
                 && spec_of(j).is_ok_and(|s| {
@@ -558,6 +558,8 @@ pub struct ProfilesConfig {
     pub url_ttl: Duration,
     /// The largest upload, in bytes of the file as sent.
     pub max_upload_bytes: u64,
+    /// The account whose domains and jobs these are.
+    pub account: AccountId,
 }
 
 impl Default for ProfilesConfig {
@@ -566,6 +568,7 @@ impl Default for ProfilesConfig {
             base_url: "http://127.0.0.1:4566".into(),
             url_ttl: DEFAULT_URL_TTL,
             max_upload_bytes: DEFAULT_MAX_UPLOAD_BYTES,
+            account: AccountId::default(),
         }
     }
 }
@@ -601,6 +604,17 @@ impl Inner {
         &**self.runner.store()
     }
 
+    fn account(&self) -> &AccountId {
+        &self.config.account
+    }
+
+    fn job_ref<'a>(&'a self, id: &'a str) -> JobRef<'a> {
+        JobRef {
+            account: &self.config.account,
+            id,
+        }
+    }
+
     fn now(&self) -> i64 {
         (self.clock)()
     }
@@ -618,9 +632,15 @@ impl Inner {
     }
 }
 
-/// The stored request of a profile job.
+/// The spec of a profile job.
 fn spec_of(job: &JobRecord) -> Result<ProfileJob, ApiError> {
-    serde_json::from_str(&job.request).map_err(|e| ApiError::internal(&e))
+    match JobSpec::of(job)? {
+        JobSpec::Profiles(p) => Ok(p),
+        _ => Err(ApiError::internal(&format!(
+            "job {} is not a profile job",
+            job.id
+        ))),
+    }
 }
 
 fn domain_response(d: &Domain, stats: Option<DomainStats>) -> DomainResponse {
@@ -697,7 +717,7 @@ impl CustomerProfiles {
     fn domain(&self, name: &str) -> Result<Domain, ApiError> {
         check_name("DomainName", name, 64, b"_-")?;
         self.store()
-            .domain(name)?
+            .domain(self.inner.account(), name)?
             .ok_or_else(|| ApiError::not_found(format!("domain {name:?} not found")))
     }
 
@@ -708,8 +728,11 @@ impl CustomerProfiles {
         if id.is_empty() || id.len() > 64 {
             return Err(missing());
         }
-        let job = self.store().job(id)?.ok_or_else(missing)?;
-        if job.kind != PROFILES_KIND || job.domain.as_deref() != Some(domain) {
+        let job = self
+            .store()
+            .job(self.inner.job_ref(id))?
+            .ok_or_else(missing)?;
+        if job.kind != JobKind::Profiles || job.domain.as_deref() != Some(domain) {
             return Err(missing());
         }
         let spec = spec_of(&job)?;
@@ -756,7 +779,7 @@ impl CustomerProfiles {
         }
         let mut d = Domain::new(&r.domain_name, days as u32, self.inner.now());
         d.settings = serde_json::to_string(st).map_err(|e| ApiError::internal(&e))?;
-        self.store().create_domain(&d)?;
+        self.store().create_domain(self.inner.account(), &d)?;
         Ok(domain_response(&d, None))
     }
 
@@ -767,7 +790,10 @@ impl CustomerProfiles {
     /// `ResourceNotFoundException` for an unknown domain.
     pub fn get_domain(&self, r: &DomainRequest) -> Result<DomainResponse, ApiError> {
         let d = self.domain(&r.domain_name)?;
-        let n = self.store().count_profiles(&d.name, self.inner.now())? as i64;
+        let n = self
+            .store()
+            .count_profiles(self.inner.account(), &d.name, self.inner.now())?
+            as i64;
         let stats = DomainStats {
             profile_count: n,
             metering_profile_count: n,
@@ -786,7 +812,7 @@ impl CustomerProfiles {
         if let Some(t) = &r.next_token {
             check_name("NextToken", t, 64, b"_-").map_err(|_| bad_token("NextToken"))?;
         }
-        let all = self.store().domains()?;
+        let all = self.store().domains(self.inner.account())?;
         let mut rest = all.iter().filter(|d| {
             r.next_token
                 .as_ref()
@@ -821,10 +847,11 @@ impl CustomerProfiles {
     pub fn delete_domain(&self, r: &DomainRequest) -> Result<DeleteDomainResponse, ApiError> {
         let d = self.domain(&r.domain_name)?;
         let jobs = self.store().jobs(&JobFilter {
+            account: Some(self.inner.account().clone()),
             domain: Some(d.name.clone()),
             ..JobFilter::default()
         })?;
-        let profiles = self.store().delete_domain(&d.name)?;
+        let profiles = self.store().delete_domain(self.inner.account(), &d.name)?;
         for j in jobs {
             self.inner.drop_upload(&j.id);
         }
@@ -877,7 +904,12 @@ impl CustomerProfiles {
             delimiter: None,
             sealed_key: None,
         };
-        self.inner.runner.create_as(&id, &job)?;
+        self.inner.runner.create(
+            self.inner.account(),
+            &id,
+            &JobSpec::Profiles(job),
+            Some(r.display_name.clone()),
+        )?;
         Ok(CreateUploadJobResponse { job_id: id })
     }
 
@@ -899,7 +931,7 @@ impl CustomerProfiles {
         }
         let key = DataKey::generate();
         spec.sealed_key = Some(self.inner.master.seal_key(&key, &job.id));
-        let request = serde_json::to_string(&spec).map_err(|e| ApiError::internal(&e))?;
+        let stored = JobSpec::Profiles(spec).to_stored();
         {
             let _guard = self
                 .inner
@@ -907,7 +939,7 @@ impl CustomerProfiles {
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
             self.store()
-                .update_request(&job.id, &request)
+                .update_spec(self.inner.job_ref(&job.id), &stored)
                 .map_err(|e| match e {
                     StoreError::Transition { actual, .. } => ApiError::bad_request(format!(
                         "job {} is {}; only a CREATED job takes a file",
@@ -959,7 +991,12 @@ impl CustomerProfiles {
         if r.content_length.is_some_and(|n| n > max) {
             return Err(upload_too_large(max));
         }
-        let job = self.inner.store().job(&r.job_id).ok().flatten();
+        let job = self
+            .inner
+            .store()
+            .job(self.inner.job_ref(&r.job_id))
+            .ok()
+            .flatten();
         let Some(job) = job.filter(|j| j.domain.as_deref() == Some(r.domain_name.as_str())) else {
             return Err(upload_err(
                 404,
@@ -1046,7 +1083,7 @@ impl CustomerProfiles {
                 job.id
             )));
         }
-        self.inner.runner.start(&job.id)?;
+        self.inner.runner.start(self.inner.job_ref(&job.id))?;
         Ok(Empty {})
     }
 
@@ -1066,7 +1103,7 @@ impl CustomerProfiles {
                 wire_status(job.status)
             )));
         }
-        self.inner.runner.stop(&job.id)?;
+        self.inner.runner.stop(self.inner.job_ref(&job.id))?;
         Ok(Empty {})
     }
 
@@ -1119,8 +1156,9 @@ impl CustomerProfiles {
         let domain = self.domain(&r.domain_name)?;
         let size = page_size("MaxResults", r.max_results, 500)?;
         let jobs = self.store().jobs(&JobFilter {
+            account: Some(self.inner.account().clone()),
             domain: Some(domain.name.clone()),
-            kind: Some(PROFILES_KIND.into()),
+            kind: Some(JobKind::Profiles),
             ..JobFilter::default()
         })?;
         // Newest first.

@@ -25,9 +25,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, check_len, keyset_page};
 use crate::endpoints::{Endpoint, Format};
-use crate::job::{Clock, IMPORT_KIND, ImportJob, JobStatus, Runner};
+use crate::job::{Clock, ImportJob, JobSpec, JobStatus, Runner, new_job_id};
 use crate::objects::{ObjectErrorKind, ObjectUrl, resolve};
-use crate::store::{App, JobFilter, JobRecord, Segment, Store, StoredEndpoint};
+use crate::store::{
+    AccountId, App, JobFilter, JobKind, JobRecord, JobRef, Segment, Store, StoredEndpoint,
+};
 use crate::time::iso8601;
 
 /// Pinpoint's signing name.
@@ -39,7 +41,7 @@ pub struct PinpointConfig {
     /// The region in ARNs.
     pub region: String,
     /// The account in ARNs.
-    pub account: String,
+    pub account: AccountId,
     /// Bytes per piece of an import job (the engine's default when
     /// `None`).
     pub piece_size: Option<u64>,
@@ -49,7 +51,7 @@ impl Default for PinpointConfig {
     fn default() -> PinpointConfig {
         PinpointConfig {
             region: "us-east-1".into(),
-            account: "000000000000".into(),
+            account: AccountId::default(),
             piece_size: None,
         }
     }
@@ -269,9 +271,13 @@ impl Pinpoint {
         self.runner.store()
     }
 
+    fn account(&self) -> &AccountId {
+        &self.config.account
+    }
+
     fn app(&self, id: &str) -> Result<App, ApiError> {
         self.store()
-            .app(id)?
+            .app(self.account(), id)?
             .ok_or_else(|| not_found("Application", id))
     }
 
@@ -310,7 +316,7 @@ impl Pinpoint {
                 .map_err(|e| ApiError::internal(&e))?,
             created_ms: (self.clock)(),
         };
-        self.store().create_app(&app)?;
+        self.store().create_app(self.account(), &app)?;
         Ok(self.app_response(app))
     }
 
@@ -330,7 +336,7 @@ impl Pinpoint {
     ///
     /// `BadRequestException` for a bad page size or token.
     pub fn get_apps(&self, page: &PageRequest) -> Result<ApplicationsResponse, ApiError> {
-        let apps = self.store().apps()?;
+        let apps = self.store().apps(self.account())?;
         let (items, next_token) = keyset_page(
             apps,
             |a| (a.created_ms, a.id.clone()),
@@ -352,7 +358,7 @@ impl Pinpoint {
     /// `NotFoundException`; `BadRequestException` while one of its import
     /// jobs is queued or running.
     pub fn delete_app(&self, id: &str) -> Result<ApplicationResponse, ApiError> {
-        let app = self.store().delete_app(id)?;
+        let app = self.store().delete_app(self.account(), id)?;
         Ok(self.app_response(app))
     }
 
@@ -410,13 +416,15 @@ impl Pinpoint {
         }
         self.app(app_id)?;
         if let Some(seg) = &r.segment_id
-            && self.store().segment(app_id, seg)?.is_none()
+            && self.store().segment(self.account(), app_id, seg)?.is_none()
         {
             return Err(not_found("Segment", seg));
         }
         let objects = self
             .runner
-            .objects()
+            .config()
+            .objects
+            .as_ref()
             .ok_or_else(|| ApiError::internal(&"the runner has no buckets"))?;
         let listed = ObjectUrl::parse(&s3_url)
             .and_then(|url| resolve(&**objects, &url))
@@ -451,8 +459,11 @@ impl Pinpoint {
             piece_size: self.config.piece_size,
             region: None,
         };
-        let job = self.runner.create_import(&spec)?;
-        let job = self.runner.start(&job.id)?;
+        let id = new_job_id();
+        let account = self.account();
+        self.runner
+            .create(account, &id, &JobSpec::Import(spec.clone()), None)?;
+        let job = self.runner.start(JobRef { account, id: &id })?;
         Ok(job_response(&job, &spec))
     }
 
@@ -460,8 +471,11 @@ impl Pinpoint {
         self.app(app_id)?;
         let job = self
             .store()
-            .job(job_id)?
-            .filter(|j| j.kind == IMPORT_KIND && j.app.as_deref() == Some(app_id))
+            .job(JobRef {
+                account: self.account(),
+                id: job_id,
+            })?
+            .filter(|j| j.kind == JobKind::Import && j.app.as_deref() == Some(app_id))
             .ok_or_else(|| not_found("Import job", job_id))?;
         let spec = spec_of(&job)?;
         Ok((job, spec))
@@ -489,13 +503,14 @@ impl Pinpoint {
     ) -> Result<ImportJobsResponse, ApiError> {
         self.app(app_id)?;
         if let Some(seg) = segment
-            && self.store().segment(app_id, seg)?.is_none()
+            && self.store().segment(self.account(), app_id, seg)?.is_none()
         {
             return Err(not_found("Segment", seg));
         }
         let jobs = self.store().jobs(&JobFilter {
+            account: Some(self.account().clone()),
             app: Some(app_id.to_owned()),
-            kind: Some(IMPORT_KIND.into()),
+            kind: Some(JobKind::Import),
             ..JobFilter::default()
         })?;
         let mut with_specs = Vec::with_capacity(jobs.len());
@@ -558,7 +573,7 @@ impl Pinpoint {
         self.app(app_id)?;
         let e = self
             .store()
-            .endpoint(app_id, id)?
+            .endpoint(self.account(), app_id, id)?
             .ok_or_else(|| not_found("Endpoint", id))?;
         endpoint_response(app_id, e)
     }
@@ -575,7 +590,9 @@ impl Pinpoint {
         user_id: &str,
     ) -> Result<EndpointsResponse, ApiError> {
         self.app(app_id)?;
-        let found = self.store().user_endpoints(app_id, user_id)?;
+        let found = self
+            .store()
+            .user_endpoints(self.account(), app_id, user_id)?;
         if found.is_empty() {
             return Err(ApiError::not_found(format!(
                 "User {user_id} has no endpoints in application {app_id}"
@@ -595,7 +612,7 @@ impl Pinpoint {
         let field = |k: &str| def.get(k).and_then(|v| v.as_str()).map(str::to_owned);
         let channel_counts: BTreeMap<String, u64> = self
             .store()
-            .segment_channel_counts(&s.app, &s.id)?
+            .segment_channel_counts(self.account(), &s.app, &s.id)?
             .into_iter()
             .collect();
         Ok(SegmentResponse {
@@ -630,7 +647,7 @@ impl Pinpoint {
         self.app(app_id)?;
         let s = self
             .store()
-            .segment(app_id, id)?
+            .segment(self.account(), app_id, id)?
             .ok_or_else(|| not_found("Segment", id))?;
         self.segment_response(s)
     }
@@ -647,7 +664,7 @@ impl Pinpoint {
         page: &PageRequest,
     ) -> Result<SegmentsResponse, ApiError> {
         self.app(app_id)?;
-        let segs = self.store().segments(app_id)?;
+        let segs = self.store().segments(self.account(), app_id)?;
         let (items, next_token) = keyset_page(
             segs,
             |s| (s.created_ms, s.id.clone()),
@@ -699,7 +716,13 @@ fn page_size(page: &PageRequest) -> Result<usize, ApiError> {
 }
 
 fn spec_of(job: &JobRecord) -> Result<ImportJob, ApiError> {
-    serde_json::from_str(&job.request).map_err(|e| ApiError::internal(&e))
+    match JobSpec::of(job)? {
+        JobSpec::Import(i) => Ok(i),
+        _ => Err(ApiError::internal(&format!(
+            "job {} is not an import job",
+            job.id
+        ))),
+    }
 }
 
 /// The service's `JobStatus` of a job.

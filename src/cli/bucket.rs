@@ -7,7 +7,7 @@ use std::sync::Arc;
 use sluice::job::Objects;
 use sluice::objects::{LocalObjects, ObjectAttributes, ObjectUrl, S3Config, S3Objects};
 use sluice::server::BUCKETS_DIR;
-use sluice::store::{BucketSettings, SqliteStore, Store};
+use sluice::store::BucketSettings;
 
 use super::{CliError, DEFAULT_DATA_DIR};
 
@@ -153,11 +153,14 @@ fn record_bucket(
     if region.is_none() && owner.is_none() {
         return Ok(());
     }
-    let store = SqliteStore::open(&at.data_dir)?;
-    store.set_bucket_settings(&BucketSettings {
-        bucket: bucket.to_owned(),
-        region,
-        owner,
-    })?;
+    let store = super::jobs::open(&at.data_dir)?;
+    store.set_bucket_settings(
+        &super::jobs::account(),
+        &BucketSettings {
+            bucket: bucket.to_owned(),
+            region,
+            owner,
+        },
+    )?;
     Ok(())
 }

@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use sluice::job::{JobStatus, run_device, system_clock};
-use sluice::store::SqliteStore;
+use sluice::store::JobRef;
 
 use super::CliError;
 use super::bucket::BucketArgs;
@@ -28,10 +28,20 @@ pub(crate) enum Command {
 pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
     match cmd {
         Command::Run { job_id, device, at } => {
-            let store = SqliteStore::open(&at.data_dir)?;
+            let store = super::jobs::open(&at.data_dir)?;
             let objects = at.objects()?;
             let clock = system_clock();
-            let job = run_device(&store, &*objects, &*clock, &job_id, &device)?;
+            let account = super::jobs::account();
+            let job = run_device(
+                &store,
+                &*objects,
+                &clock,
+                JobRef {
+                    account: &account,
+                    id: &job_id,
+                },
+                &device,
+            )?;
             let reason = job.status_reason.as_deref().unwrap_or("");
             match job.status {
                 JobStatus::Succeeded => {

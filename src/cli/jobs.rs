@@ -9,11 +9,11 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 
 use sluice::crypto::{MASTER_KEY_FILE, MasterKey};
-use sluice::job::{JobStatus, ProfileJob, Runner, RunnerConfig, Source, system_clock};
+use sluice::job::{JobSpec, JobStatus, ProfileJob, Runner, RunnerConfig, Source, system_clock};
+use sluice::mapping::{DEFAULT_DATA_EXPIRY_DAYS, MappingFile};
+use sluice::store::{AccountId, Domain, JobFilter, JobRecord, JobRef, Store};
 
 use super::bucket::BucketArgs;
-use sluice::mapping::{DEFAULT_DATA_EXPIRY_DAYS, MappingFile};
-use sluice::store::{Domain, JobFilter, JobRecord, SqliteStore, Store};
 use sluice::time::utc;
 
 use super::ingest::{Args as IngestArgs, group, write_failures};
@@ -85,12 +85,18 @@ fn parse_status(s: &str) -> Result<JobStatus, String> {
     s.to_ascii_uppercase().parse().map_err(|e| format!("{e}"))
 }
 
-fn open(dir: &Path) -> Result<SqliteStore, CliError> {
-    Ok(SqliteStore::open(dir)?)
+/// The store of a data directory.
+pub(super) fn open(dir: &Path) -> Result<Arc<dyn Store>, CliError> {
+    Ok(sluice::store::open(&dir.display().to_string())?)
+}
+
+/// The account the command acts for.
+pub(super) fn account() -> AccountId {
+    AccountId::default()
 }
 
 /// Opens an existing store, so that reading commands do not create one.
-fn open_existing(dir: &Path) -> Result<SqliteStore, CliError> {
+fn open_existing(dir: &Path) -> Result<Arc<dyn Store>, CliError> {
     if !dir.join(sluice::store::DB_FILE).is_file() {
         return Err(CliError(format!(
             "{}: no store here (write one with `sluice ingest --data-dir {}`)",
@@ -114,6 +120,7 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
         } => {
             let store = open_existing(&dir.data_dir)?;
             let jobs = store.jobs(&JobFilter {
+                account: Some(account()),
                 domain,
                 statuses: status,
                 limit,
@@ -130,7 +137,10 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
         Command::Show { id, dir, json } => {
             let store = open_existing(&dir.data_dir)?;
             let job = store
-                .job(&id)?
+                .job(JobRef {
+                    account: &account(),
+                    id: &id,
+                })?
                 .ok_or_else(|| CliError(format!("no job {id} in {}", dir.data_dir.display())))?;
             if json {
                 serde_json::to_writer(&mut w, &job_json(&job))?;
@@ -140,7 +150,7 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
             }
         }
         Command::Resume { at, threads, json } => {
-            let store = Arc::new(open_existing(&at.data_dir)?);
+            let store = open_existing(&at.data_dir)?;
             // Upload jobs read sealed files; import jobs read buckets.
             let key_file = at.data_dir.join(MASTER_KEY_FILE);
             let master_key = if key_file.is_file() {
@@ -158,13 +168,19 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
                     ..RunnerConfig::default()
                 },
             )?;
-            let ids = runner.recover()?;
-            if ids.is_empty() && !json {
+            let resumed = runner.recover()?;
+            if resumed.is_empty() && !json {
                 writeln!(w, "no job to resume")?;
             }
             let mut failed = 0;
-            for id in &ids {
-                let job = runner.wait(id, None)?;
+            for j in &resumed {
+                let job = runner.wait(
+                    JobRef {
+                        account: &j.account,
+                        id: &j.id,
+                    },
+                    None,
+                )?;
                 if !matches!(
                     job.status,
                     JobStatus::Succeeded | JobStatus::PartiallySucceeded
@@ -185,14 +201,17 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
         Command::Stop { id, dir } => {
             let store = open_existing(&dir.data_dir)?;
             let runner = Runner::new(
-                Arc::new(store),
+                store,
                 RunnerConfig {
                     max_jobs: 1,
                     threads: Some(1),
                     ..RunnerConfig::default()
                 },
             )?;
-            let job = runner.stop(&id)?;
+            let job = runner.stop(JobRef {
+                account: &account(),
+                id: &id,
+            })?;
             writeln!(w, "job {id}: {} (stop requested)", job.status)?;
         }
     }
@@ -220,13 +239,13 @@ pub(super) fn ingest_into_store(
         let p = std::fs::canonicalize(f).map_err(|e| CliError(format!("{}: {e}", f.display())))?;
         inputs.push(Source::File(p));
     }
-    let store = Arc::new(open(dir)?);
-    if store.domain(&domain)?.is_none() {
-        store.create_domain(&Domain::new(
-            &domain,
-            DEFAULT_DATA_EXPIRY_DAYS,
-            system_clock()(),
-        ))?;
+    let store = open(dir)?;
+    let account = account();
+    if store.domain(&account, &domain)?.is_none() {
+        store.create_domain(
+            &account,
+            &Domain::new(&domain, DEFAULT_DATA_EXPIRY_DAYS, system_clock()()),
+        )?;
         eprintln!(
             "sluice: created domain {domain:?} (DefaultExpirationDays {DEFAULT_DATA_EXPIRY_DAYS})"
         );
@@ -246,18 +265,25 @@ pub(super) fn ingest_into_store(
             .and_then(|f| f.file_name())
             .map(|n| n.to_string_lossy().into_owned())
     });
-    let job = runner.submit(&ProfileJob {
+    let spec = JobSpec::Profiles(ProfileJob {
         domain,
-        display_name,
+        display_name: display_name.clone(),
         mapping: serde_json::from_slice(mapping_bytes)?,
         inputs,
         piece_size: Some(args.piece_size),
         region: Some(args.region.clone()),
         delimiter: (delimiter != b',').then_some(delimiter),
         sealed_key: None,
-    })?;
+    });
+    let job = runner.submit(&account, &spec, display_name)?;
     let started = std::time::Instant::now();
-    let job = follow(&runner, &job.id)?;
+    let job = follow(
+        &runner,
+        JobRef {
+            account: &account,
+            id: &job.id,
+        },
+    )?;
     let secs = started.elapsed().as_secs_f64();
 
     let stdout = io::stdout();
@@ -288,7 +314,7 @@ pub(super) fn ingest_into_store(
 }
 
 /// Waits for a job, drawing progress on stderr if it is a terminal.
-fn follow(runner: &Runner, id: &str) -> Result<JobRecord, CliError> {
+fn follow(runner: &Runner, job: JobRef<'_>) -> Result<JobRecord, CliError> {
     let bar = io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
@@ -301,17 +327,17 @@ fn follow(runner: &Runner, id: &str) -> Result<JobRecord, CliError> {
         bar
     });
     loop {
-        let job = runner.wait(id, Some(Duration::from_millis(100)))?;
-        if job.status.is_terminal() {
+        let record = runner.wait(job, Some(Duration::from_millis(100)))?;
+        if record.status.is_terminal() {
             if let Some(b) = &bar {
                 b.finish_and_clear();
             }
-            return Ok(job);
+            return Ok(record);
         }
-        if let (Some(b), Some(p)) = (&bar, runner.progress(id)) {
+        if let (Some(b), Some(p)) = (&bar, runner.progress(job)) {
             b.set_length(p.total_bytes);
             b.set_position(p.bytes_done);
-            let written = job.counters.created + job.counters.updated;
+            let written = record.counters.created + record.counters.updated;
             if p.completed_pieces < p.total_pieces || p.total_pieces == 0 {
                 b.set_message(format!("pieces {}/{}", p.completed_pieces, p.total_pieces));
             } else {
@@ -339,7 +365,7 @@ fn job_json(j: &JobRecord) -> Value {
         .collect();
     json!({
         "JobId": j.id,
-        "Kind": j.kind,
+        "Kind": j.kind.as_str(),
         "DomainName": j.domain,
         "DisplayName": j.display_name,
         "Status": j.status.as_str(),

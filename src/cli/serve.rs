@@ -81,9 +81,11 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
         .enable_all()
         .build()?;
     let objects = args.at.objects()?;
+    let store = super::jobs::open(&args.at.data_dir)?;
     runtime.block_on(async move {
         let config = ServerConfig {
             listen: args.listen,
+            store,
             data_dir: args.at.data_dir.clone(),
             objects: Some(objects),
             max_jobs_per_app: args.max_jobs_per_app,

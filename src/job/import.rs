@@ -18,20 +18,17 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::JobStatus;
-use super::runner::{End, Shared, counters_of, counters_so_far, failure_kind};
+use super::Objects;
+use super::context::{End, RunContext, counters_of};
 use crate::endpoints::{Endpoint, EndpointMapper, Format, Identity, decode};
 use crate::ingest::{
-    Failure, FailureReason, IngestBuilder, Input, MAX_FAILURES, MAX_PIECE_SIZE, Progress, Records,
+    Failure, FailureReason, IngestBuilder, Input, MAX_FAILURES, MAX_PIECE_SIZE, Records,
     UniqueRecord,
 };
 use crate::objects::{ObjectErrorKind, ObjectInfo, ObjectUrl, resolve};
 use crate::store::{
-    EndpointBatch, EndpointKey, EndpointWrite, JobCounters, JobRecord, Segment, StoredEndpoint,
+    EndpointBatch, EndpointKey, EndpointWrite, JobCounters, JobStatus, Segment, StoredEndpoint,
 };
-
-/// The kind of an import job.
-pub const IMPORT_KIND: &str = "import";
 
 /// Endpoints per write transaction.
 const BATCH: usize = 10_000;
@@ -115,34 +112,33 @@ pub fn derived_endpoint_id(channel: &str, address: &str) -> String {
     crate::crypto::to_hex(&mac[..16])
 }
 
-pub(super) fn run_import(
-    shared: &Shared,
-    job: &JobRecord,
-    stop: &(dyn Fn() -> bool + Sync),
-) -> End {
-    let store = &*shared.store;
+/// Runs an import job: the objects through the engine, then the kept
+/// endpoints into the app (and its segment).
+pub(super) fn run(ctx: &RunContext<'_>, spec: &ImportJob) -> End {
+    let store = ctx.store;
+    let account = &ctx.job.account;
     let (invalid, fail) = (End::invalid, End::internal);
-    let phase = |p: &str| store.set_phase(&job.id, p);
-    let spec: ImportJob = match serde_json::from_str(&job.request) {
-        Ok(s) => s,
-        Err(e) => return fail(format!("the stored request cannot be read: {e}")),
+    let phase = |p: &str| {
+        store
+            .set_phase(ctx.job_ref(), p)
+            .map_err(|e| ctx.store_failed("recording the phase", e))
     };
-    if let Err(e) = phase("INITIALIZING") {
-        return fail(e.to_string());
+    if let Err(end) = phase("INITIALIZING") {
+        return end;
     }
-    let Some(objects) = shared.config.objects.as_ref() else {
+    let Some(objects) = ctx.config.objects.as_ref() else {
         return fail("this runner has no buckets to read from".into());
     };
-    match store.app(&spec.app) {
+    match store.app(account, &spec.app) {
         Ok(Some(_)) => {}
         Ok(None) => return invalid(format!("app {} does not exist", spec.app)),
-        Err(e) => return fail(e.to_string()),
+        Err(e) => return ctx.store_failed("reading the app", e),
     }
     if let Some(seg) = &spec.segment_id {
-        match store.segment(&spec.app, seg) {
+        match store.segment(account, &spec.app, seg) {
             Ok(Some(_)) => {}
             Ok(None) => return invalid(format!("app {} has no segment {seg}", spec.app)),
-            Err(e) => return fail(e.to_string()),
+            Err(e) => return ctx.store_failed("reading the segment", e),
         }
     }
     let url = match ObjectUrl::parse(&spec.s3_url) {
@@ -171,7 +167,7 @@ pub(super) fn run_import(
     }
     let mut builder = IngestBuilder::with_mapper(EndpointMapper::new(spec.format));
     builder
-        .pool(Arc::clone(&shared.pool))
+        .pool(Arc::clone(ctx.pool))
         .places(true)
         .tolerate_bad_inputs(true);
     if let Some(s) = spec.piece_size {
@@ -188,56 +184,26 @@ pub(super) fn run_import(
         .into_iter()
         .map(|o| object_input(objects, &url.bucket, o))
         .collect();
-
-    if let Err(e) = phase("PROCESSING") {
-        return fail(e.to_string());
+    if let Err(end) = phase("PROCESSING") {
+        return end;
     }
-    let progress = Progress::new();
-    let outcome = shared.watched(
-        &job.id,
-        stop,
-        || counters_so_far(&progress.snapshot()),
-        || progress.stop(),
-        || ingest.run_with(inputs, &progress),
-    );
-    let outcome = match outcome {
+    let outcome = match ctx.run_engine(&ingest, inputs) {
         Ok(o) => o,
-        Err(e) => {
-            return End::Done(
-                JobStatus::Failed,
-                Some(e.to_string()),
-                Some(failure_kind(&e)),
-            );
-        }
+        Err(end) => return end,
     };
     let summary = &outcome.summary;
     if summary.stopped {
-        return if shared.shutting_down() {
-            End::Requeue
-        } else {
-            End::Done(
-                JobStatus::Stopped,
-                Some("stopped on request before any endpoint was written".into()),
-                None,
-            )
-        };
+        return ctx.stopped("stopped on request before any endpoint was written".into());
     }
     let every_row_failed = summary.processed > 0 && summary.failed == summary.processed;
     let failing = summary.failed_pieces > 0 || every_row_failed;
-    if let Err(e) = phase(if failing { "FAILING" } else { "COMPLETING" }) {
-        return fail(e.to_string());
+    if let Err(end) = phase(if failing { "FAILING" } else { "COMPLETING" }) {
+        return end;
     }
     let mut counters = counters_of(summary);
     let mut failures = summary.failures.clone();
     if spec.writes() {
-        match write(
-            shared,
-            job,
-            &spec,
-            &outcome.records,
-            &mut counters,
-            &mut failures,
-        ) {
+        match write(ctx, spec, &outcome.records, &mut counters, &mut failures) {
             Ok(()) => {}
             Err(end) => return end,
         }
@@ -245,8 +211,8 @@ pub(super) fn run_import(
     failures.sort_by_key(Failure::order);
     failures.truncate(MAX_FAILURES);
     counters.failures = failures.iter().map(ToString::to_string).collect();
-    if let Err(e) = store.save_progress(&job.id, &counters) {
-        return fail(e.to_string());
+    if let Err(e) = store.save_progress(ctx.job_ref(), &counters) {
+        return ctx.store_failed("saving the counts", e);
     }
     let first = counters.failures.first().cloned().unwrap_or_default();
     if every_row_failed && counters.failed_pieces == 0 {
@@ -286,17 +252,24 @@ pub(super) fn object_input(objects: &Objects, bucket: &str, o: ObjectInfo) -> In
 /// Writes the surviving endpoints, in batches, into the app (and its
 /// segment); endpoints the store refuses become failures at their place.
 fn write(
-    shared: &Shared,
-    job: &JobRecord,
+    ctx: &RunContext<'_>,
     spec: &ImportJob,
     records: &Records<EndpointMapper>,
     counters: &mut JobCounters,
     failures: &mut Vec<Failure>,
 ) -> Result<(), End> {
-    let store = &*shared.store;
+    let store = ctx.store;
+    let account = &ctx.job.account;
+    let job = ctx.job;
     let fail = End::internal;
     let segment = spec.segment(&job.id);
-    let now = shared.now();
+    let now = ctx.now();
+    // Every run writes every endpoint again (upserts by id), so the counts
+    // of an earlier, interrupted attempt start over: an endpoint this job
+    // created counts as created again.
+    store
+        .clear_written(ctx.attempt())
+        .map_err(|e| ctx.store_failed("starting the writes", e))?;
     if spec.define_segment {
         let seg = Segment {
             app: spec.app.clone(),
@@ -312,12 +285,12 @@ fn write(
             version: 1,
         };
         store
-            .create_segment(&seg)
-            .map_err(|e| fail(e.to_string()))?;
+            .create_segment(account, &seg)
+            .map_err(|e| ctx.store_failed("making the segment", e))?;
     } else if let Some(seg) = &segment {
         store
-            .update_segment(&spec.app, seg, &spec.import_definition(), now)
-            .map_err(|e| fail(e.to_string()))?;
+            .update_segment(account, &spec.app, seg, &spec.import_definition(), now)
+            .map_err(|e| ctx.store_failed("updating the segment", e))?;
     }
     // Each endpoint's id if it is new (its own, or one derived from its
     // address), in id order, so the store's B-trees are written front to
@@ -352,17 +325,21 @@ fn write(
         let mut merge =
             |n: usize, old: Option<StoredEndpoint>| merged(&decoded[n].1, &chunk[n].0, old);
         let batch = EndpointBatch {
-            job: &job.id,
+            attempt: ctx.attempt(),
             app: &spec.app,
-            now_ms: shared.now(),
+            now_ms: ctx.now(),
             keys: &keys,
             segment: segment.as_deref(),
         };
         let written = store.write_endpoints(&batch, &mut merge).map_err(|e| {
-            fail(format!(
+            let what = format!(
                 "writing endpoints: {e}; the {} written before stay",
                 counters.created + counters.updated
-            ))
+            );
+            match ctx.store_failed("writing endpoints", e) {
+                End::Done(..) => fail(what),
+                other => other,
+            }
         })?;
         for (w, (_, record)) in written.iter().zip(chunk) {
             match w {
@@ -418,8 +395,6 @@ fn merged(
         fields: serde_json::to_string(&e).map_err(|err| err.to_string())?,
         created_ms,
         updated_ms: 0,
+        created_by: None,
     })
 }
-
-/// How a runner holds its buckets.
-pub type Objects = Arc<dyn crate::objects::Objects>;

@@ -1,59 +1,91 @@
 /*!
-Jobs: an ingest with a lifecycle, run in the background, written into a
-[`Store`](crate::store::Store).
+Jobs: typed work with a lifecycle, run in the background through the
+engine, written into a [`Store`](crate::store::Store).
 
-A job is recorded `CREATED`, queued, run by a [`Runner`] (parse in
-parallel, then write the surviving records in key order in large
-transactions), and ends `SUCCEEDED`, `PARTIALLY_SUCCEEDED`, `FAILED` or
-`STOPPED`; [`JobStatus`] checks every step.
+# The flow of one job
+
+1. The API layer (or the CLI) records a typed job ([`JobSpec`]), `CREATED`,
+   with [`Runner::create`], and queues it with [`Runner::start`].
+2. A job thread of a [`Runner`] takes it: it holds the job's **lease** in
+   the store (renewed by heartbeats, so that runners on other machines can
+   tell a live holder from a dead one), moves it to `RUNNING` (an attempt),
+   and matches on the spec: profiles ([`ProfileJob`]) or endpoints
+   ([`ImportJob`]) go through the engine, reading their inputs as streams
+   through the object port.
+3. As each piece of the inputs completes, its counts are recorded in the
+   store ([`PieceStore`](crate::store::PieceStore)); the job's status shows
+   them at once, and a piece counts once however often it is run.
+4. The kept rows are written in large transactions, each one moving the
+   job's created and updated counts with it, fenced by the attempt.
+5. The job ends `SUCCEEDED`, `PARTIALLY_SUCCEEDED`, `FAILED` or `STOPPED`;
+   [`JobStatus`] checks every step, and the store applies each as a
+   compare-and-set.
+
+Import/Export jobs ([`TransferJob`]) are typed jobs too, run when their
+device arrives ([`run_device`]) rather than by a runner.
 
 # Crash safety: jobs resume
 
 If the process running a job dies (kill -9, power cut aside), the store is
-intact: SQLite's WAL keeps every committed transaction and none half-done.
-Each transaction of profiles also moves the job's `created`, `updated`
-and `written_through` (the last key it wrote), so they always agree with
-the profiles table. [`Runner::recover`] (run by `sluice jobs resume` and by
-a server at start) finds jobs left `RUNNING` with no live runner, queues
-them again and resumes them: the inputs are read again (parsing is
-deterministic, so the same records survive), keys up to `written_through`
-are skipped, and writing carries on after them. The final counts are
-exactly those of an uninterrupted run. If an input changed in between
-(size or modification time), the job fails instead, saying so; what it
-wrote stays.
+intact, and the job's lease lapses (at once, when the holder was a process
+of this machine that is gone; at its deadline otherwise).
+[`Runner::recover`] (run by `sluice jobs resume`, and by a server at start
+and then periodically) queues such jobs again and resumes them: the inputs
+are read again (parsing is deterministic, so the same records survive),
+pieces already counted count nothing more, keys up to the job's
+`written_through` are skipped, and writing carries on after them. The final
+counts are exactly those of an uninterrupted run. If an input changed in
+between (size or modification time), the job fails instead, saying so;
+what it wrote stays. A runner whose job was taken over (its lease lapsed
+while it was alive) can no longer write: its attempt is fenced.
 */
 
+mod context;
 mod import;
+mod lease;
+mod profiles;
 mod runner;
-mod status;
+mod spec;
 mod transfer;
 mod write;
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
+use rayon::ThreadPool;
 use serde::{Deserialize, Serialize};
 
-pub use import::{IMPORT_KIND, ImportJob, Objects, derived_endpoint_id};
-pub use runner::{Runner, RunnerConfig};
-pub use status::{FailureKind, JobStatus, UnknownStatus};
+pub use import::{ImportJob, derived_endpoint_id};
+pub use lease::{Holder, LEASE_TTL, job_lease};
+pub use profiles::ProfileJob;
+pub use runner::Runner;
+pub use spec::{Job, JobSpec};
 pub use transfer::{
     Direction, ExportOperation, ExportSpec, FileSystem, ImportSpec, SIGNATURE_FILE,
-    TRANSFER_EXPIRY_MS, TRANSFER_KIND, TransferError, TransferJob, check_signature, copied,
-    run_device, signature_file,
+    TRANSFER_EXPIRY_MS, TransferError, TransferJob, check_signature, copied, run_device,
+    signature_file,
 };
 
-use crate::mapping::MappingFile;
+use crate::crypto::MasterKey;
 use crate::store::StoreError;
-
-/// The kind of a job that ingests files into a domain's profiles.
-pub const PROFILES_KIND: &str = "profiles";
+pub use crate::store::{FailureKind, JobStatus, UnknownStatus};
 
 /// Rows per write transaction unless configured.
 pub const DEFAULT_BATCH_ROWS: usize = 250_000;
 
+/// The bucket of a runner's own objects ([`RunnerConfig::uploads`]) that
+/// holds uploaded files.
+pub const UPLOADS_BUCKET: &str = "uploads";
+
+/// Times a job is started before a store that keeps failing fails it.
+pub const MAX_ATTEMPTS: u32 = 5;
+
 /// Unix milliseconds now; swapped in tests to move time.
 pub type Clock = Arc<dyn Fn() -> i64 + Send + Sync>;
+
+/// How the job layer holds buckets: any backend of the object port.
+pub type Objects = Arc<dyn crate::objects::Objects>;
 
 /// The system clock.
 pub fn system_clock() -> Clock {
@@ -69,10 +101,6 @@ pub fn system_clock() -> Clock {
 pub fn new_job_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()
 }
-
-/// The bucket of a runner's own objects ([`RunnerConfig::uploads`]) that
-/// holds uploaded files.
-pub const UPLOADS_BUCKET: &str = "uploads";
 
 /// Where one input of a profile job is.
 #[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
@@ -99,46 +127,69 @@ impl Source {
     }
 }
 
-/// A job that ingests files into a domain's profiles: what is stored as
-/// the job's request, and all a runner needs to run it again.
-#[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
-pub struct ProfileJob {
-    /// The domain written into.
-    pub domain: String,
-    /// A name for people.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub display_name: Option<String>,
-    /// The mapping: a CreateUploadJob-shaped JSON object (its `DataExpiry`
-    /// sets the profiles' expiry).
-    pub mapping: serde_json::Value,
-    /// The CSV inputs, read in this order.
-    pub inputs: Vec<Source>,
-    /// Piece size in bytes, if not the default.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub piece_size: Option<u64>,
-    /// Default phone region, if not `US`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub region: Option<String>,
-    /// Field delimiter, if not a comma.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub delimiter: Option<u8>,
-    /// When set, every input is a sealed file ([`crate::crypto`]) under
-    /// this data key, wrapped for this job; the runner's
-    /// [`RunnerConfig::master_key`] opens it.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub sealed_key: Option<crate::crypto::SealedKey>,
+/// How a [`Runner`] works.
+#[derive(Clone)]
+pub struct RunnerConfig {
+    /// Jobs run at once; more wait in the queue. At least 1.
+    pub max_jobs: usize,
+    /// The worker pool all jobs share; built with [`RunnerConfig::threads`]
+    /// threads when `None`.
+    pub pool: Option<Arc<ThreadPool>>,
+    /// Worker threads of the pool built when `pool` is `None` (one per
+    /// core when `None`).
+    pub threads: Option<usize>,
+    /// Profiles per write transaction.
+    pub batch_rows: usize,
+    /// How often a running job's stop flag is read.
+    pub progress_interval: Duration,
+    /// How long a job's lease lasts without a heartbeat (heartbeats come
+    /// three times as often).
+    pub lease_ttl: Duration,
+    /// Looks for jobs whose runner is gone this often ([`Runner::recover`]);
+    /// never when `None` (call it yourself).
+    pub recover_every: Option<Duration>,
+    /// The time.
+    pub clock: Clock,
+    /// Opens the data keys of jobs whose inputs are sealed (uploads).
+    pub master_key: Option<Arc<MasterKey>>,
+    /// Where import jobs read their objects (buckets).
+    pub objects: Option<Objects>,
+    /// The runner's own objects: uploaded files ([`UPLOADS_BUCKET`]).
+    pub uploads: Option<Objects>,
+    /// Import jobs of one app run at once; more wait in the queue (the
+    /// service documents 2). At least 1.
+    pub max_jobs_per_app: usize,
 }
 
-impl ProfileJob {
-    /// The mapping, parsed and checked.
-    ///
-    /// # Errors
-    ///
-    /// The mapping's problem, naming its key.
-    pub fn mapping_file(&self) -> Result<MappingFile, String> {
-        let bytes = serde_json::to_vec(&self.mapping).map_err(|e| e.to_string())?;
-        MappingFile::from_json(&bytes).map_err(|e| e.to_string())
+impl Default for RunnerConfig {
+    fn default() -> RunnerConfig {
+        RunnerConfig {
+            max_jobs: 2,
+            pool: None,
+            threads: None,
+            batch_rows: DEFAULT_BATCH_ROWS,
+            progress_interval: Duration::from_millis(100),
+            lease_ttl: LEASE_TTL,
+            recover_every: None,
+            clock: system_clock(),
+            master_key: None,
+            objects: None,
+            uploads: None,
+            max_jobs_per_app: 2,
+        }
+    }
+}
+
+impl std::fmt::Debug for RunnerConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RunnerConfig")
+            .field("max_jobs", &self.max_jobs)
+            .field("max_jobs_per_app", &self.max_jobs_per_app)
+            .field("threads", &self.threads)
+            .field("batch_rows", &self.batch_rows)
+            .field("progress_interval", &self.progress_interval)
+            .field("lease_ttl", &self.lease_ttl)
+            .finish_non_exhaustive()
     }
 }
 

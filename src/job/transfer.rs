@@ -25,20 +25,20 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use md5::{Digest, Md5};
 use serde::{Deserialize, Serialize};
 
 use super::JobStatus;
+use super::lease::{Holder, LEASE_TTL, LeaseGuard, job_lease};
+use super::{Clock, JobSpec};
 use crate::crypto::{same_bytes, to_hex};
 use crate::objects::{
     LocalFolder, MAX_KEY_BYTES, ObjectAttributes, ObjectErrorKind, ObjectWriter, Objects,
 };
-use crate::store::{JobCounters, JobRecord, Store, StoreError, Transition};
-
-/// The kind of an Import/Export job.
-pub const TRANSFER_KIND: &str = "importexport";
+use crate::store::{JobCounters, JobKind, JobRecord, JobRef, Store, StoreError, Transition};
 
 /// A job whose device has not arrived expires this long after it was
 /// created.
@@ -401,13 +401,15 @@ pub fn check_signature(device: &Path, job_id: &str, signature: &str) -> Result<(
 /// `SIGNATURE`); nothing is copied then. Files that fail on the way do not
 /// end the run: they are logged and counted.
 pub fn run_device(
-    store: &dyn Store,
+    store: &Arc<dyn Store>,
     objects: &dyn Objects,
-    now: &dyn Fn() -> i64,
-    job_id: &str,
+    clock: &Clock,
+    job: JobRef<'_>,
     device: &Path,
 ) -> Result<JobRecord, TransferError> {
-    let (job, spec) = runnable(store, job_id, now())?;
+    let now = &**clock;
+    let job_id = job.id;
+    let (job, spec) = runnable(&**store, job, now())?;
     let meta = fs::metadata(device).map_err(|source| TransferError::Device {
         path: device.to_owned(),
         source,
@@ -419,36 +421,52 @@ pub fn run_device(
         });
     }
     check_signature(device, &job.id, &spec.signature)?;
-    let Some(claim) = store.claim(&job.id)? else {
+    let holder = Holder::this_process();
+    let lease = LeaseGuard::acquire(
+        store,
+        &job.account,
+        &job_lease(&job.id),
+        &holder,
+        clock,
+        LEASE_TTL,
+    )?;
+    let Some(lease) = lease else {
         return Err(TransferError::Busy(job.id));
     };
-    // Under the claim: the job may have been canceled or run meanwhile.
-    let (job, _) = runnable(store, job_id, now())?;
+    // Under the lease: the job may have been canceled or run meanwhile.
+    let job_ref = JobRef {
+        account: &job.account,
+        id: job_id,
+    };
+    let (job, _) = runnable(&**store, job_ref, now())?;
+    let job_ref = JobRef {
+        account: &job.account,
+        id: &job.id,
+    };
     let steps: &[JobStatus] = match job.status {
         JobStatus::Created => &[JobStatus::Queued, JobStatus::Running],
         JobStatus::Queued => &[JobStatus::Running],
-        // Left running by a process that died (this one holds the claim).
+        // Left running by a process that died (this one holds the lease).
         _ => &[JobStatus::Queued, JobStatus::Running],
     };
     let reason = format!("device at {}", device.display());
     let mut from = job.status;
+    let mut attempt = job.attempts;
     for &to in steps {
         let t = Transition {
-            from,
-            to,
-            at_ms: now(),
             reason: Some(&reason),
-            failure: None,
+            ..Transition::new(from, to, now())
         };
-        store.transition(&job.id, &t)?;
+        let moved = store.transition(job_ref, &t)?;
+        attempt = moved.attempts;
         from = to;
     }
     let mut run = Run {
-        store,
+        store: &**store,
         objects,
         device: LocalFolder::new(device),
         now,
-        job: &job.id,
+        job: job_ref,
         log: String::new(),
         counters: JobCounters::default(),
         saved: Instant::now(),
@@ -476,7 +494,7 @@ pub fn run_device(
         &log_attrs,
     );
     let counters = run.counters.clone();
-    store.save_progress(&job.id, &counters)?;
+    store.save_progress(job_ref, &counters)?;
     let (to, reason) = match (outcome, logged) {
         (Err(why), _) => (JobStatus::Failed, why),
         (Ok(()), Err(e)) => (
@@ -497,39 +515,37 @@ pub fn run_device(
         ),
     };
     let failure = (to == JobStatus::Failed).then_some(super::FailureKind::Validation);
+    if lease.lost() {
+        return Err(TransferError::Busy(job.id.clone()));
+    }
     let done = store.transition(
-        &job.id,
+        job_ref,
         &Transition {
-            from: JobStatus::Running,
-            to,
-            at_ms: now(),
             reason: Some(&reason),
             failure,
+            fence: Some(attempt),
+            ..Transition::new(JobStatus::Running, to, now())
         },
     )?;
-    drop(claim);
+    drop(lease);
     Ok(done)
 }
 
 /// The job and its spec, if a device may run it now.
 fn runnable(
     store: &dyn Store,
-    id: &str,
+    job: JobRef<'_>,
     now_ms: i64,
 ) -> Result<(JobRecord, TransferJob), TransferError> {
     let job = store
-        .job(id)?
-        .ok_or_else(|| TransferError::NoJob(id.to_owned()))?;
-    if job.kind != TRANSFER_KIND {
+        .job(job)?
+        .ok_or_else(|| TransferError::NoJob(job.id.to_owned()))?;
+    if job.kind != JobKind::Transfer {
         return Err(TransferError::NotTransfer(job.id));
     }
-    let spec: TransferJob = serde_json::from_str(&job.request).map_err(|e| {
-        TransferError::Store(StoreError::Corrupt {
-            path: PathBuf::new(),
-            id: job.id.clone(),
-            problem: format!("its request does not read: {e}"),
-        })
-    })?;
+    let JobSpec::Transfer(spec) = JobSpec::of(&job)? else {
+        return Err(TransferError::NotTransfer(job.id));
+    };
     match job.status {
         JobStatus::Stopped => Err(TransferError::Canceled(job.id)),
         s if s.is_terminal() => Err(TransferError::Finished {
@@ -548,7 +564,7 @@ struct Run<'a> {
     objects: &'a dyn Objects,
     device: LocalFolder,
     now: &'a dyn Fn() -> i64,
-    job: &'a str,
+    job: JobRef<'a>,
     log: String,
     counters: JobCounters,
     saved: Instant,

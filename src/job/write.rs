@@ -10,14 +10,17 @@ use std::sync::mpsc;
 use rayon::ThreadPool;
 use rayon::slice::ParallelSliceMut;
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use crate::ingest::output::{JsonShape, write_json_str};
 use crate::ingest::{Records, UniqueRecord};
-use crate::store::{ProfileBatch, ProfileRow, Store, StoreError, WriteCounts};
+use crate::store::{Attempt, ProfileBatch, ProfileRow, ProfileStore, StoreError};
 
 /// Where and how to write.
 pub(super) struct Target<'a> {
-    pub(super) store: &'a dyn Store,
-    pub(super) job: &'a str,
+    pub(super) store: &'a dyn ProfileStore,
+    /// The attempt writing: its job's counters move with each batch.
+    pub(super) attempt: Attempt<'a>,
     pub(super) domain: &'a str,
     pub(super) expires_ms: i64,
     pub(super) batch_rows: usize,
@@ -41,15 +44,29 @@ struct Batch {
     ends: Vec<(usize, usize)>,
 }
 
-/// Writes `records`, calling `stop` between batches; adds what each batch
-/// did to `on_batch`.
+/// Writes `records`, calling `stop` between batches. Ends with why it
+/// halted, if it did, and how many records the batches it committed
+/// wrote.
 pub(super) fn write(
     records: &Records,
     pool: &ThreadPool,
     target: &Target<'_>,
     now: &(dyn Fn() -> i64 + Sync),
     stop: &(dyn Fn() -> bool + Sync),
-    on_batch: &(dyn Fn(WriteCounts) + Sync),
+) -> Result<u64, (Halt, u64)> {
+    let written = AtomicU64::new(0);
+    let result = write_batches(records, pool, target, now, stop, &written);
+    let n = written.into_inner();
+    result.map(|()| n).map_err(|h| (h, n))
+}
+
+fn write_batches(
+    records: &Records,
+    pool: &ThreadPool,
+    target: &Target<'_>,
+    now: &(dyn Fn() -> i64 + Sync),
+    stop: &(dyn Fn() -> bool + Sync),
+    written: &AtomicU64,
 ) -> Result<(), Halt> {
     let mapping = records.mapping();
     let multi = mapping.key_fields().len() > 1;
@@ -106,14 +123,14 @@ pub(super) fn write(
                 let counts = target
                     .store
                     .write_profiles(&ProfileBatch {
-                        job: target.job,
+                        attempt: target.attempt,
                         domain: target.domain,
                         now_ms: now(),
                         expires_ms: target.expires_ms,
                         rows: &views,
                     })
                     .map_err(Halt::Store)?;
-                on_batch(counts);
+                written.fetch_add(counts.created + counts.updated, Ordering::Relaxed);
                 drop(views);
                 batch.text.clear();
                 batch.ends.clear();

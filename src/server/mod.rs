@@ -69,7 +69,7 @@ use crate::objects::LocalObjects;
 
 /// The folder of the data directory that holds local buckets.
 pub const BUCKETS_DIR: &str = "buckets";
-use crate::store::{SqliteStore, Store};
+use crate::store::{AccountId, MemoryStore, Store};
 use credentials::Credentials;
 
 /// How `sluice serve` is set up.
@@ -77,8 +77,17 @@ use credentials::Credentials;
 pub struct ServerConfig {
     /// Where to listen.
     pub listen: SocketAddr,
-    /// The data directory: store, master key, generated credentials,
-    /// uploads.
+    /// The store of domains, apps, jobs and what they wrote: any backend
+    /// of the store ports. An empty in-memory store unless given (the
+    /// `sluice serve` command gives the SQLite file of its data
+    /// directory).
+    pub store: Arc<dyn Store>,
+    /// The account every request acts for (until access keys map to
+    /// accounts).
+    pub account: AccountId,
+    /// The data directory: master key, generated credentials, and (unless
+    /// `objects` and `own_objects` say otherwise) buckets, uploads and
+    /// labels.
     pub data_dir: PathBuf,
     /// A shared-credentials file of accepted keys; when `None`, a key is
     /// generated into the data directory (see [`Server::credentials_file`]).
@@ -126,6 +135,8 @@ impl Default for ServerConfig {
     fn default() -> ServerConfig {
         ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 4566)),
+            store: Arc::new(MemoryStore::new()),
+            account: AccountId::default(),
             data_dir: PathBuf::from("sluice-data"),
             credentials: None,
             public_url: None,
@@ -235,8 +246,7 @@ impl Server {
         let cfg = config.clone();
         let (apis, credentials, credentials_file, resumed) =
             tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
-                let store: Arc<dyn Store> =
-                    Arc::new(SqliteStore::open(&dir).map_err(|e| setup(&e))?);
+                let store = Arc::clone(&cfg.store);
                 let master = Arc::new(MasterKey::load_or_create(&dir).map_err(|e| setup(&e))?);
                 let (credentials, file) = match &cfg.credentials {
                     Some(p) => (Credentials::load(p).map_err(|e| setup(&e))?, None),
@@ -266,6 +276,7 @@ impl Server {
                     Arc::clone(&own),
                     ImportExportConfig {
                         max_jobs_per_day: cfg.max_importexport_jobs_per_day,
+                        account: cfg.account.clone(),
                         ..ImportExportConfig::default()
                     },
                     Arc::clone(&cfg.clock),
@@ -282,6 +293,9 @@ impl Server {
                             master_key: Some(Arc::clone(&master)),
                             objects: Some(objects),
                             uploads: Some(Arc::clone(&own)),
+                            // Jobs of runners that died elsewhere (other
+                            // servers or workers on this store) resume.
+                            recover_every: Some(RunnerConfig::default().lease_ttl / 2),
                             ..RunnerConfig::default()
                         },
                     )
@@ -291,11 +305,17 @@ impl Server {
                     Arc::clone(&runner),
                     PinpointConfig {
                         piece_size: cfg.piece_size,
+                        account: cfg.account.clone(),
                         ..PinpointConfig::default()
                     },
                     Arc::clone(&cfg.clock),
                 );
-                let resumed = runner.recover().map_err(|e| setup(&e))?;
+                let resumed = runner
+                    .recover()
+                    .map_err(|e| setup(&e))?
+                    .into_iter()
+                    .map(|j| j.id)
+                    .collect();
                 let mut ip = addr.ip();
                 if ip.is_unspecified() {
                     ip = std::net::Ipv4Addr::LOCALHOST.into();
@@ -312,6 +332,7 @@ impl Server {
                         base_url: base_url.trim_end_matches('/').to_owned(),
                         url_ttl: cfg.url_ttl,
                         max_upload_bytes: cfg.max_upload_bytes,
+                        account: cfg.account.clone(),
                     },
                     Arc::clone(&cfg.clock),
                 )

@@ -1,51 +1,115 @@
 /*!
-The embedded store: domains, apps, jobs and profiles that outlive a run.
+The store ports: one small trait per aggregate, one error, and the types
+they share.
 
-The job layer sees only the [`Store`] trait, so that another backend (say
-PostgreSQL, for several machines sharing work) is a new implementation,
-not a rewrite. [`SqliteStore`] is the one that ships: one SQLite file in a
-data directory, in WAL mode, its schema versioned by migrations that run
-when it is opened.
+| port | aggregate |
+|---|---|
+| [`JobStore`] | jobs: their specs, state machine ([`JobStatus`]) and counters |
+| [`PieceStore`] | the pieces of a job's inputs, each completed once |
+| [`LeaseStore`] | work claims: a holder, a deadline, an attempt |
+| [`ProfileStore`] | Customer Profiles domains and their profiles |
+| [`AppStore`] | Pinpoint apps, their endpoints and segments |
+| [`BucketStore`] | what sluice records of buckets beyond their objects |
+
+[`Store`] is all of them at once, which is what a backend implements and
+what the job layer is handed as a value (`Arc<dyn Store>`); each part of
+the job layer uses the ports it needs. Two backends ship: [`MemoryStore`]
+(always; tests and embedders) and `SqliteStore` (feature `sqlite`: one file
+a user opens with `sqlite3`). Both pass one conformance suite
+([`conformance`]), which is what a new backend must pass too.
+
+# The rules every backend keeps
+
+* **Accounts.** Every domain, app, job, lease and bucket record belongs to
+  an account ([`AccountId`]); its id is part of every key, so an account
+  never sees another's. Profiles, endpoints and segments belong to their
+  domain or app, which belongs to one account.
+* **Compare-and-set.** A job moves only along [`JobStatus::can_become`], and
+  only from the state the caller saw ([`Transition::from`]); its spec
+  changes only while it is `CREATED`. A lost race is
+  [`StoreError::Transition`], never a silent overwrite.
+* **Fencing.** Writes on behalf of a running job (profiles, endpoints,
+  pieces) name the attempt they belong to; the store refuses them
+  ([`StoreError::Fenced`]) once the job was taken over by a later attempt.
+* **Leases, not locks.** A claim on work is a row with a holder and a
+  deadline, renewed by heartbeats; once the deadline passes anyone may take
+  it, and each take counts an attempt. Processes on other machines can hold
+  them.
+* **Idempotent pieces.** Completing a piece twice counts it once.
+* **Atomic batches.** A batch of profiles or endpoints is written whole,
+  with the job's counters, or not at all.
 
 Times are Unix milliseconds (`i64`), passed in by the caller so that tests
 can move the clock.
 */
 
+pub mod conformance;
+mod memory;
+#[cfg(feature = "sqlite")]
 mod sqlite;
+mod status;
 
-use std::path::PathBuf;
+use std::fmt;
 
+pub use memory::MemoryStore;
+#[cfg(feature = "sqlite")]
 pub use sqlite::{DB_FILE, PAGE_SIZE, SCHEMA_VERSION, SqliteStore};
+pub use status::{FailureKind, JobStatus, UnknownStatus};
 
-use crate::job::{FailureKind, JobStatus};
+/// Whose a resource is. Until access keys map to accounts, everything
+/// belongs to [`AccountId::default`].
+#[derive(Clone, Debug, Eq, Hash, Ord, PartialEq, PartialOrd)]
+pub struct AccountId(String);
 
-/// What can go wrong in a store.
+/// The account of a server that does not tell accounts apart.
+pub const DEFAULT_ACCOUNT: &str = "000000000000";
+
+impl AccountId {
+    /// An account id.
+    pub fn new(id: impl Into<String>) -> AccountId {
+        AccountId(id.into())
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl Default for AccountId {
+    fn default() -> AccountId {
+        AccountId(DEFAULT_ACCOUNT.to_owned())
+    }
+}
+
+impl fmt::Display for AccountId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// What can go wrong in a store: what a caller can act on, never a
+/// backend's own types.
 #[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
 pub enum StoreError {
-    /// The database said no (I/O, disk full, corruption, …).
-    #[error("store {path}: {source}")]
-    Db {
-        /// The database file.
-        path: PathBuf,
-        /// What SQLite said.
-        #[source]
-        source: rusqlite::Error,
+    /// The backend failed: I/O, a full disk, a lost connection, corruption.
+    #[error("store {location}: {message}")]
+    Backend {
+        /// Where the store is (a file, a server).
+        location: String,
+        /// What the backend said.
+        message: String,
+        /// Whether trying again later may work (a busy or lost
+        /// connection), as opposed to a fault that stays.
+        transient: bool,
     },
-    /// The data directory could not be created or used.
-    #[error("data directory {path}: {source}")]
-    Dir {
-        /// The directory.
-        path: PathBuf,
-        /// What the OS said.
-        #[source]
-        source: std::io::Error,
-    },
-    /// The file was written by a newer sluice.
-    #[error("store {path} has schema version {found}; this sluice knows up to {known}")]
+    /// The store was written by a newer sluice.
+    #[error("store {location} has schema version {found}; this sluice knows up to {known}")]
     TooNew {
-        /// The database file.
-        path: PathBuf,
-        /// Its `user_version`.
+        /// Where the store is.
+        location: String,
+        /// Its version.
         found: i64,
         /// The newest this build knows.
         known: i64,
@@ -77,6 +141,9 @@ pub enum StoreError {
         /// The segment.
         segment: String,
     },
+    /// An app with that id exists.
+    #[error("app {0} already exists")]
+    AppExists(String),
     /// A domain of that name exists.
     #[error("domain {0:?} already exists")]
     DomainExists(String),
@@ -102,6 +169,21 @@ pub enum StoreError {
         /// The state the job is in.
         actual: JobStatus,
     },
+    /// A write on behalf of an attempt of a job that is not the job's
+    /// current running attempt (it was taken over, or it ended).
+    #[error(
+        "job {id}: attempt {attempt} is no longer the running one ({status}, attempt {current})"
+    )]
+    Fenced {
+        /// The job.
+        id: String,
+        /// The attempt that wrote.
+        attempt: u32,
+        /// The job's current attempt.
+        current: u32,
+        /// The job's state.
+        status: JobStatus,
+    },
     /// A batch whose keys were not strictly ascending.
     #[error("profile batch: key {key:?} is not after the key before it")]
     Unordered {
@@ -109,15 +191,29 @@ pub enum StoreError {
         key: String,
     },
     /// A stored value that this build cannot read.
-    #[error("store {path}: job {id}: {problem}")]
+    #[error("store {location}: {what}: {problem}")]
     Corrupt {
-        /// The database file.
-        path: PathBuf,
-        /// The job.
-        id: String,
+        /// Where the store is.
+        location: String,
+        /// What holds it (`job 1234`).
+        what: String,
         /// What is wrong.
         problem: String,
     },
+}
+
+impl StoreError {
+    /// Whether the backend may do better on a later try (the store was
+    /// busy or unreachable), as opposed to a refusal or a fault that stays.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            StoreError::Backend {
+                transient: true,
+                ..
+            }
+        )
+    }
 }
 
 /// A Customer Profiles domain.
@@ -150,28 +246,68 @@ impl Domain {
     }
 }
 
-/// A new job, as the API layer records it.
+/// What kind of job a job is.
+#[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
+pub enum JobKind {
+    /// Files into a domain's profiles (Customer Profiles upload jobs, and
+    /// `sluice ingest --data-dir`).
+    Profiles,
+    /// Endpoint files into a Pinpoint app.
+    Import,
+    /// An Import/Export device run.
+    Transfer,
+}
+
+impl JobKind {
+    /// Every kind.
+    pub const ALL: [JobKind; 3] = [JobKind::Profiles, JobKind::Import, JobKind::Transfer];
+
+    /// The name used in stores.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Profiles => "profiles",
+            JobKind::Import => "import",
+            JobKind::Transfer => "importexport",
+        }
+    }
+
+    /// The kind a stored name stands for.
+    pub fn from_name(s: &str) -> Option<JobKind> {
+        JobKind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+}
+
+impl fmt::Display for JobKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A new job, as the job layer records it.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct NewJob {
-    /// Its id (a UUID).
+    /// Whose it is.
+    pub account: AccountId,
+    /// Its id.
     pub id: String,
-    /// What kind of job, e.g. `profiles`.
-    pub kind: String,
-    /// The domain it writes into, if any.
+    /// What kind of job.
+    pub kind: JobKind,
+    /// The domain it writes into, if any (it must exist).
     pub domain: Option<String>,
-    /// The app it writes into, if any.
+    /// The app it writes into, if any (it must exist).
     pub app: Option<String>,
     /// A name for people.
     pub display_name: Option<String>,
-    /// The request, as JSON, enough to run (or rerun) the job.
-    pub request: String,
+    /// Its typed spec, serialized by the job layer: all a runner needs to
+    /// run (or rerun) it.
+    pub spec: String,
     /// When it was created.
     pub created_ms: i64,
 }
 
 /// The counters a job reports.
 ///
-/// For a finished job that was not stopped,
+/// For a finished profile job that was not stopped,
 /// `processed = created + updated + duplicates + failed`.
 #[derive(Clone, Debug, Default, Eq, PartialEq)]
 pub struct JobCounters {
@@ -202,18 +338,20 @@ pub struct JobCounters {
 /// A job as stored.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct JobRecord {
+    /// Whose it is.
+    pub account: AccountId,
     /// Its id.
     pub id: String,
     /// What kind of job.
-    pub kind: String,
+    pub kind: JobKind,
     /// The domain it writes into, if any.
     pub domain: Option<String>,
     /// The app it writes into, if any.
     pub app: Option<String>,
     /// A name for people.
     pub display_name: Option<String>,
-    /// The request, as JSON.
-    pub request: String,
+    /// Its spec, as the job layer serialized it.
+    pub spec: String,
     /// Where it is.
     pub status: JobStatus,
     /// Where a running job is within its run, as its kind names it
@@ -225,7 +363,8 @@ pub struct JobRecord {
     pub failure: Option<FailureKind>,
     /// Whether someone asked it to stop.
     pub stop_requested: bool,
-    /// How many times a runner has started it.
+    /// How many times it has gone to `RUNNING`: the current attempt, which
+    /// fences writes ([`StoreError::Fenced`]).
     pub attempts: u32,
     /// Its counters.
     pub counters: JobCounters,
@@ -245,12 +384,15 @@ pub struct JobRecord {
 /// Which jobs to list.
 #[derive(Clone, Debug, Default, Eq, PartialEq)]
 pub struct JobFilter {
+    /// Only this account's jobs (every account's when `None`: for
+    /// runners, never for callers on behalf of an account).
+    pub account: Option<AccountId>,
     /// Only jobs of this domain.
     pub domain: Option<String>,
     /// Only jobs of this app.
     pub app: Option<String>,
     /// Only jobs of this kind.
-    pub kind: Option<String>,
+    pub kind: Option<JobKind>,
     /// Only jobs in these states (all when empty).
     pub statuses: Vec<JobStatus>,
     /// At most this many (newest first); all when `None`.
@@ -273,6 +415,256 @@ pub struct Transition<'a> {
     pub reason: Option<&'a str>,
     /// Whose fault, when going to `FAILED`.
     pub failure: Option<FailureKind>,
+    /// Only if the job is in this attempt ([`JobRecord::attempts`]): a
+    /// runner ending its run says which run it ends, so that one whose job
+    /// was taken over cannot end the new run ([`StoreError::Fenced`]).
+    pub fence: Option<u32>,
+}
+
+impl<'a> Transition<'a> {
+    /// From `from` to `to` at `at_ms`, keeping the reason, with no fault
+    /// and no fence.
+    pub fn new(from: JobStatus, to: JobStatus, at_ms: i64) -> Transition<'a> {
+        Transition {
+            from,
+            to,
+            at_ms,
+            reason: None,
+            failure: None,
+            fence: None,
+        }
+    }
+}
+
+/// A job's place: its account and id.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct JobRef<'a> {
+    /// Whose.
+    pub account: &'a AccountId,
+    /// Which.
+    pub id: &'a str,
+}
+
+/// The attempt of a running job that a write belongs to.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct Attempt<'a> {
+    /// The job.
+    pub job: JobRef<'a>,
+    /// Its attempt ([`JobRecord::attempts`] when it went to `RUNNING`).
+    pub attempt: u32,
+}
+
+/// The jobs: records, state machine, counters.
+pub trait JobStore: Send + Sync {
+    /// Records a new job in state `CREATED`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::JobExists`], [`StoreError::NoDomain`] or
+    /// [`StoreError::NoApp`] when it names one the account does not have,
+    /// or a backend error.
+    fn insert_job(&self, job: &NewJob) -> Result<(), StoreError>;
+
+    /// A job by id.
+    ///
+    /// # Errors
+    ///
+    /// A backend error, or a stored value this build cannot read.
+    fn job(&self, job: JobRef<'_>) -> Result<Option<JobRecord>, StoreError>;
+
+    /// Jobs, newest first (by creation, then id, descending).
+    ///
+    /// # Errors
+    ///
+    /// A backend error, or a stored value this build cannot read.
+    fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError>;
+
+    /// Replaces the spec of a job that is still `CREATED` (an upload job's
+    /// key changes each time its upload path is asked for).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Transition`] (from `CREATED` to `CREATED`) when the
+    /// job has moved on, [`StoreError::NoJob`], or a backend error.
+    fn update_spec(&self, job: JobRef<'_>, spec: &str) -> Result<JobRecord, StoreError>;
+
+    /// Moves a job from one state to another, atomically: it fails if the
+    /// state machine forbids the step or the job is not in `from`. Going to
+    /// `RUNNING` counts an attempt and sets `started_ms` the first time;
+    /// going to a terminal state sets `completed_ms`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Transition`], [`StoreError::NoJob`], or a backend
+    /// error.
+    fn transition(&self, job: JobRef<'_>, t: &Transition<'_>) -> Result<JobRecord, StoreError>;
+
+    /// Saves a job's counters (everything but `created` and `updated`,
+    /// which move with the writes).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoJob`], or a backend error.
+    fn save_progress(&self, job: JobRef<'_>, counters: &JobCounters) -> Result<(), StoreError>;
+
+    /// Remembers what a job's inputs looked like when it first ran.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoJob`], or a backend error.
+    fn set_input_fingerprint(&self, job: JobRef<'_>, fingerprint: &str) -> Result<(), StoreError>;
+
+    /// Records where a running job is within its run.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoJob`], or a backend error.
+    fn set_phase(&self, job: JobRef<'_>, phase: &str) -> Result<(), StoreError>;
+
+    /// Sets a running job's `created` and `updated` back to 0, for an
+    /// attempt that writes everything again (an import's upserts): what it
+    /// writes then counts as an uninterrupted run's would.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Fenced`] when the attempt is not the job's running
+    /// one, [`StoreError::NoJob`], or a backend error.
+    fn clear_written(&self, attempt: Attempt<'_>) -> Result<(), StoreError>;
+
+    /// Asks a job to stop; whichever runner has it sees this between
+    /// pieces or batches. Returns the job.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoJob`], or a backend error.
+    fn request_stop(&self, job: JobRef<'_>) -> Result<JobRecord, StoreError>;
+}
+
+/// What one completed piece (or run of pieces) of a job's inputs did.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct PieceCounts {
+    /// The first piece's index.
+    pub index: u64,
+    /// How many consecutive pieces this covers (at least 1).
+    pub count: u64,
+    /// Rows read.
+    pub processed: u64,
+    /// Rows that failed.
+    pub failed: u64,
+    /// Field warnings.
+    pub warnings: u64,
+    /// Whether the pieces failed as a whole (could not be read or parsed
+    /// completely).
+    pub failed_piece: bool,
+}
+
+/// The pieces of a job's inputs: planned once, each completed once.
+pub trait PieceStore: Send + Sync {
+    /// Records how many pieces a job's inputs have (its `total_pieces`),
+    /// for its current attempt.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Fenced`] when the attempt is not the job's running
+    /// one, [`StoreError::NoJob`], or a backend error.
+    fn plan_pieces(&self, attempt: Attempt<'_>, total: u64) -> Result<(), StoreError>;
+
+    /// Records a completed piece and adds its counts to the job's
+    /// (`completed_pieces`, `failed_pieces`, `processed`, `failed`,
+    /// `field_warnings`), in one step. A piece recorded before (by this
+    /// attempt or an earlier one) changes nothing: returns whether it was
+    /// new.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Fenced`] when the attempt is not the job's running
+    /// one, [`StoreError::NoJob`], or a backend error.
+    fn complete_piece(&self, attempt: Attempt<'_>, piece: &PieceCounts)
+    -> Result<bool, StoreError>;
+
+    /// The pieces of a job recorded so far, by index.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn pieces(&self, job: JobRef<'_>) -> Result<Vec<PieceCounts>, StoreError>;
+}
+
+/// A claim on work, held until its deadline unless renewed.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct Lease {
+    /// Whose resources it is about.
+    pub account: AccountId,
+    /// What it claims (`job/ID`).
+    pub name: String,
+    /// Who holds it.
+    pub holder: String,
+    /// How many times it was taken; each take is a new attempt, which tells
+    /// a holder whose lease was taken over that it no longer holds it.
+    pub attempt: u64,
+    /// When it lapses unless renewed.
+    pub deadline_ms: i64,
+}
+
+/// Work claims that outlive the process holding them, on any machine.
+pub trait LeaseStore: Send + Sync {
+    /// Takes the lease `name` for `holder` until `now_ms + ttl_ms`, if it
+    /// is free or its deadline has passed (then counting a new attempt);
+    /// `None` when someone holds it.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn acquire_lease(
+        &self,
+        account: &AccountId,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Moves a held lease's deadline to `now_ms + ttl_ms` (a heartbeat);
+    /// `None` when it is no longer `lease` (taken over, or released).
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn renew_lease(
+        &self,
+        lease: &Lease,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Takes a lease whose holder is known to be gone before its deadline:
+    /// only if it is still exactly `seen` (same holder and attempt).
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn take_over_lease(
+        &self,
+        seen: &Lease,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Result<Option<Lease>, StoreError>;
+
+    /// Lets a lease go, if it is still `lease`.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+
+    /// The lease `name` as it stands (held or lapsed), if it was ever
+    /// taken.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn lease(&self, account: &AccountId, name: &str) -> Result<Option<Lease>, StoreError>;
 }
 
 /// One profile to write: its key and its fields as a JSON object.
@@ -287,9 +679,9 @@ pub struct ProfileRow<'a> {
 /// Rows to write in one transaction, in ascending key order.
 #[derive(Clone, Copy, Debug)]
 pub struct ProfileBatch<'a> {
-    /// The job writing; its `created`, `updated` and `written_through` move
-    /// in the same transaction. It must be running.
-    pub job: &'a str,
+    /// The attempt writing; its job's `created`, `updated` and
+    /// `written_through` move in the same transaction.
+    pub attempt: Attempt<'a>,
     /// The domain written into.
     pub domain: &'a str,
     /// When (`updated`, and `created` for new keys).
@@ -324,6 +716,84 @@ pub struct Profile {
     pub expires_ms: i64,
 }
 
+/// Customer Profiles: domains and their profiles.
+pub trait ProfileStore: Send + Sync {
+    /// Records a new domain.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::DomainExists`], or a backend error.
+    fn create_domain(&self, account: &AccountId, domain: &Domain) -> Result<(), StoreError>;
+
+    /// A domain by name.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn domain(&self, account: &AccountId, name: &str) -> Result<Option<Domain>, StoreError>;
+
+    /// Every domain of the account, by name.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn domains(&self, account: &AccountId) -> Result<Vec<Domain>, StoreError>;
+
+    /// Deletes a domain with its profiles and its finished jobs; returns
+    /// how many profiles went.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoDomain`], [`StoreError::DomainBusy`] while one of its
+    /// jobs is queued or running, or a backend error.
+    fn delete_domain(&self, account: &AccountId, name: &str) -> Result<u64, StoreError>;
+
+    /// Upserts a batch of profiles in one transaction, with the job's
+    /// `created`, `updated` and `written_through`. Expired profiles of the
+    /// domain are purged first, so a key that had only expired counts as
+    /// created.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoDomain`], [`StoreError::Fenced`] when the attempt is
+    /// not the job's running one, [`StoreError::Unordered`] when the keys
+    /// are not strictly ascending, or a backend error; then nothing of the
+    /// batch is written.
+    fn write_profiles(&self, batch: &ProfileBatch<'_>) -> Result<WriteCounts, StoreError>;
+
+    /// A live (unexpired) profile.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoDomain`], or a backend error.
+    fn profile(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<Option<Profile>, StoreError>;
+
+    /// How many live profiles a domain has.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoDomain`], or a backend error.
+    fn count_profiles(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        now_ms: i64,
+    ) -> Result<u64, StoreError>;
+
+    /// Deletes every expired profile of every account; returns how many.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn purge_expired(&self, now_ms: i64) -> Result<u64, StoreError>;
+}
+
 /// A Pinpoint-style app: a home for endpoints and segments.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct App {
@@ -354,6 +824,9 @@ pub struct StoredEndpoint {
     pub created_ms: i64,
     /// When it was last written.
     pub updated_ms: i64,
+    /// The job that first wrote it (set by the store; what a writer puts
+    /// here is ignored).
+    pub created_by: Option<String>,
 }
 
 /// How an incoming endpoint finds the stored one it updates.
@@ -368,9 +841,9 @@ pub enum EndpointKey<'a> {
 /// Endpoints to write in one transaction.
 #[derive(Clone, Copy, Debug)]
 pub struct EndpointBatch<'a> {
-    /// The job writing; its `created` and `updated` move in the same
-    /// transaction. It must be running.
-    pub job: &'a str,
+    /// The attempt writing; its job's `created` and `updated` move in the
+    /// same transaction.
+    pub attempt: Attempt<'a>,
     /// The app.
     pub app: &'a str,
     /// When.
@@ -416,6 +889,135 @@ pub struct Segment {
     pub version: u32,
 }
 
+/// Pinpoint: apps, their endpoints and their segments.
+pub trait AppStore: Send + Sync {
+    /// Records a new app.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::AppExists`], or a backend error.
+    fn create_app(&self, account: &AccountId, app: &App) -> Result<(), StoreError>;
+
+    /// An app by id.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn app(&self, account: &AccountId, id: &str) -> Result<Option<App>, StoreError>;
+
+    /// Every app of the account, oldest first (by creation, then id).
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn apps(&self, account: &AccountId) -> Result<Vec<App>, StoreError>;
+
+    /// Deletes an app with its endpoints, segments and finished jobs;
+    /// returns it.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoApp`], [`StoreError::AppBusy`] while one of its
+    /// jobs is queued or running, or a backend error.
+    fn delete_app(&self, account: &AccountId, id: &str) -> Result<App, StoreError>;
+
+    /// Upserts endpoints in one transaction: for each key, finds the
+    /// stored endpoint (by id, or by channel and address: the oldest of
+    /// that address), asks `merge` for what to store, writes it, adds it to
+    /// the batch's segment, and moves the job's `created` and `updated`.
+    /// An endpoint counts as created when it was new, or when the batch's
+    /// own job created it (in an earlier attempt: a run written again
+    /// counts as it did the first time).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoApp`], [`StoreError::NoSegment`],
+    /// [`StoreError::Fenced`] when the attempt is not the job's running
+    /// one, or a backend error; then nothing of the batch is written.
+    fn write_endpoints(
+        &self,
+        batch: &EndpointBatch<'_>,
+        merge: &mut EndpointMerge<'_>,
+    ) -> Result<Vec<EndpointWrite>, StoreError>;
+
+    /// An endpoint by id.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn endpoint(
+        &self,
+        account: &AccountId,
+        app: &str,
+        id: &str,
+    ) -> Result<Option<StoredEndpoint>, StoreError>;
+
+    /// The endpoints of a user, by id.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn user_endpoints(
+        &self,
+        account: &AccountId,
+        app: &str,
+        user_id: &str,
+    ) -> Result<Vec<StoredEndpoint>, StoreError>;
+
+    /// Records a segment; one that exists with the same id is left as it
+    /// is (so a resumed job that defines a segment defines it once).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoApp`], or a backend error.
+    fn create_segment(&self, account: &AccountId, segment: &Segment) -> Result<(), StoreError>;
+
+    /// A segment by id.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn segment(
+        &self,
+        account: &AccountId,
+        app: &str,
+        id: &str,
+    ) -> Result<Option<Segment>, StoreError>;
+
+    /// The segments of an app, oldest first (by creation, then id).
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn segments(&self, account: &AccountId, app: &str) -> Result<Vec<Segment>, StoreError>;
+
+    /// Replaces a segment's definition and adds one to its version.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoSegment`], or a backend error.
+    fn update_segment(
+        &self,
+        account: &AccountId,
+        app: &str,
+        id: &str,
+        definition: &str,
+        now_ms: i64,
+    ) -> Result<Segment, StoreError>;
+
+    /// How many endpoints of a segment are on each channel, by channel.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn segment_channel_counts(
+        &self,
+        account: &AccountId,
+        app: &str,
+        id: &str,
+    ) -> Result<Vec<(String, u64)>, StoreError>;
+}
+
 /// What sluice records of a bucket beyond its objects. A bucket with no
 /// record is in the server's own region and open to every accepted key.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -429,270 +1031,72 @@ pub struct BucketSettings {
     pub owner: Option<String>,
 }
 
-/// Held while a runner owns a job; dropping it lets another runner (in
-/// this process or another) take the job over.
-pub trait Claim: Send {}
-
-/// The store as the job layer sees it.
-pub trait Store: Send + Sync {
-    /// Records a new domain.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::DomainExists`], or a database error.
-    fn create_domain(&self, domain: &Domain) -> Result<(), StoreError>;
-
-    /// A domain by name.
-    ///
-    /// # Errors
-    ///
-    /// A database error.
-    fn domain(&self, name: &str) -> Result<Option<Domain>, StoreError>;
-
-    /// Records a new job in state `CREATED`.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::JobExists`], [`StoreError::NoDomain`] when it names a
-    /// domain that does not exist, or a database error.
-    fn insert_job(&self, job: &NewJob) -> Result<(), StoreError>;
-
-    /// A job by id.
-    ///
-    /// # Errors
-    ///
-    /// A database error, or a stored value this build cannot read.
-    fn job(&self, id: &str) -> Result<Option<JobRecord>, StoreError>;
-
-    /// Replaces the request of a job that is still `CREATED` (an upload
-    /// job's key changes each time its upload path is asked for).
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Transition`] (from `CREATED` to `CREATED`) when the
-    /// job has moved on, [`StoreError::NoJob`], or a database error.
-    fn update_request(&self, id: &str, request: &str) -> Result<JobRecord, StoreError>;
-
-    /// Jobs, newest first.
-    ///
-    /// # Errors
-    ///
-    /// A database error, or a stored value this build cannot read.
-    fn jobs(&self, filter: &JobFilter) -> Result<Vec<JobRecord>, StoreError>;
-
-    /// Moves a job from one state to another, atomically: it fails if the
-    /// state machine forbids the step or the job is not in `from`. Going to
-    /// `RUNNING` counts an attempt and sets `started_ms` the first time;
-    /// going to a terminal state sets `completed_ms`.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Transition`], [`StoreError::NoJob`], or a database
-    /// error.
-    fn transition(&self, id: &str, t: &Transition<'_>) -> Result<JobRecord, StoreError>;
-
-    /// Saves the reading counters of a running job (everything but
-    /// `created` and `updated`, which move with the writes).
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::NoJob`], or a database error.
-    fn save_progress(&self, id: &str, counters: &JobCounters) -> Result<(), StoreError>;
-
-    /// Remembers what a job's inputs looked like when it first ran.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::NoJob`], or a database error.
-    fn set_input_fingerprint(&self, id: &str, fingerprint: &str) -> Result<(), StoreError>;
-
-    /// Asks a job to stop; whichever runner has it sees this between
-    /// pieces or batches. Returns the job.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::NoJob`], or a database error.
-    fn request_stop(&self, id: &str) -> Result<JobRecord, StoreError>;
-
-    /// Takes a job for this runner, or `None` when another runner (maybe
-    /// in another process) holds it.
-    ///
-    /// # Errors
-    ///
-    /// When the claim cannot be made for another reason (I/O).
-    fn claim(&self, id: &str) -> Result<Option<Box<dyn Claim>>, StoreError>;
-
-    /// Upserts a batch of profiles in one transaction, with the job's
-    /// `created`, `updated` and `written_through`. Expired profiles of the
-    /// domain are purged first, so a key that had only expired counts as
-    /// created.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::NoDomain`], [`StoreError::Transition`] when the job is
-    /// not running, [`StoreError::Unordered`] when the keys are not
-    /// strictly ascending, or a database error; then nothing of the batch
-    /// is written.
-    fn write_profiles(&self, batch: &ProfileBatch<'_>) -> Result<WriteCounts, StoreError>;
-
-    /// Every domain, by name.
-    ///
-    /// # Errors
-    ///
-    /// A database error.
-    fn domains(&self) -> Result<Vec<Domain>, StoreError>;
-
-    /// Deletes a domain with its profiles and its finished jobs; returns
-    /// how many profiles went.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::NoDomain`], [`StoreError::DomainBusy`] while one of its
-    /// jobs is queued or running, or a database error.
-    fn delete_domain(&self, name: &str) -> Result<u64, StoreError>;
-
-    /// A live (unexpired) profile.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::NoDomain`], or a database error.
-    fn profile(&self, domain: &str, key: &str, now_ms: i64) -> Result<Option<Profile>, StoreError>;
-
-    /// How many live profiles a domain has.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::NoDomain`], or a database error.
-    fn count_profiles(&self, domain: &str, now_ms: i64) -> Result<u64, StoreError>;
-
-    /// Deletes every expired profile; returns how many.
-    ///
-    /// # Errors
-    ///
-    /// A database error.
-    fn purge_expired(&self, now_ms: i64) -> Result<u64, StoreError>;
-
-    /// Records where a running job is within its run.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::NoJob`], or a database error.
-    fn set_phase(&self, id: &str, phase: &str) -> Result<(), StoreError>;
-
-    /// Records a new app.
-    ///
-    /// # Errors
-    ///
-    /// A database error (a duplicate id among them).
-    fn create_app(&self, app: &App) -> Result<(), StoreError>;
-
-    /// An app by id.
-    ///
-    /// # Errors
-    ///
-    /// A database error.
-    fn app(&self, id: &str) -> Result<Option<App>, StoreError>;
-
-    /// Every app, oldest first.
-    ///
-    /// # Errors
-    ///
-    /// A database error.
-    fn apps(&self) -> Result<Vec<App>, StoreError>;
-
-    /// Deletes an app with its endpoints, segments and finished jobs;
-    /// returns it.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::NoApp`], [`StoreError::AppBusy`] while one of its
-    /// jobs is queued or running, or a database error.
-    fn delete_app(&self, id: &str) -> Result<App, StoreError>;
-
-    /// Upserts endpoints in one transaction: for each key, finds the
-    /// stored endpoint (by id, or by channel and address), asks `merge`
-    /// for what to store, writes it, adds it to the batch's segment, and
-    /// moves the job's `created` and `updated`.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::NoApp`], [`StoreError::NoSegment`],
-    /// [`StoreError::Transition`] when the job is not running, or a
-    /// database error; then nothing of the batch is written.
-    fn write_endpoints(
-        &self,
-        batch: &EndpointBatch<'_>,
-        merge: &mut EndpointMerge<'_>,
-    ) -> Result<Vec<EndpointWrite>, StoreError>;
-
-    /// An endpoint by id.
-    ///
-    /// # Errors
-    ///
-    /// A database error.
-    fn endpoint(&self, app: &str, id: &str) -> Result<Option<StoredEndpoint>, StoreError>;
-
-    /// The endpoints of a user, by id.
-    ///
-    /// # Errors
-    ///
-    /// A database error.
-    fn user_endpoints(&self, app: &str, user_id: &str) -> Result<Vec<StoredEndpoint>, StoreError>;
-
-    /// Records a segment; one that exists with the same id is left as it
-    /// is (so a resumed job that defines a segment defines it once).
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::NoApp`], or a database error.
-    fn create_segment(&self, segment: &Segment) -> Result<(), StoreError>;
-
-    /// A segment by id.
-    ///
-    /// # Errors
-    ///
-    /// A database error.
-    fn segment(&self, app: &str, id: &str) -> Result<Option<Segment>, StoreError>;
-
-    /// The segments of an app, oldest first.
-    ///
-    /// # Errors
-    ///
-    /// A database error.
-    fn segments(&self, app: &str) -> Result<Vec<Segment>, StoreError>;
-
-    /// Replaces a segment's definition and adds one to its version.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::NoSegment`], or a database error.
-    fn update_segment(
-        &self,
-        app: &str,
-        id: &str,
-        definition: &str,
-        now_ms: i64,
-    ) -> Result<Segment, StoreError>;
-
-    /// How many endpoints of a segment are on each channel.
-    ///
-    /// # Errors
-    ///
-    /// A database error.
-    fn segment_channel_counts(&self, app: &str, id: &str)
-    -> Result<Vec<(String, u64)>, StoreError>;
-
+/// What sluice records of buckets.
+pub trait BucketStore: Send + Sync {
     /// Records a bucket's region and owner (replacing what was recorded).
     ///
     /// # Errors
     ///
-    /// A database error.
-    fn set_bucket_settings(&self, settings: &BucketSettings) -> Result<(), StoreError>;
+    /// A backend error.
+    fn set_bucket_settings(
+        &self,
+        account: &AccountId,
+        settings: &BucketSettings,
+    ) -> Result<(), StoreError>;
 
     /// What is recorded of a bucket, if anything.
     ///
     /// # Errors
     ///
-    /// A database error.
-    fn bucket_settings(&self, bucket: &str) -> Result<Option<BucketSettings>, StoreError>;
+    /// A backend error.
+    fn bucket_settings(
+        &self,
+        account: &AccountId,
+        bucket: &str,
+    ) -> Result<Option<BucketSettings>, StoreError>;
+}
+
+/// Every port: what a backend implements, and what the job layer is
+/// handed.
+pub trait Store:
+    JobStore + PieceStore + LeaseStore + ProfileStore + AppStore + BucketStore + fmt::Debug
+{
+    /// Where the store is, for people (`/data/sluice.db`, `memory`).
+    fn location(&self) -> String;
+}
+
+/// Opens the store that `location` names: `memory:` (an empty store that
+/// lives as long as the value), `sqlite:DIR`, or a directory `DIR` (the
+/// SQLite file `sluice.db` in it, made if missing; feature `sqlite`).
+///
+/// # Errors
+///
+/// When the store cannot be opened, or this build has no backend for the
+/// location.
+pub fn open(location: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
+    if location == "memory:" {
+        return Ok(std::sync::Arc::new(MemoryStore::new()));
+    }
+    let dir = location.strip_prefix("sqlite:").unwrap_or(location);
+    if dir.contains("://") {
+        return Err(StoreError::Backend {
+            location: location.to_owned(),
+            message: "no store backend of this build takes this URL (memory:, sqlite:DIR or a \
+                      directory)"
+                .into(),
+            transient: false,
+        });
+    }
+    #[cfg(feature = "sqlite")]
+    {
+        Ok(std::sync::Arc::new(SqliteStore::open(dir)?))
+    }
+    #[cfg(not(feature = "sqlite"))]
+    {
+        Err(StoreError::Backend {
+            location: dir.to_owned(),
+            message: "this build of sluice has no SQLite store (feature `sqlite`)".into(),
+            transient: false,
+        })
+    }
 }

@@ -36,10 +36,11 @@ use sha1::Sha1;
 use super::escape_markup;
 use crate::crypto::to_base64;
 use crate::job::{
-    Clock, Direction, JobStatus, Objects, TRANSFER_EXPIRY_MS, TRANSFER_KIND, TransferJob,
-    signature_file,
+    Clock, Direction, JobSpec, JobStatus, Objects, TRANSFER_EXPIRY_MS, TransferJob, signature_file,
 };
-use crate::store::{JobFilter, JobRecord, NewJob, Store, StoreError, Transition};
+use crate::store::{
+    AccountId, JobFilter, JobKind, JobRecord, JobRef, Store, StoreError, Transition,
+};
 use crate::time::iso8601;
 use manifest::{Address, Manifest};
 
@@ -222,6 +223,8 @@ pub struct ImportExportConfig {
     /// Jobs one access key may create in 24 hours
     /// (`CreateJobQuotaExceededException` past it).
     pub max_jobs_per_day: usize,
+    /// The account whose jobs and buckets these are.
+    pub account: AccountId,
 }
 
 impl Default for ImportExportConfig {
@@ -230,6 +233,7 @@ impl Default for ImportExportConfig {
             region: "us-east-1".into(),
             home_country: "US".into(),
             max_jobs_per_day: 100,
+            account: AccountId::default(),
         }
     }
 }
@@ -527,6 +531,13 @@ impl ImportExport {
         (self.clock)()
     }
 
+    fn job_ref<'a>(&'a self, id: &'a str) -> JobRef<'a> {
+        JobRef {
+            account: &self.config.account,
+            id,
+        }
+    }
+
     /// Parses and checks a manifest as `caller` submits it: the fields,
     /// the access key, the buckets (they exist, the caller may use them,
     /// they are in one region).
@@ -554,7 +565,7 @@ impl ImportExport {
                     format!("{field}: the bucket {bucket} does not exist"),
                 ));
             }
-            let settings = self.store.bucket_settings(&bucket)?;
+            let settings = self.store.bucket_settings(&self.config.account, &bucket)?;
             if let Some(owner) = settings.as_ref().and_then(|s| s.owner.as_deref())
                 && owner != caller.access_key_id
             {
@@ -591,13 +602,16 @@ impl ImportExport {
     /// The caller's Import/Export jobs, newest first.
     fn jobs_of(&self, caller: &Caller) -> Result<Vec<Job>> {
         let all = self.store.jobs(&JobFilter {
-            kind: Some(TRANSFER_KIND.into()),
+            account: Some(self.config.account.clone()),
+            kind: Some(JobKind::Transfer),
             ..JobFilter::default()
         })?;
         Ok(all
             .into_iter()
             .filter_map(|record| {
-                let spec: TransferJob = serde_json::from_str(&record.request).ok()?;
+                let JobSpec::Transfer(spec) = JobSpec::of(&record).ok()? else {
+                    return None;
+                };
                 (spec.owner == caller.access_key_id).then_some(Job { record, spec })
             })
             .collect())
@@ -621,12 +635,13 @@ impl ImportExport {
         if !id.bytes().all(|b| b.is_ascii_alphanumeric()) {
             return Err(unknown());
         }
-        let record = self.store.job(id)?.ok_or_else(unknown)?;
-        if record.kind != TRANSFER_KIND {
+        let record = self.store.job(self.job_ref(id))?.ok_or_else(unknown)?;
+        if record.kind != JobKind::Transfer {
             return Err(unknown());
         }
-        let spec: TransferJob =
-            serde_json::from_str(&record.request).map_err(|e| ImportExportError::internal(&e))?;
+        let JobSpec::Transfer(spec) = JobSpec::of(&record)? else {
+            return Err(unknown());
+        };
         if spec.owner != caller.access_key_id {
             return Err(ImportExportError::new(
                 Exception::InvalidAccessKeyId,
@@ -727,16 +742,13 @@ impl ImportExport {
         loop {
             let id = new_id();
             let spec = self.transfer(caller, &id, text, m.clone());
-            let job = NewJob {
-                id: id.clone(),
-                kind: TRANSFER_KIND.into(),
-                domain: None,
-                app: None,
-                display_name: Some(format!("{} of device {}", dir.as_str(), spec.device_id)),
-                request: serde_json::to_string(&spec)
-                    .map_err(|e| ImportExportError::internal(&e))?,
-                created_ms: now,
-            };
+            let display_name = Some(format!("{} of device {}", dir.as_str(), spec.device_id));
+            let job = JobSpec::Transfer(spec.clone()).new_job(
+                &self.config.account,
+                &id,
+                display_name,
+                now,
+            );
             match self.store.insert_job(&job) {
                 Ok(()) => {
                     return Ok(CreateJobOutput {
@@ -884,13 +896,10 @@ impl ImportExport {
             return Err(unable(job.record.status));
         }
         let t = Transition {
-            from: JobStatus::Created,
-            to: JobStatus::Stopped,
-            at_ms: self.now(),
             reason: Some("canceled by CancelJob"),
-            failure: None,
+            ..Transition::new(JobStatus::Created, JobStatus::Stopped, self.now())
         };
-        match self.store.transition(&job.record.id, &t) {
+        match self.store.transition(self.job_ref(&job.record.id), &t) {
             Ok(_) => Ok(SuccessOutput {
                 success: true,
                 warning_message: None,
@@ -952,8 +961,8 @@ impl ImportExport {
         }
         let mut spec = self.transfer(caller, id, text, m);
         spec.label_url = job.spec.label_url.clone();
-        let request = serde_json::to_string(&spec).map_err(|e| ImportExportError::internal(&e))?;
-        match self.store.update_request(id, &request) {
+        let stored = JobSpec::Transfer(spec.clone()).to_stored();
+        match self.store.update_spec(self.job_ref(id), &stored) {
             Ok(_) => Ok(SuccessOutput {
                 success: true,
                 warning_message: (spec.signature != job.spec.signature).then(|| {
@@ -1043,10 +1052,11 @@ impl ImportExport {
         for job in &jobs {
             let mut spec = job.spec.clone();
             spec.label_url = Some(url.clone());
-            let request =
-                serde_json::to_string(&spec).map_err(|e| ImportExportError::internal(&e))?;
+            let stored = JobSpec::Transfer(spec).to_stored();
             // A device that arrived meanwhile keeps its job as it was.
-            let _ = self.store.update_request(&job.record.id, &request);
+            let _ = self
+                .store
+                .update_spec(self.job_ref(&job.record.id), &stored);
         }
         Ok(GetShippingLabelOutput {
             shipping_label_url: url,

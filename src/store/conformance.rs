@@ -1,0 +1,1033 @@
+/*!
+What every store backend must do: one suite, run once per backend.
+
+Each check takes a fresh, empty store and panics (with what went wrong)
+when the backend breaks a rule of the ports; [`all`] runs them all. The
+in-memory backend's tests and the SQLite backend's tests call it; a new
+backend is done when it passes.
+
+```
+use sluice::store::{MemoryStore, conformance};
+
+conformance::all(&|| Box::new(MemoryStore::new()));
+```
+*/
+
+use std::sync::{Arc, Barrier};
+
+use super::{
+    AccountId, App, Attempt, BucketSettings, Domain, EndpointBatch, EndpointKey, EndpointWrite,
+    JobCounters, JobFilter, JobKind, JobRef, JobStatus, Lease, NewJob, PieceCounts, ProfileBatch,
+    ProfileRow, Segment, Store, StoreError, StoredEndpoint, Transition,
+};
+
+/// Makes a fresh, empty store.
+pub type Fresh<'a> = &'a (dyn Fn() -> Box<dyn Store> + Sync);
+
+/// One named check.
+type Check = (&'static str, fn(&dyn Store));
+
+/// Runs every check, each on a fresh store.
+pub fn all(fresh: Fresh<'_>) {
+    let checks: [Check; 14] = [
+        (
+            "transitions follow the state machine",
+            transitions_follow_the_state_machine,
+        ),
+        ("racing transitions: one wins", racing_transitions_one_wins),
+        (
+            "specs change only while created",
+            specs_change_only_while_created,
+        ),
+        (
+            "jobs list newest first, and page",
+            jobs_list_newest_first_and_page,
+        ),
+        ("accounts are kept apart", accounts_are_kept_apart),
+        (
+            "leases expire and are taken over",
+            leases_expire_and_are_taken_over,
+        ),
+        ("racing leases: one wins", racing_leases_one_wins),
+        (
+            "pieces complete once, and are fenced",
+            pieces_complete_once_and_are_fenced,
+        ),
+        (
+            "profiles: created, then updated",
+            profiles_created_then_updated,
+        ),
+        (
+            "expiry: the longest wins, and purges",
+            expiry_the_longest_wins_and_purges,
+        ),
+        ("endpoints, segments and apps", endpoints_segments_and_apps),
+        ("domains: busy, then deleted", domains_busy_then_deleted),
+        ("concurrent writers", concurrent_writers),
+        ("lists come in their order", lists_come_in_their_order),
+    ];
+    for (name, check) in checks {
+        let store = fresh();
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| check(&*store)));
+        if let Err(e) = outcome {
+            eprintln!("store conformance: {name}: failed on {}", store.location());
+            std::panic::resume_unwind(e);
+        }
+    }
+    let store = fresh();
+    bucket_settings_round_trip(&*store);
+}
+
+const T0: i64 = 1_800_000_000_000;
+const DAY: i64 = 86_400_000;
+
+fn acct() -> AccountId {
+    AccountId::default()
+}
+
+fn job_ref<'a>(account: &'a AccountId, id: &'a str) -> JobRef<'a> {
+    JobRef { account, id }
+}
+
+fn new_job(account: &AccountId, id: &str, domain: Option<&str>, created_ms: i64) -> NewJob {
+    NewJob {
+        account: account.clone(),
+        id: id.to_owned(),
+        kind: JobKind::Profiles,
+        domain: domain.map(str::to_owned),
+        app: None,
+        display_name: Some(format!("job {id}")),
+        spec: format!("{{\"job\":\"{id}\"}}"),
+        created_ms,
+    }
+}
+
+fn go(s: &dyn Store, account: &AccountId, id: &str, from: JobStatus, to: JobStatus) -> u32 {
+    s.transition(job_ref(account, id), &Transition::new(from, to, T0))
+        .unwrap_or_else(|e| panic!("{id}: {from} -> {to}: {e}"))
+        .attempts
+}
+
+/// A job of `domain` (or of none) that is running; returns its attempt.
+fn running(s: &dyn Store, account: &AccountId, id: &str, domain: Option<&str>) -> u32 {
+    s.insert_job(&new_job(account, id, domain, T0)).unwrap();
+    go(s, account, id, JobStatus::Created, JobStatus::Queued);
+    go(s, account, id, JobStatus::Queued, JobStatus::Running)
+}
+
+fn transitions_follow_the_state_machine(s: &dyn Store) {
+    let a = acct();
+    let mut n = 0;
+    for from in JobStatus::ALL {
+        for to in JobStatus::ALL {
+            n += 1;
+            let id = format!("j{n}");
+            s.insert_job(&new_job(&a, &id, None, T0)).unwrap();
+            // Walk the job to `from` along allowed steps.
+            let path: &[JobStatus] = match from {
+                JobStatus::Created => &[],
+                JobStatus::Queued => &[JobStatus::Queued],
+                JobStatus::Running => &[JobStatus::Queued, JobStatus::Running],
+                terminal => &[JobStatus::Queued, JobStatus::Running, terminal],
+            };
+            let mut at = JobStatus::Created;
+            for &step in path {
+                go(s, &a, &id, at, step);
+                at = step;
+            }
+            let t = Transition {
+                reason: Some("because"),
+                ..Transition::new(from, to, T0 + 5)
+            };
+            match s.transition(job_ref(&a, &id), &t) {
+                Ok(j) => {
+                    assert!(from.can_become(to), "{from} -> {to} was allowed");
+                    assert_eq!(j.status, to);
+                    assert_eq!(j.status_reason.as_deref(), Some("because"));
+                    if to.is_terminal() {
+                        assert_eq!(j.completed_ms, Some(T0 + 5));
+                    }
+                }
+                Err(StoreError::Transition { actual, .. }) => {
+                    assert!(!from.can_become(to), "{from} -> {to} was refused");
+                    assert_eq!(actual, from);
+                }
+                Err(e) => panic!("{from} -> {to}: {e}"),
+            }
+        }
+    }
+    // A stale `from` is refused, naming the state the job is in.
+    s.insert_job(&new_job(&a, "stale", None, T0)).unwrap();
+    go(s, &a, "stale", JobStatus::Created, JobStatus::Queued);
+    let e = s
+        .transition(
+            job_ref(&a, "stale"),
+            &Transition::new(JobStatus::Created, JobStatus::Queued, T0),
+        )
+        .unwrap_err();
+    assert!(
+        matches!(
+            e,
+            StoreError::Transition {
+                actual: JobStatus::Queued,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    // Running counts attempts; the start time is the first one's.
+    assert_eq!(go(s, &a, "stale", JobStatus::Queued, JobStatus::Running), 1);
+    go(s, &a, "stale", JobStatus::Running, JobStatus::Queued);
+    assert_eq!(go(s, &a, "stale", JobStatus::Queued, JobStatus::Running), 2);
+    let j = s.job(job_ref(&a, "stale")).unwrap().unwrap();
+    assert_eq!((j.attempts, j.started_ms), (2, Some(T0)));
+    assert!(matches!(
+        s.transition(
+            job_ref(&a, "missing"),
+            &Transition::new(JobStatus::Created, JobStatus::Queued, T0)
+        ),
+        Err(StoreError::NoJob(_))
+    ));
+    assert!(matches!(
+        s.insert_job(&new_job(&a, "stale", None, T0)),
+        Err(StoreError::JobExists(_))
+    ));
+}
+
+fn racing_transitions_one_wins(s: &dyn Store) {
+    let a = acct();
+    for round in 0..5 {
+        let id = format!("race{round}");
+        s.insert_job(&new_job(&a, &id, None, T0)).unwrap();
+        let threads = 6;
+        let barrier = Barrier::new(threads);
+        let wins: usize = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..threads)
+                .map(|_| {
+                    sc.spawn(|| {
+                        barrier.wait();
+                        s.transition(
+                            job_ref(&a, &id),
+                            &Transition::new(JobStatus::Created, JobStatus::Queued, T0),
+                        )
+                        .is_ok()
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| usize::from(h.join().unwrap()))
+                .sum()
+        });
+        assert_eq!(wins, 1, "{id}");
+    }
+}
+
+fn specs_change_only_while_created(s: &dyn Store) {
+    let a = acct();
+    s.insert_job(&new_job(&a, "j", None, T0)).unwrap();
+    let j = s.update_spec(job_ref(&a, "j"), "{\"v\":2}").unwrap();
+    assert_eq!(j.spec, "{\"v\":2}");
+    go(s, &a, "j", JobStatus::Created, JobStatus::Queued);
+    let e = s.update_spec(job_ref(&a, "j"), "{\"v\":3}").unwrap_err();
+    assert!(matches!(e, StoreError::Transition { .. }), "{e}");
+    let j = s.job(job_ref(&a, "j")).unwrap().unwrap();
+    assert_eq!(j.spec, "{\"v\":2}");
+    assert!(!j.stop_requested);
+    assert!(s.request_stop(job_ref(&a, "j")).unwrap().stop_requested);
+    s.set_phase(job_ref(&a, "j"), "PROCESSING").unwrap();
+    s.set_input_fingerprint(job_ref(&a, "j"), "fp").unwrap();
+    let c = JobCounters {
+        total_pieces: 3,
+        processed: 9,
+        failures: vec!["f.csv:2: record 1: bad".into()],
+        field_warnings_by_field: vec![("Phone".into(), 2)],
+        ..JobCounters::default()
+    };
+    s.save_progress(job_ref(&a, "j"), &c).unwrap();
+    let j = s.job(job_ref(&a, "j")).unwrap().unwrap();
+    assert_eq!(j.phase.as_deref(), Some("PROCESSING"));
+    assert_eq!(j.input_fingerprint.as_deref(), Some("fp"));
+    assert_eq!(j.counters, c);
+    assert_eq!(j.kind, JobKind::Profiles);
+    assert_eq!(j.display_name.as_deref(), Some("job j"));
+    assert!(matches!(
+        s.save_progress(job_ref(&a, "nope"), &c),
+        Err(StoreError::NoJob(_))
+    ));
+}
+
+fn jobs_list_newest_first_and_page(s: &dyn Store) {
+    let a = acct();
+    s.create_domain(&a, &Domain::new("d", 14, T0)).unwrap();
+    for (id, at) in [("b", 2), ("a", 2), ("c", 1), ("d", 3)] {
+        s.insert_job(&new_job(&a, id, Some("d"), T0 + at)).unwrap();
+    }
+    let ids =
+        |f: &JobFilter| -> Vec<String> { s.jobs(f).unwrap().into_iter().map(|j| j.id).collect() };
+    let all = JobFilter {
+        account: Some(a.clone()),
+        ..JobFilter::default()
+    };
+    assert_eq!(ids(&all), ["d", "b", "a", "c"]);
+    let page = JobFilter {
+        limit: Some(2),
+        offset: 1,
+        ..all.clone()
+    };
+    assert_eq!(ids(&page), ["b", "a"]);
+    go(s, &a, "a", JobStatus::Created, JobStatus::Queued);
+    let queued = JobFilter {
+        statuses: vec![JobStatus::Queued, JobStatus::Running],
+        ..all.clone()
+    };
+    assert_eq!(ids(&queued), ["a"]);
+    let by_kind = JobFilter {
+        kind: Some(JobKind::Import),
+        ..all.clone()
+    };
+    assert!(ids(&by_kind).is_empty());
+    let by_domain = JobFilter {
+        domain: Some("other".into()),
+        ..all
+    };
+    assert!(ids(&by_domain).is_empty());
+}
+
+fn accounts_are_kept_apart(s: &dyn Store) {
+    let (a, b) = (
+        AccountId::new("111111111111"),
+        AccountId::new("222222222222"),
+    );
+    s.create_domain(&a, &Domain::new("shared", 14, T0)).unwrap();
+    s.create_domain(&b, &Domain::new("shared", 30, T0)).unwrap();
+    assert_eq!(
+        s.domain(&a, "shared")
+            .unwrap()
+            .unwrap()
+            .default_expiration_days,
+        14
+    );
+    assert_eq!(
+        s.domain(&b, "shared")
+            .unwrap()
+            .unwrap()
+            .default_expiration_days,
+        30
+    );
+    s.insert_job(&new_job(&a, "j", Some("shared"), T0)).unwrap();
+    assert!(s.job(job_ref(&b, "j")).unwrap().is_none());
+    assert!(matches!(
+        s.transition(
+            job_ref(&b, "j"),
+            &Transition::new(JobStatus::Created, JobStatus::Queued, T0)
+        ),
+        Err(StoreError::NoJob(_))
+    ));
+    let listed = s
+        .jobs(&JobFilter {
+            account: Some(b.clone()),
+            ..JobFilter::default()
+        })
+        .unwrap();
+    assert!(listed.is_empty());
+    // A job may not name a domain of another account.
+    s.create_domain(&a, &Domain::new("only-a", 14, T0)).unwrap();
+    assert!(matches!(
+        s.insert_job(&new_job(&b, "k", Some("only-a"), T0)),
+        Err(StoreError::NoDomain(_))
+    ));
+    s.create_app(&a, &app("app1", T0)).unwrap();
+    assert!(s.app(&b, "app1").unwrap().is_none());
+    assert!(s.apps(&b).unwrap().is_empty());
+    assert!(matches!(
+        s.delete_app(&b, "app1"),
+        Err(StoreError::NoApp(_))
+    ));
+    assert!(matches!(
+        s.create_app(&b, &app("app1", T0)),
+        Err(StoreError::AppExists(_))
+    ));
+    assert_eq!(s.domains(&b).unwrap().len(), 1);
+    s.set_bucket_settings(
+        &a,
+        &BucketSettings {
+            bucket: "bkt".into(),
+            region: Some("eu-west-1".into()),
+            owner: None,
+        },
+    )
+    .unwrap();
+    assert!(s.bucket_settings(&b, "bkt").unwrap().is_none());
+    // Leases of the same name in two accounts are two leases.
+    assert!(
+        s.acquire_lease(&a, "job/j", "h1", T0, 1000)
+            .unwrap()
+            .is_some()
+    );
+    assert!(
+        s.acquire_lease(&b, "job/j", "h2", T0, 1000)
+            .unwrap()
+            .is_some()
+    );
+}
+
+fn leases_expire_and_are_taken_over(s: &dyn Store) {
+    let a = acct();
+    let first = s
+        .acquire_lease(&a, "job/x", "host-1", T0, 1000)
+        .unwrap()
+        .expect("a free lease is taken");
+    assert_eq!((first.attempt, first.deadline_ms), (1, T0 + 1000));
+    assert!(
+        s.acquire_lease(&a, "job/x", "host-2", T0 + 999, 1000)
+            .unwrap()
+            .is_none()
+    );
+    // A heartbeat moves the deadline.
+    let renewed = s.renew_lease(&first, T0 + 900, 1000).unwrap().unwrap();
+    assert_eq!(renewed.deadline_ms, T0 + 1900);
+    assert!(
+        s.acquire_lease(&a, "job/x", "host-2", T0 + 1500, 1000)
+            .unwrap()
+            .is_none()
+    );
+    // Past the deadline anyone may take it: a new attempt.
+    let second = s
+        .acquire_lease(&a, "job/x", "host-2", T0 + 1900, 1000)
+        .unwrap()
+        .expect("a lapsed lease is taken");
+    assert_eq!((second.holder.as_str(), second.attempt), ("host-2", 2));
+    // The first holder's heartbeat and release no longer touch it.
+    assert!(s.renew_lease(&renewed, T0 + 1950, 1000).unwrap().is_none());
+    s.release_lease(&renewed).unwrap();
+    assert_eq!(s.lease(&a, "job/x").unwrap().unwrap(), second);
+    // Taking over a holder known to be gone: only from what was seen.
+    let stale = Lease {
+        attempt: 1,
+        ..second.clone()
+    };
+    assert!(
+        s.take_over_lease(&stale, "host-3", T0 + 2000, 1000)
+            .unwrap()
+            .is_none()
+    );
+    let third = s
+        .take_over_lease(&second, "host-3", T0 + 2000, 1000)
+        .unwrap()
+        .unwrap();
+    assert_eq!((third.holder.as_str(), third.attempt), ("host-3", 3));
+    // Released, it is free at once, and the attempts go on.
+    s.release_lease(&third).unwrap();
+    let fourth = s
+        .acquire_lease(&a, "job/x", "host-1", T0 + 2001, 1000)
+        .unwrap()
+        .unwrap();
+    assert_eq!(fourth.attempt, 4);
+    assert!(s.lease(&a, "job/none").unwrap().is_none());
+}
+
+fn racing_leases_one_wins(s: &dyn Store) {
+    let a = acct();
+    for round in 0..5 {
+        let name = format!("job/r{round}");
+        let threads = 6;
+        let barrier = Barrier::new(threads);
+        let wins: usize = std::thread::scope(|sc| {
+            let handles: Vec<_> = (0..threads)
+                .map(|t| {
+                    let (barrier, name, a) = (&barrier, &name, &a);
+                    sc.spawn(move || {
+                        barrier.wait();
+                        let holder = format!("h{t}");
+                        usize::from(
+                            s.acquire_lease(a, name, &holder, T0, 1000)
+                                .unwrap()
+                                .is_some(),
+                        )
+                    })
+                })
+                .collect();
+            handles.into_iter().map(|h| h.join().unwrap()).sum()
+        });
+        assert_eq!(wins, 1, "{name}");
+    }
+}
+
+fn pieces_complete_once_and_are_fenced(s: &dyn Store) {
+    let a = acct();
+    let attempt = running(s, &a, "p", None);
+    let at = Attempt {
+        job: job_ref(&a, "p"),
+        attempt,
+    };
+    s.plan_pieces(at, 4).unwrap();
+    let piece = |index, processed, failed_piece| PieceCounts {
+        index,
+        count: 1,
+        processed,
+        failed: 1,
+        warnings: 2,
+        failed_piece,
+    };
+    assert!(s.complete_piece(at, &piece(0, 10, false)).unwrap());
+    assert!(!s.complete_piece(at, &piece(0, 10, false)).unwrap());
+    assert!(s.complete_piece(at, &piece(2, 5, true)).unwrap());
+    let c = s.job(job_ref(&a, "p")).unwrap().unwrap().counters;
+    assert_eq!(
+        (
+            c.total_pieces,
+            c.completed_pieces,
+            c.failed_pieces,
+            c.processed,
+            c.failed,
+            c.field_warnings
+        ),
+        (4, 2, 1, 15, 2, 4)
+    );
+    // Taken over: the old attempt's pieces are refused, the new one's
+    // repeats of recorded pieces count nothing.
+    go(s, &a, "p", JobStatus::Running, JobStatus::Queued);
+    let next = go(s, &a, "p", JobStatus::Queued, JobStatus::Running);
+    assert_eq!(next, attempt + 1);
+    let e = s.complete_piece(at, &piece(1, 3, false)).unwrap_err();
+    assert!(
+        matches!(e, StoreError::Fenced { current, .. } if current == next),
+        "{e}"
+    );
+    // Nor can the old attempt end the new one's run.
+    let end = Transition {
+        fence: Some(attempt),
+        ..Transition::new(JobStatus::Running, JobStatus::Succeeded, T0)
+    };
+    assert!(matches!(
+        s.transition(job_ref(&a, "p"), &end),
+        Err(StoreError::Fenced { .. })
+    ));
+    let at2 = Attempt {
+        job: job_ref(&a, "p"),
+        attempt: next,
+    };
+    assert!(!s.complete_piece(at2, &piece(0, 10, false)).unwrap());
+    assert!(s.complete_piece(at2, &piece(1, 3, false)).unwrap());
+    let runs = PieceCounts {
+        index: 3,
+        count: 5,
+        ..PieceCounts::default()
+    };
+    assert!(s.complete_piece(at2, &runs).unwrap());
+    let c = s.job(job_ref(&a, "p")).unwrap().unwrap().counters;
+    assert_eq!((c.completed_pieces, c.processed), (8, 18));
+    let pieces: Vec<u64> = s
+        .pieces(job_ref(&a, "p"))
+        .unwrap()
+        .iter()
+        .map(|p| p.index)
+        .collect();
+    assert_eq!(pieces, [0, 1, 2, 3]);
+    // A finished job takes no more pieces.
+    go(s, &a, "p", JobStatus::Running, JobStatus::Succeeded);
+    assert!(matches!(
+        s.complete_piece(at2, &piece(9, 1, false)),
+        Err(StoreError::Fenced { .. })
+    ));
+    assert!(matches!(
+        s.plan_pieces(at2, 9),
+        Err(StoreError::Fenced { .. })
+    ));
+}
+
+fn rows<'a>(keys: &'a [String], fields: &'a str) -> Vec<ProfileRow<'a>> {
+    keys.iter()
+        .map(|k| ProfileRow {
+            key: k.as_str(),
+            fields,
+        })
+        .collect()
+}
+
+fn profiles_created_then_updated(s: &dyn Store) {
+    let a = acct();
+    s.create_domain(&a, &Domain::new("d", 14, T0)).unwrap();
+    let attempt = running(s, &a, "w", Some("d"));
+    let at = Attempt {
+        job: job_ref(&a, "w"),
+        attempt,
+    };
+    let keys: Vec<String> = (0..10).map(|i| format!("k{i:02}")).collect();
+    fn batch<'a>(at: Attempt<'a>, rows: &'a [ProfileRow<'a>], now_ms: i64) -> ProfileBatch<'a> {
+        ProfileBatch {
+            attempt: at,
+            domain: "d",
+            now_ms,
+            expires_ms: now_ms + DAY,
+            rows,
+        }
+    }
+    let first = rows(&keys[..6], "{\"v\":1}");
+    let c = s.write_profiles(&batch(at, &first, T0)).unwrap();
+    assert_eq!((c.created, c.updated), (6, 0));
+    let second = rows(&keys[4..], "{\"v\":2}");
+    let c = s.write_profiles(&batch(at, &second, T0 + 10)).unwrap();
+    assert_eq!((c.created, c.updated), (4, 2));
+    let j = s.job(job_ref(&a, "w")).unwrap().unwrap();
+    assert_eq!((j.counters.created, j.counters.updated), (10, 2));
+    assert_eq!(j.written_through.as_deref(), Some(&b"k09"[..]));
+    let p = s.profile(&a, "d", "k05", T0 + 10).unwrap().unwrap();
+    assert_eq!(p.fields, "{\"v\":2}");
+    assert_eq!((p.created_ms, p.updated_ms), (T0, T0 + 10));
+    assert_eq!(s.count_profiles(&a, "d", T0 + 10).unwrap(), 10);
+    // Keys out of order, an unknown domain, a stale attempt: nothing of
+    // the batch is written.
+    let unordered = [
+        ProfileRow {
+            key: "z",
+            fields: "{}",
+        },
+        ProfileRow {
+            key: "y",
+            fields: "{}",
+        },
+    ];
+    assert!(matches!(
+        s.write_profiles(&batch(at, &unordered, T0 + 20)),
+        Err(StoreError::Unordered { .. })
+    ));
+    let dup = [
+        ProfileRow {
+            key: "x",
+            fields: "{}",
+        },
+        ProfileRow {
+            key: "x",
+            fields: "{}",
+        },
+    ];
+    assert!(matches!(
+        s.write_profiles(&batch(at, &dup, T0 + 20)),
+        Err(StoreError::Unordered { .. })
+    ));
+    let other = ProfileBatch {
+        domain: "nope",
+        ..batch(at, &first, T0)
+    };
+    assert!(matches!(
+        s.write_profiles(&other),
+        Err(StoreError::NoDomain(_))
+    ));
+    let stale = ProfileBatch {
+        attempt: Attempt {
+            attempt: attempt + 1,
+            ..at
+        },
+        ..batch(at, &unordered[..1], T0)
+    };
+    assert!(matches!(
+        s.write_profiles(&stale),
+        Err(StoreError::Fenced { .. })
+    ));
+    assert!(s.profile(&a, "d", "z", T0).unwrap().is_none());
+    assert_eq!(s.count_profiles(&a, "d", T0 + 20).unwrap(), 10);
+    assert!(matches!(
+        s.count_profiles(&a, "nope", T0),
+        Err(StoreError::NoDomain(_))
+    ));
+}
+
+fn expiry_the_longest_wins_and_purges(s: &dyn Store) {
+    let a = acct();
+    s.create_domain(&a, &Domain::new("d", 14, T0)).unwrap();
+    let attempt = running(s, &a, "e", Some("d"));
+    let at = Attempt {
+        job: job_ref(&a, "e"),
+        attempt,
+    };
+    let keys: Vec<String> = vec!["a".into(), "b".into()];
+    let write = |keys: &[String], now_ms, expires_ms| {
+        s.write_profiles(&ProfileBatch {
+            attempt: at,
+            domain: "d",
+            now_ms,
+            expires_ms,
+            rows: &rows(keys, "{}"),
+        })
+        .unwrap()
+    };
+    write(&keys, T0, T0 + 10 * DAY);
+    // A shorter expiry does not shorten a longer one.
+    write(&keys[..1], T0 + 1, T0 + 2 * DAY);
+    assert_eq!(
+        s.profile(&a, "d", "a", T0).unwrap().unwrap().expires_ms,
+        T0 + 10 * DAY
+    );
+    write(&keys[..1], T0 + 2, T0 + 20 * DAY);
+    assert_eq!(
+        s.profile(&a, "d", "a", T0).unwrap().unwrap().expires_ms,
+        T0 + 20 * DAY
+    );
+    // Past its expiry a profile is gone, and a write counts it created.
+    let later = T0 + 11 * DAY;
+    assert!(s.profile(&a, "d", "b", later).unwrap().is_none());
+    assert_eq!(s.count_profiles(&a, "d", later).unwrap(), 1);
+    let c = write(&keys[1..], later, later + DAY);
+    assert_eq!((c.created, c.updated), (1, 0));
+    // Purging removes what expired, everywhere.
+    assert_eq!(s.purge_expired(T0 + 30 * DAY).unwrap(), 2);
+    assert_eq!(s.count_profiles(&a, "d", T0).unwrap(), 0);
+    assert_eq!(s.purge_expired(T0 + 30 * DAY).unwrap(), 0);
+}
+
+fn app(id: &str, created_ms: i64) -> App {
+    App {
+        id: id.to_owned(),
+        name: format!("app {id}"),
+        tags: "{}".into(),
+        created_ms,
+    }
+}
+
+fn endpoint(id: &str, channel: &str, address: &str, user: &str) -> StoredEndpoint {
+    StoredEndpoint {
+        id: id.to_owned(),
+        channel_type: Some(channel.to_owned()),
+        address: Some(address.to_owned()),
+        user_id: Some(user.to_owned()),
+        fields: format!("{{\"Address\":\"{address}\"}}"),
+        created_ms: 0,
+        updated_ms: 0,
+        created_by: None,
+    }
+}
+
+fn endpoints_segments_and_apps(s: &dyn Store) {
+    let a = acct();
+    s.create_app(&a, &app("app1", T0)).unwrap();
+    s.create_segment(
+        &a,
+        &Segment {
+            app: "app1".into(),
+            id: "seg".into(),
+            name: Some("S".into()),
+            definition: "{}".into(),
+            created_ms: T0,
+            updated_ms: T0,
+            version: 1,
+        },
+    )
+    .unwrap();
+    let mut job = new_job(&a, "imp", None, T0);
+    job.kind = JobKind::Import;
+    job.app = Some("app1".into());
+    s.insert_job(&job).unwrap();
+    go(s, &a, "imp", JobStatus::Created, JobStatus::Queued);
+    let attempt = go(s, &a, "imp", JobStatus::Queued, JobStatus::Running);
+    let at = Attempt {
+        job: job_ref(&a, "imp"),
+        attempt,
+    };
+    let keys = [
+        EndpointKey::Id("e1"),
+        EndpointKey::Address("EMAIL", "b@x.co"),
+        EndpointKey::Id("e3"),
+    ];
+    let mut merge = |n: usize, old: Option<StoredEndpoint>| match n {
+        0 => Ok(endpoint("e1", "SMS", "+14155550100", "u1")),
+        1 => Ok(old.unwrap_or_else(|| endpoint("e2", "EMAIL", "b@x.co", "u1"))),
+        _ => Err("a new endpoint needs a ChannelType and an Address".to_owned()),
+    };
+    let batch = EndpointBatch {
+        attempt: at,
+        app: "app1",
+        now_ms: T0 + 1,
+        keys: &keys,
+        segment: Some("seg"),
+    };
+    let w = s.write_endpoints(&batch, &mut merge).unwrap();
+    assert_eq!(
+        w,
+        [
+            EndpointWrite::Created("e1".into()),
+            EndpointWrite::Created("e2".into()),
+            EndpointWrite::Refused("a new endpoint needs a ChannelType and an Address".into()),
+        ]
+    );
+    // Written again by the same job (a resumed run writes everything
+    // again): what it created still counts as created.
+    s.clear_written(at).unwrap();
+    let mut again = |n: usize, old: Option<StoredEndpoint>| match n {
+        2 => Err("refused".to_owned()),
+        _ => old.ok_or_else(|| "gone".to_owned()),
+    };
+    let w = s.write_endpoints(&batch, &mut again).unwrap();
+    assert_eq!(w[0], EndpointWrite::Created("e1".into()));
+    let j = s.job(job_ref(&a, "imp")).unwrap().unwrap();
+    assert_eq!((j.counters.created, j.counters.updated), (2, 0));
+    assert_eq!(
+        s.endpoint(&a, "app1", "e1")
+            .unwrap()
+            .unwrap()
+            .created_by
+            .as_deref(),
+        Some("imp")
+    );
+    // Another job's write of them is an update.
+    let mut other = new_job(&a, "imp2", None, T0);
+    other.kind = JobKind::Import;
+    other.app = Some("app1".into());
+    s.insert_job(&other).unwrap();
+    go(s, &a, "imp2", JobStatus::Created, JobStatus::Queued);
+    let a2 = go(s, &a, "imp2", JobStatus::Queued, JobStatus::Running);
+    // The address finds e2, the id finds e1.
+    let later = EndpointBatch {
+        attempt: Attempt {
+            job: job_ref(&a, "imp2"),
+            attempt: a2,
+        },
+        now_ms: T0 + 2,
+        ..batch
+    };
+    let mut seen = Vec::new();
+    let mut merge = |_: usize, old: Option<StoredEndpoint>| {
+        seen.push(old.as_ref().map(|e| e.id.clone()));
+        old.ok_or_else(|| "gone".to_owned())
+    };
+    let w = s.write_endpoints(&later, &mut merge).unwrap();
+    assert_eq!(seen, [Some("e1".into()), Some("e2".into()), None]);
+    assert_eq!(w[0], EndpointWrite::Updated("e1".into()));
+    let j = s.job(job_ref(&a, "imp2")).unwrap().unwrap();
+    assert_eq!((j.counters.created, j.counters.updated), (0, 2));
+    let e1 = s.endpoint(&a, "app1", "e1").unwrap().unwrap();
+    assert_eq!((e1.created_ms, e1.updated_ms), (T0 + 1, T0 + 2));
+    let users: Vec<String> = s
+        .user_endpoints(&a, "app1", "u1")
+        .unwrap()
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(users, ["e1", "e2"]);
+    assert_eq!(
+        s.segment_channel_counts(&a, "app1", "seg").unwrap(),
+        [("EMAIL".to_owned(), 1), ("SMS".to_owned(), 1)]
+    );
+    // Segments: made once, versions move with updates.
+    s.create_segment(
+        &a,
+        &Segment {
+            app: "app1".into(),
+            id: "seg".into(),
+            name: Some("other".into()),
+            definition: "{\"x\":1}".into(),
+            created_ms: T0 + 5,
+            updated_ms: T0 + 5,
+            version: 1,
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        s.segment(&a, "app1", "seg")
+            .unwrap()
+            .unwrap()
+            .name
+            .as_deref(),
+        Some("S")
+    );
+    let seg = s
+        .update_segment(&a, "app1", "seg", "{\"y\":2}", T0 + 9)
+        .unwrap();
+    assert_eq!(
+        (seg.version, seg.updated_ms, seg.definition.as_str()),
+        (2, T0 + 9, "{\"y\":2}")
+    );
+    assert!(matches!(
+        s.update_segment(&a, "app1", "nope", "{}", T0),
+        Err(StoreError::NoSegment { .. })
+    ));
+    let no_seg = EndpointBatch {
+        segment: Some("nope"),
+        ..batch
+    };
+    assert!(matches!(
+        s.write_endpoints(&no_seg, &mut |_, _| Err(String::new())),
+        Err(StoreError::NoSegment { .. })
+    ));
+    // An app is not deleted while its job runs; then it goes whole.
+    assert!(matches!(
+        s.delete_app(&a, "app1"),
+        Err(StoreError::AppBusy { .. })
+    ));
+    go(s, &a, "imp", JobStatus::Running, JobStatus::Succeeded);
+    assert!(matches!(
+        s.write_endpoints(&batch, &mut |_, old| old.ok_or_else(String::new)),
+        Err(StoreError::Fenced { .. })
+    ));
+    assert!(matches!(
+        s.clear_written(at),
+        Err(StoreError::Fenced { .. })
+    ));
+    go(s, &a, "imp2", JobStatus::Running, JobStatus::Succeeded);
+    assert_eq!(s.delete_app(&a, "app1").unwrap().id, "app1");
+    assert!(s.app(&a, "app1").unwrap().is_none());
+    assert!(s.endpoint(&a, "app1", "e1").unwrap().is_none());
+    assert!(s.segments(&a, "app1").unwrap().is_empty());
+    assert!(s.job(job_ref(&a, "imp")).unwrap().is_none());
+    assert!(matches!(
+        s.create_segment(
+            &a,
+            &Segment {
+                app: "app1".into(),
+                id: "x".into(),
+                name: None,
+                definition: "{}".into(),
+                created_ms: T0,
+                updated_ms: T0,
+                version: 1
+            }
+        ),
+        Err(StoreError::NoApp(_))
+    ));
+}
+
+fn domains_busy_then_deleted(s: &dyn Store) {
+    let a = acct();
+    s.create_domain(&a, &Domain::new("d", 14, T0)).unwrap();
+    assert!(matches!(
+        s.create_domain(&a, &Domain::new("d", 3, T0)),
+        Err(StoreError::DomainExists(_))
+    ));
+    let attempt = running(s, &a, "w", Some("d"));
+    let keys: Vec<String> = (0..3).map(|i| format!("k{i}")).collect();
+    s.write_profiles(&ProfileBatch {
+        attempt: Attempt {
+            job: job_ref(&a, "w"),
+            attempt,
+        },
+        domain: "d",
+        now_ms: T0,
+        expires_ms: T0 + DAY,
+        rows: &rows(&keys, "{}"),
+    })
+    .unwrap();
+    assert!(matches!(
+        s.delete_domain(&a, "d"),
+        Err(StoreError::DomainBusy { .. })
+    ));
+    go(s, &a, "w", JobStatus::Running, JobStatus::Succeeded);
+    assert_eq!(s.delete_domain(&a, "d").unwrap(), 3);
+    assert!(s.domain(&a, "d").unwrap().is_none());
+    assert!(s.job(job_ref(&a, "w")).unwrap().is_none());
+    assert!(matches!(
+        s.delete_domain(&a, "d"),
+        Err(StoreError::NoDomain(_))
+    ));
+    // A new domain of the same name starts empty.
+    s.create_domain(&a, &Domain::new("d", 14, T0)).unwrap();
+    assert_eq!(s.count_profiles(&a, "d", T0).unwrap(), 0);
+}
+
+fn concurrent_writers(s: &dyn Store) {
+    let a = acct();
+    let writers = 4;
+    let batches = 20;
+    let per_batch = 50;
+    for w in 0..writers {
+        s.create_domain(&a, &Domain::new(&format!("d{w}"), 14, T0))
+            .unwrap();
+    }
+    let attempts: Vec<u32> = (0..writers)
+        .map(|w| running(s, &a, &format!("w{w}"), Some(&format!("d{w}"))))
+        .collect();
+    let barrier = Arc::new(Barrier::new(writers + 1));
+    std::thread::scope(|sc| {
+        for (w, &attempt) in attempts.iter().enumerate() {
+            let (a, barrier) = (&a, Arc::clone(&barrier));
+            sc.spawn(move || {
+                barrier.wait();
+                let (job, domain) = (format!("w{w}"), format!("d{w}"));
+                for b in 0..batches {
+                    // Every other batch repeats the one before: updates.
+                    let base = (b / 2) * per_batch;
+                    let keys: Vec<String> = (base..base + per_batch)
+                        .map(|i| format!("key{i:06}"))
+                        .collect();
+                    s.write_profiles(&ProfileBatch {
+                        attempt: Attempt {
+                            job: job_ref(a, &job),
+                            attempt,
+                        },
+                        domain: &domain,
+                        now_ms: T0,
+                        expires_ms: T0 + DAY,
+                        rows: &rows(&keys, "{}"),
+                    })
+                    .unwrap();
+                }
+            });
+        }
+        // A reader meanwhile.
+        let (a, barrier) = (&a, Arc::clone(&barrier));
+        sc.spawn(move || {
+            barrier.wait();
+            for _ in 0..50 {
+                let j = s.job(job_ref(a, "w0")).unwrap().unwrap();
+                assert!(j.counters.created + j.counters.updated <= (batches * per_batch) as u64);
+            }
+        });
+    });
+    for w in 0..writers {
+        let j = s.job(job_ref(&a, &format!("w{w}"))).unwrap().unwrap();
+        let half = (batches / 2 * per_batch) as u64;
+        assert_eq!((j.counters.created, j.counters.updated), (half, half));
+        assert_eq!(s.count_profiles(&a, &format!("d{w}"), T0).unwrap(), half);
+    }
+}
+
+fn lists_come_in_their_order(s: &dyn Store) {
+    let a = acct();
+    for name in ["b", "c", "a"] {
+        s.create_domain(&a, &Domain::new(name, 14, T0)).unwrap();
+    }
+    let names: Vec<String> = s.domains(&a).unwrap().into_iter().map(|d| d.name).collect();
+    assert_eq!(names, ["a", "b", "c"]);
+    for (id, at) in [("y", 2), ("x", 2), ("z", 1)] {
+        s.create_app(&a, &app(id, T0 + at)).unwrap();
+    }
+    let ids: Vec<String> = s.apps(&a).unwrap().into_iter().map(|a| a.id).collect();
+    assert_eq!(ids, ["z", "x", "y"]);
+    for (id, at) in [("s2", 5), ("s1", 5), ("s0", 9)] {
+        s.create_segment(
+            &a,
+            &Segment {
+                app: "x".into(),
+                id: id.into(),
+                name: None,
+                definition: "{}".into(),
+                created_ms: T0 + at,
+                updated_ms: T0 + at,
+                version: 1,
+            },
+        )
+        .unwrap();
+    }
+    let ids: Vec<String> = s
+        .segments(&a, "x")
+        .unwrap()
+        .into_iter()
+        .map(|s| s.id)
+        .collect();
+    assert_eq!(ids, ["s1", "s2", "s0"]);
+}
+
+fn bucket_settings_round_trip(s: &dyn Store) {
+    let a = acct();
+    assert!(s.bucket_settings(&a, "bkt").unwrap().is_none());
+    let mut b = BucketSettings {
+        bucket: "bkt".into(),
+        region: Some("eu-west-1".into()),
+        owner: Some("AKID".into()),
+    };
+    s.set_bucket_settings(&a, &b).unwrap();
+    assert_eq!(s.bucket_settings(&a, "bkt").unwrap().as_ref(), Some(&b));
+    b.region = None;
+    s.set_bucket_settings(&a, &b).unwrap();
+    assert_eq!(s.bucket_settings(&a, "bkt").unwrap(), Some(b));
+}
