@@ -8,7 +8,8 @@
 use libfuzzer_sys::fuzz_target;
 use sluice::api::importexport::Exception;
 use sluice::api::importexport::manifest::parse;
-use sluice::job::{Direction, check_bucket_name};
+use sluice::job::Direction;
+use sluice::objects::check_bucket_name;
 
 fuzz_target!(|input: &[u8]| {
     let Some((&knob, rest)) = input.split_first() else {

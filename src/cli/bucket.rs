@@ -153,9 +153,9 @@ fn record_bucket(
     if region.is_none() && owner.is_none() {
         return Ok(());
     }
-    let store = super::jobs::open(&at.data_dir)?;
+    let store = super::open(&at.data_dir)?;
     store.set_bucket_settings(
-        &super::jobs::account(),
+        &super::account(),
         &BucketSettings {
             bucket: bucket.to_owned(),
             region,

@@ -28,10 +28,10 @@ pub(crate) enum Command {
 pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
     match cmd {
         Command::Run { job_id, device, at } => {
-            let store = super::jobs::open(&at.data_dir)?;
+            let store = super::open(&at.data_dir)?;
             let objects = at.objects()?;
             let clock = system_clock();
-            let account = super::jobs::account();
+            let account = super::account();
             let job = run_device(
                 &store,
                 &*objects,

@@ -1,4 +1,4 @@
-//! `sluice ingest`.
+//! `sluice ingest`: files through the engine, printed or written to a file, or (with `--data-dir`) run as a job into the store.
 
 use std::fs;
 use std::io::{self, IsTerminal, Write};
@@ -10,10 +10,13 @@ use serde_json::{Map, Value, json};
 
 use sluice::ingest::output::{Format, write_records};
 use sluice::ingest::{DEFAULT_PIECE_SIZE, IngestBuilder, Input, Progress, Summary};
-use sluice::job::DEFAULT_BATCH_ROWS;
-use sluice::mapping::MappingFile;
+use sluice::job::{DEFAULT_BATCH_ROWS, JobSpec, JobStatus, ProfileJob, Runner, RunnerConfig};
+use sluice::job::{Source, system_clock};
+use sluice::mapping::{DEFAULT_DATA_EXPIRY_DAYS, MappingFile};
+use sluice::store::{Domain, JobRef};
 
-use super::{CliError, parse_size};
+use super::jobs::{follow, job_json, write_job};
+use super::{CliError, account, group, open, parse_size, write_failures};
 
 /// Arguments of `sluice ingest`.
 #[derive(Debug, clap::Args)]
@@ -81,7 +84,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
     };
 
     if let Some(dir) = &args.data_dir {
-        return super::jobs::ingest_into_store(&args, dir, &mapping_bytes, mapping, delimiter);
+        return into_store(&args, dir, &mapping_bytes, mapping, delimiter);
     }
 
     let mut builder = IngestBuilder::new(mapping.mapping);
@@ -214,42 +217,6 @@ pub(super) fn write_human(w: &mut impl Write, s: &Summary, files: usize) -> io::
 }
 
 /// The first ten of `failures` (the first of `failed` in all).
-pub(super) fn write_failures(
-    w: &mut impl Write,
-    failures: &[impl std::fmt::Display],
-    failed: u64,
-) -> io::Result<()> {
-    const SHOWN: usize = 10;
-    if failures.is_empty() {
-        return Ok(());
-    }
-    writeln!(w, "first failures:")?;
-    for f in failures.iter().take(SHOWN) {
-        writeln!(w, "  {f}")?;
-    }
-    if failed > SHOWN as u64 {
-        writeln!(
-            w,
-            "  … and {} more (--json lists the first {})",
-            group(failed - SHOWN as u64),
-            failures.len()
-        )?;
-    }
-    Ok(())
-}
-
-pub(super) fn group(n: u64) -> String {
-    let s = n.to_string();
-    let mut out = String::with_capacity(s.len() + s.len() / 3);
-    for (i, c) in s.chars().enumerate() {
-        if i > 0 && (s.len() - i).is_multiple_of(3) {
-            out.push(',');
-        }
-        out.push(c);
-    }
-    out
-}
-
 pub(super) fn human_bytes(b: u64) -> String {
     const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
     let mut v = b as f64;
@@ -309,5 +276,99 @@ impl Drop for Staged {
         if !self.committed {
             let _ = fs::remove_file(&self.tmp);
         }
+    }
+}
+
+/// `sluice ingest --data-dir DIR`: the run becomes a job in the store.
+fn into_store(
+    args: &Args,
+    dir: &Path,
+    mapping_bytes: &[u8],
+    mapping: MappingFile,
+    delimiter: u8,
+) -> Result<(), CliError> {
+    let domain = mapping.domain_name.clone().ok_or_else(|| {
+        CliError(format!(
+            "{}: --data-dir needs DomainName in the mapping, to say which domain the profiles go into",
+            args.mapping.display()
+        ))
+    })?;
+    let mut inputs = Vec::new();
+    for f in &args.files {
+        // Absolute, so that `sluice jobs resume` finds them from anywhere.
+        let p = std::fs::canonicalize(f).map_err(|e| CliError(format!("{}: {e}", f.display())))?;
+        inputs.push(Source::File(p));
+    }
+    let store = open(dir)?;
+    let account = account();
+    if store.domain(&account, &domain)?.is_none() {
+        store.create_domain(
+            &account,
+            &Domain::new(&domain, DEFAULT_DATA_EXPIRY_DAYS, system_clock()()),
+        )?;
+        eprintln!(
+            "sluice: created domain {domain:?} (DefaultExpirationDays {DEFAULT_DATA_EXPIRY_DAYS})"
+        );
+    }
+    let runner = Runner::new(
+        store,
+        RunnerConfig {
+            max_jobs: 1,
+            threads: args.threads,
+            batch_rows: args.batch_rows,
+            ..RunnerConfig::default()
+        },
+    )?;
+    let display_name = mapping.display_name.clone().or_else(|| {
+        args.files
+            .first()
+            .and_then(|f| f.file_name())
+            .map(|n| n.to_string_lossy().into_owned())
+    });
+    let spec = JobSpec::Profiles(ProfileJob {
+        domain,
+        display_name: display_name.clone(),
+        mapping: serde_json::from_slice(mapping_bytes)?,
+        inputs,
+        piece_size: Some(args.piece_size),
+        region: Some(args.region.clone()),
+        delimiter: (delimiter != b',').then_some(delimiter),
+        sealed_key: None,
+    });
+    let job = runner.submit(&account, &spec, display_name)?;
+    let started = std::time::Instant::now();
+    let job = follow(
+        &runner,
+        JobRef {
+            account: &account,
+            id: &job.id,
+        },
+    )?;
+    let secs = started.elapsed().as_secs_f64();
+
+    let stdout = io::stdout();
+    let mut w = stdout.lock();
+    if args.json {
+        serde_json::to_writer(&mut w, &job_json(&job))?;
+        writeln!(w)?;
+    } else {
+        write_job(&mut w, &job)?;
+    }
+    w.flush()?;
+    let c = &job.counters;
+    eprintln!(
+        "sluice: job {} {} in {secs:.2} s ({} rows, {} records written)",
+        job.id,
+        job.status,
+        group(c.processed),
+        group(c.created + c.updated)
+    );
+    match job.status {
+        JobStatus::Succeeded | JobStatus::PartiallySucceeded => Ok(()),
+        s => Err(CliError(format!(
+            "job {} {s}: {}",
+            job.id,
+            job.status_reason.as_deref().unwrap_or("no reason recorded")
+        ))),
     }
 }

@@ -1,4 +1,4 @@
-//! `sluice jobs`, and `sluice ingest --data-dir`.
+//! `sluice jobs`: list, show, resume and stop the jobs of a data directory.
 
 use std::io::{self, IsTerminal, Write};
 use std::path::{Path, PathBuf};
@@ -9,15 +9,13 @@ use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 
 use sluice::crypto::{MASTER_KEY_FILE, MasterKey};
-use sluice::job::{JobSpec, JobStatus, ProfileJob, Runner, RunnerConfig, Source, system_clock};
-use sluice::mapping::{DEFAULT_DATA_EXPIRY_DAYS, MappingFile};
-use sluice::store::{AccountId, Domain, JobFilter, JobRecord, JobRef, Store};
+use sluice::job::{JobStatus, Runner, RunnerConfig};
+use sluice::store::{JobFilter, JobRecord, JobRef, Store};
 
 use super::bucket::BucketArgs;
 use sluice::time::utc;
 
-use super::ingest::{Args as IngestArgs, group, write_failures};
-use super::{CliError, DEFAULT_DATA_DIR};
+use super::{CliError, DEFAULT_DATA_DIR, account, group, open, write_failures};
 
 /// `sluice jobs …`.
 #[derive(Debug, clap::Subcommand)]
@@ -83,16 +81,6 @@ pub(crate) struct DataDir {
 
 fn parse_status(s: &str) -> Result<JobStatus, String> {
     s.to_ascii_uppercase().parse().map_err(|e| format!("{e}"))
-}
-
-/// The store of a data directory.
-pub(super) fn open(dir: &Path) -> Result<Arc<dyn Store>, CliError> {
-    Ok(sluice::store::open(&dir.display().to_string())?)
-}
-
-/// The account the command acts for.
-pub(super) fn account() -> AccountId {
-    AccountId::default()
 }
 
 /// Opens an existing store, so that reading commands do not create one.
@@ -219,102 +207,8 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
     Ok(())
 }
 
-/// `sluice ingest --data-dir DIR`: the run becomes a job in the store.
-pub(super) fn ingest_into_store(
-    args: &IngestArgs,
-    dir: &Path,
-    mapping_bytes: &[u8],
-    mapping: MappingFile,
-    delimiter: u8,
-) -> Result<(), CliError> {
-    let domain = mapping.domain_name.clone().ok_or_else(|| {
-        CliError(format!(
-            "{}: --data-dir needs DomainName in the mapping, to say which domain the profiles go into",
-            args.mapping.display()
-        ))
-    })?;
-    let mut inputs = Vec::new();
-    for f in &args.files {
-        // Absolute, so that `sluice jobs resume` finds them from anywhere.
-        let p = std::fs::canonicalize(f).map_err(|e| CliError(format!("{}: {e}", f.display())))?;
-        inputs.push(Source::File(p));
-    }
-    let store = open(dir)?;
-    let account = account();
-    if store.domain(&account, &domain)?.is_none() {
-        store.create_domain(
-            &account,
-            &Domain::new(&domain, DEFAULT_DATA_EXPIRY_DAYS, system_clock()()),
-        )?;
-        eprintln!(
-            "sluice: created domain {domain:?} (DefaultExpirationDays {DEFAULT_DATA_EXPIRY_DAYS})"
-        );
-    }
-    let runner = Runner::new(
-        store,
-        RunnerConfig {
-            max_jobs: 1,
-            threads: args.threads,
-            batch_rows: args.batch_rows,
-            ..RunnerConfig::default()
-        },
-    )?;
-    let display_name = mapping.display_name.clone().or_else(|| {
-        args.files
-            .first()
-            .and_then(|f| f.file_name())
-            .map(|n| n.to_string_lossy().into_owned())
-    });
-    let spec = JobSpec::Profiles(ProfileJob {
-        domain,
-        display_name: display_name.clone(),
-        mapping: serde_json::from_slice(mapping_bytes)?,
-        inputs,
-        piece_size: Some(args.piece_size),
-        region: Some(args.region.clone()),
-        delimiter: (delimiter != b',').then_some(delimiter),
-        sealed_key: None,
-    });
-    let job = runner.submit(&account, &spec, display_name)?;
-    let started = std::time::Instant::now();
-    let job = follow(
-        &runner,
-        JobRef {
-            account: &account,
-            id: &job.id,
-        },
-    )?;
-    let secs = started.elapsed().as_secs_f64();
-
-    let stdout = io::stdout();
-    let mut w = stdout.lock();
-    if args.json {
-        serde_json::to_writer(&mut w, &job_json(&job))?;
-        writeln!(w)?;
-    } else {
-        write_job(&mut w, &job)?;
-    }
-    w.flush()?;
-    let c = &job.counters;
-    eprintln!(
-        "sluice: job {} {} in {secs:.2} s ({} rows, {} records written)",
-        job.id,
-        job.status,
-        group(c.processed),
-        group(c.created + c.updated)
-    );
-    match job.status {
-        JobStatus::Succeeded | JobStatus::PartiallySucceeded => Ok(()),
-        s => Err(CliError(format!(
-            "job {} {s}: {}",
-            job.id,
-            job.status_reason.as_deref().unwrap_or("no reason recorded")
-        ))),
-    }
-}
-
 /// Waits for a job, drawing progress on stderr if it is a terminal.
-fn follow(runner: &Runner, job: JobRef<'_>) -> Result<JobRecord, CliError> {
+pub(super) fn follow(runner: &Runner, job: JobRef<'_>) -> Result<JobRecord, CliError> {
     let bar = io::stderr().is_terminal().then(|| {
         let bar = ProgressBar::new(0);
         bar.set_style(
@@ -356,7 +250,7 @@ fn secs(ms: i64) -> Value {
 }
 
 /// A job as JSON: the ingest summary's member names, plus the job's.
-fn job_json(j: &JobRecord) -> Value {
+pub(super) fn job_json(j: &JobRecord) -> Value {
     let c = &j.counters;
     let by_field: Map<String, Value> = c
         .field_warnings_by_field
@@ -415,7 +309,7 @@ fn write_table(w: &mut impl Write, jobs: &[JobRecord]) -> io::Result<()> {
     Ok(())
 }
 
-fn write_job(w: &mut impl Write, j: &JobRecord) -> io::Result<()> {
+pub(super) fn write_job(w: &mut impl Write, j: &JobRecord) -> io::Result<()> {
     let c = &j.counters;
     writeln!(w, "job {}  {}", j.id, j.status)?;
     if let Some(r) = &j.status_reason {

@@ -1,6 +1,11 @@
 //! Command-line parsing and dispatch.
 
+use std::io::{self, Write};
+use std::path::Path;
 use std::process::ExitCode;
+use std::sync::Arc;
+
+use sluice::store::{AccountId, Store};
 
 use clap::{Parser, Subcommand};
 
@@ -71,6 +76,52 @@ impl<E: std::error::Error> From<E> for CliError {
     fn from(e: E) -> CliError {
         CliError(e.to_string())
     }
+}
+
+/// The store of a data directory.
+pub(crate) fn open(dir: &Path) -> Result<Arc<dyn Store>, CliError> {
+    Ok(sluice::store::open(&dir.display().to_string())?)
+}
+
+/// The account the command acts for.
+pub(crate) fn account() -> AccountId {
+    AccountId::default()
+}
+
+pub(crate) fn write_failures(
+    w: &mut impl Write,
+    failures: &[impl std::fmt::Display],
+    failed: u64,
+) -> io::Result<()> {
+    const SHOWN: usize = 10;
+    if failures.is_empty() {
+        return Ok(());
+    }
+    writeln!(w, "first failures:")?;
+    for f in failures.iter().take(SHOWN) {
+        writeln!(w, "  {f}")?;
+    }
+    if failed > SHOWN as u64 {
+        writeln!(
+            w,
+            "  … and {} more (--json lists the first {})",
+            group(failed - SHOWN as u64),
+            failures.len()
+        )?;
+    }
+    Ok(())
+}
+
+pub(crate) fn group(n: u64) -> String {
+    let s = n.to_string();
+    let mut out = String::with_capacity(s.len() + s.len() / 3);
+    for (i, c) in s.chars().enumerate() {
+        if i > 0 && (s.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
 }
 
 /// Parses sizes such as `4096`, `64KiB`, `8M`, `1GB` (K, M, G and KiB,

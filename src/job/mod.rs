@@ -41,6 +41,7 @@ while it was alive) can no longer write: its attempt is fenced.
 */
 
 mod context;
+mod device;
 mod import;
 mod lease;
 mod profiles;
@@ -56,6 +57,7 @@ use std::time::Duration;
 use rayon::ThreadPool;
 use serde::{Deserialize, Serialize};
 
+pub use device::run_device;
 pub use import::{ImportJob, derived_endpoint_id};
 pub use lease::{Holder, LEASE_TTL, job_lease};
 pub use profiles::ProfileJob;
@@ -63,8 +65,7 @@ pub use runner::Runner;
 pub use spec::{Job, JobSpec};
 pub use transfer::{
     Direction, ExportOperation, ExportSpec, FileSystem, ImportSpec, SIGNATURE_FILE,
-    TRANSFER_EXPIRY_MS, TransferError, TransferJob, check_signature, copied, run_device,
-    signature_file,
+    TRANSFER_EXPIRY_MS, TransferError, TransferJob, check_signature, copied, signature_file,
 };
 
 use crate::crypto::MasterKey;
