@@ -61,6 +61,19 @@ pub mod store;
 pub mod synth;
 pub mod time;
 
+pub use ingest::{
+    Failure, Field, FieldMapper, IngestBuilder, Input, Mapping, Outcome, Progress, RowMapper,
+    Summary,
+};
+pub use mapping::MappingFile;
+
+#[cfg(feature = "jobs")]
+pub use job::{ImportJob, JobSpec, ProfileJob, Runner, RunnerConfig, Source};
+#[cfg(feature = "jobs")]
+pub use objects::{LocalObjects, MemoryObjects, Objects};
+#[cfg(feature = "jobs")]
+pub use store::{AccountId, JobRef, JobStatus, MemoryStore, Store};
+
 /// The README's examples, run as doctests so that they stay true.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]

@@ -4,7 +4,7 @@
 //!
 //! Decoding is all there is to a request here, so it can be tested and
 //! fuzzed without a server or a store: [`decode`] is pure, and
-//! [`RestCall::call`] runs the decoded operation.
+//! `RestCall::call` runs the decoded operation.
 
 use axum::http::StatusCode;
 use percent_encoding::percent_decode_str;

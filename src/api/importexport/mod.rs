@@ -978,7 +978,8 @@ impl ImportExport {
     }
 
     /// GetShippingLabel: writes a label (HTML) for the jobs' devices,
-    /// shipped in one package, into [`ImportExportConfig::labels_dir`].
+    /// shipped in one package, as an object of bucket [`LABELS_BUCKET`] of
+    /// the service's own objects, and gives where it is.
     ///
     /// # Errors
     ///
