@@ -10,6 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use serde_json::Value;
+use sluice::endpoints::{EndpointMapper, Format};
 use sluice::ingest::{IngestBuilder, Input};
 use sluice::mapping::MappingFile;
 use sluice::store::{AccountId, ProfileStore, SqliteStore};
@@ -460,4 +461,254 @@ fn every_bad_csv_through_the_cli_into_a_store() {
         );
     }
     let _ = std::fs::remove_file(d.join("in.csv"));
+}
+
+/// Malformed Pinpoint endpoint files, CSV and newline-delimited JSON,
+/// through the engine with the endpoint mapper as import jobs run it
+/// (a bad input fails on its own): the same counts and failures at two
+/// piece sizes and thread counts, each failure at its line and record.
+fn endpoint_cases() -> Vec<(Format, Case)> {
+    use Want::*;
+    vec![
+        (
+            Format::Csv,
+            Case {
+                name: "endpoints: truncated inside a quoted field",
+                data: || b"ChannelType,Address\nEMAIL,a@b.co\nEMAIL,\"c@d".to_vec(),
+                want: Rows {
+                    processed: 2,
+                    unique: 1,
+                    failed: 1,
+                    warnings: 0,
+                    failures: &[
+                        ":3: record 2: a quoted field opens in this record and never closes",
+                    ],
+                },
+            },
+        ),
+        (
+            Format::Csv,
+            Case {
+                name: "endpoints: wrong field counts",
+                data: || b"ChannelType,Address\nEMAIL,a@b.co,x\nEMAIL\nSMS,4155550132\n".to_vec(),
+                want: Rows {
+                    processed: 3,
+                    unique: 1,
+                    failed: 2,
+                    warnings: 0,
+                    failures: &[
+                        ":2: record 1: expected 2 fields, found 3",
+                        ":3: record 2: expected 2 fields, found 1",
+                    ],
+                },
+            },
+        ),
+        (
+            Format::Csv,
+            Case {
+                name: "endpoints: invalid UTF-8, a NUL and a byte-order mark in addresses",
+                data: || {
+                    b"ChannelType,Address\nEMAIL,a\xff@b.co\nEMAIL,c\0@d.co\nEMAIL,\xef\xbb\xbfe@f.co\n"
+                        .to_vec()
+                },
+                want: Rows {
+                    processed: 3,
+                    unique: 0,
+                    failed: 3,
+                    warnings: 0,
+                    failures: &[
+                        ":2: record 1: invalid UTF-8 in column 2 (\"Address\")",
+                        ":3: record 2: Address: \"c\\0@d.co\" is not a valid EMAIL address",
+                        ":4: record 3: Address: \"\\u{feff}e@f.co\" is not a valid EMAIL address",
+                    ],
+                },
+            },
+        ),
+        (
+            Format::Csv,
+            Case {
+                name: "endpoints: a header that names no attribute",
+                data: || b"Nick,Address\nx,y\n".to_vec(),
+                want: Rows {
+                    processed: 0,
+                    unique: 0,
+                    failed: 0,
+                    warnings: 0,
+                    failures: &[":1: the header: column 1 \"Nick\" is not an endpoint attribute"],
+                },
+            },
+        ),
+        (
+            Format::Csv,
+            Case {
+                name: "endpoints: a single-valued column twice",
+                data: || b"Address,Address\nx,y\n".to_vec(),
+                want: Rows {
+                    processed: 0,
+                    unique: 0,
+                    failed: 0,
+                    warnings: 0,
+                    failures: &[
+                        ":1: the header: column 2 \"Address\" repeats a column that has one value",
+                    ],
+                },
+            },
+        ),
+        (
+            Format::Csv,
+            Case {
+                name: "endpoints: an empty file",
+                data: Vec::new,
+                want: Rows {
+                    processed: 0,
+                    unique: 0,
+                    failed: 0,
+                    warnings: 0,
+                    failures: &[":1: no header row (the input is empty)"],
+                },
+            },
+        ),
+        (
+            Format::Csv,
+            Case {
+                name: "endpoints: numbers out of range and not numbers",
+                data: || {
+                    b"Id,Metrics.m,Location.Latitude\ne1,1e400,1\ne2,2,91\ne3,x,1\ne4,4.5,-90\n"
+                        .to_vec()
+                },
+                want: Rows {
+                    processed: 4,
+                    unique: 1,
+                    failed: 3,
+                    warnings: 0,
+                    failures: &[
+                        ":2: record 1: Metrics.m: \"1e400\" is not a number",
+                        ":3: record 2: Location.Latitude: 91 is not between -90 and 90",
+                        ":4: record 3: Metrics.m: \"x\" is not a number",
+                    ],
+                },
+            },
+        ),
+        (
+            Format::Csv,
+            Case {
+                name: "endpoints: a 10 MB attribute value",
+                data: || {
+                    let mut v = b"Id,Attributes.a\ne1,\"".to_vec();
+                    v.extend(std::iter::repeat_n(b'x', 10 << 20));
+                    v.extend_from_slice(b"\"\ne2,ok\n");
+                    v
+                },
+                want: Rows {
+                    processed: 2,
+                    unique: 1,
+                    failed: 1,
+                    warnings: 0,
+                    failures: &[
+                        ":2: record 1: Attributes.a: a value has at most 100 characters, not 10485760",
+                    ],
+                },
+            },
+        ),
+        (
+            Format::Csv,
+            Case {
+                name: "endpoints: CR, LF and CRLF line ends",
+                data: || {
+                    b"ChannelType,Address\r\nEMAIL,a@b.co\rEMAIL,c@d.co\nEMAIL,e@f.co\r\n".to_vec()
+                },
+                want: Rows {
+                    processed: 3,
+                    unique: 3,
+                    failed: 0,
+                    warnings: 0,
+                    failures: &[],
+                },
+            },
+        ),
+        (
+            Format::Json,
+            Case {
+                name: "endpoints: JSON with trailing garbage, unknown members and deep nesting",
+                data: || {
+                    let mut v = b"{\"ChannelType\":\"EMAIL\",\"Address\":\"a@b.co\"} x\n{\"Adress\":\"x\"}\n"
+                        .to_vec();
+                    v.extend(std::iter::repeat_n(b'[', 10_000));
+                    v.extend(std::iter::repeat_n(b']', 10_000));
+                    v.extend_from_slice(b"\n{\"Id\":\"e1\"}\n");
+                    v
+                },
+                want: Rows {
+                    processed: 4,
+                    unique: 1,
+                    failed: 3,
+                    warnings: 0,
+                    failures: &[
+                        ":1: record 1: not an endpoint: trailing characters",
+                        ":2: record 2: not an endpoint: unknown field `Adress`",
+                        ":3: record 3: not an endpoint: invalid type: sequence",
+                    ],
+                },
+            },
+        ),
+        (
+            Format::Json,
+            Case {
+                name: "endpoints: JSON with 1e400, binary, blank lines and no last newline",
+                data: || {
+                    b"{\"Id\":\"e1\",\"Metrics\":{\"m\":1e400}}\n\xff\xfe\x00\n\r\n\n  \n{\"Id\":\"e2\"}"
+                        .to_vec()
+                },
+                want: Rows {
+                    processed: 3,
+                    unique: 1,
+                    failed: 2,
+                    warnings: 0,
+                    failures: &[
+                        ":1: record 1: not an endpoint: number out of range",
+                        ":2: record 2: is not valid UTF-8",
+                    ],
+                },
+            },
+        ),
+    ]
+}
+
+#[test]
+fn every_bad_endpoint_file_through_the_library() {
+    for (format, case) in endpoint_cases() {
+        let data = (case.data)();
+        let name = match format {
+            Format::Csv => "in.csv",
+            Format::Json => "in.ndjson",
+        };
+        for (threads, piece) in [(1, 1 << 20), (2, 7)] {
+            let got = IngestBuilder::with_mapper(EndpointMapper::new(format))
+                .threads(threads)
+                .piece_size(piece)
+                .places(true)
+                .tolerate_bad_inputs(true)
+                .build()
+                .unwrap()
+                .run(vec![Input::bytes(name, data.clone())])
+                .map(|o| {
+                    let s = o.summary;
+                    assert_eq!(
+                        s.processed,
+                        s.unique + s.duplicates + s.failed,
+                        "{}",
+                        case.name
+                    );
+                    (
+                        s.processed,
+                        s.unique,
+                        s.failed,
+                        s.field_warnings,
+                        s.failures.iter().map(ToString::to_string).collect(),
+                    )
+                })
+                .map_err(|e| e.to_string());
+            check(&case, &format!("library ({threads}, {piece})"), got, name);
+        }
+    }
 }
