@@ -5,15 +5,19 @@
 //! * The whole pipeline, at many piece sizes and thread counts, equals a
 //!   naive sequential ingest: `csv-core`, the public normalizers and a
 //!   `HashMap` where the last row wins.
+//! * Endpoint imports (CSV and NDJSON, two inputs) equal a naive import:
+//!   the same pass, each row through serde and the endpoint's checks, the
+//!   last row for an identity winning in input order.
 
 mod common;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use common::{Rng, naive_ingest, piecewise, records_of, run, sequential_records};
-use sluice::ingest::normalize::ContentType;
-use sluice::ingest::{Field, Input, Mapping};
-use sluice::synth::{Spec, write_customers};
+use sluice::endpoints::{Columns, Endpoint, EndpointMapper, Format, decode};
+use sluice::ingest::normalize::{ContentType, PhoneNormalizer};
+use sluice::ingest::{Field, IngestBuilder, Input, MAX_FAILURES, Mapping};
+use sluice::synth::{EndpointSpec, Spec, write_customers, write_endpoints};
 
 /// Bytes that stress quoting, terminators, BOMs and UTF-8.
 fn adversarial(rng: &mut Rng, len: usize) -> Vec<u8> {
@@ -196,6 +200,190 @@ fn last_row_wins_by_input_order() {
                 })
                 .collect();
             assert_eq!(got, last, "threads {threads} size {size}");
+        }
+    }
+}
+
+/// What a naive endpoint import keeps and refuses: endpoints by identity
+/// (the last row wins, inputs in order) and `(input, line, record)` of
+/// every failed row.
+#[derive(Debug, Default)]
+struct NaiveEndpoints {
+    kept: BTreeMap<Vec<u8>, Endpoint>,
+    processed: u64,
+    failed: Vec<(usize, u64, u64)>,
+}
+
+impl NaiveEndpoints {
+    fn keep(&mut self, input: usize, line: u64, record: u64, e: Result<Endpoint, ()>) {
+        self.processed += 1;
+        let phone = PhoneNormalizer::new();
+        let checked = e.and_then(|mut e| {
+            e.check(&phone).map_err(drop)?;
+            let id = e.identity().ok_or(())?;
+            Ok((id.key(), e))
+        });
+        match checked {
+            Ok((key, e)) => {
+                self.kept.insert(key, e);
+            }
+            Err(()) => self.failed.push((input, line, record)),
+        }
+    }
+
+    /// CSV the slow way: one `csv-core` pass, the header's columns, and the
+    /// serde path (`Columns::endpoint`) the encoder is held to.
+    fn csv(&mut self, input: usize, data: &[u8]) {
+        let (recs, unterminated) = sequential_records(data);
+        let Some(((_, _, header), rows)) = recs.split_first() else {
+            return;
+        };
+        let names: Vec<&str> = header
+            .iter()
+            .map(|h| std::str::from_utf8(h).unwrap())
+            .collect();
+        let columns = Columns::from_header(names.iter().copied()).unwrap();
+        for (i, (at, line, fields)) in rows.iter().enumerate() {
+            let record = i as u64 + 1;
+            let endpoint = if unterminated == Some(*at) || fields.len() != columns.len() {
+                Err(())
+            } else {
+                fields
+                    .iter()
+                    .map(|f| std::str::from_utf8(f).map_err(drop))
+                    .collect::<Result<Vec<&str>, ()>>()
+                    .and_then(|f| columns.endpoint(&f).map_err(drop))
+            };
+            self.keep(input, line + 1, record, endpoint);
+        }
+    }
+
+    /// Newline-delimited JSON the slow way: lines, blank ones skipped,
+    /// each through serde.
+    fn ndjson(&mut self, input: usize, data: &[u8]) {
+        let mut record = 0;
+        for (i, line) in data.split(|&b| b == b'\n').enumerate() {
+            let line = line.strip_suffix(b"\r").unwrap_or(line);
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            record += 1;
+            let endpoint = std::str::from_utf8(line)
+                .map_err(drop)
+                .and_then(|l| serde_json::from_str(l).map_err(drop));
+            self.keep(input, i as u64 + 1, record, endpoint);
+        }
+    }
+}
+
+/// Endpoint rows with what breaks them: a duplicate by id and by a
+/// differently written address, quoted commas and newlines, ragged rows,
+/// invalid UTF-8, numbers out of range, CRLF and a bare CR.
+const ENDPOINT_TAIL: &[u8] =
+    b"EMAIL,Ann@Example.com,u1,\"Ann, Jr\",\"Lee\nSr\",Paris,75001,1.5\r\n\
+EMAIL,ann@example.com,u1,Ann,Lee,Lyon,69001,2\n\
+EMAIL,b\xff@x.co,u2,B,C,D,1,1\n\
+EMAIL,c@x.co,u3\n\
+SMS,(415) 555-0132,u4,D,E,F,2,1e400\rSMS,+1 415 555 0132,u4,D,E,G,3,4\n\
+FAX,1,u5,E,F,G,4,5\n\
+EMAIL,\"q@x.co\",u6,\"\"\"quoted\"\"\",F,G,5,6\n";
+
+fn endpoint_json(data: &[u8], rng: &mut Rng) -> Vec<u8> {
+    let (recs, _) = sequential_records(data);
+    let names: Vec<&str> = recs[0]
+        .2
+        .iter()
+        .map(|h| std::str::from_utf8(h).unwrap())
+        .collect();
+    let columns = Columns::from_header(names.iter().copied()).unwrap();
+    let mut out = Vec::new();
+    for (_, _, fields) in &recs[1..] {
+        let line = fields
+            .iter()
+            .map(|f| std::str::from_utf8(f).ok())
+            .collect::<Option<Vec<&str>>>()
+            .filter(|f| f.len() == columns.len())
+            .and_then(|f| columns.endpoint(&f).ok())
+            .map(|e| serde_json::to_vec(&e).unwrap());
+        match (line, rng.below(40)) {
+            (Some(_), 0) => out.extend_from_slice(b"{\"Adress\":\"x@y.co\"}"),
+            (Some(_), 1) => out.extend_from_slice(b"{\"Id\":\"j\"} trailing"),
+            (Some(_), 2) => out.extend_from_slice(b"\r\n   "),
+            (Some(line), _) => out.extend_from_slice(&line),
+            (None, _) => out.extend_from_slice(b"\xff{}"),
+        }
+        out.extend_from_slice(if rng.below(10) == 0 { b"\r\n" } else { b"\n" });
+    }
+    out
+}
+
+#[test]
+fn endpoint_imports_equal_naive_ones() {
+    let mut rng = Rng::new(5);
+    let mut first = Vec::new();
+    let spec = EndpointSpec {
+        rows: 2_000,
+        endpoints: 700,
+        attributes: 0,
+        seed: 4,
+    };
+    write_endpoints(&spec, &mut first).unwrap();
+    first.extend_from_slice(ENDPOINT_TAIL);
+    let mut second = Vec::new();
+    write_endpoints(&EndpointSpec { seed: 9, ..spec }, &mut second).unwrap();
+    second.extend_from_slice(b"EMAIL,open@x.co,u9,\"never closed\n");
+    let csv = vec![first, second];
+    let json = csv
+        .iter()
+        .map(|c| endpoint_json(c, &mut rng))
+        .collect::<Vec<_>>();
+    for (format, files) in [(Format::Csv, &csv), (Format::Json, &json)] {
+        let mut want = NaiveEndpoints::default();
+        for (i, f) in files.iter().enumerate() {
+            match format {
+                Format::Csv => want.csv(i, f),
+                Format::Json => want.ndjson(i, f),
+            }
+        }
+        assert!(want.failed.len() > 20 && want.kept.len() > 500, "{want:?}");
+        for threads in [1, 3] {
+            for size in [1, 64, 4096, 1 << 20] {
+                let ctx = format!("{format:?} threads {threads} size {size}");
+                let inputs = files
+                    .iter()
+                    .enumerate()
+                    .map(|(i, f)| Input::bytes(&format!("{i}"), f.clone()))
+                    .collect();
+                let outcome = IngestBuilder::with_mapper(EndpointMapper::new(format))
+                    .threads(threads)
+                    .piece_size(size)
+                    .places(true)
+                    .tolerate_bad_inputs(true)
+                    .build()
+                    .unwrap()
+                    .run(inputs)
+                    .unwrap();
+                let kept: BTreeMap<Vec<u8>, Endpoint> = outcome
+                    .records
+                    .iter()
+                    .map(|r| {
+                        let (id, e) = decode(&r).unwrap();
+                        (id.key(), e)
+                    })
+                    .collect();
+                assert!(kept == want.kept, "{ctx}");
+                let s = &outcome.summary;
+                assert_eq!(s.processed, want.processed, "{ctx}");
+                assert_eq!(s.failed, want.failed.len() as u64, "{ctx}");
+                assert_eq!(s.unique, want.kept.len() as u64, "{ctx}");
+                let at: Vec<(usize, u64, u64)> = s
+                    .failures
+                    .iter()
+                    .map(|f| (f.input_index, f.position.line, f.position.record))
+                    .collect();
+                assert_eq!(at, want.failed[..at.len()], "{ctx}");
+                assert_eq!(at.len(), want.failed.len().min(MAX_FAILURES), "{ctx}");
+            }
         }
     }
 }
