@@ -16,9 +16,9 @@ conformance::all(&|| Box::new(MemoryStore::new()));
 use std::sync::{Arc, Barrier};
 
 use super::{
-    AccountId, App, Attempt, BucketSettings, Domain, EndpointBatch, EndpointKey, EndpointWrite,
-    JobCounters, JobFilter, JobKind, JobRef, JobStatus, Lease, NewJob, PieceCounts, ProfileBatch,
-    ProfileRow, Segment, Store, StoreError, StoredEndpoint, Transition,
+    AccountId, App, Attempt, BucketSettings, Domain, EndpointBatch, EndpointKey, EndpointMerge,
+    EndpointWrite, JobCounters, JobFilter, JobKind, JobRef, JobStatus, Lease, NewJob, PieceCounts,
+    ProfileBatch, ProfileRow, Segment, Store, StoreError, StoredEndpoint, Transition,
 };
 
 /// Makes a fresh, empty store.
@@ -809,6 +809,50 @@ fn endpoints_segments_and_apps(s: &dyn Store) {
         s.segment_channel_counts(&a, "app1", "seg").unwrap(),
         [("EMAIL".to_owned(), 1), ("SMS".to_owned(), 1)]
     );
+    // An address finds the oldest endpoint at it, and follows an
+    // endpoint whose address changes.
+    let find = |keys: &[EndpointKey<'_>], now_ms: i64, f: &mut EndpointMerge<'_>| {
+        let b = EndpointBatch {
+            keys,
+            now_ms,
+            ..later
+        };
+        s.write_endpoints(&b, f).unwrap()
+    };
+    find(&[EndpointKey::Id("e4")], T0 + 3, &mut |_, old| {
+        assert!(old.is_none());
+        Ok(endpoint("e4", "EMAIL", "b@x.co", "u4"))
+    });
+    let at_b = |now_ms| {
+        let mut found = None;
+        find(
+            &[EndpointKey::Address("EMAIL", "b@x.co")],
+            now_ms,
+            &mut |_, old| {
+                found = old.as_ref().map(|e| e.id.clone());
+                old.ok_or_else(|| "gone".to_owned())
+            },
+        );
+        found
+    };
+    assert_eq!(at_b(T0 + 4).as_deref(), Some("e2"));
+    find(&[EndpointKey::Id("e2")], T0 + 5, &mut |_, old| {
+        Ok(StoredEndpoint {
+            address: Some("c@x.co".into()),
+            ..old.expect("e2")
+        })
+    });
+    assert_eq!(at_b(T0 + 6).as_deref(), Some("e4"));
+    let mut found = None;
+    find(
+        &[EndpointKey::Address("EMAIL", "c@x.co")],
+        T0 + 7,
+        &mut |_, old| {
+            found = old.as_ref().map(|e| (e.id.clone(), e.created_ms));
+            old.ok_or_else(|| "gone".to_owned())
+        },
+    );
+    assert_eq!(found, Some(("e2".to_owned(), T0 + 1)));
     // Segments: made once, versions move with updates.
     s.create_segment(
         &a,

@@ -1,7 +1,7 @@
 //! Every store port in memory: for tests, and for embedders that need no
 //! file (`MemoryStore`). One lock makes every call atomic.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
@@ -36,11 +36,58 @@ struct State {
     leases: BTreeMap<Key, Lease>,
     apps: BTreeMap<Key, App>,
     /// By (account, app id).
-    endpoints: BTreeMap<Key, BTreeMap<String, StoredEndpoint>>,
+    endpoints: BTreeMap<Key, AppEndpoints>,
     segments: BTreeMap<Key, BTreeMap<String, Segment>>,
     /// By (account, app id), then segment id.
     members: BTreeMap<Key, BTreeMap<String, BTreeSet<String>>>,
     buckets: BTreeMap<Key, BucketSettings>,
+}
+
+/// An app's endpoints by id, and an index of them by channel and address
+/// (so an import finds an endpoint by its address without a scan).
+#[derive(Debug, Default)]
+struct AppEndpoints {
+    by_id: BTreeMap<String, StoredEndpoint>,
+    /// (channel, address) to (created_ms, id) of each endpoint with them.
+    by_address: HashMap<(String, String), BTreeSet<(i64, String)>>,
+}
+
+impl AppEndpoints {
+    fn get(&self, id: &str) -> Option<&StoredEndpoint> {
+        self.by_id.get(id)
+    }
+
+    /// The oldest endpoint on `channel` at `address` (ties by id).
+    fn by_address(&self, channel: &str, address: &str) -> Option<&StoredEndpoint> {
+        let (_, id) = self
+            .by_address
+            .get(&(channel.to_owned(), address.to_owned()))?
+            .first()?;
+        self.by_id.get(id)
+    }
+
+    fn address_of(e: &StoredEndpoint) -> Option<(String, String)> {
+        Some((e.channel_type.clone()?, e.address.clone()?))
+    }
+
+    fn insert(&mut self, e: StoredEndpoint) {
+        if let Some(old) = self.by_id.get(&e.id)
+            && let Some(at) = Self::address_of(old)
+            && let Some(ids) = self.by_address.get_mut(&at)
+        {
+            ids.remove(&(old.created_ms, old.id.clone()));
+            if ids.is_empty() {
+                self.by_address.remove(&at);
+            }
+        }
+        if let Some(at) = Self::address_of(&e) {
+            self.by_address
+                .entry(at)
+                .or_default()
+                .insert((e.created_ms, e.id.clone()));
+        }
+        self.by_id.insert(e.id.clone(), e);
+    }
 }
 
 /// Every port in memory. Nothing survives the value; cloning is not
@@ -647,13 +694,7 @@ impl AppStore for MemoryStore {
             let endpoints = st.endpoints.entry(k.clone()).or_default();
             let found = match *ek {
                 EndpointKey::Id(id) => endpoints.get(id).cloned(),
-                EndpointKey::Address(ch, addr) => endpoints
-                    .values()
-                    .filter(|e| {
-                        e.channel_type.as_deref() == Some(ch) && e.address.as_deref() == Some(addr)
-                    })
-                    .min_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)))
-                    .cloned(),
+                EndpointKey::Address(ch, addr) => endpoints.by_address(ch, addr).cloned(),
             };
             let ours = b.attempt.job.id;
             let existed = found
@@ -670,15 +711,12 @@ impl AppStore for MemoryStore {
                 || (b.now_ms, Some(ours.to_owned())),
                 |old| (old.created_ms, old.created_by.clone()),
             );
-            endpoints.insert(
-                e.id.clone(),
-                StoredEndpoint {
-                    created_ms,
-                    updated_ms: b.now_ms,
-                    created_by,
-                    ..e.clone()
-                },
-            );
+            endpoints.insert(StoredEndpoint {
+                created_ms,
+                updated_ms: b.now_ms,
+                created_by,
+                ..e.clone()
+            });
             if let Some(seg) = b.segment {
                 st.members
                     .entry(k.clone())
@@ -726,7 +764,8 @@ impl AppStore for MemoryStore {
             .endpoints
             .get(&key(account, app))
             .map(|e| {
-                e.values()
+                e.by_id
+                    .values()
                     .filter(|e| e.user_id.as_deref() == Some(user_id))
                     .cloned()
                     .collect()
