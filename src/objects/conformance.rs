@@ -1,15 +1,24 @@
 //! What every object backend must do, as one set of checks each backend's
-//! tests call.
+//! tests call (the local and in-memory ones in their unit tests, S3 against
+//! moto's server in `tests/s3_objects.rs`; a backend of yours can call
+//! [`all`] from its tests too).
 
 use std::io::{Read, Write};
 
 use super::{ObjectAttributes, ObjectErrorKind, Objects, get, put};
 
-/// Runs every check on a backend with no buckets yet.
-pub(crate) fn all(objects: &dyn Objects) {
+/// Runs every check on a backend with no buckets yet (it makes the bucket
+/// `bkt`).
+///
+/// # Panics
+///
+/// When the backend does something else than the port says: these are
+/// tests.
+pub fn all(objects: &dyn Objects) {
     buckets(objects);
     put_get_list_delete(objects);
     ranges(objects);
+    big_objects_stream(objects);
     unfinished_writes_leave_nothing(objects);
     names_are_checked(objects);
 }
@@ -92,6 +101,49 @@ fn ranges(o: &dyn Objects) {
         let e = (end as usize).min(body.len());
         assert_eq!(got, body[s..e], "{start}..{end}");
     }
+}
+
+/// An object of several multipart parts, written in small chunks, reads
+/// back whole and in ranges across part boundaries.
+fn big_objects_stream(o: &dyn Objects) {
+    let len = 2 * super::PART_BYTES + 12_345;
+    let body: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let mut w = o
+        .write("bkt", "parts", &ObjectAttributes::default())
+        .unwrap();
+    for chunk in body.chunks(65_536) {
+        w.write_all(chunk).unwrap();
+    }
+    assert_eq!(w.finish().unwrap().size, len as u64);
+    assert_eq!(o.head("bkt", "parts").unwrap().size, len as u64);
+    let part = super::PART_BYTES as u64;
+    for (start, end) in [
+        (0, len as u64),
+        (part - 3, part + 3),
+        (part - 1_000_000, 2 * part + 5),
+        (len as u64 - 1, len as u64 + 9),
+    ] {
+        let mut got = Vec::new();
+        o.read("bkt", "parts", start..end)
+            .unwrap()
+            .read_to_end(&mut got)
+            .unwrap();
+        let e = (end as usize).min(len);
+        assert!(got == body[start as usize..e], "{start}..{end}");
+    }
+    o.delete("bkt", "parts").unwrap();
+    // A large write dropped unfinished (its parts sent) leaves nothing.
+    let mut w = o
+        .write("bkt", "parts", &ObjectAttributes::default())
+        .unwrap();
+    for chunk in body[..super::PART_BYTES + 1].chunks(65_536) {
+        w.write_all(chunk).unwrap();
+    }
+    drop(w);
+    assert_eq!(
+        o.head("bkt", "parts").unwrap_err().kind,
+        ObjectErrorKind::NoSuchKey
+    );
 }
 
 fn unfinished_writes_leave_nothing(o: &dyn Objects) {

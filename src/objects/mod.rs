@@ -32,10 +32,14 @@ use std::ops::Range;
 pub use local::{LocalFolder, LocalObjects, Walked};
 pub use memory::MemoryObjects;
 #[cfg(feature = "s3")]
-pub use s3::{PART_BYTES, PARTS_IN_FLIGHT, READ_AHEAD, S3Config, S3Objects};
+pub use s3::{PARTS_IN_FLIGHT, READ_AHEAD, S3Config, S3Objects};
 
 /// The longest key S3 takes, in bytes.
 pub const MAX_KEY_BYTES: usize = 1024;
+
+/// The size of the parts of a multipart upload, for backends that write
+/// in parts (S3 takes at least 5 MiB).
+pub const PART_BYTES: usize = 8 << 20;
 
 /// An object in a listing.
 #[derive(Clone, Debug, Eq, PartialEq)]
@@ -391,8 +395,7 @@ fn clamp(range: &Range<u64>, size: u64) -> Range<u64> {
     start..range.end.clamp(start, size)
 }
 
-#[cfg(test)]
-pub(crate) mod conformance;
+pub mod conformance;
 
 #[cfg(test)]
 mod tests {

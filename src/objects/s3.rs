@@ -27,14 +27,12 @@ use object_store::{
 };
 
 use super::{
-    ObjectAttributes, ObjectError, ObjectErrorKind, ObjectInfo, ObjectWriter, Objects,
+    ObjectAttributes, ObjectError, ObjectErrorKind, ObjectInfo, ObjectWriter, Objects, PART_BYTES,
     check_bucket_name, checked,
 };
 
 /// Chunks of a GET body a reader may hold ahead of what was read.
 pub const READ_AHEAD: usize = 8;
-/// The size of a multipart upload's parts (S3 takes at least 5 MiB).
-pub const PART_BYTES: usize = 8 << 20;
 /// Parts being uploaded at once by one writer.
 pub const PARTS_IN_FLIGHT: usize = 2;
 /// Times a broken GET body is asked for again before the read fails.
@@ -230,6 +228,15 @@ impl Objects for S3Objects {
 
     fn create_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
         check_bucket_name(bucket).map_err(|why| ObjectError::new(ObjectErrorKind::BadName, why))?;
+        // In us-east-1, S3 answers 200 to making a bucket its caller
+        // already owns (elsewhere 409): ask first, so that every region
+        // says the bucket exists.
+        if self.bucket_call(bucket, false)? {
+            return Err(ObjectError::new(
+                ObjectErrorKind::BucketExists,
+                format!("bucket {bucket:?} already exists"),
+            ));
+        }
         self.bucket_call(bucket, true).map(|_| ())
     }
 
@@ -478,7 +485,10 @@ impl Write for S3Writer {
             let part = std::mem::take(&mut self.buffer);
             let handle = self.handle.clone();
             let upload = self.upload.as_mut().expect("started above");
+            // `put` spawns the part's upload: on the client's runtime.
+            let entered = handle.enter();
             upload.put(part.into());
+            drop(entered);
             handle
                 .block_on(upload.wait_for_capacity(PARTS_IN_FLIGHT))
                 .map_err(|e| io::Error::other(format!("writing {}: {e}", self.name)))?;
@@ -511,6 +521,7 @@ impl ObjectWriter for S3Writer {
             }
             Some(mut upload) => {
                 if !buffer.is_empty() {
+                    let _entered = self.handle.enter();
                     upload.put(buffer.into());
                 }
                 self.handle
