@@ -10,6 +10,9 @@
 # least 1.8x faster than 1, peak RSS at most 1.5 GiB.
 #
 # Usage: benches/canonical.sh            (ROWS, SEED, REPEAT, DATA_DIR to change)
+#        COMPARE_BIN=/path/to/other/sluice benches/canonical.sh
+#   also measures another build (another commit) with 2 threads in the
+#   same run, and prints how this one compares.
 # The file comes from ../shared/bench/gen_customers.py when it exists (the
 # project's reference generator), otherwise from the in-project generator of
 # the same shape (examples/gen_customers.rs).
@@ -42,6 +45,9 @@ best_of() {
 read -r base base_rss < <(best_of "$BIN/examples/count_records" "$FILE")
 read -r one one_rss < <(best_of "$BIN/sluice" ingest "$FILE" --mapping "$MAPPING" --threads 1 --json)
 read -r two two_rss < <(best_of "$BIN/sluice" ingest "$FILE" --mapping "$MAPPING" --threads 2 --json)
+if [ -n "${COMPARE_BIN:-}" ]; then
+  read -r other other_rss < <(best_of "$COMPARE_BIN" ingest "$FILE" --mapping "$MAPPING" --threads 2 --json)
+fi
 summary=$("$BIN/sluice" ingest "$FILE" --mapping "$MAPPING" --threads 2 --json 2>/dev/null |
   python3 -c 'import json,sys; d=json.load(sys.stdin); print(" ".join(f"{k}={d[k]}" for k in ("TotalProcessed","UniqueRecords","DuplicateRecords","FailedRecords","TotalPieces")))')
 
@@ -56,3 +62,9 @@ awk -v b="$base" -v o="$one" -v t="$two" -v r1="$one_rss" -v r2="$two_rss" -v s=
   printf "speedup 1 -> 2 threads    %6.2f   (target >= 1.80)\n", o / t
   printf "peak RSS                  %6.2f GiB (target <= 1.50)\n", (r2 > r1 ? r2 : r1) / 2^20
 }'
+if [ -n "${COMPARE_BIN:-}" ]; then
+  awk -v o="$other" -v t="$two" -v r="$other_rss" -v s="$size" -v b="$COMPARE_BIN" 'BEGIN {
+    printf "%s, 2 threads\n                          %6.2f s  %6.0f MB/s  peak RSS %.2f GiB\n", b, o, s / o / 1e6, r / 2^20
+    printf "this build / that one     %6.2f   (below 1: this one is faster)\n", t / o
+  }'
+fi
