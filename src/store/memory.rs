@@ -262,36 +262,7 @@ impl JobStore for MemoryStore {
     fn transition(&self, job: JobRef<'_>, t: &Transition<'_>) -> Result<JobRecord, StoreError> {
         let mut st = self.state();
         let j = st.job_mut(job)?;
-        if let Some(attempt) = t.fence
-            && j.attempts != attempt
-        {
-            return Err(StoreError::Fenced {
-                id: j.id.clone(),
-                attempt,
-                current: j.attempts,
-                status: j.status,
-            });
-        }
-        if j.status != t.from || !t.from.can_become(t.to) {
-            return Err(StoreError::Transition {
-                id: j.id.clone(),
-                from: t.from,
-                to: t.to,
-                actual: j.status,
-            });
-        }
-        j.status = t.to;
-        if let Some(r) = t.reason {
-            j.status_reason = Some(r.to_owned());
-        }
-        j.failure = t.failure;
-        if t.to == JobStatus::Running {
-            j.attempts += 1;
-            j.started_ms.get_or_insert(t.at_ms);
-        }
-        if t.to.is_terminal() {
-            j.completed_ms = Some(t.at_ms);
-        }
+        *j = t.apply(j)?;
         Ok(j.clone())
     }
 
@@ -367,9 +338,21 @@ impl PieceStore for MemoryStore {
     }
 }
 
-/// Whether `current` is still exactly `seen`.
-fn same_lease(current: &Lease, seen: &Lease) -> bool {
-    current.holder == seen.holder && current.attempt == seen.attempt
+impl MemoryStore {
+    /// Stores what `change` makes of the lease `(account, name)`, if
+    /// anything; returns it.
+    fn change_lease(
+        &self,
+        account: &AccountId,
+        name: &str,
+        change: impl FnOnce(Option<&Lease>) -> Option<Lease>,
+    ) -> Option<Lease> {
+        let mut st = self.state();
+        let k = key(account, name);
+        let next = change(st.leases.get(&k))?;
+        st.leases.insert(k, next.clone());
+        Some(next)
+    }
 }
 
 impl LeaseStore for MemoryStore {
@@ -381,22 +364,9 @@ impl LeaseStore for MemoryStore {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<Lease>, StoreError> {
-        let mut st = self.state();
-        let k = key(account, name);
-        let attempt = match st.leases.get(&k) {
-            Some(l) if l.deadline_ms > now_ms => return Ok(None),
-            Some(l) => l.attempt + 1,
-            None => 1,
-        };
-        let lease = Lease {
-            account: account.clone(),
-            name: name.to_owned(),
-            holder: holder.to_owned(),
-            attempt,
-            deadline_ms: now_ms.saturating_add(ttl_ms),
-        };
-        st.leases.insert(k, lease.clone());
-        Ok(Some(lease))
+        Ok(self.change_lease(account, name, |l| {
+            Lease::acquired(l, account, name, holder, now_ms, ttl_ms)
+        }))
     }
 
     fn renew_lease(
@@ -405,14 +375,9 @@ impl LeaseStore for MemoryStore {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<Lease>, StoreError> {
-        let mut st = self.state();
-        match st.leases.get_mut(&key(&lease.account, &lease.name)) {
-            Some(l) if same_lease(l, lease) && l.deadline_ms != i64::MIN => {
-                l.deadline_ms = now_ms.saturating_add(ttl_ms);
-                Ok(Some(l.clone()))
-            }
-            _ => Ok(None),
-        }
+        Ok(self.change_lease(&lease.account, &lease.name, |l| {
+            Lease::renewed(l, lease, now_ms, ttl_ms)
+        }))
     }
 
     fn take_over_lease(
@@ -422,26 +387,13 @@ impl LeaseStore for MemoryStore {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<Lease>, StoreError> {
-        let mut st = self.state();
-        match st.leases.get_mut(&key(&seen.account, &seen.name)) {
-            Some(l) if same_lease(l, seen) => {
-                l.holder = holder.to_owned();
-                l.attempt += 1;
-                l.deadline_ms = now_ms.saturating_add(ttl_ms);
-                Ok(Some(l.clone()))
-            }
-            _ => Ok(None),
-        }
+        Ok(self.change_lease(&seen.account, &seen.name, |l| {
+            Lease::taken_over(l, seen, holder, now_ms, ttl_ms)
+        }))
     }
 
     fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        let mut st = self.state();
-        if let Some(l) = st.leases.get_mut(&key(&lease.account, &lease.name))
-            && same_lease(l, lease)
-        {
-            // Kept, lapsed: the attempt count goes on from here.
-            l.deadline_ms = i64::MIN;
-        }
+        self.change_lease(&lease.account, &lease.name, |l| Lease::released(l, lease));
         Ok(())
     }
 

@@ -434,6 +434,50 @@ impl<'a> Transition<'a> {
             fence: None,
         }
     }
+
+    /// `job` as this change leaves it, or why it may not be made: the job
+    /// is in another attempt than the fence ([`StoreError::Fenced`]), or
+    /// in another state than `from`, or `from` cannot become `to`
+    /// ([`StoreError::Transition`]). A backend calls it on the job as it
+    /// stands, in the same transaction as the write, and stores the result.
+    ///
+    /// # Errors
+    ///
+    /// As above.
+    pub fn apply(&self, job: &JobRecord) -> Result<JobRecord, StoreError> {
+        if let Some(attempt) = self.fence
+            && job.attempts != attempt
+        {
+            return Err(StoreError::Fenced {
+                id: job.id.clone(),
+                attempt,
+                current: job.attempts,
+                status: job.status,
+            });
+        }
+        if job.status != self.from || !self.from.can_become(self.to) {
+            return Err(StoreError::Transition {
+                id: job.id.clone(),
+                from: self.from,
+                to: self.to,
+                actual: job.status,
+            });
+        }
+        let mut next = job.clone();
+        next.status = self.to;
+        if let Some(r) = self.reason {
+            next.status_reason = Some(r.to_owned());
+        }
+        next.failure = self.failure;
+        if self.to == JobStatus::Running {
+            next.attempts += 1;
+            next.started_ms.get_or_insert(self.at_ms);
+        }
+        if self.to.is_terminal() {
+            next.completed_ms = Some(self.at_ms);
+        }
+        Ok(next)
+    }
 }
 
 /// A job's place: its account and id.
@@ -604,6 +648,90 @@ pub struct Lease {
     pub attempt: u64,
     /// When it lapses unless renewed.
     pub deadline_ms: i64,
+}
+
+/// The rules of leases, the same for every backend: each takes the lease
+/// as it stands (`current`, read in the transaction that will write the
+/// result) and says what to store, or `None` to leave it.
+impl Lease {
+    /// Whether `self` is still exactly `seen` (same holder, same attempt).
+    pub fn is(&self, seen: &Lease) -> bool {
+        self.holder == seen.holder && self.attempt == seen.attempt
+    }
+
+    /// Whether it was let go (see [`Lease::released`]).
+    pub fn is_released(&self) -> bool {
+        self.deadline_ms == i64::MIN
+    }
+
+    /// `name` taken by `holder` until `now_ms + ttl_ms`: if no one ever
+    /// held it (attempt 1) or its deadline has passed (the next attempt);
+    /// `None` while it is held.
+    pub fn acquired(
+        current: Option<&Lease>,
+        account: &AccountId,
+        name: &str,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Option<Lease> {
+        let attempt = match current {
+            Some(l) if l.deadline_ms > now_ms => return None,
+            Some(l) => l.attempt + 1,
+            None => 1,
+        };
+        Some(Lease {
+            account: account.clone(),
+            name: name.to_owned(),
+            holder: holder.to_owned(),
+            attempt,
+            deadline_ms: now_ms.saturating_add(ttl_ms),
+        })
+    }
+
+    /// `seen` with its deadline moved to `now_ms + ttl_ms`, if it is still
+    /// held as `seen` (not taken over, not released).
+    pub fn renewed(
+        current: Option<&Lease>,
+        seen: &Lease,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Option<Lease> {
+        let l = current.filter(|l| l.is(seen) && !l.is_released())?;
+        Some(Lease {
+            deadline_ms: now_ms.saturating_add(ttl_ms),
+            ..l.clone()
+        })
+    }
+
+    /// The lease taken from a holder known to be gone, before its
+    /// deadline, by `holder` as the next attempt: only if it is still
+    /// exactly `seen`.
+    pub fn taken_over(
+        current: Option<&Lease>,
+        seen: &Lease,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+    ) -> Option<Lease> {
+        let l = current.filter(|l| l.is(seen))?;
+        Some(Lease {
+            holder: holder.to_owned(),
+            attempt: l.attempt + 1,
+            deadline_ms: now_ms.saturating_add(ttl_ms),
+            ..l.clone()
+        })
+    }
+
+    /// `seen` let go, if it is still `seen`: kept and lapsed, so that the
+    /// attempt count goes on from it.
+    pub fn released(current: Option<&Lease>, seen: &Lease) -> Option<Lease> {
+        let l = current.filter(|l| l.is(seen))?;
+        Some(Lease {
+            deadline_ms: i64::MIN,
+            ..l.clone()
+        })
+    }
 }
 
 /// Work claims that outlive the process holding them, on any machine.

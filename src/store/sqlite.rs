@@ -460,11 +460,8 @@ impl SqliteStore {
     /// The problems it lists, one per line, or a database error.
     pub fn integrity_check(&self) -> Result<(), String> {
         self.read(|c| {
-            let mut stmt = c.prepare("PRAGMA integrity_check").map_err(self.db())?;
-            let lines: Vec<String> = stmt
-                .query_map([], |r| r.get(0))
-                .and_then(|rows| rows.collect())
-                .map_err(self.db())?;
+            let lines: Vec<String> =
+                all(c, "PRAGMA integrity_check", [], |r| r.get(0)).map_err(self.db())?;
             Ok(lines)
         })
         .map_err(|e| e.to_string())
@@ -680,6 +677,19 @@ fn purge_domain(conn: &Connection, domain_id: i64, now_ms: i64) -> rusqlite::Res
     Ok(n as u64)
 }
 
+/// Every row `sql` selects, each made by `from_row`, through the
+/// connection's statement cache.
+fn all<T>(
+    c: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+    from_row: impl FnMut(&rusqlite::Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<Vec<T>> {
+    c.prepare_cached(sql)?
+        .query_map(params, from_row)?
+        .collect()
+}
+
 fn app_exists(c: &Connection, account: &AccountId, id: &str) -> rusqlite::Result<bool> {
     c.query_row(
         "SELECT 1 FROM apps WHERE account = ?1 AND id = ?2",
@@ -802,8 +812,9 @@ impl JobStore for SqliteStore {
         );
         let limit = f.limit.map_or(-1, |l| i(l as u64));
         let raws: Vec<RawJob> = self.read(|c| {
-            let mut stmt = c.prepare_cached(&sql).map_err(self.db())?;
-            stmt.query_map(
+            all(
+                c,
+                &sql,
                 params![
                     f.account.as_ref().map(AccountId::as_str),
                     f.domain,
@@ -815,7 +826,6 @@ impl JobStore for SqliteStore {
                 ],
                 RawJob::from_row,
             )
-            .and_then(|rows| rows.collect())
             .map_err(self.db())
         })?;
         raws.into_iter()
@@ -846,45 +856,23 @@ impl JobStore for SqliteStore {
 
     fn transition(&self, job: JobRef<'_>, t: &Transition<'_>) -> Result<JobRecord, StoreError> {
         self.write(|tx| {
-            let current = self.job_or_missing(tx, job)?;
-            if let Some(attempt) = t.fence
-                && current.attempts != attempt
-            {
-                return Err(StoreError::Fenced {
-                    id: job.id.to_owned(),
-                    attempt,
-                    current: current.attempts,
-                    status: current.status,
-                });
-            }
-            if current.status != t.from || !t.from.can_become(t.to) {
-                return Err(StoreError::Transition {
-                    id: job.id.to_owned(),
-                    from: t.from,
-                    to: t.to,
-                    actual: current.status,
-                });
-            }
-            let running = t.to == JobStatus::Running;
+            let next = t.apply(&self.job_or_missing(tx, job)?)?;
             tx.execute(
-                "UPDATE jobs SET status = ?3, status_reason = coalesce(?4, status_reason), \
-                 failure = ?8, attempts = attempts + ?5, \
-                 started_ms = CASE WHEN ?5 THEN coalesce(started_ms, ?6) ELSE started_ms END, \
-                 completed_ms = CASE WHEN ?7 THEN ?6 ELSE completed_ms END \
-                 WHERE account = ?1 AND id = ?2",
+                "UPDATE jobs SET status = ?3, status_reason = ?4, failure = ?5, attempts = ?6, \
+                 started_ms = ?7, completed_ms = ?8 WHERE account = ?1 AND id = ?2",
                 params![
                     job.account.as_str(),
                     job.id,
-                    t.to.as_str(),
-                    t.reason,
-                    running,
-                    t.at_ms,
-                    t.to.is_terminal(),
-                    t.failure.map(FailureKind::as_str)
+                    next.status.as_str(),
+                    next.status_reason,
+                    next.failure.map(FailureKind::as_str),
+                    next.attempts,
+                    next.started_ms,
+                    next.completed_ms
                 ],
             )
             .map_err(self.db())?;
-            self.job_or_missing(tx, job)
+            Ok(next)
         })
     }
 
@@ -1037,13 +1025,9 @@ impl PieceStore for SqliteStore {
 
     fn pieces(&self, job: JobRef<'_>) -> Result<Vec<PieceCounts>, StoreError> {
         self.read(|c| {
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT piece, count, processed, failed, warnings, failed_piece FROM pieces \
-                     WHERE account = ?1 AND job_id = ?2 ORDER BY piece",
-                )
-                .map_err(self.db())?;
-            stmt.query_map([job.account.as_str(), job.id], |r| {
+            let sql = "SELECT piece, count, processed, failed, warnings, failed_piece FROM pieces \
+                       WHERE account = ?1 AND job_id = ?2 ORDER BY piece";
+            all(c, sql, [job.account.as_str(), job.id], |r| {
                 let n =
                     |i: usize| -> rusqlite::Result<u64> { Ok(r.get::<_, i64>(i)?.max(0) as u64) };
                 Ok(PieceCounts {
@@ -1055,7 +1039,6 @@ impl PieceStore for SqliteStore {
                     failed_piece: r.get(5)?,
                 })
             })
-            .and_then(|rows| rows.collect())
             .map_err(self.db())
         })
     }
@@ -1099,9 +1082,24 @@ impl SqliteStore {
     }
 }
 
-/// Whether `current` is still exactly `seen`.
-fn same_lease(current: &Lease, seen: &Lease) -> bool {
-    current.holder == seen.holder && current.attempt == seen.attempt
+impl SqliteStore {
+    /// Stores what `change` makes of the lease `(account, name)`, if
+    /// anything, in one transaction; returns it.
+    fn change_lease(
+        &self,
+        account: &AccountId,
+        name: &str,
+        change: impl FnOnce(Option<&Lease>) -> Option<Lease>,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.write(|tx| {
+            let current = self.lease_in(tx, account, name)?;
+            let next = change(current.as_ref());
+            if let Some(l) = &next {
+                self.put_lease(tx, l)?;
+            }
+            Ok(next)
+        })
+    }
 }
 
 impl LeaseStore for SqliteStore {
@@ -1113,21 +1111,8 @@ impl LeaseStore for SqliteStore {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<Lease>, StoreError> {
-        self.write(|tx| {
-            let attempt = match self.lease_in(tx, account, name)? {
-                Some(l) if l.deadline_ms > now_ms => return Ok(None),
-                Some(l) => l.attempt + 1,
-                None => 1,
-            };
-            let lease = Lease {
-                account: account.clone(),
-                name: name.to_owned(),
-                holder: holder.to_owned(),
-                attempt,
-                deadline_ms: now_ms.saturating_add(ttl_ms),
-            };
-            self.put_lease(tx, &lease)?;
-            Ok(Some(lease))
+        self.change_lease(account, name, |l| {
+            Lease::acquired(l, account, name, holder, now_ms, ttl_ms)
         })
     }
 
@@ -1137,16 +1122,8 @@ impl LeaseStore for SqliteStore {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<Lease>, StoreError> {
-        self.write(|tx| match self.lease_in(tx, &lease.account, &lease.name)? {
-            Some(l) if same_lease(&l, lease) && l.deadline_ms != i64::MIN => {
-                let renewed = Lease {
-                    deadline_ms: now_ms.saturating_add(ttl_ms),
-                    ..l
-                };
-                self.put_lease(tx, &renewed)?;
-                Ok(Some(renewed))
-            }
-            _ => Ok(None),
+        self.change_lease(&lease.account, &lease.name, |l| {
+            Lease::renewed(l, lease, now_ms, ttl_ms)
         })
     }
 
@@ -1157,37 +1134,14 @@ impl LeaseStore for SqliteStore {
         now_ms: i64,
         ttl_ms: i64,
     ) -> Result<Option<Lease>, StoreError> {
-        self.write(|tx| match self.lease_in(tx, &seen.account, &seen.name)? {
-            Some(l) if same_lease(&l, seen) => {
-                let taken = Lease {
-                    holder: holder.to_owned(),
-                    attempt: l.attempt + 1,
-                    deadline_ms: now_ms.saturating_add(ttl_ms),
-                    ..l
-                };
-                self.put_lease(tx, &taken)?;
-                Ok(Some(taken))
-            }
-            _ => Ok(None),
+        self.change_lease(&seen.account, &seen.name, |l| {
+            Lease::taken_over(l, seen, holder, now_ms, ttl_ms)
         })
     }
 
     fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.write(|tx| {
-            if let Some(l) = self.lease_in(tx, &lease.account, &lease.name)?
-                && same_lease(&l, lease)
-            {
-                // Kept, lapsed: the attempt count goes on from here.
-                self.put_lease(
-                    tx,
-                    &Lease {
-                        deadline_ms: i64::MIN,
-                        ..l
-                    },
-                )?;
-            }
-            Ok(())
-        })
+        self.change_lease(&lease.account, &lease.name, |l| Lease::released(l, lease))
+            .map(drop)
     }
 
     fn lease(&self, account: &AccountId, name: &str) -> Result<Option<Lease>, StoreError> {
@@ -1233,14 +1187,13 @@ impl ProfileStore for SqliteStore {
 
     fn domains(&self, account: &AccountId) -> Result<Vec<Domain>, StoreError> {
         self.read(|c| {
-            let mut stmt = c
-                .prepare_cached(&format!(
-                    "SELECT {DOMAIN_COLUMNS} FROM domains WHERE account = ?1 ORDER BY name"
-                ))
-                .map_err(self.db())?;
-            stmt.query_map([account.as_str()], domain_from_row)
-                .and_then(|rows| rows.collect())
-                .map_err(self.db())
+            all(
+                c,
+                &format!("SELECT {DOMAIN_COLUMNS} FROM domains WHERE account = ?1 ORDER BY name"),
+                [account.as_str()],
+                domain_from_row,
+            )
+            .map_err(self.db())
         })
     }
 
@@ -1462,14 +1415,15 @@ impl AppStore for SqliteStore {
 
     fn apps(&self, account: &AccountId) -> Result<Vec<App>, StoreError> {
         self.read(|c| {
-            let mut stmt = c
-                .prepare_cached(&format!(
+            all(
+                c,
+                &format!(
                     "SELECT {APP_COLUMNS} FROM apps WHERE account = ?1 ORDER BY created_ms, id"
-                ))
-                .map_err(self.db())?;
-            stmt.query_map([account.as_str()], app_from_row)
-                .and_then(|rows| rows.collect())
-                .map_err(self.db())
+                ),
+                [account.as_str()],
+                app_from_row,
+            )
+            .map_err(self.db())
         })
     }
 
@@ -1658,15 +1612,16 @@ impl AppStore for SqliteStore {
             if !app_exists(c, account, app).map_err(self.db())? {
                 return Ok(Vec::new());
             }
-            let mut stmt = c
-                .prepare_cached(&format!(
+            all(
+                c,
+                &format!(
                     "SELECT {ENDPOINT_COLUMNS} FROM endpoints INDEXED BY endpoints_by_user \
                      WHERE app_id = ?1 AND user_id = ?2 ORDER BY endpoint_id"
-                ))
-                .map_err(self.db())?;
-            stmt.query_map([app, user_id], endpoint_from_row)
-                .and_then(|rows| rows.collect())
-                .map_err(self.db())
+                ),
+                [app, user_id],
+                endpoint_from_row,
+            )
+            .map_err(self.db())
         })
     }
 
@@ -1720,15 +1675,16 @@ impl AppStore for SqliteStore {
             if !app_exists(c, account, app).map_err(self.db())? {
                 return Ok(Vec::new());
             }
-            let mut stmt = c
-                .prepare_cached(&format!(
+            all(
+                c,
+                &format!(
                     "SELECT {SEGMENT_COLUMNS} FROM segments WHERE app_id = ?1 \
                      ORDER BY created_ms, segment_id"
-                ))
-                .map_err(self.db())?;
-            stmt.query_map([app], segment_from_row)
-                .and_then(|rows| rows.collect())
-                .map_err(self.db())
+                ),
+                [app],
+                segment_from_row,
+            )
+            .map_err(self.db())
         })
     }
 
@@ -1779,18 +1735,15 @@ impl AppStore for SqliteStore {
             if !app_exists(c, account, app).map_err(self.db())? {
                 return Ok(Vec::new());
             }
-            let mut stmt = c
-                .prepare_cached(
-                    "SELECT coalesce(e.channel_type, ''), count(*) FROM segment_members m \
-                     JOIN endpoints e ON e.app_id = m.app_id AND e.endpoint_id = m.endpoint_id \
-                     WHERE m.app_id = ?1 AND m.segment_id = ?2 \
-                     GROUP BY e.channel_type ORDER BY e.channel_type",
-                )
-                .map_err(self.db())?;
-            stmt.query_map([app, id], |r| {
-                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64))
-            })
-            .and_then(|rows| rows.collect())
+            all(
+                c,
+                "SELECT coalesce(e.channel_type, ''), count(*) FROM segment_members m \
+                 JOIN endpoints e ON e.app_id = m.app_id AND e.endpoint_id = m.endpoint_id \
+                 WHERE m.app_id = ?1 AND m.segment_id = ?2 \
+                 GROUP BY e.channel_type ORDER BY e.channel_type",
+                [app, id],
+                |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?.max(0) as u64)),
+            )
             .map_err(self.db())
         })
     }
