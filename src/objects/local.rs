@@ -191,10 +191,12 @@ impl LocalFolder {
         Ok((files, problems))
     }
 
-    /// Resolves `key` below the folder without following links.
-    fn place(&self, key: &str) -> Result<Place, ObjectError> {
+    /// The folder `key` is in, following its folders from the top without
+    /// following links; `None` when one of them is missing, unless `make`
+    /// (then missing ones are made).
+    fn folder_of(&self, key: &str, make: bool) -> Result<Option<PathBuf>, ObjectError> {
         let segs: Vec<&str> = key.split('/').collect();
-        let (name, dirs) = segs.split_last().ok_or_else(|| bad_key(key))?;
+        let (_, dirs) = segs.split_last().ok_or_else(|| bad_key(key))?;
         let mut at = self.dir.clone();
         for d in dirs {
             at.push(d);
@@ -202,11 +204,29 @@ impl LocalFolder {
                 Ok(m) if m.is_dir() => {}
                 Ok(m) if m.file_type().is_symlink() => return Err(refused_link(&at)),
                 Ok(_) => return Err(refused_file(&at)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Place::Free),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && !make => return Ok(None),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&at) {
+                    Ok(()) => {}
+                    // Made meanwhile by another writer: look again.
+                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                        if !fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
+                            return Err(refused_file(&at));
+                        }
+                    }
+                    Err(e) => return Err(io_err(&at, e)),
+                },
                 Err(e) => return Err(io_err(&at, e)),
             }
         }
-        at.push(name);
+        Ok(Some(at))
+    }
+
+    /// Resolves `key` below the folder without following links.
+    fn place(&self, key: &str) -> Result<Place, ObjectError> {
+        let Some(mut at) = self.folder_of(key, false)? else {
+            return Ok(Place::Free);
+        };
+        at.push(key.rsplit('/').next().unwrap_or(key));
         match fs::symlink_metadata(&at) {
             Ok(m) if m.is_file() => Ok(Place::File(m)),
             Ok(m) if m.file_type().is_symlink() => Err(refused_link(&at)),
@@ -267,29 +287,8 @@ impl LocalFolder {
     /// A file or symbolic link where a folder must be, something other
     /// than a file at `key`, or an I/O error.
     pub fn write(&self, key: &str) -> Result<LocalWriter, ObjectError> {
-        let segs: Vec<&str> = key.split('/').collect();
-        let (name, dirs) = segs.split_last().ok_or_else(|| bad_key(key))?;
-        let mut at = self.dir.clone();
-        for d in dirs {
-            at.push(d);
-            match fs::symlink_metadata(&at) {
-                Ok(m) if m.is_dir() => {}
-                Ok(m) if m.file_type().is_symlink() => return Err(refused_link(&at)),
-                Ok(_) => return Err(refused_file(&at)),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&at) {
-                    Ok(()) => {}
-                    // Made meanwhile by another writer: look again.
-                    Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
-                        if !fs::symlink_metadata(&at).is_ok_and(|m| m.is_dir()) {
-                            return Err(refused_file(&at));
-                        }
-                    }
-                    Err(e) => return Err(io_err(&at, e)),
-                },
-                Err(e) => return Err(io_err(&at, e)),
-            }
-        }
-        let dest = at.join(name);
+        let at = self.folder_of(key, true)?.ok_or_else(|| bad_key(key))?;
+        let dest = at.join(key.rsplit('/').next().unwrap_or(key));
         // Something other than a file at the place refuses it now.
         if let Place::Folder(at) = self.place(key)? {
             return Err(ObjectError::new(
