@@ -10,7 +10,8 @@
 
 use std::hint::black_box;
 
-use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use criterion::measurement::WallTime;
+use criterion::{BenchmarkGroup, Criterion, Throughput, criterion_group, criterion_main};
 use csv_core::{ReadRecordResult, Reader};
 use sluice::endpoints::{EndpointMapper, Format};
 use sluice::ingest::normalize::{
@@ -18,7 +19,7 @@ use sluice::ingest::normalize::{
 };
 use sluice::ingest::parse::PieceParser;
 use sluice::ingest::split::{SplitResult, Splitter};
-use sluice::ingest::{IngestBuilder, Input};
+use sluice::ingest::{Ingest, IngestBuilder, Input, RowMapper};
 use sluice::mapping::MappingFile;
 use sluice::synth::{EndpointSpec, MAPPING_JSON, Spec, write_customers, write_endpoints};
 
@@ -152,16 +153,31 @@ fn pipeline(c: &mut Criterion) {
             .threads(threads)
             .build()
             .expect("valid settings");
-        g.bench_function(format!("full mapping, {threads} thread(s)"), |b| {
-            b.iter(|| {
-                let o = ingest
-                    .run(vec![Input::bytes("bench.csv", std::sync::Arc::clone(&csv))])
-                    .expect("runs");
-                black_box(o.summary.unique)
-            })
-        });
+        whole_runs(
+            &mut g,
+            format!("full mapping, {threads} thread(s)"),
+            &ingest,
+            &csv,
+        );
     }
     g.finish();
+}
+
+/// Times whole runs of `ingest` over `csv`.
+fn whole_runs<M: RowMapper>(
+    g: &mut BenchmarkGroup<'_, WallTime>,
+    name: String,
+    ingest: &Ingest<M>,
+    csv: &std::sync::Arc<[u8]>,
+) {
+    g.bench_function(name, |b| {
+        b.iter(|| {
+            let o = ingest
+                .run(vec![Input::bytes("bench.csv", std::sync::Arc::clone(csv))])
+                .expect("runs");
+            black_box(o.summary.unique)
+        })
+    });
 }
 
 fn endpoints(c: &mut Criterion) {
@@ -188,14 +204,12 @@ fn endpoints(c: &mut Criterion) {
                 .places(true)
                 .build()
                 .expect("valid settings");
-            g.bench_function(format!("{label}, {threads} thread(s)"), |b| {
-                b.iter(|| {
-                    let o = ingest
-                        .run(vec![Input::bytes("bench.csv", std::sync::Arc::clone(&csv))])
-                        .expect("runs");
-                    black_box(o.summary.unique)
-                })
-            });
+            whole_runs(
+                &mut g,
+                format!("{label}, {threads} thread(s)"),
+                &ingest,
+                &csv,
+            );
         }
     }
     g.finish();
