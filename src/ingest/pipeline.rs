@@ -386,8 +386,7 @@ pub struct Ingest<M: RowMapper = FieldMapper> {
 /// What the worker pool needs about one input.
 struct InputPlan<P> {
     name: Arc<str>,
-    /// Fields a CSV row must have (0 for JSON lines).
-    columns: usize,
+    /// The header (a CSV row has as many fields); empty for JSON lines.
     header: Vec<Arc<str>>,
     first_line: u64,
     /// The mapper's plan; `None` for an input that failed as a whole.
@@ -508,7 +507,6 @@ impl<M: RowMapper> Ingest<M> {
                 Ok((o, plan)) => {
                     plans.push(InputPlan {
                         name: Arc::clone(&o.name),
-                        columns: o.header.len(),
                         header: o.header.clone(),
                         first_line: o.first_line,
                         plan: Some(plan),
@@ -518,7 +516,6 @@ impl<M: RowMapper> Ingest<M> {
                 Err(e) if self.tolerate_bad_inputs => {
                     plans.push(InputPlan {
                         name: Arc::clone(&name),
-                        columns: 0,
                         header: Vec::new(),
                         first_line: 1,
                         plan: None,
@@ -812,6 +809,7 @@ struct Tally<'r> {
 }
 
 impl Tally<'_> {
+    /// The current row fails; on to the next.
     #[inline]
     fn fail(&mut self, byte: usize, line: u64, reason: FailureReason) {
         let report = &mut *self.report;
@@ -824,6 +822,7 @@ impl Tally<'_> {
                 reason,
             });
         }
+        self.row += 1;
     }
 }
 
@@ -882,25 +881,24 @@ impl<'a, M: RowMapper> Worker<'a, M> {
                     r.hash = shared.dedup.hash(&arena[r.key_start..r.key_end]);
                     r.row = tally.row;
                     rows.push(r);
+                    tally.row += 1;
                 }
                 Err(reason) => tally.fail(byte, line, reason),
             }
-            tally.row += 1;
         };
         let last = piece.last || piece.unterminated.is_some();
         let newlines = match shared.format {
             InputFormat::Csv => parser.parse(data, text, last, |rec| {
                 let fields = rec.fields;
-                if fields.len() != input.columns {
+                if fields.len() != input.header.len() {
                     tally.fail(
                         rec.byte,
                         rec.line,
                         FailureReason::FieldCount {
-                            expected: input.columns,
+                            expected: input.header.len(),
                             found: fields.len(),
                         },
                     );
-                    tally.row += 1;
                 } else if !fields.is_text()
                     && let Some(col) = (0..fields.len()).find(|&i| fields.str(i).is_none())
                 {
@@ -912,7 +910,6 @@ impl<'a, M: RowMapper> Worker<'a, M> {
                             name: Arc::clone(&input.header[col]),
                         },
                     );
-                    tally.row += 1;
                 } else {
                     keep(&mut tally, Record::Csv(fields), rec.byte, rec.line);
                 }
@@ -924,36 +921,26 @@ impl<'a, M: RowMapper> Worker<'a, M> {
                 }
                 None => match std::str::from_utf8(line.bytes) {
                     Ok(s) => keep(&mut tally, Record::Json(s), line.byte, line.line),
-                    Err(e) => {
-                        tally.fail(
-                            line.byte,
-                            line.line,
-                            FailureReason::NotText {
-                                at: e.valid_up_to(),
-                            },
-                        );
-                        tally.row += 1;
-                    }
+                    Err(e) => tally.fail(
+                        line.byte,
+                        line.line,
+                        FailureReason::NotText {
+                            at: e.valid_up_to(),
+                        },
+                    ),
                 },
             }),
         };
-        let mut row = tally.row;
-        report.warnings = warnings;
-        report.newlines = newlines;
         if let Some(at) = piece.unterminated {
-            report.failed += 1;
-            report.piece_failed = true;
-            if report.failures.len() < MAX_FAILURES {
-                report.failures.push(PieceFailure {
-                    row,
-                    byte: at as u64,
-                    line: newlines,
-                    reason: FailureReason::UnterminatedQuote,
-                });
-            }
-            report.newlines += count_newlines(&piece.data[at..]);
-            row += 1;
+            tally.report.piece_failed = true;
+            tally.fail(at, newlines, FailureReason::UnterminatedQuote);
         }
+        let row = tally.row;
+        report.warnings = warnings;
+        report.newlines = newlines
+            + piece
+                .unterminated
+                .map_or(0, |at| count_newlines(&piece.data[at..]));
         report.records = u64::from(row);
         report.processed = u64::from(row);
 
@@ -1232,29 +1219,24 @@ impl<'a, 'o, M: RowMapper> Collector<'a, 'o, M> {
                     .pieces
                     .get(&index)
                     .map_or((0, 0), |pp| (pp.records_before, pp.newlines_before));
-                let record_line =
-                    if p.row == 0 && matches!(p.reason, FailureReason::Unusable { .. }) {
-                        // An input that failed as a whole: its header.
-                        return Failure {
-                            input: Arc::clone(name),
-                            position: Position {
-                                byte: 0,
-                                line: 1,
-                                record: 0,
-                            },
-                            reason: p.reason,
-                            input_index: p.input,
-                        };
-                    } else {
-                        first_line + newlines + p.line
-                    };
+                // An input that failed as a whole fails at its header.
+                let whole = p.row == 0 && matches!(p.reason, FailureReason::Unusable { .. });
+                let position = if whole {
+                    Position {
+                        byte: 0,
+                        line: 1,
+                        record: 0,
+                    }
+                } else {
+                    Position {
+                        byte: p.byte,
+                        line: first_line + newlines + p.line,
+                        record: 1 + records + p.row,
+                    }
+                };
                 Failure {
                     input: Arc::clone(name),
-                    position: Position {
-                        byte: p.byte,
-                        line: record_line,
-                        record: 1 + records + p.row,
-                    },
+                    position,
                     reason: p.reason,
                     input_index: p.input,
                 }
