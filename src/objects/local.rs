@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use super::{
     ObjectAttributes, ObjectError, ObjectErrorKind, ObjectInfo, ObjectWriter, Objects,
-    check_bucket_name, checked, clamp,
+    check_bucket_name, checked, checked_bucket, clamp,
 };
 
 /// Files being written are named with this prefix (and hidden from
@@ -82,15 +82,14 @@ impl Objects for LocalObjects {
     }
 
     fn create_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
-        check_bucket_name(bucket).map_err(|why| ObjectError::new(ObjectErrorKind::BadName, why))?;
+        checked_bucket(bucket)?;
         fs::create_dir_all(&self.root).map_err(|e| io_err(&self.root, e))?;
         let dir = self.root.join(bucket);
         match fs::create_dir(&dir) {
             Ok(()) => Ok(()),
-            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(ObjectError::new(
-                ObjectErrorKind::BucketExists,
-                format!("bucket {bucket:?} already exists"),
-            )),
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                Err(ObjectError::bucket_exists(bucket))
+            }
             Err(e) => Err(io_err(&dir, e)),
         }
     }

@@ -7,8 +7,8 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    ObjectAttributes, ObjectError, ObjectErrorKind, ObjectInfo, ObjectWriter, Objects,
-    check_bucket_name, checked, clamp,
+    ObjectAttributes, ObjectError, ObjectInfo, ObjectWriter, Objects, checked, checked_bucket,
+    clamp,
 };
 
 #[derive(Clone, Debug)]
@@ -72,13 +72,10 @@ impl Objects for MemoryObjects {
     }
 
     fn create_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
-        check_bucket_name(bucket).map_err(|why| ObjectError::new(ObjectErrorKind::BadName, why))?;
+        checked_bucket(bucket)?;
         let mut st = self.state();
         if st.buckets.contains_key(bucket) {
-            return Err(ObjectError::new(
-                ObjectErrorKind::BucketExists,
-                format!("bucket {bucket:?} already exists"),
-            ));
+            return Err(ObjectError::bucket_exists(bucket));
         }
         st.buckets.insert(bucket.to_owned(), BTreeMap::new());
         Ok(())

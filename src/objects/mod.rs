@@ -115,6 +115,13 @@ impl ObjectError {
         )
     }
 
+    pub(crate) fn bucket_exists(bucket: &str) -> ObjectError {
+        ObjectError::new(
+            ObjectErrorKind::BucketExists,
+            format!("bucket {bucket:?} already exists"),
+        )
+    }
+
     pub(crate) fn no_key(bucket: &str, key: &str) -> ObjectError {
         ObjectError::new(
             ObjectErrorKind::NoSuchKey,
@@ -378,9 +385,14 @@ pub fn check_key(key: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Checks a bucket name as every backend must.
+fn checked_bucket(bucket: &str) -> Result<(), ObjectError> {
+    check_bucket_name(bucket).map_err(|why| ObjectError::new(ObjectErrorKind::BadName, why))
+}
+
 /// Checks a bucket and key as every backend must.
 fn checked(bucket: &str, key: &str) -> Result<(), ObjectError> {
-    check_bucket_name(bucket).map_err(|why| ObjectError::new(ObjectErrorKind::BadName, why))?;
+    checked_bucket(bucket)?;
     check_key(key).map_err(|why| {
         ObjectError::new(
             ObjectErrorKind::BadName,

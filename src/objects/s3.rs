@@ -28,7 +28,7 @@ use object_store::{
 
 use super::{
     ObjectAttributes, ObjectError, ObjectErrorKind, ObjectInfo, ObjectWriter, Objects, PART_BYTES,
-    check_bucket_name, checked,
+    check_bucket_name, checked, checked_bucket,
 };
 
 /// Chunks of a GET body a reader may hold ahead of what was read.
@@ -184,10 +184,7 @@ impl S3Objects {
         match (create, status.as_u16()) {
             (_, 200..=299) => Ok(true),
             (false, 404) => Ok(false),
-            (true, 409) => Err(ObjectError::new(
-                ObjectErrorKind::BucketExists,
-                format!("bucket {name:?} already exists"),
-            )),
+            (true, 409) => Err(ObjectError::bucket_exists(name)),
             _ => {
                 let body = self.block_on(resp.text()).unwrap_or_default();
                 Err(fail(&format!("the server answered {status}: {body}")))
@@ -227,15 +224,12 @@ impl Objects for S3Objects {
     }
 
     fn create_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
-        check_bucket_name(bucket).map_err(|why| ObjectError::new(ObjectErrorKind::BadName, why))?;
+        checked_bucket(bucket)?;
         // In us-east-1, S3 answers 200 to making a bucket its caller
         // already owns (elsewhere 409): ask first, so that every region
         // says the bucket exists.
         if self.bucket_call(bucket, false)? {
-            return Err(ObjectError::new(
-                ObjectErrorKind::BucketExists,
-                format!("bucket {bucket:?} already exists"),
-            ));
+            return Err(ObjectError::bucket_exists(bucket));
         }
         self.bucket_call(bucket, true).map(|_| ())
     }
