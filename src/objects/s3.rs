@@ -120,13 +120,20 @@ impl S3Objects {
         self.runtime().block_on(f)
     }
 
+    /// The client of a bucket, made (after asking the endpoint whether the
+    /// bucket exists) the first time one is wanted; buckets are never
+    /// deleted through the port, so later calls ask nothing more.
     fn store(&self, bucket: &str) -> Result<Arc<dyn ObjectStore>, ObjectError> {
+        let cached = |stores: &HashMap<String, Arc<dyn ObjectStore>>| stores.get(bucket).cloned();
+        if let Some(s) = cached(&self.stores.lock().unwrap_or_else(|e| e.into_inner())) {
+            return Ok(s);
+        }
         if !self.bucket_exists(bucket)? {
             return Err(ObjectError::no_bucket(bucket));
         }
         let mut stores = self.stores.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(s) = stores.get(bucket) {
-            return Ok(Arc::clone(s));
+        if let Some(s) = cached(&stores) {
+            return Ok(s);
         }
         let s3 = &self.config;
         let store: Arc<dyn ObjectStore> = Arc::new(
