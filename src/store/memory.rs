@@ -118,14 +118,7 @@ impl State {
     /// The job of a running attempt, or why its write is refused.
     fn running(&mut self, a: Attempt<'_>) -> Result<&mut JobRecord, StoreError> {
         let job = self.job_mut(a.job)?;
-        if job.status != JobStatus::Running || job.attempts != a.attempt {
-            return Err(StoreError::Fenced {
-                id: job.id.clone(),
-                attempt: a.attempt,
-                current: job.attempts,
-                status: job.status,
-            });
-        }
+        a.check(job.status, job.attempts)?;
         Ok(job)
     }
 

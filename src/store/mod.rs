@@ -498,6 +498,26 @@ pub struct Attempt<'a> {
     pub attempt: u32,
 }
 
+impl Attempt<'_> {
+    /// Whether a job in `status` at attempt `current` is running this
+    /// attempt, as every write on its behalf requires.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Fenced`] when it is not.
+    pub fn check(&self, status: JobStatus, current: u32) -> Result<(), StoreError> {
+        if status == JobStatus::Running && current == self.attempt {
+            return Ok(());
+        }
+        Err(StoreError::Fenced {
+            id: self.job.id.to_owned(),
+            attempt: self.attempt,
+            current,
+            status,
+        })
+    }
+}
+
 /// The jobs: records, state machine, counters.
 pub trait JobStore: Send + Sync {
     /// Records a new job in state `CREATED`.

@@ -424,16 +424,7 @@ impl SqliteStore {
         let Some((status, attempts)) = row else {
             return Err(StoreError::NoJob(a.job.id.to_owned()));
         };
-        let status = status.parse().unwrap_or(JobStatus::Failed);
-        if status != JobStatus::Running || attempts != a.attempt {
-            return Err(StoreError::Fenced {
-                id: a.job.id.to_owned(),
-                attempt: a.attempt,
-                current: attempts,
-                status,
-            });
-        }
-        Ok(())
+        a.check(status.parse().unwrap_or(JobStatus::Failed), attempts)
     }
 
     fn job_in(&self, conn: &Connection, job: JobRef<'_>) -> Result<Option<JobRecord>, StoreError> {
