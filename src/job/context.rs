@@ -3,7 +3,6 @@
 //! the store. Shared by the kinds of jobs, below the runner.
 
 use std::sync::Arc;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 
@@ -85,12 +84,26 @@ impl RunContext<'_> {
     /// (until it has been tried [`MAX_ATTEMPTS`] times); anything else
     /// fails it, saying `what` was being done.
     pub(super) fn store_failed(&self, what: &str, e: StoreError) -> End {
+        self.store_failed_keeping(what, e, None)
+    }
+
+    /// As [`RunContext::store_failed`], saying what was written before
+    /// and stays (`the 12 records … stay`) when the job fails.
+    pub(super) fn store_failed_keeping(
+        &self,
+        what: &str,
+        e: StoreError,
+        kept: Option<String>,
+    ) -> End {
         match e {
             StoreError::Fenced { .. } => End::Lost,
             e if e.is_transient() && self.job.attempts < MAX_ATTEMPTS => {
                 End::Requeue(format!("{what}: {e}; it resumes when the store answers"))
             }
-            e => End::internal(format!("{what}: {e}")),
+            e => End::internal(match kept {
+                Some(kept) => format!("{what}: {e}; {kept}"),
+                None => format!("{what}: {e}"),
+            }),
         }
     }
 
@@ -131,7 +144,9 @@ impl RunContext<'_> {
         ingest: &Ingest<M>,
         inputs: Vec<Input>,
     ) -> Result<Outcome<M>, End> {
-        let store_error: Mutex<Option<StoreError>> = Mutex::new(None);
+        // Pieces are reported on this thread: the first store error is
+        // kept for after the run, which it stops.
+        let mut store_error: Option<StoreError> = None;
         let mut planned = None;
         let mut record = |p: &PieceDone| {
             let attempt = self.attempt();
@@ -142,13 +157,12 @@ impl RunContext<'_> {
                 .and_then(|_| self.store.complete_piece(attempt, &piece_counts(p)));
             planned = Some(total);
             if let Err(e) = recorded {
-                let mut slot = store_error.lock().unwrap_or_else(|e| e.into_inner());
-                slot.get_or_insert(e);
+                store_error.get_or_insert(e);
                 self.progress.stop();
             }
         };
         let outcome = self.watched(|| ingest.run_observed(inputs, self.progress, &mut record));
-        if let Some(e) = store_error.into_inner().unwrap_or_else(|e| e.into_inner()) {
+        if let Some(e) = store_error {
             return Err(self.store_failed("recording the progress of a piece", e));
         }
         let outcome = outcome.map_err(|e| {

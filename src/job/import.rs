@@ -202,11 +202,10 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ImportJob) -> End {
     }
     let mut counters = counters_of(summary);
     let mut failures = summary.failures.clone();
-    if spec.writes() {
-        match write(ctx, spec, &outcome.records, &mut counters, &mut failures) {
-            Ok(()) => {}
-            Err(end) => return end,
-        }
+    if spec.writes()
+        && let Err(end) = write(ctx, spec, &outcome.records, &mut counters, &mut failures)
+    {
+        return end;
     }
     failures.sort_by_key(Failure::order);
     failures.truncate(MAX_FAILURES);
@@ -332,14 +331,11 @@ fn write(
             segment: segment.as_deref(),
         };
         let written = store.write_endpoints(&batch, &mut merge).map_err(|e| {
-            let what = format!(
-                "writing endpoints: {e}; the {} written before stay",
+            let kept = format!(
+                "the {} written before stay",
                 counters.created + counters.updated
             );
-            match ctx.store_failed("writing endpoints", e) {
-                End::Done(..) => fail(what),
-                other => other,
-            }
+            ctx.store_failed_keeping("writing endpoints", e, Some(kept))
         })?;
         for (w, (_, record)) in written.iter().zip(chunk) {
             match w {

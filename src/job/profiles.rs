@@ -178,16 +178,14 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ProfileJob) -> End {
             "stopped on request while writing; the {} records written before stay",
             written + n
         )),
-        Err((Halt::Store(e), n)) => {
-            let what = format!(
-                "writing profiles: {e}; the {} records of committed batches stay",
+        Err((Halt::Store(e), n)) => ctx.store_failed_keeping(
+            "writing profiles",
+            e,
+            Some(format!(
+                "the {} records of committed batches stay",
                 written + n
-            );
-            match ctx.store_failed("writing profiles", e) {
-                End::Done(..) => End::internal(what),
-                other => other,
-            }
-        }
+            )),
+        ),
     }
 }
 
