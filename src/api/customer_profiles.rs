@@ -41,7 +41,7 @@ use crate::job::{
     new_job_id,
 };
 use crate::mapping::MappingFile;
-use crate::objects::{ObjectAttributes, ObjectError, ObjectErrorKind, ObjectWriter};
+use crate::objects::{ObjectAttributes, ObjectError, ObjectWriter, ensure_bucket};
 use crate::store::{AccountId, Domain, JobFilter, JobKind, JobRecord, JobRef, Store, StoreError};
 
 /// The longest DataExpiry and DefaultExpirationDays the model allows.
@@ -688,11 +688,7 @@ impl CustomerProfiles {
         config: ProfilesConfig,
         clock: Clock,
     ) -> Result<CustomerProfiles, ObjectError> {
-        match uploads.create_bucket(UPLOADS_BUCKET) {
-            Ok(()) => {}
-            Err(e) if e.kind == ObjectErrorKind::BucketExists => {}
-            Err(e) => return Err(e),
-        }
+        ensure_bucket(&*uploads, UPLOADS_BUCKET)?;
         Ok(CustomerProfiles {
             inner: Arc::new(Inner {
                 runner,

@@ -256,6 +256,18 @@ pub fn put(
     w.finish()
 }
 
+/// Makes a bucket unless it exists.
+///
+/// # Errors
+///
+/// A bad name, or the store's error.
+pub fn ensure_bucket(objects: &dyn Objects, bucket: &str) -> Result<(), ObjectError> {
+    match objects.create_bucket(bucket) {
+        Err(e) if e.kind != ObjectErrorKind::BucketExists => Err(e),
+        _ => Ok(()),
+    }
+}
+
 /// A whole object's bytes (for small objects: logs, labels).
 ///
 /// # Errors

@@ -513,11 +513,7 @@ impl ImportExport {
         config: ImportExportConfig,
         clock: Clock,
     ) -> std::result::Result<ImportExport, crate::objects::ObjectError> {
-        match labels.create_bucket(LABELS_BUCKET) {
-            Ok(()) => {}
-            Err(e) if e.kind == crate::objects::ObjectErrorKind::BucketExists => {}
-            Err(e) => return Err(e),
-        }
+        crate::objects::ensure_bucket(&*labels, LABELS_BUCKET)?;
         Ok(ImportExport {
             store,
             objects,
