@@ -62,7 +62,7 @@ pub use import::{ImportJob, derived_endpoint_id};
 pub use lease::{Holder, LEASE_TTL, job_lease};
 pub use profiles::ProfileJob;
 pub use runner::Runner;
-pub use spec::{Job, JobSpec};
+pub use spec::JobSpec;
 pub use transfer::{
     Direction, ExportOperation, ExportSpec, FileSystem, ImportSpec, SIGNATURE_FILE,
     TRANSFER_EXPIRY_MS, TransferError, TransferJob, check_signature, copied, signature_file,

@@ -1,15 +1,15 @@
-//! What a job is: [`JobSpec`], one typed spec per kind, and [`Job`], a
-//! stored job with its spec read back. The one place specs meet JSON.
+//! What a job is: [`JobSpec`], one typed spec per kind. The one place specs
+//! meet JSON.
 
 use super::import::ImportJob;
 use super::profiles::ProfileJob;
 use super::transfer::TransferJob;
-use crate::store::{AccountId, JobKind, JobRecord, JobRef, JobStore, NewJob, StoreError};
+use crate::store::{AccountId, JobKind, JobRecord, NewJob, StoreError};
 
 /// A job's typed spec: all a runner needs to run (or rerun) it.
 ///
 /// Stored as its kind ([`JobKind`]) and the spec's JSON (serde, here and
-/// nowhere else); [`Job::load`] and [`JobSpec::of`] read it back.
+/// nowhere else); [`JobSpec::of`] reads it back.
 #[derive(Clone, Debug, PartialEq)]
 pub enum JobSpec {
     /// Files into a domain's profiles.
@@ -100,45 +100,6 @@ impl JobSpec {
             display_name,
             spec: self.to_stored(),
             created_ms,
-        }
-    }
-}
-
-/// A stored job with its spec read back.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Job {
-    /// The job as stored.
-    pub record: JobRecord,
-    /// Its spec.
-    pub spec: JobSpec,
-}
-
-impl Job {
-    /// The job `job`, with its spec.
-    ///
-    /// # Errors
-    ///
-    /// A store error, or [`StoreError::Corrupt`] when its spec does not
-    /// read.
-    pub fn load(store: &dyn JobStore, job: JobRef<'_>) -> Result<Option<Job>, StoreError> {
-        store.job(job)?.map(Job::from_record).transpose()
-    }
-
-    /// A stored job with its spec.
-    ///
-    /// # Errors
-    ///
-    /// [`StoreError::Corrupt`] when its spec does not read.
-    pub fn from_record(record: JobRecord) -> Result<Job, StoreError> {
-        let spec = JobSpec::of(&record)?;
-        Ok(Job { record, spec })
-    }
-
-    /// Where it is: its account and id.
-    pub fn job_ref(&self) -> JobRef<'_> {
-        JobRef {
-            account: &self.record.account,
-            id: &self.record.id,
         }
     }
 }
