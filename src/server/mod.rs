@@ -66,11 +66,11 @@ use crate::api::{ApiError, ErrorCode, Service, escape_markup};
 use crate::crypto::MasterKey;
 use crate::job::{Clock, Objects, Runner, RunnerConfig, system_clock};
 use crate::objects::LocalObjects;
+use crate::store::{AccountId, MemoryStore, Store};
+use credentials::Credentials;
 
 /// The folder of the data directory that holds local buckets.
 pub const BUCKETS_DIR: &str = "buckets";
-use crate::store::{AccountId, MemoryStore, Store};
-use credentials::Credentials;
 
 /// How `sluice serve` is set up.
 #[derive(Clone)]
@@ -784,7 +784,6 @@ async fn receive_upload(
         .await
         .map_err(|e| internal(&e))??;
     let key_md5 = slot.key().md5_base64();
-    let max_bytes = slot.max_bytes();
     // The slot writes (a file, or parts to S3) on a blocking thread; the
     // body is handed to it as it arrives, a few frames at a time. Only an
     // explicit end commits: a sender dropped before it (a timeout, a
@@ -848,11 +847,11 @@ async fn receive_upload(
             continue; // trailers
         };
         received += data.len() as u64;
-        if received > max_bytes {
-            break Some(cp::upload_too_large(max_bytes));
-        }
+        // The slot refuses a body past its size (EntityTooLarge) or a
+        // store that fails; then the writer is gone and its result says
+        // why.
         if tx.send(Part::Data(data)).await.is_err() {
-            break None; // the writer failed; its result says why
+            break None;
         }
     };
     if let Some(e) = broken {
