@@ -90,8 +90,11 @@ try:
     else:
         device = os.path.join(work, "device")
         os.makedirs(device)
-        os.link(args.file, os.path.join(device, "whole.csv")) if os.stat(args.file).st_dev == \
-            os.stat(work).st_dev else shutil.copyfile(args.file, os.path.join(device, "whole.csv"))
+        whole = os.path.join(device, "whole.csv")
+        try:
+            os.link(args.file, whole)  # no copy of a 1 GiB file when it can be helped
+        except OSError:
+            shutil.copyfile(args.file, whole)
         size = os.path.getsize(args.file)
         sluice(data, "bucket", "mb", "s3://bench")
         server = Server(data)
