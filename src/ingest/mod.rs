@@ -32,6 +32,6 @@ pub use map::{FieldMapper, HeaderError, InputFormat, Record, RowMapper, RowOut};
 pub use mapping::{Field, Mapping};
 pub use pipeline::{
     DEFAULT_PIECE_SIZE, Ingest, IngestBuilder, MAX_FAILURES, MAX_PIECE_SIZE, Outcome, PieceDone,
-    Place, Progress, ProgressSnapshot, Records, Summary, UniqueRecord,
+    Place, Progress, ProgressSnapshot, RecordHandle, Records, Summary, UniqueRecord,
 };
 pub use source::{Input, OpenAt};

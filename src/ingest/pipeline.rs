@@ -1288,6 +1288,13 @@ impl Place {
     }
 }
 
+/// Where one of a run's unique records is, from [`Records::handles`].
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct RecordHandle {
+    ordinal: u64,
+    location: u64,
+}
+
 /// One unique record.
 pub struct UniqueRecord<'a, M: RowMapper = FieldMapper> {
     records: &'a Records<M>,
@@ -1359,6 +1366,23 @@ impl<M: RowMapper> Records<M> {
             let (key, rest) = self.stored.get(loc);
             self.record(ordinal, key, rest)
         })
+    }
+
+    /// A handle on every record, in no particular order: 16 bytes each,
+    /// for ordering many records without holding their slices
+    /// ([`Records::get`] gives the record back).
+    pub fn handles(&self) -> Vec<RecordHandle> {
+        self.stored
+            .locations()
+            .into_iter()
+            .map(|(ordinal, location)| RecordHandle { ordinal, location })
+            .collect()
+    }
+
+    /// The record behind a handle from [`Records::handles`].
+    pub fn get(&self, handle: RecordHandle) -> UniqueRecord<'_, M> {
+        let (key, rest) = self.stored.get(handle.location);
+        self.record(handle.ordinal, key, rest)
     }
 
     /// The records in no particular order (cheapest).

@@ -1,18 +1,20 @@
 //! The surviving records of a run, written into the store in key order.
 //!
 //! Two threads share the work: this one sorts, then turns each batch into
-//! keys and JSON; a writer thread hands the previous batch to the store.
+//! keys and JSON arrays of values; a writer thread hands the previous
+//! batch to the store.
 //! Batches go in ascending key order, so SQLite appends to its B-tree
 //! rather than splitting pages all over it.
 
 use std::sync::mpsc;
 
 use rayon::ThreadPool;
+use rayon::iter::{IntoParallelIterator, ParallelIterator};
 use rayon::slice::ParallelSliceMut;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::ingest::output::{JsonShape, write_json_str};
+use crate::ingest::output::write_json_str;
 use crate::ingest::{Records, UniqueRecord};
 use crate::store::{Attempt, ProfileBatch, ProfileRow, ProfileStore, StoreError};
 
@@ -69,36 +71,66 @@ fn write_batches(
     written: &AtomicU64,
 ) -> Result<(), Halt> {
     let mapping = records.mapping();
-    let multi = mapping.key_fields().len() > 1;
+    let targets: Vec<&str> = mapping.fields().iter().map(|f| &*f.target).collect();
+    let handles = records.handles();
     // Keys of several fields are stored as JSON arrays of their values,
-    // readable and unambiguous.
-    // `Records::iter` visits records in the same order every time, so the
-    // i-th key written here belongs to the i-th record below.
+    // readable and unambiguous, and ordered as that text.
+    let multi = mapping.key_fields().len() > 1;
     let mut key_text = Vec::new();
     let mut key_bounds = vec![0];
     if multi {
-        key_bounds.reserve(records.len() as usize);
-        for r in records.iter() {
-            write_key_array(&mut key_text, &r);
+        key_bounds.reserve(handles.len());
+        for &h in &handles {
+            write_key_array(&mut key_text, &records.get(h));
             key_bounds.push(key_text.len());
         }
     }
-    let mut rows: Vec<(u64, &[u8], UniqueRecord<'_>)> = Vec::with_capacity(records.len() as usize);
-    for (i, r) in records.iter().enumerate() {
-        let key = if multi {
+    let key_of = |i: usize| -> &[u8] {
+        if multi {
             &key_text[key_bounds[i]..key_bounds[i + 1]]
         } else {
-            r.key_bytes()
-        };
-        rows.push((prefix(key), key, r));
-    }
-    pool.install(|| rows.par_sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.cmp(b.1))));
-    let start = match target.written_through {
-        Some(w) => rows.partition_point(|r| r.1 <= w),
-        None => 0,
+            records.get(handles[i]).key_bytes()
+        }
     };
-    let rows = &rows[start..];
-    let shape = JsonShape::new(mapping);
+    // 24 bytes a record: the key's first sixteen bytes, which decide
+    // nearly every comparison without reading the key (with eight, reading
+    // keys for the ties was most of the sort on the canonical job), and the
+    // record's index.
+    let mut order: Vec<([u64; 2], usize)> = pool.install(|| {
+        (0..handles.len())
+            .into_par_iter()
+            .map(|i| (prefix(key_of(i)), i))
+            .collect()
+    });
+    if let Some(w) = target.written_through {
+        // What an earlier attempt wrote stays written.
+        order.retain(|&(_, i)| key_of(i) > w);
+    }
+    // Only grouped by first byte here; each group is sorted just before
+    // its rows are sent, so the writer starts after one group's sort, not
+    // the whole file's, and the rest is sorted while it writes.
+    pool.install(|| order.par_sort_unstable_by_key(|e| e.0[0] >> 56));
+    let mut groups = Vec::new();
+    let mut at = 0;
+    while at < order.len() {
+        let byte = order[at].0[0] >> 56;
+        let end = at + order[at..].partition_point(|e| e.0[0] >> 56 == byte);
+        groups.push(at..end);
+        at = end;
+    }
+    let mut groups = groups.into_iter();
+    let mut sorted_to = 0;
+    let mut sort_to = |order: &mut [([u64; 2], usize)], end: usize| {
+        while sorted_to < end {
+            let Some(g) = groups.next() else { break };
+            pool.install(|| {
+                order[g.clone()].par_sort_unstable_by(|a, b| {
+                    a.0.cmp(&b.0).then_with(|| key_of(a.1).cmp(key_of(b.1)))
+                });
+            });
+            sorted_to = g.end;
+        }
+    };
 
     std::thread::scope(|s| {
         let (tx, rx) = mpsc::sync_channel::<Batch>(1);
@@ -112,13 +144,13 @@ fn write_batches(
                 }
                 let mut views = Vec::with_capacity(batch.ends.len());
                 let mut at = 0;
-                for &(key_end, fields_end) in &batch.ends {
+                for &(key_end, values_end) in &batch.ends {
                     // Keys and values are `str`s written by this crate.
                     let key = std::str::from_utf8(&batch.text[at..key_end]).unwrap_or_default();
-                    let fields =
-                        std::str::from_utf8(&batch.text[key_end..fields_end]).unwrap_or_default();
-                    views.push(ProfileRow { key, fields });
-                    at = fields_end;
+                    let values =
+                        std::str::from_utf8(&batch.text[key_end..values_end]).unwrap_or_default();
+                    views.push(ProfileRow { key, values });
+                    at = values_end;
                 }
                 let counts = target
                     .store
@@ -127,6 +159,7 @@ fn write_batches(
                         domain: target.domain,
                         now_ms: now(),
                         expires_ms: target.expires_ms,
+                        targets: &targets,
                         rows: &views,
                     })
                     .map_err(Halt::Store)?;
@@ -138,23 +171,24 @@ fn write_batches(
             }
             Ok(())
         });
-        let mut values = Vec::new();
         let mut sent_all = true;
-        for chunk in rows.chunks(target.batch_rows.max(1)) {
+        let per_batch = target.batch_rows.max(1);
+        for first in (0..order.len()).step_by(per_batch) {
             if stop() {
                 sent_all = false;
                 break;
             }
+            let end = (first + per_batch).min(order.len());
+            sort_to(&mut order, end);
+            let chunk = &order[first..end];
             let mut batch = recycled.try_recv().unwrap_or_else(|_| Batch {
-                text: Vec::with_capacity(chunk.len() * 320),
+                text: Vec::with_capacity(chunk.len() * 160),
                 ends: Vec::with_capacity(chunk.len()),
             });
-            for (_, key, r) in chunk {
-                batch.text.extend_from_slice(key);
+            for &(_, i) in chunk {
+                batch.text.extend_from_slice(key_of(i));
                 let key_end = batch.text.len();
-                values.clear();
-                values.extend(r.values());
-                shape.write(&mut batch.text, &values);
+                write_values(&mut batch.text, records.get(handles[i]).values());
                 batch.ends.push((key_end, batch.text.len()));
             }
             if tx.send(batch).is_err() {
@@ -172,18 +206,28 @@ fn write_batches(
     })
 }
 
-/// The first eight bytes, big-endian, so that comparing prefixes orders
+/// The first sixteen bytes, big-endian, so that comparing prefixes orders
 /// like comparing bytes.
-fn prefix(key: &[u8]) -> u64 {
-    let mut b = [0u8; 8];
-    let n = key.len().min(8);
+fn prefix(key: &[u8]) -> [u64; 2] {
+    let mut b = [0u8; 16];
+    let n = key.len().min(16);
     b[..n].copy_from_slice(&key[..n]);
-    u64::from_be_bytes(b)
+    let (hi, lo) = b.split_at(8);
+    [
+        u64::from_be_bytes(hi.try_into().unwrap_or_default()),
+        u64::from_be_bytes(lo.try_into().unwrap_or_default()),
+    ]
 }
 
 fn write_key_array(out: &mut Vec<u8>, r: &UniqueRecord<'_>) {
+    write_values(out, r.key_values());
+}
+
+/// Values as a JSON array of strings, as [`ProfileRow::values`] wants
+/// them.
+fn write_values<'a>(out: &mut Vec<u8>, values: impl Iterator<Item = &'a str>) {
     out.push(b'[');
-    for (i, v) in r.key_values().enumerate() {
+    for (i, v) in values.enumerate() {
         if i > 0 {
             out.push(b',');
         }

@@ -537,11 +537,11 @@ fn pieces_complete_once_and_are_fenced(s: &dyn Store) {
     ));
 }
 
-fn rows<'a>(keys: &'a [String], fields: &'a str) -> Vec<ProfileRow<'a>> {
+fn rows<'a>(keys: &'a [String], values: &'a str) -> Vec<ProfileRow<'a>> {
     keys.iter()
         .map(|k| ProfileRow {
             key: k.as_str(),
-            fields,
+            values,
         })
         .collect()
 }
@@ -561,20 +561,21 @@ fn profiles_created_then_updated(s: &dyn Store) {
             domain: "d",
             now_ms,
             expires_ms: now_ms + DAY,
+            targets: &["v"],
             rows,
         }
     }
-    let first = rows(&keys[..6], "{\"v\":1}");
+    let first = rows(&keys[..6], "[\"1\"]");
     let c = s.write_profiles(&batch(at, &first, T0)).unwrap();
     assert_eq!((c.created, c.updated), (6, 0));
-    let second = rows(&keys[4..], "{\"v\":2}");
+    let second = rows(&keys[4..], "[\"2\"]");
     let c = s.write_profiles(&batch(at, &second, T0 + 10)).unwrap();
     assert_eq!((c.created, c.updated), (4, 2));
     let j = s.job(job_ref(&a, "w")).unwrap().unwrap();
     assert_eq!((j.counters.created, j.counters.updated), (10, 2));
     assert_eq!(j.written_through.as_deref(), Some(&b"k09"[..]));
     let p = s.profile(&a, "d", "k05", T0 + 10).unwrap().unwrap();
-    assert_eq!(p.fields, "{\"v\":2}");
+    assert_eq!(p.fields, "{\"v\":\"2\"}");
     assert_eq!((p.created_ms, p.updated_ms), (T0, T0 + 10));
     assert_eq!(s.count_profiles(&a, "d", T0 + 10).unwrap(), 10);
     // Keys out of order, an unknown domain, a stale attempt: nothing of
@@ -582,11 +583,11 @@ fn profiles_created_then_updated(s: &dyn Store) {
     let unordered = [
         ProfileRow {
             key: "z",
-            fields: "{}",
+            values: "[\"\"]",
         },
         ProfileRow {
             key: "y",
-            fields: "{}",
+            values: "[\"\"]",
         },
     ];
     assert!(matches!(
@@ -596,17 +597,59 @@ fn profiles_created_then_updated(s: &dyn Store) {
     let dup = [
         ProfileRow {
             key: "x",
-            fields: "{}",
+            values: "[\"\"]",
         },
         ProfileRow {
             key: "x",
-            fields: "{}",
+            values: "[\"\"]",
         },
     ];
     assert!(matches!(
         s.write_profiles(&batch(at, &dup, T0 + 20)),
         Err(StoreError::Unordered { .. })
     ));
+    // Values that are not one JSON string for each target.
+    for bad in [
+        "[]",
+        "[\"a\",\"b\"]",
+        "[1]",
+        "{\"v\":\"a\"}",
+        "[\"a]",
+        "[\"\\q\"]",
+        "[\"a\"] ",
+    ] {
+        let row = [ProfileRow {
+            key: "w",
+            values: bad,
+        }];
+        assert!(
+            matches!(
+                s.write_profiles(&batch(at, &row, T0 + 20)),
+                Err(StoreError::BadValues { .. })
+            ),
+            "{bad}"
+        );
+    }
+    // Dotted targets make objects, in the targets' order, and values keep
+    // their escapes.
+    let nested = [ProfileRow {
+        key: "n",
+        values: r#"["C1","Köln","tab\there","\"q\""]"#,
+    }];
+    s.write_profiles(&ProfileBatch {
+        targets: &[
+            "AccountNumber",
+            "Address.City",
+            "Attributes.Notes",
+            "Address.PostalCode",
+        ],
+        ..batch(at, &nested, T0 + 20)
+    })
+    .unwrap();
+    assert_eq!(
+        s.profile(&a, "d", "n", T0 + 20).unwrap().unwrap().fields,
+        r#"{"AccountNumber":"C1","Address":{"City":"Köln","PostalCode":"\"q\""},"Attributes":{"Notes":"tab\there"}}"#
+    );
     let other = ProfileBatch {
         domain: "nope",
         ..batch(at, &first, T0)
@@ -627,7 +670,7 @@ fn profiles_created_then_updated(s: &dyn Store) {
         Err(StoreError::Fenced { .. })
     ));
     assert!(s.profile(&a, "d", "z", T0).unwrap().is_none());
-    assert_eq!(s.count_profiles(&a, "d", T0 + 20).unwrap(), 10);
+    assert_eq!(s.count_profiles(&a, "d", T0 + 20).unwrap(), 11);
     assert!(matches!(
         s.count_profiles(&a, "nope", T0),
         Err(StoreError::NoDomain(_))
@@ -649,7 +692,8 @@ fn expiry_the_longest_wins_and_purges(s: &dyn Store) {
             domain: "d",
             now_ms,
             expires_ms,
-            rows: &rows(keys, "{}"),
+            targets: &[],
+            rows: &rows(keys, "[]"),
         })
         .unwrap()
     };
@@ -948,7 +992,8 @@ fn domains_busy_then_deleted(s: &dyn Store) {
         domain: "d",
         now_ms: T0,
         expires_ms: T0 + DAY,
-        rows: &rows(&keys, "{}"),
+        targets: &[],
+        rows: &rows(&keys, "[]"),
     })
     .unwrap();
     assert!(matches!(
@@ -1001,7 +1046,8 @@ fn concurrent_writers(s: &dyn Store) {
                         domain: &domain,
                         now_ms: T0,
                         expires_ms: T0 + DAY,
-                        rows: &rows(&keys, "{}"),
+                        targets: &[],
+                        rows: &rows(&keys, "[]"),
                     })
                     .unwrap();
                 }

@@ -9,6 +9,7 @@ use super::{
     EndpointKey, EndpointMerge, EndpointWrite, JobCounters, JobFilter, JobRecord, JobRef,
     JobStatus, JobStore, Lease, LeaseStore, NewJob, PieceCounts, PieceStore, Profile, ProfileBatch,
     ProfileStore, Segment, Store, StoreError, StoredEndpoint, Transition, WriteCounts,
+    fields_object,
 };
 
 type Key = (AccountId, String);
@@ -458,11 +459,17 @@ impl ProfileStore for MemoryStore {
     }
 
     fn write_profiles(&self, b: &ProfileBatch<'_>) -> Result<WriteCounts, StoreError> {
-        if let Some(at) = b.rows.windows(2).position(|w| w[0].key >= w[1].key) {
-            return Err(StoreError::Unordered {
-                key: b.rows[at + 1].key.to_owned(),
-            });
-        }
+        b.check()?;
+        let fields = b
+            .rows
+            .iter()
+            .map(|r| {
+                fields_object(b.targets, r.values).map_err(|_| StoreError::BadValues {
+                    key: r.key.to_owned(),
+                    targets: b.targets.len(),
+                })
+            })
+            .collect::<Result<Vec<String>, StoreError>>()?;
         let mut st = self.state();
         let account = b.attempt.job.account;
         let row = st.domain_row(account, b.domain)?;
@@ -476,10 +483,10 @@ impl ProfileStore for MemoryStore {
         };
         let profiles = st.profiles.entry(id).or_default();
         let mut counts = WriteCounts::default();
-        for r in b.rows {
+        for (r, fields) in b.rows.iter().zip(fields) {
             match profiles.get_mut(r.key) {
                 Some(p) => {
-                    p.fields = r.fields.to_owned();
+                    p.fields = fields;
                     p.updated_ms = b.now_ms;
                     p.expires_ms = p.expires_ms.max(b.expires_ms);
                     counts.updated += 1;
@@ -489,7 +496,7 @@ impl ProfileStore for MemoryStore {
                         r.key.to_owned(),
                         Profile {
                             key: r.key.to_owned(),
-                            fields: r.fields.to_owned(),
+                            fields,
                             created_ms: b.now_ms,
                             updated_ms: b.now_ms,
                             expires_ms: b.expires_ms,

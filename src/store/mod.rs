@@ -190,6 +190,15 @@ pub enum StoreError {
         /// The first key out of order.
         key: String,
     },
+    /// A batch row whose values are not a JSON array of one string for
+    /// each of the batch's targets.
+    #[error("profile batch: the values of key {key:?} are not {targets} JSON strings in an array")]
+    BadValues {
+        /// The row's key.
+        key: String,
+        /// How many values the batch's targets call for.
+        targets: usize,
+    },
     /// A stored value that this build cannot read.
     #[error("store {location}: {what}: {problem}")]
     Corrupt {
@@ -815,13 +824,16 @@ pub trait LeaseStore: Send + Sync {
     fn lease(&self, account: &AccountId, name: &str) -> Result<Option<Lease>, StoreError>;
 }
 
-/// One profile to write: its key and its fields as a JSON object.
+/// One profile to write: its key and its values.
 #[derive(Clone, Copy, Debug, Eq, PartialEq)]
 pub struct ProfileRow<'a> {
     /// The normalized unique key.
     pub key: &'a str,
-    /// The mapped fields, a JSON object.
-    pub fields: &'a str,
+    /// The mapped values, a JSON array of strings, one for each of the
+    /// batch's [`targets`](ProfileBatch::targets) in order: the profile's
+    /// fields without their names, which a store may keep once rather than
+    /// on every row (see [`fields_object`]).
+    pub values: &'a str,
 }
 
 /// Rows to write in one transaction, in ascending key order.
@@ -836,8 +848,132 @@ pub struct ProfileBatch<'a> {
     pub now_ms: i64,
     /// When these profiles expire; an existing later expiry is kept.
     pub expires_ms: i64,
+    /// Where each value goes in a profile's fields: dotted paths
+    /// (`Address.City`), none a prefix of another.
+    pub targets: &'a [&'a str],
     /// The rows, keys strictly ascending by bytes.
     pub rows: &'a [ProfileRow<'a>],
+}
+
+impl ProfileBatch<'_> {
+    /// The batch's first problem, checked the same way by every backend
+    /// before anything is written: keys not strictly ascending
+    /// ([`StoreError::Unordered`]), or values that are not one JSON string
+    /// for each target ([`StoreError::BadValues`]).
+    ///
+    /// # Errors
+    ///
+    /// That problem.
+    pub fn check(&self) -> Result<(), StoreError> {
+        if let Some(at) = self.rows.windows(2).position(|w| w[0].key >= w[1].key) {
+            return Err(StoreError::Unordered {
+                key: self.rows[at + 1].key.to_owned(),
+            });
+        }
+        match self
+            .rows
+            .iter()
+            .find(|r| !is_string_array(r.values.as_bytes(), self.targets.len()))
+        {
+            Some(r) => Err(StoreError::BadValues {
+                key: r.key.to_owned(),
+                targets: self.targets.len(),
+            }),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Whether `b` is a JSON array of exactly `n` strings (no whitespace, as
+/// the job layer writes it): a scan, not a parse, since every row of every
+/// batch goes through it.
+fn is_string_array(b: &[u8], n: usize) -> bool {
+    let (Some(b'['), Some(b']')) = (b.first(), b.last()) else {
+        return false;
+    };
+    let body = &b[1..b.len() - 1];
+    if n == 0 {
+        return body.is_empty();
+    }
+    let mut i = 0;
+    for k in 0..n {
+        if k > 0 {
+            if body.get(i) != Some(&b',') {
+                return false;
+            }
+            i += 1;
+        }
+        if body.get(i) != Some(&b'"') {
+            return false;
+        }
+        i += 1;
+        loop {
+            match body.get(i) {
+                None => return false,
+                Some(b'"') => break,
+                Some(b'\\') => match body.get(i + 1) {
+                    Some(b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't') => i += 2,
+                    Some(b'u') => {
+                        let hex = body.get(i + 2..i + 6);
+                        if !hex.is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit)) {
+                            return false;
+                        }
+                        i += 6;
+                    }
+                    _ => return false,
+                },
+                Some(&c) if c < 0x20 => return false,
+                Some(_) => i += 1,
+            }
+        }
+        i += 1;
+    }
+    i == body.len()
+}
+
+/// A profile's fields as a JSON object: each of `values` (a JSON array of
+/// strings) at its target's path, objects made for the dotted parts, in
+/// the targets' order. This is the one place that names values, for every
+/// backend.
+///
+/// # Errors
+///
+/// `values` is not a JSON array of as many strings as there are targets.
+pub fn fields_object<T: AsRef<str>>(targets: &[T], values: &str) -> Result<String, String> {
+    use serde_json::{Map, Value};
+    let values: Vec<String> =
+        serde_json::from_str(values).map_err(|e| format!("stored values: {e}"))?;
+    if values.len() != targets.len() {
+        return Err(format!(
+            "stored values: {} values for {} fields",
+            values.len(),
+            targets.len()
+        ));
+    }
+    let mut root = Map::new();
+    for (target, value) in targets.iter().zip(values) {
+        let mut path = target.as_ref().split('.').peekable();
+        let mut at = &mut root;
+        while let Some(label) = path.next() {
+            if path.peek().is_none() {
+                at.insert(label.to_owned(), Value::String(value));
+                break;
+            }
+            at = match at
+                .entry(label.to_owned())
+                .or_insert_with(|| Value::Object(Map::new()))
+            {
+                Value::Object(next) => next,
+                _ => {
+                    return Err(format!(
+                        "stored values: the field {:?} lies inside another",
+                        target.as_ref()
+                    ));
+                }
+            };
+        }
+    }
+    Ok(Value::Object(root).to_string())
 }
 
 /// What a batch did.
