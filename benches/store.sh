@@ -1,33 +1,75 @@
 #!/usr/bin/env bash
-# The store benchmark (issue 3): the canonical 1 GiB job written into a fresh
-# data directory, then again over the same store (every record an update),
-# and the store's writer on its own (examples/store_writer.rs: 7,644,235
-# sorted rows of the canonical size, created then updated).
+# The store benchmark (issues 3 and 17): the canonical 1 GiB job written
+# into a fresh data directory (every record created), then again over the
+# same store (every record updated), and DuckDB doing the same job into a
+# .duckdb file (benches/peers/duckdb_job.py), each $REPEAT times in turn in
+# one run; prints every run, the medians and the ratio to DuckDB. Then the
+# store's writer on its own (examples/store_writer.rs).
 #
-# Targets: whole job with the store <= 15 s, second run <= 20 s (2 cores).
+# Targets (issue 17, 2 cores): first run <= 15 s and >= 2x faster than
+# DuckDB-to-file in the same run; second run <= 20 s; peak memory <= 1.5 GiB.
 #
-# Usage: benches/store.sh   (ROWS, SEED, DATA_DIR, STORE_DIR, WRITER_ROWS to change)
-# The input file is made as benches/canonical.sh makes it.
+# Usage: benches/store.sh   (ROWS, SEED, REPEAT, DATA_DIR, STORE_DIR,
+#                            WRITER_ROWS to change; WRITER_ROWS=0 skips it)
+# The input file is made as benches/canonical.sh makes it; DuckDB comes from
+# PyPI into target/bench-venv, pinned by benches/peers/requirements.txt.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
+REPEAT=${REPEAT:-3}
 STORE_DIR=${STORE_DIR:-${DATA_DIR:-target/bench-data}/store}
 BUILD="--example store_writer"
 # shellcheck source=benches/common.sh
 . benches/common.sh
 
-echo "== parse only (no store)"
-$TIME -f '   %e s wall, %M KiB peak' "$BIN/sluice" ingest "$FILE" --mapping "$MAPPING" > /dev/null
+PEER_VENV=${PEER_VENV:-target/bench-venv}
+if ! cmp -s benches/peers/requirements.txt "$PEER_VENV/requirements.txt" 2>/dev/null; then
+  python3 -m venv "$PEER_VENV"
+  "$PEER_VENV/bin/pip" install --quiet --disable-pip-version-check -r benches/peers/requirements.txt
+  cp benches/peers/requirements.txt "$PEER_VENV/requirements.txt"
+fi
 
-rm -rf "$STORE_DIR"
-for run in first second; do
-  echo "== $run run into $STORE_DIR"
-  $TIME -f '   %e s wall, %M KiB peak' "$BIN/sluice" ingest "$FILE" --mapping "$MAPPING" \
-    --data-dir "$STORE_DIR" --json > "$DATA_DIR/store-$run.json"
-  python3 -c 'import json,sys; j=json.load(open(sys.argv[1])); print("   created", j["CreatedRecords"], "updated", j["UpdatedRecords"], "in", round(j["CompletedAt"]-j["StartedAt"],2), "s")' "$DATA_DIR/store-$run.json"
+# timed NAME CMD...: runs CMD, appends "NAME wall_s peak_kib" to $RESULTS.
+RESULTS=$(mktemp)
+timed() {
+  local name=$1 log
+  shift
+  log=$(mktemp)
+  "$TIME" -f '%e %M' -o "$log" "$@" > /dev/null
+  read -r wall rss < "$log"
+  rm -f "$log"
+  printf '   %-8s %7.2f s  peak %5.2f GiB\n' "$name" "$wall" "$(awk -v r="$rss" 'BEGIN {print r / 2^20}')"
+  echo "$name $wall $rss" >> "$RESULTS"
+}
+
+for i in $(seq "$REPEAT"); do
+  echo "== run $i of $REPEAT"
+  rm -rf "$STORE_DIR"
+  timed first "$BIN/sluice" ingest "$FILE" --mapping "$MAPPING" --data-dir "$STORE_DIR" --json
+  timed second "$BIN/sluice" ingest "$FILE" --mapping "$MAPPING" --data-dir "$STORE_DIR" --json
+  timed duckdb "$PEER_VENV/bin/python" benches/peers/duckdb_job.py "$FILE" "$DATA_DIR/peer.duckdb"
 done
-ls -l "$STORE_DIR/sluice.db"
+"$BIN/sluice" ingest "$FILE" --mapping "$MAPPING" --data-dir "$STORE_DIR" --json 2>/dev/null |
+  python3 -c 'import json,sys; j=json.load(sys.stdin); print("last run: processed", j["TotalProcessed"], "created", j["CreatedRecords"], "updated", j["UpdatedRecords"], "duplicates", j["DuplicateRecords"], "failed", j["FailedRecords"])'
+ls -l "$STORE_DIR/sluice.db" "$DATA_DIR/peer.duckdb"
 
-echo "== the writer on its own"
-"$BIN/examples/store_writer" "$DATA_DIR/store-writer" "${WRITER_ROWS:-7644235}"
-rm -rf "$DATA_DIR/store-writer"
+echo "== medians of $REPEAT"
+python3 - "$RESULTS" <<'PY'
+import statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    name, wall, rss = line.split()
+    runs.setdefault(name, []).append((float(wall), int(rss)))
+med = {k: statistics.median(w for w, _ in v) for k, v in runs.items()}
+peak = {k: max(r for _, r in v) / 2**20 for k, v in runs.items()}
+for k in ("first", "second", "duckdb"):
+    print(f"   {k:8} {med[k]:7.2f} s  peak {peak[k]:5.2f} GiB")
+print(f"   duckdb / first: {med['duckdb'] / med['first']:.2f}x")
+PY
+rm -f "$RESULTS"
+
+if [ "${WRITER_ROWS:-7644235}" != 0 ]; then
+  echo "== the writer on its own"
+  "$BIN/examples/store_writer" "$DATA_DIR/store-writer" "${WRITER_ROWS:-7644235}"
+  rm -rf "$DATA_DIR/store-writer"
+fi

@@ -517,6 +517,27 @@ impl Stored {
         split_record(shard.bytes_at(location as u32))
     }
 
+    /// Where every record is, `shard << 32 | slot`, eight bytes each.
+    pub(crate) fn slots(&self) -> impl Iterator<Item = u64> + '_ {
+        self.shards.iter().enumerate().flat_map(|(s, shard)| {
+            (0..shard.table.slots.len())
+                .filter(|&i| !shard.table.slots[i].is_empty())
+                .map(move |i| (s as u64) << 32 | i as u64)
+        })
+    }
+
+    /// The record at a place from [`Stored::slots`].
+    pub(crate) fn at_slot(&self, slot: u64) -> StoredRecord<'_> {
+        let shard = &self.shards[(slot >> 32) as usize];
+        let e = shard.table.slots[slot as u32 as usize];
+        let (key, rest) = split_record(shard.bytes_at(e.loc));
+        StoredRecord {
+            ordinal: e.ordinal,
+            key,
+            rest,
+        }
+    }
+
     /// Every record, in no particular order.
     pub(crate) fn iter(&self) -> impl Iterator<Item = StoredRecord<'_>> + '_ {
         self.shards.iter().flat_map(|shard| {

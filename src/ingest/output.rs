@@ -185,10 +185,14 @@ impl JsonShape {
     }
 }
 
+/// Whether `s` is its own JSON string body: nothing in it to escape.
+pub fn is_plain_json(s: &str) -> bool {
+    s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+}
+
 /// Appends `s` as a JSON string.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    let plain = s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\');
-    if plain {
+    if is_plain_json(s) {
         out.push(b'"');
         out.extend_from_slice(s.as_bytes());
         out.push(b'"');

@@ -1289,11 +1289,8 @@ impl Place {
 }
 
 /// Where one of a run's unique records is, from [`Records::handles`].
-#[derive(Clone, Copy, Debug, Eq, PartialEq)]
-pub struct RecordHandle {
-    ordinal: u64,
-    location: u64,
-}
+#[derive(Clone, Copy, Debug, Eq, PartialEq, Ord, PartialOrd, Hash)]
+pub struct RecordHandle(u64);
 
 /// One unique record.
 pub struct UniqueRecord<'a, M: RowMapper = FieldMapper> {
@@ -1368,21 +1365,17 @@ impl<M: RowMapper> Records<M> {
         })
     }
 
-    /// A handle on every record, in no particular order: 16 bytes each,
-    /// for ordering many records without holding their slices
+    /// A handle on every record, in ascending order of handles (no order
+    /// of the records'): eight bytes each, for ordering many records without holding their slices
     /// ([`Records::get`] gives the record back).
-    pub fn handles(&self) -> Vec<RecordHandle> {
-        self.stored
-            .locations()
-            .into_iter()
-            .map(|(ordinal, location)| RecordHandle { ordinal, location })
-            .collect()
+    pub fn handles(&self) -> impl Iterator<Item = RecordHandle> + '_ {
+        self.stored.slots().map(RecordHandle)
     }
 
-    /// The record behind a handle from [`Records::handles`].
+    /// The record behind a handle from this run's [`Records::handles`].
     pub fn get(&self, handle: RecordHandle) -> UniqueRecord<'_, M> {
-        let (key, rest) = self.stored.get(handle.location);
-        self.record(handle.ordinal, key, rest)
+        let r = self.stored.at_slot(handle.0);
+        self.record(r.ordinal, r.key, r.rest)
     }
 
     /// The records in no particular order (cheapest).

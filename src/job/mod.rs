@@ -73,7 +73,7 @@ use crate::store::StoreError;
 pub use crate::store::{FailureKind, JobStatus, UnknownStatus};
 
 /// Rows per write transaction unless configured.
-pub const DEFAULT_BATCH_ROWS: usize = 250_000;
+pub const DEFAULT_BATCH_ROWS: usize = 100_000;
 
 /// The bucket of a runner's own objects ([`RunnerConfig::uploads`]) that
 /// holds uploaded files.

@@ -577,7 +577,7 @@ fn set_up(writer: &mut Connection, location: &str) -> Result<(), StoreError> {
         .pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
         .map_err(db)?;
     writer
-        .pragma_update(None, "cache_size", -256 * 1024)
+        .pragma_update(None, "cache_size", -32 * 1024)
         .map_err(db)?;
     migrate(writer, location)
 }
