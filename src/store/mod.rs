@@ -829,8 +829,9 @@ pub trait LeaseStore: Send + Sync {
 pub struct ProfileRow<'a> {
     /// The normalized unique key.
     pub key: &'a str,
-    /// The mapped values, a JSON array of strings, one for each of the
-    /// batch's [`targets`](ProfileBatch::targets) in order: the profile's
+    /// The mapped values, a JSON array of strings with nothing between
+    /// them but commas (`["a","b"]`), one for each of the batch's
+    /// [`targets`](ProfileBatch::targets) in order: the profile's
     /// fields without their names, which a store may keep once rather than
     /// on every row (see [`fields_object`]).
     pub values: &'a str,
