@@ -27,6 +27,16 @@ pub const PAGE_SIZE: u32 = 16384;
 /// WAL pages after which a commit checkpoints (64 MiB).
 const WAL_CHECKPOINT_PAGES: u32 = 4096;
 
+/// The writer's page cache (KiB) while it writes profiles: they go in key
+/// order, each page written once, so a bigger cache only holds memory
+/// (256 MiB cost the canonical job 190 MiB of peak and no time).
+const PROFILE_CACHE_KIB: i64 = 32 * 1024;
+
+/// The writer's page cache (KiB) while it writes endpoints: their address
+/// and user indexes take inserts at random, and every page missing from
+/// the cache is read back from the file.
+const ENDPOINT_CACHE_KIB: i64 = 256 * 1024;
+
 /// Migrations, in order; `PRAGMA user_version` says how many have run.
 const MIGRATIONS: &[&str] = &[
     // 1: the first schema.
@@ -577,7 +587,7 @@ fn set_up(writer: &mut Connection, location: &str) -> Result<(), StoreError> {
         .pragma_update(None, "wal_autocheckpoint", WAL_CHECKPOINT_PAGES)
         .map_err(db)?;
     writer
-        .pragma_update(None, "cache_size", -32 * 1024)
+        .pragma_update(None, "cache_size", -PROFILE_CACHE_KIB)
         .map_err(db)?;
     migrate(writer, location)
 }
@@ -1352,6 +1362,8 @@ impl ProfileStore for SqliteStore {
         b.check()?;
         let account = b.attempt.job.account;
         self.write(|tx| {
+            tx.pragma_update(None, "cache_size", -PROFILE_CACHE_KIB)
+                .map_err(self.db())?;
             let (domain_id, next_expiry): (i64, Option<i64>) = tx
                 .prepare_cached(
                     "SELECT id, next_expiry_ms FROM domains WHERE account = ?1 AND name = ?2",
@@ -1588,6 +1600,8 @@ impl AppStore for SqliteStore {
     ) -> Result<Vec<EndpointWrite>, StoreError> {
         let account = b.attempt.job.account;
         self.write(|tx| {
+            tx.pragma_update(None, "cache_size", -ENDPOINT_CACHE_KIB)
+                .map_err(self.db())?;
             if !app_exists(tx, account, b.app).map_err(self.db())? {
                 return Err(StoreError::NoApp(b.app.to_owned()));
             }
