@@ -30,8 +30,17 @@ use crate::store::{
     EndpointBatch, EndpointKey, EndpointWrite, JobCounters, JobStatus, Segment, StoredEndpoint,
 };
 
-/// Endpoints per write transaction.
-const BATCH: usize = 10_000;
+/// Endpoints per write transaction, at most. Each transaction rewrites the
+/// pages of the address and user indexes it touches (at random), so fewer,
+/// larger ones write far less: 1 M endpoints took 35 s in batches of 10,000
+/// and 25 s in batches of 100,000 (`benches/import.sh`).
+const BATCH: usize = 100_000;
+
+/// Stored bytes of the endpoints (as the engine keeps them) in one write
+/// transaction, at most: a batch in flight takes several times this once
+/// decoded and merged, and endpoints with many attributes are large
+/// (`benches/memory.sh` keeps the job's peak within 400 MiB).
+const BATCH_BYTES: usize = 8 << 20;
 
 /// An import job: what is stored as the job's request, and all a runner
 /// needs to run it again.
@@ -308,7 +317,15 @@ fn write(
         })
         .collect();
     rows.sort_by(|a, b| a.0.cmp(&b.0));
-    for chunk in rows.chunks(BATCH) {
+    let mut rest = &rows[..];
+    while !rest.is_empty() {
+        let n = batch_len(
+            rest.iter().map(|(_, r)| r.rest_bytes().len()),
+            BATCH,
+            BATCH_BYTES,
+        );
+        let (chunk, after) = rest.split_at(n);
+        rest = after;
         let decoded: Vec<(Identity, Endpoint)> = chunk
             .iter()
             .map(|(_, r)| decode(r))
@@ -361,6 +378,22 @@ fn write(
     Ok(())
 }
 
+/// How many of the next rows, of these stored sizes, make one batch: at
+/// most `max_rows`, and no more than `max_bytes` unless the first alone is
+/// larger; none only when there are no rows.
+fn batch_len(sizes: impl Iterator<Item = usize>, max_rows: usize, max_bytes: usize) -> usize {
+    let mut bytes = 0;
+    let mut n = 0;
+    for size in sizes.take(max_rows) {
+        bytes += size;
+        if n > 0 && bytes > max_bytes {
+            break;
+        }
+        n += 1;
+    }
+    n
+}
+
 /// The endpoint to store: `new` laid over the stored one, or `new` alone,
 /// as `new_id`, when it has what a new endpoint needs.
 fn merged(
@@ -393,4 +426,20 @@ fn merged(
         updated_ms: 0,
         created_by: None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::batch_len;
+
+    #[test]
+    fn batches_stop_at_their_rows_or_their_bytes() {
+        assert_eq!(batch_len([0usize; 0].into_iter(), 10, 100), 0);
+        assert_eq!(batch_len([1; 20].into_iter(), 10, 100), 10);
+        assert_eq!(batch_len([40, 40, 40, 40].into_iter(), 10, 100), 2);
+        assert_eq!(batch_len([40, 60, 1].into_iter(), 10, 100), 2);
+        // A row larger than a batch goes alone.
+        assert_eq!(batch_len([500, 1].into_iter(), 10, 100), 1);
+        assert_eq!(batch_len([1, 500].into_iter(), 10, 100), 1);
+    }
 }
