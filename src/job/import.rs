@@ -30,12 +30,6 @@ use crate::store::{
     EndpointBatch, EndpointKey, EndpointWrite, JobCounters, JobStatus, Segment, StoredEndpoint,
 };
 
-/// Endpoints per write transaction, at most. Each transaction rewrites the
-/// pages of the address and user indexes it touches (at random), so fewer,
-/// larger ones write far less: 1 M endpoints took 35 s in batches of 10,000
-/// and 25 s in batches of 100,000 (`benches/import.sh`).
-const BATCH: usize = 100_000;
-
 /// Stored bytes of the endpoints (as the engine keeps them) in one write
 /// transaction, at most: a batch in flight takes several times this once
 /// decoded and merged, and endpoints with many attributes are large
@@ -319,9 +313,14 @@ fn write(
     rows.sort_by(|a, b| a.0.cmp(&b.0));
     let mut rest = &rows[..];
     while !rest.is_empty() {
+        // The runner's rows a transaction (100,000 by default). Each
+        // transaction rewrites the pages of the address and user indexes it
+        // touches, at random, so fewer, larger ones write far less: 1 M
+        // endpoints took 35 s in batches of 10,000 and 22 s in batches of
+        // 100,000 (`benches/import.sh`).
         let n = batch_len(
             rest.iter().map(|(_, r)| r.rest_bytes().len()),
-            BATCH,
+            ctx.config.batch_rows.max(1),
             BATCH_BYTES,
         );
         let (chunk, after) = rest.split_at(n);

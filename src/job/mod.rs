@@ -139,7 +139,8 @@ pub struct RunnerConfig {
     /// Worker threads of the pool built when `pool` is `None` (one per
     /// core when `None`).
     pub threads: Option<usize>,
-    /// Profiles per write transaction.
+    /// Profiles, or endpoints, per write transaction (endpoints also stop
+    /// at 8 MiB of them).
     pub batch_rows: usize,
     /// How often a running job's stop flag is read.
     pub progress_interval: Duration,
