@@ -22,20 +22,20 @@ BUILD="--example store_writer"
 # shellcheck source=benches/common.sh
 . benches/common.sh
 
-PEER_VENV=${PEER_VENV:-target/bench-venv}
-if ! cmp -s benches/peers/requirements.txt "$PEER_VENV/requirements.txt" 2>/dev/null; then
-  python3 -m venv "$PEER_VENV"
-  "$PEER_VENV/bin/pip" install --quiet --disable-pip-version-check -r benches/peers/requirements.txt
-  cp benches/peers/requirements.txt "$PEER_VENV/requirements.txt"
-fi
+VENV_DIR=${PEER_VENV:-target/bench-venv}
+VENV_REQUIREMENTS=benches/peers/requirements.txt
+# shellcheck source=tests/boto3/venv.sh
+. tests/boto3/venv.sh
+PEER_VENV=$VENV
 
-# timed NAME CMD...: runs CMD, appends "NAME wall_s peak_kib" to $RESULTS.
+# timed NAME CMD...: runs CMD, appends "NAME wall_s peak_kib" to $RESULTS;
+# its output goes to $DATA_DIR/store-NAME.out (the last run's stays).
 RESULTS=$(mktemp)
 timed() {
   local name=$1 log
   shift
   log=$(mktemp)
-  "$TIME" -f '%e %M' -o "$log" "$@" > /dev/null
+  "$TIME" -f '%e %M' -o "$log" "$@" > "$DATA_DIR/store-$name.out"
   read -r wall rss < "$log"
   rm -f "$log"
   printf '   %-8s %7.2f s  peak %5.2f GiB\n' "$name" "$wall" "$(awk -v r="$rss" 'BEGIN {print r / 2^20}')"
@@ -49,8 +49,10 @@ for i in $(seq "$REPEAT"); do
   timed second "$BIN/sluice" ingest "$FILE" --mapping "$MAPPING" --data-dir "$STORE_DIR" --json
   timed duckdb "$PEER_VENV/bin/python" benches/peers/duckdb_job.py "$FILE" "$DATA_DIR/peer.duckdb"
 done
-"$BIN/sluice" ingest "$FILE" --mapping "$MAPPING" --data-dir "$STORE_DIR" --json 2>/dev/null |
-  python3 -c 'import json,sys; j=json.load(sys.stdin); print("last run: processed", j["TotalProcessed"], "created", j["CreatedRecords"], "updated", j["UpdatedRecords"], "duplicates", j["DuplicateRecords"], "failed", j["FailedRecords"])'
+for run in first second; do
+  python3 -c 'import json,sys; j=json.load(open(sys.argv[2])); print("last", sys.argv[1], "run: processed", j["TotalProcessed"], "created", j["CreatedRecords"], "updated", j["UpdatedRecords"], "duplicates", j["DuplicateRecords"], "failed", j["FailedRecords"])' \
+    "$run" "$DATA_DIR/store-$run.out"
+done
 ls -l "$STORE_DIR/sluice.db" "$DATA_DIR/peer.duckdb"
 
 echo "== medians of $REPEAT"
