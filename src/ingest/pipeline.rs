@@ -1366,8 +1366,9 @@ impl<M: RowMapper> Records<M> {
     }
 
     /// A handle on every record, in ascending order of handles (no order
-    /// of the records'): eight bytes each, for ordering many records without holding their slices
-    /// ([`Records::get`] gives the record back).
+    /// of the records'): eight bytes each, for ordering many records
+    /// without holding their slices ([`Records::get`] gives the record
+    /// back).
     pub fn handles(&self) -> impl Iterator<Item = RecordHandle> + '_ {
         self.stored.slots().map(RecordHandle)
     }

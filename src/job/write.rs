@@ -43,8 +43,8 @@ struct Batch {
     /// A `String`, so that the writer takes its rows by slicing, not by
     /// checking every byte again.
     text: String,
-    /// (key end, fields end) offsets into `text`, per row; each key starts
-    /// where the previous fields end.
+    /// (key end, values end) offsets into `text`, per row; each key starts
+    /// where the previous values end.
     ends: Vec<(usize, usize)>,
 }
 
@@ -74,11 +74,10 @@ fn write_batches(
 ) -> Result<(), Halt> {
     let mapping = records.mapping();
     let targets: Vec<&str> = mapping.fields().iter().map(|f| &*f.target).collect();
-    // Handles come in ascending order, so a handle's index is found by
-    // binary search.
     // Keys of several fields are stored as JSON arrays of their values,
     // readable and unambiguous, and ordered as that text: each record's is
-    // made once, in handle order.
+    // made once, in handle order. Handles come in ascending order, so a
+    // handle's index among them is found by binary search.
     let multi = mapping.key_fields().len() > 1;
     let key_handles: Vec<RecordHandle> = if multi {
         records.handles().collect()
