@@ -1379,6 +1379,34 @@ impl<M: RowMapper> Records<M> {
         self.record(r.ordinal, r.key, r.rest)
     }
 
+    /// The records behind these handles, in their order: the same as
+    /// [`Records::get`] on each, but read a group at a time so that the
+    /// memory reads of a group overlap (several times faster when the
+    /// handles jump about a large run, as in key order).
+    pub fn get_each<'s, I>(&'s self, handles: I) -> impl Iterator<Item = UniqueRecord<'s, M>> + 's
+    where
+        I: IntoIterator<Item = RecordHandle>,
+        I::IntoIter: 's,
+    {
+        const AT_ONCE: usize = 32;
+        let mut handles = handles.into_iter();
+        let mut slots = Vec::with_capacity(AT_ONCE);
+        let mut group = Vec::with_capacity(AT_ONCE);
+        let mut next = 0;
+        std::iter::from_fn(move || {
+            if next == group.len() {
+                slots.clear();
+                slots.extend(handles.by_ref().take(AT_ONCE).map(|h| h.0));
+                group.clear();
+                self.stored.at_slots(&slots, &mut group);
+                next = 0;
+            }
+            let r = group.get(next)?;
+            next += 1;
+            Some(self.record(r.ordinal, r.key, r.rest))
+        })
+    }
+
     /// The records in no particular order (cheapest).
     pub fn iter(&self) -> impl Iterator<Item = UniqueRecord<'_, M>> + '_ {
         self.stored

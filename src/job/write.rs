@@ -190,8 +190,10 @@ fn write_batches(
                 text: String::with_capacity(chunk.len() * 160),
                 ends: Vec::with_capacity(chunk.len()),
             });
-            for &(_, h) in chunk {
-                let r = records.get(h);
+            for (&(_, h), r) in chunk
+                .iter()
+                .zip(records.get_each(chunk.iter().map(|e| e.1)))
+            {
                 // Keys are `str`s written by this crate.
                 let key = if multi {
                     std::str::from_utf8(key_of(h)).unwrap_or_default()
