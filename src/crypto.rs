@@ -42,12 +42,12 @@ use std::fs;
 use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
 
-use aes_gcm::aead::{Aead, AeadCore, KeyInit, OsRng, Payload, rand_core::RngCore};
-use aes_gcm::{Aes256Gcm, Nonce};
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use hmac::{Hmac, Mac};
 use md5::{Digest as _, Md5};
+use ring::aead::{AES_256_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+use ring::rand::{SecureRandom, SystemRandom};
 use serde::{Deserialize, Serialize};
 use sha2::Sha256;
 
@@ -94,8 +94,16 @@ pub enum CryptoError {
 /// `N` bytes from the operating system's random source.
 pub(crate) fn random<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
-    OsRng.fill_bytes(&mut b);
+    SystemRandom::new()
+        .fill(&mut b)
+        .expect("the operating system's random source works");
     b
+}
+
+/// AES-256-GCM under `key` (ring's: several times faster than a portable
+/// implementation, which matters for gigabyte uploads).
+fn aes_gcm(key: &[u8; KEY_LEN]) -> LessSafeKey {
+    LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("AES-256 takes 32-byte keys"))
 }
 
 /// HMAC-SHA256 of the concatenated `parts` under `key`.
@@ -254,19 +262,17 @@ impl MasterKey {
 
     /// Wraps `key` for the job `context`, with a fresh salted check value.
     pub fn seal_key(&self, key: &DataKey, context: &str) -> SealedKey {
-        let cipher = Aes256Gcm::new((&self.wrap).into());
-        let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let ct = cipher
-            .encrypt(
-                &nonce,
-                Payload {
-                    msg: key.as_bytes(),
-                    aad: context.as_bytes(),
-                },
-            )
-            .expect("AES-GCM encrypts 32 bytes");
+        let nonce: [u8; 12] = random();
         let mut wrapped = nonce.to_vec();
-        wrapped.extend_from_slice(&ct);
+        wrapped.extend_from_slice(key.as_bytes());
+        let tag = aes_gcm(&self.wrap)
+            .seal_in_place_separate_tag(
+                Nonce::assume_unique_for_key(nonce),
+                Aad::from(context.as_bytes()),
+                &mut wrapped[12..],
+            )
+            .expect("AES-GCM seals 32 bytes");
+        wrapped.extend_from_slice(tag.as_ref());
         let salt: [u8; 16] = random();
         SealedKey {
             wrapped: B64.encode(wrapped),
@@ -282,22 +288,16 @@ impl MasterKey {
     /// [`CryptoError::Unwrap`] under another master key or context, or
     /// when tampered with.
     pub fn open_key(&self, sealed: &SealedKey, context: &str) -> Result<DataKey, CryptoError> {
-        let wrapped = from_base64(&sealed.wrapped).ok_or(CryptoError::Unwrap)?;
+        let mut wrapped = from_base64(&sealed.wrapped).ok_or(CryptoError::Unwrap)?;
         if wrapped.len() != 12 + KEY_LEN + TAG_LEN {
             return Err(CryptoError::Unwrap);
         }
-        let (nonce, ct) = wrapped.split_at(12);
-        let cipher = Aes256Gcm::new((&self.wrap).into());
-        let pt = cipher
-            .decrypt(
-                Nonce::from_slice(nonce),
-                Payload {
-                    msg: ct,
-                    aad: context.as_bytes(),
-                },
-            )
+        let (nonce, ct) = wrapped.split_at_mut(12);
+        let nonce = Nonce::try_assume_unique_for_key(nonce).map_err(|_| CryptoError::Unwrap)?;
+        let pt = aes_gcm(&self.wrap)
+            .open_in_place(nonce, Aad::from(context.as_bytes()), ct)
             .map_err(|_| CryptoError::Unwrap)?;
-        DataKey::from_bytes(&pt).ok_or(CryptoError::Unwrap)
+        DataKey::from_bytes(pt).ok_or(CryptoError::Unwrap)
     }
 
     /// Whether `presented` is the key `sealed` holds, without unwrapping
@@ -336,7 +336,7 @@ pub fn create_private(path: &Path) -> io::Result<fs::File> {
 /// What sealing and opening share: the cipher, the header (the AAD of
 /// every segment) and the number of the next segment.
 struct Segments {
-    cipher: Aes256Gcm,
+    cipher: LessSafeKey,
     header: [u8; HEADER_LEN],
     next: u32,
 }
@@ -344,7 +344,7 @@ struct Segments {
 impl Segments {
     fn new(key: &DataKey, header: [u8; HEADER_LEN]) -> Segments {
         Segments {
-            cipher: Aes256Gcm::new(key.as_bytes().into()),
+            cipher: aes_gcm(key.as_bytes()),
             header,
             next: 0,
         }
@@ -362,32 +362,29 @@ impl Segments {
         nonce
     }
 
-    fn payload<'a>(&'a self, msg: &'a [u8]) -> Payload<'a, 'a> {
-        Payload {
-            msg,
-            aad: &self.header,
-        }
-    }
-
-    /// Seals the next segment.
-    fn seal(&mut self, plain: &[u8], last: bool) -> Vec<u8> {
-        let nonce = self.nonce(last);
-        let ct = self
+    /// Seals the next segment onto the end of `out`.
+    fn seal(&mut self, plain: &[u8], last: bool, out: &mut Vec<u8>) {
+        let nonce = Nonce::assume_unique_for_key(self.nonce(last));
+        let start = out.len();
+        out.extend_from_slice(plain);
+        let tag = self
             .cipher
-            .encrypt(Nonce::from_slice(&nonce), self.payload(plain))
-            .expect("AES-GCM encrypts any segment below 64 GiB");
+            .seal_in_place_separate_tag(nonce, Aad::from(&self.header), &mut out[start..])
+            .expect("AES-GCM seals any segment below 64 GiB");
+        out.extend_from_slice(tag.as_ref());
         self.next = self.next.wrapping_add(1);
-        ct
     }
 
-    /// Opens the next segment, if it is one sealed with this `last` flag;
-    /// moves on only when it opens.
-    fn open(&mut self, sealed: &[u8], last: bool) -> Option<Vec<u8>> {
-        let nonce = self.nonce(last);
+    /// Opens the next segment in place, if it is one sealed with this
+    /// `last` flag: returns its plaintext length (the plaintext is at the
+    /// start of `sealed`), and moves on.
+    fn open(&mut self, sealed: &mut [u8], last: bool) -> Option<usize> {
+        let nonce = Nonce::assume_unique_for_key(self.nonce(last));
         let plain = self
             .cipher
-            .decrypt(Nonce::from_slice(&nonce), self.payload(sealed))
-            .ok()?;
+            .open_in_place(nonce, Aad::from(&self.header), sealed)
+            .ok()?
+            .len();
         self.next = self.next.wrapping_add(1);
         Some(plain)
     }
@@ -434,7 +431,7 @@ impl Sealer {
     }
 
     fn seal_segment(&mut self, last: bool, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.segments.seal(&self.buf, last));
+        self.segments.seal(&self.buf, last, out);
         self.buf.clear();
     }
 
@@ -485,10 +482,15 @@ pub fn plaintext_len(header: &[u8], sealed_len: u64) -> Option<u64> {
 pub struct Opener<R> {
     inner: R,
     segments: Segments,
-    plain: Vec<u8>,
+    /// One sealed segment, opened in place: its plaintext is
+    /// `buf[pos..end]`.
+    buf: Vec<u8>,
     pos: usize,
+    end: usize,
+    /// The first byte of the next segment, read to learn that the one
+    /// before was not the last.
+    carry: Option<u8>,
     done: bool,
-    sealed: Vec<u8>,
 }
 
 impl<R> fmt::Debug for Opener<R> {
@@ -536,59 +538,58 @@ impl<R: Read> Opener<R> {
         Ok(Opener {
             inner,
             segments,
-            plain: Vec::new(),
+            buf: vec![0; segment + TAG_LEN],
             pos: 0,
+            end: 0,
+            carry: None,
             done: false,
-            sealed: vec![0; segment + TAG_LEN],
         })
     }
 
     fn fill(&mut self) -> io::Result<()> {
-        let n = read_full(&mut self.inner, &mut self.sealed)?;
+        let mut n = 0;
+        if let Some(b) = self.carry.take() {
+            self.buf[0] = b;
+            n = 1;
+        }
+        n += read_full(&mut self.inner, &mut self.buf[n..])?;
         let which = self.segments.next;
         if n < TAG_LEN {
             return Err(invalid(format!(
                 "sealed file cut short before segment {which} (wrong or partial upload)"
             )));
         }
-        // A full segment is normally not the last; a short one must be.
-        let sealed = &self.sealed[..n];
-        let full = n == self.sealed.len();
-        let opened = match full.then(|| self.segments.open(sealed, false)).flatten() {
-            Some(p) => Some((p, false)),
-            None => self.segments.open(sealed, true).map(|p| (p, true)),
+        // A short segment is the last; a full one is the last only when
+        // nothing follows it.
+        let last = n < self.buf.len() || {
+            let mut next = [0u8; 1];
+            let more = read_full(&mut self.inner, &mut next)? == 1;
+            self.carry = more.then_some(next[0]);
+            !more
         };
-        let Some((plain, last)) = opened else {
+        let Some(plain) = self.segments.open(&mut self.buf[..n], last) else {
             return Err(invalid(format!(
                 "sealed file: segment {which} failed authentication (wrong key, or the file \
-                 was changed or cut short)"
+                 was changed, cut short or lengthened)"
             )));
         };
-        if last {
-            let mut extra = [0u8; 1];
-            if read_full(&mut self.inner, &mut extra)? != 0 {
-                return Err(invalid(format!(
-                    "sealed file: data after its last segment ({which})"
-                )));
-            }
-            self.done = true;
-        }
-        self.plain = plain;
+        self.done = last;
         self.pos = 0;
+        self.end = plain;
         Ok(())
     }
 }
 
 impl<R: Read> Read for Opener<R> {
     fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
-        while self.pos == self.plain.len() {
+        while self.pos == self.end {
             if self.done || out.is_empty() {
                 return Ok(0);
             }
             self.fill()?;
         }
-        let n = (self.plain.len() - self.pos).min(out.len());
-        out[..n].copy_from_slice(&self.plain[self.pos..self.pos + n]);
+        let n = (self.end - self.pos).min(out.len());
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
         self.pos += n;
         Ok(n)
     }
