@@ -386,3 +386,41 @@ fn runs_share_a_pool_even_concurrently() {
         }
     });
 }
+
+#[test]
+fn records_read_a_group_at_a_time_are_the_records_read_one_by_one() {
+    let file = format!("{}/testdata/customers.csv", env!("CARGO_MANIFEST_DIR"));
+    let json = std::fs::read(format!(
+        "{}/testdata/customers.mapping.json",
+        env!("CARGO_MANIFEST_DIR")
+    ))
+    .unwrap();
+    let mapping = MappingFile::from_json(&json).unwrap().mapping;
+    let o = run(&mapping, 2, 4096, vec![Input::path(&file)]).unwrap();
+    assert!(o.records.len() > 1000, "enough records for many groups");
+    let mut handles: Vec<_> = o.records.handles().collect();
+    // Jump about, as key order does, and read some twice.
+    handles.reverse();
+    let third = handles.len() / 3;
+    handles.rotate_left(third);
+    let again: Vec<_> = handles[..77].to_vec();
+    handles.extend(again);
+    let seen = |r: sluice::ingest::UniqueRecord<'_>| {
+        (
+            r.key_bytes().to_vec(),
+            r.values().map(str::to_owned).collect::<Vec<_>>(),
+        )
+    };
+    for n in [0, 1, 31, 32, 33, handles.len()] {
+        let one_by_one: Vec<_> = handles[..n]
+            .iter()
+            .map(|&h| seen(o.records.get(h)))
+            .collect();
+        let grouped: Vec<_> = o
+            .records
+            .get_each(handles[..n].iter().copied())
+            .map(seen)
+            .collect();
+        assert_eq!(grouped, one_by_one, "{n} handles");
+    }
+}
