@@ -887,10 +887,13 @@ impl ProfileBatch<'_> {
 
 /// Whether `b` is a JSON array of exactly `n` strings (no whitespace, as
 /// the job layer writes it): a scan, not a parse, since every row of every
-/// batch goes through it. Control bytes are ruled out in one pass the
-/// compiler vectorizes; quotes and escapes are found with `memchr`.
+/// batch goes through it, on the writer's thread. Control bytes are ruled
+/// out in one pass the compiler vectorizes (a fold: `any` stops early and
+/// does not); quotes and escapes are found byte by byte, since values are
+/// mostly a few bytes long and `memchr`'s setup cost more than the search
+/// (the canonical job: 1.3 s of the writer's time with `memchr2`).
 fn is_string_array(b: &[u8], n: usize) -> bool {
-    if b.iter().any(|&c| c < 0x20) {
+    if b.iter().fold(false, |bad, &c| bad | (c < 0x20)) {
         return false;
     }
     let (Some(b'['), Some(b']')) = (b.first(), b.last()) else {
@@ -913,7 +916,7 @@ fn is_string_array(b: &[u8], n: usize) -> bool {
         }
         i += 1;
         loop {
-            let Some(at) = memchr::memchr2(b'"', b'\\', &body[i..]) else {
+            let Some(at) = body[i..].iter().position(|&c| c == b'"' || c == b'\\') else {
                 return false;
             };
             i += at;
