@@ -519,11 +519,22 @@ impl Stored {
 
     /// Where every record is, `shard << 32 | slot`, eight bytes each.
     pub(crate) fn slots(&self) -> impl Iterator<Item = u64> + '_ {
-        self.shards.iter().enumerate().flat_map(|(s, shard)| {
-            (0..shard.table.slots.len())
-                .filter(|&i| !shard.table.slots[i].is_empty())
-                .map(move |i| (s as u64) << 32 | i as u64)
-        })
+        self.slot_parts().into_iter().flat_map(|(_, places)| places)
+    }
+
+    /// [`Stored::slots`] a shard at a time, to be walked on several
+    /// threads: each shard's number of records and its places.
+    pub(crate) fn slot_parts(&self) -> Vec<(u64, impl Iterator<Item = u64> + Send + '_)> {
+        self.shards
+            .iter()
+            .enumerate()
+            .map(|(s, shard)| {
+                let places = (0..shard.table.slots.len())
+                    .filter(|&i| !shard.table.slots[i].is_empty())
+                    .map(move |i| (s as u64) << 32 | i as u64);
+                (shard.table.len as u64, places)
+            })
+            .collect()
     }
 
     /// The record at a place from [`Stored::slots`].

@@ -1373,6 +1373,17 @@ impl<M: RowMapper> Records<M> {
         self.stored.slots().map(RecordHandle)
     }
 
+    /// [`Records::handles`] in parts, to be walked on several threads at
+    /// once: each part's number of handles, and its handles. The parts,
+    /// one after another, hold the same handles in the same order.
+    pub fn handle_parts(&self) -> Vec<(u64, impl Iterator<Item = RecordHandle> + Send + '_)> {
+        self.stored
+            .slot_parts()
+            .into_iter()
+            .map(|(len, part)| (len, part.map(RecordHandle)))
+            .collect()
+    }
+
     /// The record behind a handle from this run's [`Records::handles`].
     pub fn get(&self, handle: RecordHandle) -> UniqueRecord<'_, M> {
         let r = self.stored.at_slot(handle.0);
