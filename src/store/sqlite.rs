@@ -37,10 +37,14 @@ struct WalPages {
     restart: u32,
 }
 
-/// 16 MiB (every bulk batch, few small commits) and 128 MiB.
+/// 16 MiB (every bulk batch, few small commits) and 512 MiB. Measured on
+/// the canonical job and `benches/import.sh`: a writer that waits past
+/// 128 MiB waits every five profile batches and every endpoint batch
+/// (16.4-17.9 s and 27 s); past 512 MiB, 14.2-16.3 s and 20-25 s; past
+/// 1 GiB the WAL's fresh pages cost more than the waits (16.2-17.3 s).
 const WAL_PAGES: WalPages = WalPages {
     ask: 1024,
-    restart: 8192,
+    restart: 32768,
 };
 
 /// The writer's page cache (KiB) while it writes profiles: they go in key
@@ -2107,8 +2111,8 @@ mod tests {
         assert_eq!(seen, fields);
     }
 
-    /// Job `j` running in domain `d`; its attempt.
-    fn running_job(store: &SqliteStore, a: &AccountId) -> u32 {
+    /// Job `j` running in domain `d`: the attempt that writes for it.
+    fn running_job<'a>(store: &SqliteStore, a: &'a AccountId) -> Attempt<'a> {
         store.create_domain(a, &Domain::new("d", 14, 0)).unwrap();
         store
             .insert_job(&crate::store::NewJob {
@@ -2136,7 +2140,7 @@ mod tests {
                 .unwrap()
                 .attempts;
         }
-        attempt
+        Attempt { job, attempt }
     }
 
     #[test]
@@ -2145,10 +2149,6 @@ mod tests {
         let store = SqliteStore::open(dir.path()).unwrap();
         let a = AccountId::default();
         let attempt = running_job(&store, &a);
-        let job = JobRef {
-            account: &a,
-            id: "j",
-        };
         let now = crate::job::system_clock()();
         let rows = [
             crate::store::ProfileRow {
@@ -2162,7 +2162,7 @@ mod tests {
         ];
         store
             .write_profiles(&ProfileBatch {
-                attempt: Attempt { job, attempt },
+                attempt,
                 domain: "d",
                 now_ms: now,
                 expires_ms: now + 86_400_000,
@@ -2205,10 +2205,6 @@ mod tests {
         let store = SqliteStore::open_with(dir.path(), wal).unwrap();
         let a = AccountId::default();
         let attempt = running_job(&store, &a);
-        let job = JobRef {
-            account: &a,
-            id: "j",
-        };
         let now = crate::job::system_clock()();
         let value = format!(r#"["{}"]"#, "v".repeat(1000));
         let page = u64::from(PAGE_SIZE) + 24;
@@ -2224,7 +2220,7 @@ mod tests {
                 .collect();
             store
                 .write_profiles(&ProfileBatch {
-                    attempt: Attempt { job, attempt },
+                    attempt,
                     domain: "d",
                     now_ms: now,
                     expires_ms: now + 86_400_000,
