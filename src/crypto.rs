@@ -482,8 +482,9 @@ pub fn plaintext_len(header: &[u8], sealed_len: u64) -> Option<u64> {
 pub struct Opener<R> {
     inner: R,
     segments: Segments,
-    /// One sealed segment, opened in place: its plaintext is
-    /// `buf[pos..end]`.
+    /// One sealed segment and the byte after it, which, when there is
+    /// one, says the segment is not the last; opened in place, the
+    /// plaintext is `buf[pos..end]`.
     buf: Vec<u8>,
     pos: usize,
     end: usize,
@@ -538,7 +539,7 @@ impl<R: Read> Opener<R> {
         Ok(Opener {
             inner,
             segments,
-            buf: vec![0; segment + TAG_LEN],
+            buf: vec![0; segment + TAG_LEN + 1],
             pos: 0,
             end: 0,
             carry: None,
@@ -559,14 +560,14 @@ impl<R: Read> Opener<R> {
                 "sealed file cut short before segment {which} (wrong or partial upload)"
             )));
         }
-        // A short segment is the last; a full one is the last only when
-        // nothing follows it.
-        let last = n < self.buf.len() || {
-            let mut next = [0u8; 1];
-            let more = read_full(&mut self.inner, &mut next)? == 1;
-            self.carry = more.then_some(next[0]);
-            !more
-        };
+        // A segment is the last unless a byte follows it, read with it in
+        // one call (so the stream needs no buffer of its own).
+        let full = self.buf.len() - 1;
+        let last = n <= full;
+        if !last {
+            self.carry = Some(self.buf[full]);
+            n = full;
+        }
         let Some(plain) = self.segments.open(&mut self.buf[..n], last) else {
             return Err(invalid(format!(
                 "sealed file: segment {which} failed authentication (wrong key, or the file \
@@ -601,15 +602,11 @@ impl<R: Read> Read for Opener<R> {
 /// # Errors
 ///
 /// When it cannot be opened or is not a sealed file.
-pub fn open_file(path: &Path, key: &DataKey) -> io::Result<(Opener<io::BufReader<fs::File>>, u64)> {
+pub fn open_file(path: &Path, key: &DataKey) -> io::Result<(Opener<fs::File>, u64)> {
     let f = fs::File::open(path)?;
     let sealed_len = f.metadata()?.len();
-    open_reader(
-        io::BufReader::with_capacity(SEGMENT + TAG_LEN, f),
-        sealed_len,
-        key,
-    )
-    .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    open_reader(f, sealed_len, key)
+        .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 /// Opens a sealed stream of `sealed_len` bytes under `key`; also returns

@@ -246,12 +246,8 @@ fn open_inputs(
                 let stream = uploads
                     .read(UPLOADS_BUCKET, object, 0..info.size)
                     .map_err(|e| format!("{}: {e}", source.name()))?;
-                let (reader, len) = crypto::open_reader(
-                    std::io::BufReader::with_capacity(crypto::SEGMENT + 64, stream),
-                    info.size,
-                    k,
-                )
-                .map_err(|e| format!("{}: {e}", source.name()))?;
+                let (reader, len) = crypto::open_reader(stream, info.size, k)
+                    .map_err(|e| format!("{}: {e}", source.name()))?;
                 Ok(Input::reader(&source.name(), reader, Some(len)))
             }
         })
