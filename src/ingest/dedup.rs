@@ -524,7 +524,7 @@ impl Stored {
 
     /// [`Stored::slots`] a shard at a time, to be walked on several
     /// threads: each shard's number of records and its places.
-    pub(crate) fn slot_parts(&self) -> Vec<(u64, impl Iterator<Item = u64> + Send + '_)> {
+    pub(crate) fn slot_parts(&self) -> Vec<(u64, impl Iterator<Item = u64> + Clone + Send + '_)> {
         self.shards
             .iter()
             .enumerate()

@@ -1376,7 +1376,9 @@ impl<M: RowMapper> Records<M> {
     /// [`Records::handles`] in parts, to be walked on several threads at
     /// once: each part's number of handles, and its handles. The parts,
     /// one after another, hold the same handles in the same order.
-    pub fn handle_parts(&self) -> Vec<(u64, impl Iterator<Item = RecordHandle> + Send + '_)> {
+    pub fn handle_parts(
+        &self,
+    ) -> Vec<(u64, impl Iterator<Item = RecordHandle> + Clone + Send + '_)> {
         self.stored
             .slot_parts()
             .into_iter()

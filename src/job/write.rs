@@ -42,10 +42,6 @@ pub(super) enum Halt {
 /// big-endian, and its handle.
 type Entry = ([u64; 3], RecordHandle);
 
-/// Records read from the dedup table at a time, so that their cache misses
-/// overlap ([`Records::get_each`]).
-const GROUP: usize = 32;
-
 /// One batch, built here and written there.
 struct Batch {
     /// A `String`, so that the writer takes its rows by slicing, not by
@@ -130,22 +126,14 @@ fn write_batches(
         records
             .handle_parts()
             .into_par_iter()
-            .map(|(len, mut handles)| {
+            .map(|(len, handles)| {
                 let mut part = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
-                let mut group = Vec::with_capacity(GROUP);
-                loop {
-                    group.clear();
-                    group.extend(handles.by_ref().take(GROUP));
-                    if group.is_empty() {
-                        break;
-                    }
-                    let read = records.get_each(group.iter().copied());
-                    for (&h, r) in group.iter().zip(read) {
-                        let key = if multi { key_of(h) } else { r.key_bytes() };
-                        // What an earlier attempt wrote stays written.
-                        if target.written_through.is_none_or(|w| key > w) {
-                            part.push((prefix(key), h));
-                        }
+                for (h, r) in handles.clone().zip(records.get_each(handles)) {
+                    // A record already read: its own key, not read again.
+                    let key = if multi { key_of(h) } else { r.key_bytes() };
+                    // What an earlier attempt wrote stays written.
+                    if target.written_through.is_none_or(|w| key > w) {
+                        part.push((prefix(key), h));
                     }
                 }
                 part.sort_unstable_by_key(bucket_of);
@@ -155,16 +143,13 @@ fn write_batches(
     });
     let mut taken = vec![0; parts.len()];
     // The next bucket, sorted by key: the rows whose keys start with the
-    // smallest two bytes not yet taken. Empty when all are taken.
-    let mut next_bucket = || -> Vec<Entry> {
-        let Some(b) = parts
+    // smallest two bytes not yet taken; none when all are taken.
+    let next_bucket = || -> Option<Vec<Entry>> {
+        let b = parts
             .iter()
             .zip(&taken)
             .filter_map(|(part, &at)| part.get(at).map(bucket_of))
-            .min()
-        else {
-            return Vec::new();
-        };
+            .min()?;
         let ends: Vec<usize> = parts
             .iter()
             .zip(&taken)
@@ -181,8 +166,10 @@ fn write_batches(
                 a.0.cmp(&b.0).then_with(|| key_of(a.1).cmp(key_of(b.1)))
             });
         });
-        bucket
+        Some(bucket)
     };
+    // Every handle to write, in key order, a bucket at a time.
+    let mut ordered = std::iter::from_fn(next_bucket).flatten().map(|(_, h)| h);
 
     std::thread::scope(|s| {
         // A rendezvous: one batch is written while the next is built and waits,
@@ -236,11 +223,8 @@ fn write_batches(
                 .zip(records.get_each(handles.iter().copied()))
             {
                 // Keys are `str`s written by this crate.
-                let key = if multi {
-                    std::str::from_utf8(key_of(h)).unwrap_or_default()
-                } else {
-                    std::str::from_utf8(r.key_bytes()).unwrap_or_default()
-                };
+                let key = if multi { key_of(h) } else { r.key_bytes() };
+                let key = std::str::from_utf8(key).unwrap_or_default();
                 batch.text.push_str(key);
                 let key_end = batch.text.len();
                 write_values(&mut batch.text, r.values());
@@ -250,30 +234,18 @@ fn write_batches(
         };
         let mut sent_all = true;
         let mut pending: Vec<RecordHandle> = Vec::with_capacity(per_batch);
-        'buckets: loop {
-            let bucket = next_bucket();
-            if bucket.is_empty() {
+        loop {
+            pending.clear();
+            pending.extend(ordered.by_ref().take(per_batch));
+            if pending.is_empty() {
                 break;
             }
-            for &(_, h) in &bucket {
-                pending.push(h);
-                if pending.len() == per_batch {
-                    if stop() {
-                        sent_all = false;
-                        break 'buckets;
-                    }
-                    if !send(&pending) {
-                        break 'buckets;
-                    }
-                    pending.clear();
-                }
-            }
-        }
-        if sent_all && !pending.is_empty() {
             if stop() {
                 sent_all = false;
-            } else {
-                send(&pending);
+                break;
+            }
+            if !send(&pending) {
+                break; // the writer stopped; its result says why
             }
         }
         drop(tx);
