@@ -106,6 +106,21 @@ fn aes_gcm(key: &[u8; KEY_LEN]) -> LessSafeKey {
     LessSafeKey::new(UnboundKey::new(&AES_256_GCM, key).expect("AES-256 takes 32-byte keys"))
 }
 
+/// Appends `plain`, sealed under `key` with this nonce and associated
+/// data, and then its tag, to `out`.
+fn seal_onto(key: &LessSafeKey, nonce: [u8; 12], aad: &[u8], plain: &[u8], out: &mut Vec<u8>) {
+    let start = out.len();
+    out.extend_from_slice(plain);
+    let tag = key
+        .seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            &mut out[start..],
+        )
+        .expect("AES-GCM seals anything below 64 GiB");
+    out.extend_from_slice(tag.as_ref());
+}
+
 /// HMAC-SHA256 of the concatenated `parts` under `key`.
 pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
     let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
@@ -264,15 +279,13 @@ impl MasterKey {
     pub fn seal_key(&self, key: &DataKey, context: &str) -> SealedKey {
         let nonce: [u8; 12] = random();
         let mut wrapped = nonce.to_vec();
-        wrapped.extend_from_slice(key.as_bytes());
-        let tag = aes_gcm(&self.wrap)
-            .seal_in_place_separate_tag(
-                Nonce::assume_unique_for_key(nonce),
-                Aad::from(context.as_bytes()),
-                &mut wrapped[12..],
-            )
-            .expect("AES-GCM seals 32 bytes");
-        wrapped.extend_from_slice(tag.as_ref());
+        seal_onto(
+            &aes_gcm(&self.wrap),
+            nonce,
+            context.as_bytes(),
+            key.as_bytes(),
+            &mut wrapped,
+        );
         let salt: [u8; 16] = random();
         SealedKey {
             wrapped: B64.encode(wrapped),
@@ -364,14 +377,7 @@ impl Segments {
 
     /// Seals the next segment onto the end of `out`.
     fn seal(&mut self, plain: &[u8], last: bool, out: &mut Vec<u8>) {
-        let nonce = Nonce::assume_unique_for_key(self.nonce(last));
-        let start = out.len();
-        out.extend_from_slice(plain);
-        let tag = self
-            .cipher
-            .seal_in_place_separate_tag(nonce, Aad::from(&self.header), &mut out[start..])
-            .expect("AES-GCM seals any segment below 64 GiB");
-        out.extend_from_slice(tag.as_ref());
+        seal_onto(&self.cipher, self.nonce(last), &self.header, plain, out);
         self.next = self.next.wrapping_add(1);
     }
 
