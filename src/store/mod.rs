@@ -891,7 +891,8 @@ impl ProfileBatch<'_> {
 /// out in one pass the compiler vectorizes (a fold: `any` stops early and
 /// does not); quotes and escapes are found byte by byte, since values are
 /// mostly a few bytes long and `memchr`'s setup cost more than the search
-/// (the canonical job: 1.3 s of the writer's time with `memchr2`).
+/// (the canonical job: 706 of the writer's samples in the check with
+/// `memchr2`, 590 without).
 fn is_string_array(b: &[u8], n: usize) -> bool {
     if b.iter().fold(false, |bad, &c| bad | (c < 0x20)) {
         return false;

@@ -417,9 +417,9 @@ impl SqliteStore {
                 other => break other?,
             }
         }
-        let checkpointer = Checkpointer::start(&path, &location, wal)?;
+        let checkpointer = Checkpointer::start(&path, &location)?;
         writer
-            .wal_hook(Some(checkpointer.commit_hook()))
+            .wal_hook(Some(checkpointer.commit_hook(wal)))
             .map_err(db_err(&location))?;
         Ok(SqliteStore {
             path,
@@ -587,7 +587,6 @@ fn connect(path: &Path) -> rusqlite::Result<Connection> {
 /// they never wait on readers or the writer, and what one cannot copy yet
 /// the next one does. Durability is SQLite's either way.
 struct Checkpointer {
-    wal: WalPages,
     shared: Arc<(Mutex<Checkpoints>, Condvar)>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -601,7 +600,7 @@ struct Checkpoints {
 }
 
 impl Checkpointer {
-    fn start(path: &Path, location: &str, wal: WalPages) -> Result<Checkpointer, StoreError> {
+    fn start(path: &Path, location: &str) -> Result<Checkpointer, StoreError> {
         let conn = connect(path).map_err(db_err(location))?;
         let shared = Arc::new((Mutex::new(Checkpoints::default()), Condvar::new()));
         let theirs = Arc::clone(&shared);
@@ -614,7 +613,6 @@ impl Checkpointer {
                 transient: true,
             })?;
         Ok(Checkpointer {
-            wal,
             shared,
             thread: Some(thread),
         })
@@ -624,9 +622,10 @@ impl Checkpointer {
     /// pages.
     fn commit_hook(
         &self,
+        wal: WalPages,
     ) -> impl FnMut(&mut rusqlite::hooks::Wal, std::ffi::c_int) -> rusqlite::Result<()> + Send + 'static
     {
-        let (shared, wal) = (Arc::clone(&self.shared), self.wal);
+        let shared = Arc::clone(&self.shared);
         move |_, pages| {
             let pages = u32::try_from(pages).unwrap_or(0);
             if pages < wal.ask {
