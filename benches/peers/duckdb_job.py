@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The canonical job in DuckDB, written into a .duckdb file: the peer that
-benches/persist.sh runs beside `sluice ingest --data-dir`.
+benches/store.sh runs beside `sluice ingest --data-dir`.
 
 Reads the CSV, normalizes what sluice normalizes (trimmed, NFC names and
 cities, lower-case e-mails, phone digits with a country code, numbers as
