@@ -1,7 +1,6 @@
 """Times one Pinpoint import job through `sluice serve` (benches/import.sh)."""
 
 import argparse
-import configparser
 import csv
 import os
 import shutil
@@ -9,7 +8,7 @@ import subprocess
 import tempfile
 import time
 
-import boto3
+from serving import Server
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--bin", required=True)
@@ -43,15 +42,9 @@ def sluice(*a):
     subprocess.run([args.bin, *a, "--data-dir", data], check=True, stdout=subprocess.DEVNULL)
 sluice("bucket", "mb", "s3://bench")
 sluice("bucket", "put", endpoints, "s3://bench/in/")
-server = subprocess.Popen([args.bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", data],
-                          stdout=subprocess.PIPE, text=True)
+server = Server(args.bin, data)
 try:
-    url = server.stdout.readline().split("listening on ", 1)[1].strip()
-    creds = configparser.ConfigParser()
-    creds.read(os.path.join(data, "credentials"))
-    pp = boto3.client("pinpoint", endpoint_url=url, region_name="us-east-1",
-                      aws_access_key_id=creds["default"]["aws_access_key_id"],
-                      aws_secret_access_key=creds["default"]["aws_secret_access_key"])
+    pp = server.client("pinpoint")
     app = pp.create_app(CreateApplicationRequest={"Name": "bench"})["ApplicationResponse"]["Id"]
     t0 = time.time()
     job = pp.create_import_job(ApplicationId=app, ImportJobRequest={
@@ -72,6 +65,5 @@ try:
     print("pieces %d (failed %d), processed %d, failures %d" % (
         j["TotalPieces"], j["FailedPieces"], j["TotalProcessed"], j["TotalFailures"]))
 finally:
-    server.terminate()
-    server.wait(timeout=60)
+    server.stop(timeout=60)
     shutil.rmtree(data, ignore_errors=True)

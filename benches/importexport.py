@@ -2,7 +2,6 @@
 (benches/importexport.sh)."""
 
 import argparse
-import configparser
 import filecmp
 import os
 import shutil
@@ -10,7 +9,7 @@ import subprocess
 import tempfile
 import time
 
-import boto3
+from serving import Server
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--bin", required=True)
@@ -47,16 +46,10 @@ def sluice(*a):
 
 
 sluice("bucket", "mb", "s3://bench")
-server = subprocess.Popen([args.bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", data],
-                          stdout=subprocess.PIPE, text=True)
+server = Server(args.bin, data)
 try:
-    url = server.stdout.readline().split("listening on ", 1)[1].strip()
-    creds = configparser.ConfigParser()
-    creds.read(os.path.join(data, "credentials"))
-    key = creds["default"]["aws_access_key_id"]
-    ie = boto3.client("importexport", endpoint_url=url, region_name="us-east-1",
-                      aws_access_key_id=key,
-                      aws_secret_access_key=creds["default"]["aws_secret_access_key"])
+    key = server.key
+    ie = server.client("importexport")
     address = ("returnAddress:\n  name: Bench\n  street1: 1 Main St\n  city: Anytown\n"
                "  stateOrProvince: WA\n  postalCode: 91011\n  phoneNumber: +1 206 555 1111\n"
                "  country: US\n")
@@ -77,8 +70,7 @@ try:
         assert status["ProgressCode"] == "Complete", status
         runs.append((kind, secs))
 finally:
-    server.terminate()
-    code = server.wait()
+    code = server.stop()
 assert code == 0, "sluice serve ended with %s" % code
 
 # The export gives the device back, byte for byte.

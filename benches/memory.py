@@ -5,14 +5,13 @@ device holding one file: each process's peak resident set (ru_maxrss from
 wait4), so the figure covers everything the process held, not a sample."""
 
 import argparse
-import configparser
 import os
 import shutil
 import subprocess
 import tempfile
 import time
 
-import boto3
+import serving
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--bin", required=True)
@@ -32,23 +31,13 @@ def peak_mib(proc):
     return usage.ru_maxrss / 1024
 
 
-class Server:
+class Server(serving.Server):
     def __init__(self, data):
+        super().__init__(args.bin, data)
         self.data = data
-        self.proc = subprocess.Popen(
-            [args.bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", data],
-            stdout=subprocess.PIPE, text=True)
-        self.url = self.proc.stdout.readline().split("listening on ", 1)[1].strip()
-        creds = configparser.ConfigParser()
-        creds.read(os.path.join(data, "credentials"))
-        self.key = creds["default"]["aws_access_key_id"]
-        self.secret = creds["default"]["aws_secret_access_key"]
-
-    def client(self, service):
-        return boto3.client(service, endpoint_url=self.url, region_name="us-east-1",
-                            aws_access_key_id=self.key, aws_secret_access_key=self.secret)
 
     def stop(self):
+        """Ends the server; returns its peak resident set in MiB."""
         self.proc.terminate()
         peak = peak_mib(self.proc)
         assert self.proc.returncode in (0, -15), "sluice serve ended with %s" % self.proc.returncode

@@ -3,7 +3,6 @@ same job from a local file, in the same run (see benches/upload.sh)."""
 
 import argparse
 import base64
-import configparser
 import hashlib
 import http.client
 import json
@@ -15,7 +14,7 @@ import tempfile
 import time
 import urllib.parse
 
-import boto3
+from serving import Server
 
 ap = argparse.ArgumentParser()
 ap.add_argument("--bin", required=True)
@@ -31,17 +30,9 @@ size = os.path.getsize(args.file)
 def through_serve():
     """create -> path -> PUT -> start -> polled to the end: (PUT s, job s, summary)."""
     data = tempfile.mkdtemp(prefix="sluice-upload-bench-")
-    server = subprocess.Popen(
-        [args.bin, "serve", "--listen", "127.0.0.1:0", "--data-dir", data,
-         "--max-upload", str(size + 1)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-        text=True)
+    server = Server(args.bin, data, "--max-upload", str(size + 1), stderr=subprocess.DEVNULL)
     try:
-        url = server.stdout.readline().split("listening on ", 1)[1].strip()
-        creds = configparser.ConfigParser()
-        creds.read(os.path.join(data, "credentials"))
-        cp = boto3.client("customer-profiles", endpoint_url=url, region_name="us-east-1",
-                          aws_access_key_id=creds["default"]["aws_access_key_id"],
-                          aws_secret_access_key=creds["default"]["aws_secret_access_key"])
+        cp = server.client("customer-profiles")
         t0 = time.time()
         cp.create_domain(DomainName="bench", DefaultExpirationDays=14)
         job = cp.create_upload_job(DomainName="bench", DisplayName="bench",
@@ -78,8 +69,7 @@ def through_serve():
             time.sleep(0.2)
         return put_s, time.time() - t0, "%s %s" % (j["Status"], j["ResultsSummary"])
     finally:
-        server.terminate()
-        server.wait()
+        server.stop()
         shutil.rmtree(data, ignore_errors=True)
 
 
