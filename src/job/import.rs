@@ -16,6 +16,7 @@
 
 use std::sync::Arc;
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Objects;
@@ -295,81 +296,146 @@ fn write(
             .map_err(|e| ctx.store_failed("updating the segment", e))?;
     }
     // Each endpoint's id if it is new (its own, or one derived from its
-    // address), in id order, so the store's B-trees are written front to
-    // back rather than at random (derived ids are hashes).
-    let mut rows: Vec<(String, UniqueRecord<'_, EndpointMapper>)> = records
-        .iter()
-        .map(|r| {
-            let id = match Identity::from_key(r.key_bytes()) {
-                Some(Identity::Id(id)) => id,
-                Some(Identity::Address { channel, address }) => {
-                    derived_endpoint_id(&channel, &address)
-                }
-                None => String::new(),
-            };
-            (id, r)
-        })
-        .collect();
-    rows.sort_by(|a, b| a.0.cmp(&b.0));
+    // address: a keyed hash, worked out on the pool), in id order, so the
+    // store's B-trees are written front to back rather than at random
+    // (derived ids are hashes); equal ids (an own id that is another's
+    // derived one) in row order.
+    let rows: Vec<(String, UniqueRecord<'_, EndpointMapper>)> = ctx.pool.install(|| {
+        let mut rows: Vec<_> = records
+            .handle_parts()
+            .into_par_iter()
+            .flat_map_iter(|(_, part)| records.get_each(part).map(|r| (new_id(&r), r)))
+            .collect();
+        rows.par_sort_unstable_by(|a, b| (&a.0, a.1.ordinal()).cmp(&(&b.0, b.1.ordinal())));
+        rows
+    });
+    let mut chunks = Vec::new();
     let mut rest = &rows[..];
     while !rest.is_empty() {
         // The runner's rows a transaction (100,000 by default). Each
         // transaction rewrites the pages of the address and user indexes it
         // touches, at random, so fewer, larger ones write far less: 1 M
         // endpoints took 35 s in batches of 10,000 and 22 s in batches of
-        // 100,000 (`benches/import.sh`).
+        // 100,000 (`benches/import.sh`); one transaction of 1 M took
+        // longer again (23 s), its pages spilling from the cache.
         let n = batch_len(
             rest.iter().map(|(_, r)| r.rest_bytes().len()),
             ctx.config.batch_rows.max(1),
             BATCH_BYTES,
         );
         let (chunk, after) = rest.split_at(n);
+        chunks.push(chunk);
         rest = after;
-        let decoded: Vec<(Identity, Endpoint)> = chunk
-            .iter()
-            .map(|(_, r)| decode(r))
-            .collect::<Result<_, _>>()
-            .map_err(fail)?;
-        let keys: Vec<EndpointKey<'_>> = decoded
-            .iter()
-            .map(|(identity, _)| match identity {
-                Identity::Id(id) => EndpointKey::Id(id),
-                Identity::Address { channel, address } => EndpointKey::Address(channel, address),
-            })
-            .collect();
-        let mut merge =
-            |n: usize, old: Option<StoredEndpoint>| merged(&decoded[n].1, &chunk[n].0, old);
-        let batch = EndpointBatch {
-            attempt: ctx.attempt(),
-            app: &spec.app,
-            now_ms: ctx.now(),
-            keys: &keys,
-            segment: segment.as_deref(),
-        };
-        let written = store.write_endpoints(&batch, &mut merge).map_err(|e| {
-            let kept = format!(
-                "the {} written before stay",
-                counters.created + counters.updated
-            );
-            ctx.store_failed_keeping("writing endpoints", e, Some(kept))
-        })?;
-        for (w, (_, record)) in written.iter().zip(chunk) {
-            match w {
-                EndpointWrite::Created(_) => counters.created += 1,
-                EndpointWrite::Updated(_) => counters.updated += 1,
-                EndpointWrite::Refused(why) => {
-                    counters.failed += 1;
-                    if let Some(place) = record.place() {
-                        failures.push(Failure {
-                            input: place.input,
-                            position: place.position,
-                            reason: FailureReason::Invalid {
-                                member: None,
-                                message: why.clone(),
-                            },
-                            input_index: place.input_index,
-                        });
-                    }
+    }
+    // The pool makes each batch's endpoints, as they are stored when new,
+    // while the store writes the batch before: the writer only merges the
+    // endpoints it finds stored. One batch waits at most.
+    std::thread::scope(|s| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Ready>, String>>(0);
+        s.spawn(move || {
+            for chunk in &chunks {
+                let ready = ctx
+                    .pool
+                    .install(|| chunk.par_iter().map(|(id, r)| Ready::new(id, r)).collect());
+                if tx.send(ready).is_err() {
+                    return; // the writer stopped
+                }
+            }
+        });
+        let mut rest = &rows[..];
+        for ready in rx {
+            let ready = ready.map_err(fail)?;
+            let (chunk, after) = rest.split_at(ready.len());
+            rest = after;
+            write_batch(ctx, spec, segment.as_deref(), chunk, ready, counters, failures)?;
+        }
+        Ok(())
+    })
+}
+
+/// The id a kept row's endpoint gets if it is new.
+fn new_id(r: &UniqueRecord<'_, EndpointMapper>) -> String {
+    match Identity::from_key(r.key_bytes()) {
+        Some(Identity::Id(id)) => id,
+        Some(Identity::Address { channel, address }) => derived_endpoint_id(&channel, &address),
+        None => String::new(),
+    }
+}
+
+/// A kept row made ready to write: its identity, and its endpoint as it is
+/// stored if no endpoint is found for it (taken when used).
+struct Ready {
+    identity: Identity,
+    fresh: Option<Result<StoredEndpoint, String>>,
+}
+
+impl Ready {
+    fn new(id: &str, r: &UniqueRecord<'_, EndpointMapper>) -> Result<Ready, String> {
+        let (identity, endpoint) = decode(r)?;
+        Ok(Ready {
+            identity,
+            fresh: Some(merged(endpoint, id, None)),
+        })
+    }
+}
+
+/// Writes one batch of rows in one transaction, counting what became of
+/// each; endpoints the store refuses become failures at their place.
+fn write_batch(
+    ctx: &RunContext<'_>,
+    spec: &ImportJob,
+    segment: Option<&str>,
+    chunk: &[(String, UniqueRecord<'_, EndpointMapper>)],
+    ready: Vec<Ready>,
+    counters: &mut JobCounters,
+    failures: &mut Vec<Failure>,
+) -> Result<(), End> {
+    let (identities, mut fresh): (Vec<_>, Vec<_>) =
+        ready.into_iter().map(|r| (r.identity, r.fresh)).unzip();
+    let keys: Vec<EndpointKey<'_>> = identities
+        .iter()
+        .map(|identity| match identity {
+            Identity::Id(id) => EndpointKey::Id(id),
+            Identity::Address { channel, address } => EndpointKey::Address(channel, address),
+        })
+        .collect();
+    let mut merge = |n: usize, old: Option<StoredEndpoint>| {
+        let (id, record) = &chunk[n];
+        match (old, fresh[n].take()) {
+            (None, Some(fresh)) => fresh,
+            (old, _) => merged(decode(record)?.1, id, old),
+        }
+    };
+    let batch = EndpointBatch {
+        attempt: ctx.attempt(),
+        app: &spec.app,
+        now_ms: ctx.now(),
+        keys: &keys,
+        segment,
+    };
+    let written = ctx.store.write_endpoints(&batch, &mut merge).map_err(|e| {
+        let kept = format!(
+            "the {} written before stay",
+            counters.created + counters.updated
+        );
+        ctx.store_failed_keeping("writing endpoints", e, Some(kept))
+    })?;
+    for (w, (_, record)) in written.iter().zip(chunk) {
+        match w {
+            EndpointWrite::Created(_) => counters.created += 1,
+            EndpointWrite::Updated(_) => counters.updated += 1,
+            EndpointWrite::Refused(why) => {
+                counters.failed += 1;
+                if let Some(place) = record.place() {
+                    failures.push(Failure {
+                        input: place.input,
+                        position: place.position,
+                        reason: FailureReason::Invalid {
+                            member: None,
+                            message: why.clone(),
+                        },
+                        input_index: place.input_index,
+                    });
                 }
             }
         }
@@ -396,7 +462,7 @@ fn batch_len(sizes: impl Iterator<Item = usize>, max_rows: usize, max_bytes: usi
 /// The endpoint to store: `new` laid over the stored one, or `new` alone,
 /// as `new_id`, when it has what a new endpoint needs.
 fn merged(
-    new: &Endpoint,
+    new: Endpoint,
     new_id: &str,
     old: Option<StoredEndpoint>,
 ) -> Result<StoredEndpoint, String> {
@@ -404,14 +470,14 @@ fn merged(
         Some(old) => {
             let mut e: Endpoint = serde_json::from_str(&old.fields)
                 .map_err(|err| format!("the stored endpoint {} cannot be read: {err}", old.id))?;
-            e.merge(new.clone());
+            e.merge(new);
             (e, old.id, old.created_ms)
         }
         None => {
             if new.channel_type.is_none() || new.address.is_none() {
                 return Err("a new endpoint needs a ChannelType and an Address".to_owned());
             }
-            (new.clone(), new_id.to_owned(), 0)
+            (new, new_id.to_owned(), 0)
         }
     };
     e.id = Some(id.clone());

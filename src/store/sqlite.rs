@@ -989,6 +989,27 @@ fn endpoint_from_row(r: &Row<'_>) -> rusqlite::Result<StoredEndpoint> {
     })
 }
 
+/// The first created of the endpoints found (by creation time, then id),
+/// if any.
+fn first_created<F>(
+    found: rusqlite::Result<rusqlite::MappedRows<'_, F>>,
+) -> rusqlite::Result<Option<StoredEndpoint>>
+where
+    F: FnMut(&Row<'_>) -> rusqlite::Result<StoredEndpoint>,
+{
+    let mut first: Option<StoredEndpoint> = None;
+    for e in found? {
+        let e = e?;
+        if first
+            .as_ref()
+            .is_none_or(|f| (e.created_ms, &e.id) < (f.created_ms, &f.id))
+        {
+            first = Some(e);
+        }
+    }
+    Ok(first)
+}
+
 const SEGMENT_COLUMNS: &str =
     "app_id, segment_id, name, definition, created_ms, coalesce(updated_ms, created_ms), version";
 
@@ -1764,10 +1785,12 @@ impl AppStore for SqliteStore {
                 let by_id = format!(
                     "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE app_id = ?1 AND endpoint_id = ?2"
                 );
+                // Every endpoint at the address, the first created picked
+                // here: an ORDER BY would build a temporary B-tree for each
+                // lookup, and there is seldom more than one.
                 let by_address = format!(
                     "SELECT {ENDPOINT_COLUMNS} FROM endpoints INDEXED BY endpoints_by_address \
-                     WHERE app_id = ?1 AND channel_type = ?2 AND address = ?3 \
-                     ORDER BY coalesce(created_ms, updated_ms), endpoint_id LIMIT 1"
+                     WHERE app_id = ?1 AND channel_type = ?2 AND address = ?3"
                 );
                 let mut by_id = tx.prepare_cached(&by_id).map_err(self.db())?;
                 let mut by_address = tx.prepare_cached(&by_address).map_err(self.db())?;
@@ -1791,9 +1814,9 @@ impl AppStore for SqliteStore {
                         EndpointKey::Id(id) => {
                             by_id.query_row([b.app, id], endpoint_from_row).optional()
                         }
-                        EndpointKey::Address(ch, addr) => by_address
-                            .query_row([b.app, ch, addr], endpoint_from_row)
-                            .optional(),
+                        EndpointKey::Address(ch, addr) => {
+                            first_created(by_address.query_map([b.app, ch, addr], endpoint_from_row))
+                        }
                     }
                     .map_err(self.db())?;
                     let ours = b.attempt.job.id;
