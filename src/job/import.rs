@@ -347,7 +347,15 @@ fn write(
             let ready = ready.map_err(fail)?;
             let (chunk, after) = rest.split_at(ready.len());
             rest = after;
-            write_batch(ctx, spec, segment.as_deref(), chunk, ready, counters, failures)?;
+            write_batch(
+                ctx,
+                spec,
+                segment.as_deref(),
+                chunk,
+                ready,
+                counters,
+                failures,
+            )?;
         }
         Ok(())
     })
