@@ -314,10 +314,11 @@ fn write(
     while !rest.is_empty() {
         // The runner's rows a transaction (100,000 by default). Each
         // transaction rewrites the pages of the address and user indexes it
-        // touches, at random, so fewer, larger ones write far less: 1 M
+        // touches, at random, so fewer, larger ones write less: 1 M
         // endpoints took 35 s in batches of 10,000 and 22 s in batches of
-        // 100,000 (`benches/import.sh`); one transaction of 1 M took
-        // longer again (23 s), its pages spilling from the cache.
+        // 100,000 (`benches/import.sh`). Now that the writer does less,
+        // 500,000 a transaction gains under a tenth on 100,000, for five
+        // times the endpoints held at once.
         let n = batch_len(
             rest.iter().map(|(_, r)| r.rest_bytes().len()),
             ctx.config.batch_rows.max(1),
@@ -331,22 +332,19 @@ fn write(
     // while the store writes the batch before: the writer only merges the
     // endpoints it finds stored. One batch waits at most.
     std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Ready>, String>>(0);
+        let (tx, rx) = std::sync::mpsc::sync_channel(0);
         s.spawn(move || {
-            for chunk in &chunks {
-                let ready = ctx
+            for chunk in chunks {
+                let ready: Result<Vec<Ready>, String> = ctx
                     .pool
                     .install(|| chunk.par_iter().map(|(id, r)| Ready::new(id, r)).collect());
-                if tx.send(ready).is_err() {
+                if tx.send((chunk, ready)).is_err() {
                     return; // the writer stopped
                 }
             }
         });
-        let mut rest = &rows[..];
-        for ready in rx {
+        for (chunk, ready) in rx {
             let ready = ready.map_err(fail)?;
-            let (chunk, after) = rest.split_at(ready.len());
-            rest = after;
             write_batch(
                 ctx,
                 spec,
