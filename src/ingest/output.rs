@@ -187,17 +187,28 @@ impl JsonShape {
 
 /// Whether `s` is its own JSON string body: nothing in it to escape.
 pub fn is_plain_json(s: &str) -> bool {
-    s.bytes().all(|b| b >= 0x20 && b != b'"' && b != b'\\')
+    is_plain_json_bytes(s.as_bytes())
+}
+
+fn is_plain_json_bytes(s: &[u8]) -> bool {
+    s.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
 /// Appends `s` as a JSON string.
 pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
-    if is_plain_json(s) {
+    write_json_bytes(out, s.as_bytes());
+}
+
+/// Appends UTF-8 bytes as a JSON string, for a caller that checks the
+/// UTF-8 of all it wrote at once: bytes that are not UTF-8 are copied as
+/// they are, or as U+FFFD in a string that needs escaping.
+pub fn write_json_bytes(out: &mut Vec<u8>, s: &[u8]) {
+    if is_plain_json_bytes(s) {
         out.push(b'"');
-        out.extend_from_slice(s.as_bytes());
+        out.extend_from_slice(s);
         out.push(b'"');
     } else {
         // Writing into a Vec cannot fail.
-        let _ = serde_json::to_writer(&mut *out, s);
+        let _ = serde_json::to_writer(&mut *out, &String::from_utf8_lossy(s));
     }
 }

@@ -1480,18 +1480,39 @@ impl<'a> UniqueRecord<'a, FieldMapper> {
     /// The normalized values of the key fields, in key order.
     pub fn key_values(&self) -> impl Iterator<Item = &'a str> + 'a {
         let single = self.records.mapping().key_fields().len() == 1;
-        let whole = single.then(|| std::str::from_utf8(self.key).unwrap_or_default());
+        let whole = single.then_some(self.key);
         let segments = (!single).then_some(Segments(self.key));
-        whole.into_iter().chain(segments.into_iter().flatten())
+        // Values are written from `str`s by this crate.
+        whole
+            .into_iter()
+            .chain(segments.into_iter().flatten())
+            .map(|v| std::str::from_utf8(v).unwrap_or_default())
     }
 
     /// Every field's value, in mapping order.
     pub fn values(&self) -> impl Iterator<Item = &'a str> + 'a {
-        let mut keys: Vec<&'a str> = self.key_values().collect();
-        let mut rest = Segments(self.rest_bytes());
+        // Values are written from `str`s by this crate.
+        self.value_bytes()
+            .map(|v| std::str::from_utf8(v).unwrap_or_default())
+    }
+
+    /// Every field's value as its UTF-8 bytes, in mapping order: the same
+    /// as [`UniqueRecord::values`] without checking each value again
+    /// (a caller that copies them all checks the copy once, which is far
+    /// cheaper than a check for each of many short values).
+    pub fn value_bytes(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
         let mapping = self.records.mapping();
+        let single = mapping.key_fields().len() == 1;
+        let key = self.key;
+        let mut keys: Vec<&'a [u8]> = if single {
+            Vec::new()
+        } else {
+            Segments(key).collect()
+        };
+        let mut rest = Segments(self.rest_bytes());
         (0..mapping.fields().len()).map(move |i| match mapping.key_position(i) {
-            Some(k) => std::mem::take(&mut keys[k]),
+            Some(_) if single => key,
+            Some(k) => keys.get_mut(k).map(std::mem::take).unwrap_or_default(),
             None => rest.next().unwrap_or_default(),
         })
     }
@@ -1501,9 +1522,9 @@ impl<'a> UniqueRecord<'a, FieldMapper> {
 struct Segments<'a>(&'a [u8]);
 
 impl<'a> Iterator for Segments<'a> {
-    type Item = &'a str;
+    type Item = &'a [u8];
 
-    fn next(&mut self) -> Option<&'a str> {
+    fn next(&mut self) -> Option<&'a [u8]> {
         if self.0.is_empty() {
             return None;
         }
@@ -1511,7 +1532,6 @@ impl<'a> Iterator for Segments<'a> {
         let end = (n + len as usize).min(self.0.len());
         let v = &self.0[n..end];
         self.0 = &self.0[end..];
-        // Values are written from `str`s by this crate.
-        Some(std::str::from_utf8(v).unwrap_or_default())
+        Some(v)
     }
 }

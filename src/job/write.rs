@@ -14,7 +14,7 @@ use rayon::slice::ParallelSliceMut;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::ingest::output::is_plain_json;
+use crate::ingest::output::write_json_bytes;
 use crate::ingest::{RecordHandle, Records, UniqueRecord};
 use crate::store::{Attempt, ProfileBatch, ProfileRow, ProfileStore, StoreError};
 
@@ -44,8 +44,10 @@ type Entry = ([u64; 3], RecordHandle);
 
 /// One batch, built here and written there.
 struct Batch {
-    /// A `String`, so that the writer takes its rows by slicing, not by
-    /// checking every byte again.
+    /// Keys and values, copied from the records as bytes and checked as
+    /// UTF-8 here, once for the batch: checking each of the many short
+    /// values as it was read took a fifth of this thread's time. A
+    /// `String`, so that the writer takes its rows by slicing.
     text: String,
     /// (key end, values end) offsets into `text`, per row; each key starts
     /// where the previous values end.
@@ -88,7 +90,7 @@ fn write_batches(
     } else {
         Vec::new()
     };
-    let mut key_text = String::new();
+    let mut key_text = Vec::new();
     let mut key_bounds = vec![0];
     if multi {
         key_bounds.reserve(key_handles.len());
@@ -100,7 +102,7 @@ fn write_batches(
     let key_of = |h: RecordHandle| -> &[u8] {
         if multi {
             let i = key_handles.binary_search(&h).unwrap_or_default();
-            &key_text.as_bytes()[key_bounds[i]..key_bounds[i + 1]]
+            &key_text[key_bounds[i]..key_bounds[i + 1]]
         } else {
             records.get(h).key_bytes()
         }
@@ -211,28 +213,44 @@ fn write_batches(
             Ok(())
         });
         let per_batch = target.batch_rows.max(1);
+        let n_targets = mapping.fields().len();
         // Encodes and sends one batch; false when the writer has stopped
         // (its result says why).
-        let send = |handles: &[RecordHandle]| -> bool {
-            let mut batch = recycled.try_recv().unwrap_or_else(|_| Batch {
-                text: String::with_capacity(handles.len() * 160),
-                ends: Vec::with_capacity(handles.len()),
-            });
+        let send = |handles: &[RecordHandle]| -> Result<bool, Halt> {
+            let (mut text, mut ends) = match recycled.try_recv() {
+                Ok(b) => (b.text.into_bytes(), b.ends),
+                Err(_) => (
+                    Vec::with_capacity(handles.len() * 160),
+                    Vec::with_capacity(handles.len()),
+                ),
+            };
             for (&h, r) in handles
                 .iter()
                 .zip(records.get_each(handles.iter().copied()))
             {
-                // Keys are `str`s written by this crate.
                 let key = if multi { key_of(h) } else { r.key_bytes() };
-                let key = std::str::from_utf8(key).unwrap_or_default();
-                batch.text.push_str(key);
-                let key_end = batch.text.len();
-                write_values(&mut batch.text, r.values());
-                batch.ends.push((key_end, batch.text.len()));
+                text.extend_from_slice(key);
+                let key_end = text.len();
+                write_values(&mut text, r.value_bytes());
+                ends.push((key_end, text.len()));
             }
-            tx.send(batch).is_ok()
+            // Keys and values are `str`s written by this crate, so this
+            // does not fail; if it did, the row is named.
+            let text = String::from_utf8(text).map_err(|e| {
+                let bad = e.utf8_error().valid_up_to();
+                let row = ends.partition_point(|&(_, end)| end <= bad);
+                let start = row.checked_sub(1).map_or(0, |r| ends[r].1);
+                let key_end = ends.get(row).map_or(start, |&(k, _)| k);
+                let key = e.as_bytes().get(start..key_end).unwrap_or_default();
+                Halt::Store(StoreError::BadValues {
+                    key: String::from_utf8_lossy(key).into_owned(),
+                    targets: n_targets,
+                })
+            })?;
+            Ok(tx.send(Batch { text, ends }).is_ok())
         };
         let mut sent_all = true;
+        let mut unsent = None;
         let mut pending: Vec<RecordHandle> = Vec::with_capacity(per_batch);
         loop {
             pending.clear();
@@ -244,17 +262,23 @@ fn write_batches(
                 sent_all = false;
                 break;
             }
-            if !send(&pending) {
-                break; // the writer stopped; its result says why
+            match send(&pending) {
+                Ok(true) => {}
+                Ok(false) => break, // the writer stopped; its result says why
+                Err(halt) => {
+                    unsent = Some(halt);
+                    break;
+                }
             }
         }
         drop(tx);
         let written = writer
             .join()
             .unwrap_or_else(|panic| std::panic::resume_unwind(panic));
-        match written {
-            Ok(()) if !sent_all => Err(Halt::Stopped),
-            other => other,
+        match (written, unsent) {
+            (Err(halt), _) | (Ok(()), Some(halt)) => Err(halt),
+            (Ok(()), None) if !sent_all => Err(Halt::Stopped),
+            (Ok(()), None) => Ok(()),
         }
     })
 }
@@ -273,25 +297,19 @@ fn prefix(key: &[u8]) -> [u64; 3] {
     [word(0), word(1), word(2)]
 }
 
-fn write_key_array(out: &mut String, r: &UniqueRecord<'_>) {
-    write_values(out, r.key_values());
+fn write_key_array(out: &mut Vec<u8>, r: &UniqueRecord<'_>) {
+    write_values(out, r.key_values().map(str::as_bytes));
 }
 
 /// Values as a JSON array of strings, as [`ProfileRow::values`] wants
 /// them.
-fn write_values<'a>(out: &mut String, values: impl Iterator<Item = &'a str>) {
-    out.push('[');
+fn write_values<'a>(out: &mut Vec<u8>, values: impl Iterator<Item = &'a [u8]>) {
+    out.push(b'[');
     for (i, v) in values.enumerate() {
         if i > 0 {
-            out.push(',');
+            out.push(b',');
         }
-        if is_plain_json(v) {
-            out.push('"');
-            out.push_str(v);
-            out.push('"');
-        } else {
-            out.push_str(&serde_json::Value::from(v).to_string());
-        }
+        write_json_bytes(out, v);
     }
-    out.push(']');
+    out.push(b']');
 }
