@@ -889,10 +889,13 @@ impl ProfileBatch<'_> {
 /// the job layer writes it): a scan, not a parse, since every row of every
 /// batch goes through it, on the writer's thread. Control bytes are ruled
 /// out in one pass the compiler vectorizes (a fold: `any` stops early and
-/// does not); quotes and escapes are found byte by byte, since values are
-/// mostly a few bytes long and `memchr`'s setup cost more than the search
-/// (the canonical job: 706 of the writer's samples in the check with
-/// `memchr2`, 590 without).
+/// does not); quotes and escapes are found eight bytes at a time
+/// ([`next_quote_or_escape`]). Values are mostly a few bytes long, so
+/// `memchr`'s setup cost more than the search (the canonical job: 706 of
+/// the writer's samples in the check with `memchr2`, 590 byte by byte);
+/// on 2.9 M rows of the canonical file's values, byte by byte took
+/// 330 ms, `memchr2_iter` over the whole row 330-410 ms, eight bytes at a
+/// time 215-250 ms.
 fn is_string_array(b: &[u8], n: usize) -> bool {
     if b.iter().fold(false, |bad, &c| bad | (c < 0x20)) {
         return false;
@@ -917,7 +920,7 @@ fn is_string_array(b: &[u8], n: usize) -> bool {
         }
         i += 1;
         loop {
-            let Some(at) = body[i..].iter().position(|&c| c == b'"' || c == b'\\') else {
+            let Some(at) = next_quote_or_escape(&body[i..]) else {
                 return false;
             };
             i += at;
@@ -939,6 +942,32 @@ fn is_string_array(b: &[u8], n: usize) -> bool {
         i += 1;
     }
     i == body.len()
+}
+
+/// Where the first `"` or `\\` in `s` is: a word of eight bytes at a time
+/// (a byte equal to either becomes zero in one of two XORs, and a zero
+/// byte sets its high bit in `(x - 0x01…) & !x`; the lowest set bit is the
+/// first match, carries only running upwards), then byte by byte.
+fn next_quote_or_escape(s: &[u8]) -> Option<usize> {
+    const ONES: u64 = u64::from_le_bytes([1; 8]);
+    const HIGH: u64 = ONES << 7;
+    let zero_bytes = |x: u64| x.wrapping_sub(ONES) & !x & HIGH;
+    let mut words = s.chunks_exact(8);
+    for (n, w) in words.by_ref().enumerate() {
+        let mut word = [0u8; 8];
+        word.copy_from_slice(w);
+        let w = u64::from_le_bytes(word);
+        let hits =
+            zero_bytes(w ^ (ONES * u64::from(b'"'))) | zero_bytes(w ^ (ONES * u64::from(b'\\')));
+        if hits != 0 {
+            return Some(n * 8 + (hits.trailing_zeros() / 8) as usize);
+        }
+    }
+    let tail = words.remainder();
+    let done = s.len() - tail.len();
+    tail.iter()
+        .position(|&c| c == b'"' || c == b'\\')
+        .map(|at| done + at)
 }
 
 /// A profile's fields as a JSON object: each of `values` (a JSON array of
@@ -1392,5 +1421,62 @@ pub fn open(location: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
             message: "this build of sluice has no SQLite store (feature `sqlite`)".into(),
             transient: false,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{is_string_array, next_quote_or_escape};
+
+    #[test]
+    fn quotes_and_escapes_are_found_where_a_byte_by_byte_search_finds_them() {
+        // Every string of up to 20 bytes with at most one quote or
+        // backslash, anywhere, among plain, high and multi-byte bytes.
+        let fill = "aé\u{7f}\u{80}x".as_bytes();
+        for len in 0..=20 {
+            let base: Vec<u8> = fill.iter().copied().cycle().take(len).collect();
+            let naive = |s: &[u8]| s.iter().position(|&c| c == b'"' || c == b'\\');
+            assert_eq!(next_quote_or_escape(&base), naive(&base), "{base:?}");
+            for at in 0..len {
+                for special in [b'"', b'\\'] {
+                    let mut s = base.clone();
+                    s[at] = special;
+                    assert_eq!(next_quote_or_escape(&s), Some(at), "{s:?}");
+                    // A second one further on does not move the first.
+                    if at + 9 < len {
+                        s[at + 9] = b'"';
+                        assert_eq!(next_quote_or_escape(&s), Some(at), "{s:?}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn string_arrays_are_told_from_the_rest() {
+        for ok in [
+            r#"["a","b"]"#,
+            r#"["","long value past eight bytes"]"#,
+            r#"["a\"b\\c","\u00e9\n"]"#,
+            r#"["Ørsted, Wei","x"]"#,
+        ] {
+            assert!(is_string_array(ok.as_bytes(), 2), "{ok}");
+        }
+        for bad in [
+            r#"["a"]"#,
+            r#"["a","b","c"]"#,
+            r#"["a""b"]"#,
+            r#"["a", "b"]"#,
+            r#"["a\q","b"]"#,
+            r#"["a\u12g4","b"]"#,
+            r#"["a\","b"]"#,
+            r#"["a","b""#,
+            "[\"a\",\"b\n\"]",
+            r#"[1,"b"]"#,
+        ] {
+            assert!(!is_string_array(bad.as_bytes(), 2), "{bad}");
+        }
+        assert!(is_string_array(b"[]", 0));
+        assert!(!is_string_array(b"[\"\"]", 0));
     }
 }
