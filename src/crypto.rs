@@ -123,16 +123,38 @@ fn seal_onto(key: &LessSafeKey, nonce: [u8; 12], aad: &[u8], plain: &[u8], out: 
 
 /// HMAC-SHA256 of the concatenated `parts` under `key`.
 pub(crate) fn hmac(key: &[u8], parts: &[&[u8]]) -> [u8; 32] {
-    let mut m = <HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length");
-    for p in parts {
-        m.update(p);
+    HmacKey::new(key).mac(parts)
+}
+
+/// An HMAC-SHA256 key made ready once, for many MACs under it: each then
+/// hashes only its message (the key's two blocks are hashed here).
+#[derive(Clone)]
+pub(crate) struct HmacKey(HmacSha256);
+
+impl HmacKey {
+    pub(crate) fn new(key: &[u8]) -> HmacKey {
+        HmacKey(<HmacSha256 as Mac>::new_from_slice(key).expect("HMAC takes any key length"))
     }
-    m.finalize().into_bytes().into()
+
+    /// HMAC-SHA256 of the concatenated `parts`.
+    pub(crate) fn mac(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut m = self.0.clone();
+        for p in parts {
+            m.update(p);
+        }
+        m.finalize().into_bytes().into()
+    }
 }
 
 /// Lowercase hex of `bytes`.
 pub fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for &b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+    out
 }
 
 /// Standard base64 of `bytes`.
@@ -730,5 +752,25 @@ mod tests {
     #[test]
     fn md5_matches_a_known_value() {
         assert_eq!(md5_base64(b""), "1B2M2Y8AsgTpgAmY7PhCfg==");
+    }
+
+    #[test]
+    fn hex_and_hmac_match_known_answers() {
+        assert_eq!(to_hex(&[0x00, 0x0f, 0xa5, 0xff]), "000fa5ff");
+        assert_eq!(to_hex(&[]), "");
+        // RFC 4231, test case 2; the key made ready once gives the same
+        // MAC every time.
+        let key = HmacKey::new(b"Jefe");
+        let want = "5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843";
+        for _ in 0..2 {
+            assert_eq!(
+                to_hex(&key.mac(&[b"what do ya want ", b"for nothing?"])),
+                want
+            );
+        }
+        assert_eq!(
+            to_hex(&hmac(b"Jefe", &[b"what do ya want for nothing?"])),
+            want
+        );
     }
 }

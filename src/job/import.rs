@@ -14,17 +14,19 @@
 //! Writes are upserts keyed by endpoint id, so a run that is interrupted
 //! and resumed from the start ends where an uninterrupted one would.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
 
 use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::Objects;
 use super::context::{End, RunContext, counters_of};
+use super::write::prefix;
+use crate::crypto::HmacKey;
 use crate::endpoints::{Endpoint, EndpointMapper, Format, Identity, decode};
 use crate::ingest::{
-    Failure, FailureReason, IngestBuilder, Input, MAX_FAILURES, MAX_PIECE_SIZE, Records,
-    UniqueRecord,
+    Failure, FailureReason, IngestBuilder, Input, MAX_FAILURES, MAX_PIECE_SIZE, RecordHandle,
+    Records, UniqueRecord,
 };
 use crate::objects::{ObjectErrorKind, ObjectInfo, ObjectUrl, resolve};
 use crate::store::{
@@ -109,10 +111,8 @@ impl ImportJob {
 /// The id an endpoint without one gets: the same for the same channel and
 /// address, so importing a file again updates rather than duplicates.
 pub fn derived_endpoint_id(channel: &str, address: &str) -> String {
-    let mac = crate::crypto::hmac(
-        b"sluice endpoint id",
-        &[channel.as_bytes(), b"\n", address.as_bytes()],
-    );
+    static KEY: LazyLock<HmacKey> = LazyLock::new(|| HmacKey::new(b"sluice endpoint id"));
+    let mac = KEY.mac(&[channel.as_bytes(), b"\n", address.as_bytes()]);
     crate::crypto::to_hex(&mac[..16])
 }
 
@@ -295,18 +295,28 @@ fn write(
             .update_segment(account, &spec.app, seg, &spec.import_definition(), now)
             .map_err(|e| ctx.store_failed("updating the segment", e))?;
     }
-    // Each endpoint's id if it is new (its own, or one derived from its
-    // address: a keyed hash, worked out on the pool), in id order, so the
-    // store's B-trees are written front to back rather than at random
-    // (derived ids are hashes); equal ids (an own id that is another's
-    // derived one) in row order.
-    let rows: Vec<(String, UniqueRecord<'_, EndpointMapper>)> = ctx.pool.install(|| {
+    // The endpoints in the order of the id each gets if it is new (its own,
+    // or one derived from its address: a keyed hash, worked out on the
+    // pool), so the store's B-trees are written front to back rather than
+    // at random (derived ids are hashes); equal ids (an own id that is
+    // another's derived one) in row order. 32 bytes an endpoint: the id's
+    // first 24 bytes and the record's handle; the whole id is made again
+    // where prefixes tie, and when the endpoint is written.
+    let id_of = |h: RecordHandle| {
+        let r = records.get(h);
+        (new_id(&r), r.ordinal())
+    };
+    let rows: Vec<([u64; 3], RecordHandle)> = ctx.pool.install(|| {
         let mut rows: Vec<_> = records
             .handle_parts()
             .into_par_iter()
-            .flat_map_iter(|(_, part)| records.get_each(part).map(|r| (new_id(&r), r)))
+            .flat_map_iter(|(_, part)| {
+                part.clone()
+                    .zip(records.get_each(part))
+                    .map(|(h, r)| (prefix(new_id(&r).as_bytes()), h))
+            })
             .collect();
-        rows.par_sort_unstable_by(|a, b| (&a.0, a.1.ordinal()).cmp(&(&b.0, b.1.ordinal())));
+        rows.par_sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| id_of(a.1).cmp(&id_of(b.1))));
         rows
     });
     let mut chunks = Vec::new();
@@ -320,7 +330,7 @@ fn write(
         // 500,000 a transaction gains under a tenth on 100,000, for five
         // times the endpoints held at once.
         let n = batch_len(
-            rest.iter().map(|(_, r)| r.rest_bytes().len()),
+            rest.iter().map(|&(_, h)| records.get(h).rest_bytes().len()),
             ctx.config.batch_rows.max(1),
             BATCH_BYTES,
         );
@@ -335,25 +345,20 @@ fn write(
         let (tx, rx) = std::sync::mpsc::sync_channel(0);
         s.spawn(move || {
             for chunk in chunks {
-                let ready: Result<Vec<Ready>, String> = ctx
-                    .pool
-                    .install(|| chunk.par_iter().map(|(id, r)| Ready::new(id, r)).collect());
-                if tx.send((chunk, ready)).is_err() {
+                let ready: Result<Vec<Ready<'_>>, String> = ctx.pool.install(|| {
+                    chunk
+                        .par_iter()
+                        .map(|&(_, h)| Ready::new(records.get(h)))
+                        .collect()
+                });
+                if tx.send(ready).is_err() {
                     return; // the writer stopped
                 }
             }
         });
-        for (chunk, ready) in rx {
+        for ready in rx {
             let ready = ready.map_err(fail)?;
-            write_batch(
-                ctx,
-                spec,
-                segment.as_deref(),
-                chunk,
-                ready,
-                counters,
-                failures,
-            )?;
+            write_batch(ctx, spec, segment.as_deref(), ready, counters, failures)?;
         }
         Ok(())
     })
@@ -368,19 +373,26 @@ fn new_id(r: &UniqueRecord<'_, EndpointMapper>) -> String {
     }
 }
 
-/// A kept row made ready to write: its identity, and its endpoint as it is
-/// stored if no endpoint is found for it (taken when used).
-struct Ready {
+/// A kept row made ready to write: its identity, the id it gets if it is
+/// new, and its endpoint as it is stored if no endpoint is found for it
+/// (taken when used).
+struct Ready<'r> {
+    record: UniqueRecord<'r, EndpointMapper>,
     identity: Identity,
+    id: String,
     fresh: Option<Result<StoredEndpoint, String>>,
 }
 
-impl Ready {
-    fn new(id: &str, r: &UniqueRecord<'_, EndpointMapper>) -> Result<Ready, String> {
-        let (identity, endpoint) = decode(r)?;
+impl<'r> Ready<'r> {
+    fn new(record: UniqueRecord<'r, EndpointMapper>) -> Result<Ready<'r>, String> {
+        let (identity, endpoint) = decode(&record)?;
+        let id = new_id(&record);
+        let fresh = Some(merged(endpoint, &id, None));
         Ok(Ready {
+            record,
             identity,
-            fresh: Some(merged(endpoint, id, None)),
+            id,
+            fresh,
         })
     }
 }
@@ -391,25 +403,23 @@ fn write_batch(
     ctx: &RunContext<'_>,
     spec: &ImportJob,
     segment: Option<&str>,
-    chunk: &[(String, UniqueRecord<'_, EndpointMapper>)],
-    ready: Vec<Ready>,
+    mut ready: Vec<Ready<'_>>,
     counters: &mut JobCounters,
     failures: &mut Vec<Failure>,
 ) -> Result<(), End> {
-    let (identities, mut fresh): (Vec<_>, Vec<_>) =
-        ready.into_iter().map(|r| (r.identity, r.fresh)).unzip();
-    let keys: Vec<EndpointKey<'_>> = identities
+    let mut fresh: Vec<_> = ready.iter_mut().map(|r| r.fresh.take()).collect();
+    let keys: Vec<EndpointKey<'_>> = ready
         .iter()
-        .map(|identity| match identity {
+        .map(|r| match &r.identity {
             Identity::Id(id) => EndpointKey::Id(id),
             Identity::Address { channel, address } => EndpointKey::Address(channel, address),
         })
         .collect();
     let mut merge = |n: usize, old: Option<StoredEndpoint>| {
-        let (id, record) = &chunk[n];
+        let r = &ready[n];
         match (old, fresh[n].take()) {
             (None, Some(fresh)) => fresh,
-            (old, _) => merged(decode(record)?.1, id, old),
+            (old, _) => merged(decode(&r.record)?.1, &r.id, old),
         }
     };
     let batch = EndpointBatch {
@@ -426,7 +436,7 @@ fn write_batch(
         );
         ctx.store_failed_keeping("writing endpoints", e, Some(kept))
     })?;
-    for (w, (_, record)) in written.iter().zip(chunk) {
+    for (w, Ready { record, .. }) in written.iter().zip(&ready) {
         match w {
             EndpointWrite::Created(_) => counters.created += 1,
             EndpointWrite::Updated(_) => counters.updated += 1,

@@ -285,7 +285,7 @@ fn write_batches(
 
 /// The first 24 bytes, big-endian, so that comparing prefixes orders like
 /// comparing bytes.
-fn prefix(key: &[u8]) -> [u64; 3] {
+pub(super) fn prefix(key: &[u8]) -> [u64; 3] {
     let mut b = [0u8; 24];
     let n = key.len().min(24);
     b[..n].copy_from_slice(&key[..n]);
