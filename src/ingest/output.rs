@@ -185,12 +185,9 @@ impl JsonShape {
     }
 }
 
-/// Whether `s` is its own JSON string body: nothing in it to escape.
-pub fn is_plain_json(s: &str) -> bool {
-    is_plain_json_bytes(s.as_bytes())
-}
-
-fn is_plain_json_bytes(s: &[u8]) -> bool {
+/// Whether `s` (UTF-8) is its own JSON string body: nothing in it to
+/// escape.
+pub fn is_plain_json(s: &[u8]) -> bool {
     s.iter().all(|&b| b >= 0x20 && b != b'"' && b != b'\\')
 }
 
@@ -203,7 +200,7 @@ pub fn write_json_str(out: &mut Vec<u8>, s: &str) {
 /// UTF-8 of all it wrote at once: bytes that are not UTF-8 are copied as
 /// they are, or as U+FFFD in a string that needs escaping.
 pub fn write_json_bytes(out: &mut Vec<u8>, s: &[u8]) {
-    if is_plain_json_bytes(s) {
+    if is_plain_json(s) {
         out.push(b'"');
         out.extend_from_slice(s);
         out.push(b'"');
