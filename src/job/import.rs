@@ -319,36 +319,22 @@ fn write(
         rows.par_sort_unstable_by(|a, b| a.0.cmp(&b.0).then_with(|| id_of(a.1).cmp(&id_of(b.1))));
         rows
     });
-    let mut chunks = Vec::new();
-    let mut rest = &rows[..];
-    while !rest.is_empty() {
-        // The runner's rows a transaction (100,000 by default). Each
-        // transaction rewrites the pages of the address and user indexes it
-        // touches, at random, so fewer, larger ones write less: 1 M
-        // endpoints took 35 s in batches of 10,000 and 22 s in batches of
-        // 100,000 (`benches/import.sh`). Now that the writer does less,
-        // 500,000 a transaction gains under a tenth on 100,000, for five
-        // times the endpoints held at once.
-        let n = batch_len(
-            rest.iter().map(|&(_, h)| records.get(h).rest_bytes().len()),
-            ctx.config.batch_rows.max(1),
-            BATCH_BYTES,
-        );
-        let (chunk, after) = rest.split_at(n);
-        chunks.push(chunk);
-        rest = after;
-    }
     // The pool makes each batch's endpoints, as they are stored when new,
     // while the store writes the batch before: the writer only merges the
     // endpoints it finds stored. One batch waits at most.
+    let rows = &rows[..];
     std::thread::scope(|s| {
         let (tx, rx) = std::sync::mpsc::sync_channel(0);
         s.spawn(move || {
-            for chunk in chunks {
+            let mut rest = rows;
+            while !rest.is_empty() {
+                let (chunk, after) = rest.split_at(next_batch(ctx, records, rest));
+                rest = after;
                 let ready: Result<Vec<Ready<'_>>, String> = ctx.pool.install(|| {
                     chunk
-                        .par_iter()
-                        .map(|&(_, h)| Ready::new(records.get(h)))
+                        .par_chunks(READ_AT_ONCE)
+                        .flat_map_iter(|c| records.get_each(c.iter().map(|&(_, h)| h)))
+                        .map(Ready::new)
                         .collect()
                 });
                 if tx.send(ready).is_err() {
@@ -362,6 +348,38 @@ fn write(
         }
         Ok(())
     })
+}
+
+/// Rows read from the engine's tables together on one worker: their reads
+/// overlap ([`Records::get_each`]), where one by one they wait on memory.
+const READ_AT_ONCE: usize = 1024;
+
+/// How many of these rows (in write order) the next transaction takes: the
+/// runner's rows a transaction (100,000 by default), fewer if their stored
+/// bytes pass [`BATCH_BYTES`]. Each transaction rewrites the index pages it
+/// touches, so fewer, larger ones write less: 1 M endpoints took 35 s in
+/// batches of 10,000 and 22 s in batches of 100,000 (`benches/import.sh`);
+/// 500,000 a transaction gained under a tenth on 100,000, for five times
+/// the endpoints held at once. The sizes are read on the pool: read one by
+/// one on this thread they took 2 s of a 1 M import.
+fn next_batch(
+    ctx: &RunContext<'_>,
+    records: &Records<EndpointMapper>,
+    rows: &[([u64; 3], RecordHandle)],
+) -> usize {
+    let max_rows = ctx.config.batch_rows.max(1);
+    let window = &rows[..rows.len().min(max_rows)];
+    let sizes: Vec<usize> = ctx.pool.install(|| {
+        window
+            .par_chunks(READ_AT_ONCE)
+            .flat_map_iter(|c| {
+                records
+                    .get_each(c.iter().map(|&(_, h)| h))
+                    .map(|r| r.rest_bytes().len())
+            })
+            .collect()
+    });
+    batch_len(sizes.into_iter(), max_rows, BATCH_BYTES)
 }
 
 /// The id a kept row's endpoint gets if it is new.
