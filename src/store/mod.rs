@@ -45,6 +45,8 @@ can move the clock.
 
 pub mod conformance;
 mod memory;
+#[cfg(feature = "postgres")]
+mod postgres;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 mod status;
@@ -52,6 +54,11 @@ mod status;
 use std::fmt;
 
 pub use memory::MemoryStore;
+#[cfg(feature = "postgres")]
+pub use postgres::{PG_SCHEMA_VERSION, PgStore, redact};
+#[cfg(feature = "postgres")]
+#[doc(hidden)]
+pub use postgres::TestServer as PgTestServer;
 #[cfg(feature = "sqlite")]
 pub use sqlite::{DB_FILE, PAGE_SIZE, SCHEMA_VERSION, SqliteStore};
 pub use status::{FailureKind, JobStatus, UnknownStatus};
@@ -1389,8 +1396,9 @@ pub trait Store:
 }
 
 /// Opens the store that `location` names: `memory:` (an empty store that
-/// lives as long as the value), `sqlite:DIR`, or a directory `DIR` (the
-/// SQLite file `sluice.db` in it, made if missing; feature `sqlite`).
+/// lives as long as the value), `postgresql://USER@HOST:PORT/DB` (also
+/// `postgres://`; feature `postgres`), `sqlite:DIR`, or a directory `DIR`
+/// (the SQLite file `sluice.db` in it, made if missing; feature `sqlite`).
 ///
 /// # Errors
 ///
@@ -1400,12 +1408,16 @@ pub fn open(location: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
     if location == "memory:" {
         return Ok(std::sync::Arc::new(MemoryStore::new()));
     }
+    if location.starts_with("postgresql://") || location.starts_with("postgres://") {
+        #[cfg(feature = "postgres")]
+        return Ok(std::sync::Arc::new(PgStore::open(location)?));
+    }
     let dir = location.strip_prefix("sqlite:").unwrap_or(location);
-    if dir.contains("://") {
+    if let Some((scheme, _)) = dir.split_once("://") {
         return Err(StoreError::Backend {
-            location: location.to_owned(),
-            message: "no store backend of this build takes this URL (memory:, sqlite:DIR or a \
-                      directory)"
+            location: scheme.to_owned() + "://…",
+            message: "no store backend of this build takes this URL (memory:, sqlite:DIR, a \
+                      directory, or postgresql://… with feature `postgres`)"
                 .into(),
             transient: false,
         });
