@@ -11,6 +11,8 @@ fn sluice(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_sluice"))
         .args(args)
         .current_dir(ROOT)
+        // The store is what each test names, not the caller's.
+        .env_remove("SLUICE_STORE")
         .output()
         .expect("the binary runs")
 }
@@ -387,6 +389,86 @@ fn data_dir_makes_the_run_a_job_and_jobs_lists_and_shows_it() {
 }
 
 #[test]
+fn a_postgresql_store_holds_what_the_sqlite_store_holds() {
+    use sluice::store::{AccountId, PgTestServer};
+    let Some(server) = PgTestServer::from_env("cli::a_postgresql_store_holds_what_sqlite_holds")
+    else {
+        return;
+    };
+    let url = server.fresh();
+    let dir = tmp();
+    let data = dir.path().join("data");
+    let data = data.to_str().unwrap();
+    let run = |store: &[&str]| {
+        let out = ok(&with(&with(&SAMPLE, &["--json"]), store));
+        let mut v = serde_json::from_slice::<Value>(&out.stdout).unwrap();
+        for k in [
+            "JobId",
+            "CreatedAt",
+            "CompletedAt",
+            "StartedAt",
+            "ElapsedSeconds",
+        ] {
+            v.as_object_mut().unwrap().remove(k);
+        }
+        v
+    };
+    // Created, then updated: the same counts, failures and warnings.
+    for _ in 0..2 {
+        let pg = run(&["--store", &url]);
+        assert_eq!(pg, run(&["--data-dir", data]));
+    }
+    let pg = sluice::store::open(&url).unwrap();
+    let lite = sluice::store::open(data).unwrap();
+    let account = AccountId::default();
+    let now = i64::try_from(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis(),
+    )
+    .unwrap();
+    assert_eq!(pg.count_profiles(&account, "customers", now).unwrap(), 1566);
+    let db =
+        rusqlite::Connection::open(dir.path().join("data").join(sluice::store::DB_FILE)).unwrap();
+    let keys: Vec<String> = db
+        .prepare("SELECT profile_key FROM profiles")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(keys.len(), 1566);
+    for key in &keys {
+        let (a, b) = (
+            pg.profile(&account, "customers", key, now)
+                .unwrap()
+                .unwrap(),
+            lite.profile(&account, "customers", key, now)
+                .unwrap()
+                .unwrap(),
+        );
+        assert_eq!(a.fields, b.fields, "{key}");
+    }
+    // The job commands read it as they read SQLite.
+    let list = ok(&["jobs", "list", "--json", "--store", &url]);
+    let v: Value = serde_json::from_slice(&list.stdout).unwrap();
+    assert_eq!(v.as_array().unwrap().len(), 2);
+    assert_eq!(v[0]["UpdatedRecords"], 1566);
+    assert_eq!(v[1]["CreatedRecords"], 1566);
+    // An unreachable server: a clear error, without the password.
+    let err = fails(&with(
+        &SAMPLE,
+        &[
+            "--store",
+            "postgresql://ann:hunter2@127.0.0.1:9/db?connect_timeout=2",
+        ],
+    ));
+    assert!(err.contains("postgresql://ann@127.0.0.1:9/db"), "{err}");
+    assert!(!err.contains("hunter2"), "{err}");
+}
+
+#[test]
 fn job_commands_fail_clearly() {
     let dir = tmp();
     let data = dir.path().join("data");
@@ -415,7 +497,7 @@ fn job_commands_fail_clearly() {
         "--data-dir",
         data,
     ]);
-    assert!(err.contains("--data-dir needs DomainName"), "{err}");
+    assert!(err.contains("writing into a store needs DomainName"), "{err}");
     let out = dir.path().join("o.csv");
     let err = fails(&with(
         &SAMPLE,

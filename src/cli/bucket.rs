@@ -15,9 +15,15 @@ use super::{CliError, DEFAULT_DATA_DIR};
 /// endpoint.
 #[derive(Debug, Clone, clap::Args)]
 pub(crate) struct BucketArgs {
-    /// Data directory (buckets are folders in DATA_DIR/buckets).
+    /// Data directory (buckets are folders in DATA_DIR/buckets; the store
+    /// is the SQLite file in it unless --store names another).
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     pub(crate) data_dir: PathBuf,
+    /// The store, if not the SQLite file in --data-dir: a PostgreSQL
+    /// database that several sluice processes share,
+    /// postgresql://USER[:PASSWORD]@HOST:PORT/DB.
+    #[arg(long, env = "SLUICE_STORE", value_name = "URL")]
+    pub(crate) store: Option<String>,
     /// An S3-compatible endpoint to keep buckets on instead, e.g.
     /// http://127.0.0.1:9000 (path-style requests).
     #[arg(long, env = "SLUICE_S3_ENDPOINT")]
@@ -53,6 +59,11 @@ impl BucketArgs {
             access_key_id: id.clone(),
             secret_access_key: secret.clone(),
         })?))
+    }
+
+    /// The store these flags name.
+    pub(crate) fn open_store(&self) -> Result<Arc<dyn sluice::store::Store>, CliError> {
+        super::open(self.store.as_deref(), &self.data_dir)
     }
 
     /// The data directory's own objects (uploads, labels).
@@ -153,7 +164,7 @@ fn record_bucket(
     if region.is_none() && owner.is_none() {
         return Ok(());
     }
-    let store = super::open(&at.data_dir)?;
+    let store = at.open_store()?;
     store.set_bucket_settings(
         &super::account(),
         &BucketSettings {

@@ -28,7 +28,7 @@ pub(crate) enum Command {
 pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
     match cmd {
         Command::Run { job_id, device, at } => {
-            let store = super::open(&at.data_dir)?;
+            let store = at.open_store()?;
             let objects = at.objects()?;
             let clock = system_clock();
             let account = super::account();

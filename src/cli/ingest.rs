@@ -51,6 +51,11 @@ pub(crate) struct Args {
     /// mapping's DomainName names (created with 14-day expiry if new).
     #[arg(long, value_name = "DIR", conflicts_with = "out")]
     data_dir: Option<PathBuf>,
+    /// Write the result as a job into this store instead: a PostgreSQL
+    /// database that several sluice processes share,
+    /// postgresql://USER[:PASSWORD]@HOST:PORT/DB.
+    #[arg(long, env = "SLUICE_STORE", value_name = "URL", conflicts_with = "out")]
+    store: Option<String>,
     /// Profiles per write transaction (with --data-dir).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_ROWS, hide = true)]
     pub(super) batch_rows: usize,
@@ -83,8 +88,12 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
         }
     };
 
-    if let Some(dir) = &args.data_dir {
-        return into_store(&args, dir, &mapping_bytes, mapping, delimiter);
+    if args.data_dir.is_some() || args.store.is_some() {
+        let dir = args
+            .data_dir
+            .clone()
+            .unwrap_or_else(|| PathBuf::from(super::DEFAULT_DATA_DIR));
+        return into_store(&args, &dir, &mapping_bytes, mapping, delimiter);
     }
 
     let mut builder = IngestBuilder::new(mapping.mapping);
@@ -289,7 +298,7 @@ fn into_store(
 ) -> Result<(), CliError> {
     let domain = mapping.domain_name.clone().ok_or_else(|| {
         CliError(format!(
-            "{}: --data-dir needs DomainName in the mapping, to say which domain the profiles go into",
+            "{}: writing into a store needs DomainName in the mapping, to say which domain the profiles go into",
             args.mapping.display()
         ))
     })?;
@@ -299,7 +308,7 @@ fn into_store(
         let p = std::fs::canonicalize(f).map_err(|e| CliError(format!("{}: {e}", f.display())))?;
         inputs.push(Source::File(p));
     }
-    let store = open(dir)?;
+    let store = open(args.store.as_deref(), dir)?;
     let account = account();
     if store.domain(&account, &domain)?.is_none() {
         store.create_domain(

@@ -71,28 +71,34 @@ pub(crate) enum Command {
     },
 }
 
-/// The `--data-dir` option.
+/// The `--data-dir` and `--store` options.
 #[derive(Debug, clap::Args)]
 pub(crate) struct DataDir {
     /// The data directory holding the store.
     #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     data_dir: PathBuf,
+    /// The store, if not the SQLite file in --data-dir: a PostgreSQL
+    /// database that several sluice processes share,
+    /// postgresql://USER[:PASSWORD]@HOST:PORT/DB.
+    #[arg(long, env = "SLUICE_STORE", value_name = "URL")]
+    store: Option<String>,
 }
 
 fn parse_status(s: &str) -> Result<JobStatus, String> {
     s.to_ascii_uppercase().parse().map_err(|e| format!("{e}"))
 }
 
-/// Opens an existing store, so that reading commands do not create one.
-fn open_existing(dir: &Path) -> Result<Arc<dyn Store>, CliError> {
-    if !dir.join(sluice::store::DB_FILE).is_file() {
+/// Opens an existing store, so that reading commands do not create one (a
+/// PostgreSQL store is made by whoever connects first).
+fn open_existing(store: Option<&str>, dir: &Path) -> Result<Arc<dyn Store>, CliError> {
+    if store.is_none() && !dir.join(sluice::store::DB_FILE).is_file() {
         return Err(CliError(format!(
             "{}: no store here (write one with `sluice ingest --data-dir {}`)",
             dir.display(),
             dir.display()
         )));
     }
-    open(dir)
+    open(store, dir)
 }
 
 pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
@@ -106,7 +112,7 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
             limit,
             json,
         } => {
-            let store = open_existing(&dir.data_dir)?;
+            let store = open_existing(dir.store.as_deref(), &dir.data_dir)?;
             let jobs = store.jobs(&JobFilter {
                 account: Some(account()),
                 domain,
@@ -123,13 +129,13 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
             }
         }
         Command::Show { id, dir, json } => {
-            let store = open_existing(&dir.data_dir)?;
+            let store = open_existing(dir.store.as_deref(), &dir.data_dir)?;
             let job = store
                 .job(JobRef {
                     account: &account(),
                     id: &id,
                 })?
-                .ok_or_else(|| CliError(format!("no job {id} in {}", dir.data_dir.display())))?;
+                .ok_or_else(|| CliError(format!("no job {id} in {}", store.location())))?;
             if json {
                 serde_json::to_writer(&mut w, &job_json(&job))?;
                 writeln!(w)?;
@@ -138,7 +144,7 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
             }
         }
         Command::Resume { at, threads, json } => {
-            let store = open_existing(&at.data_dir)?;
+            let store = open_existing(at.store.as_deref(), &at.data_dir)?;
             // Upload jobs read sealed files; import jobs read buckets.
             let key_file = at.data_dir.join(MASTER_KEY_FILE);
             let master_key = if key_file.is_file() {
@@ -187,7 +193,7 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
             }
         }
         Command::Stop { id, dir } => {
-            let store = open_existing(&dir.data_dir)?;
+            let store = open_existing(dir.store.as_deref(), &dir.data_dir)?;
             let runner = Runner::new(
                 store,
                 RunnerConfig {

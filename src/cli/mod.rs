@@ -78,9 +78,13 @@ impl<E: std::error::Error> From<E> for CliError {
     }
 }
 
-/// The store of a data directory.
-pub(crate) fn open(dir: &Path) -> Result<Arc<dyn Store>, CliError> {
-    Ok(sluice::store::open(&dir.display().to_string())?)
+/// The store `--store` names (a PostgreSQL URL, shared by processes on
+/// any machines), or else the SQLite file of the data directory.
+pub(crate) fn open(store: Option<&str>, dir: &Path) -> Result<Arc<dyn Store>, CliError> {
+    match store {
+        Some(url) => Ok(sluice::store::open(url)?),
+        None => Ok(sluice::store::open(&dir.display().to_string())?),
+    }
 }
 
 /// The account the command acts for.

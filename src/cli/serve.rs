@@ -81,7 +81,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
         .enable_all()
         .build()?;
     let objects = args.at.objects()?;
-    let store = super::open(&args.at.data_dir)?;
+    let store = args.at.open_store()?;
     runtime.block_on(async move {
         let config = ServerConfig {
             listen: args.listen,

@@ -247,6 +247,10 @@ impl Server {
         let (apis, credentials, credentials_file, resumed) =
             tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
                 let store = Arc::clone(&cfg.store);
+                // The keys and uploads live here whichever store is used
+                // (a PostgreSQL store makes no directory of its own).
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| setup(&format!("the data directory {}: {e}", dir.display())))?;
                 let master = Arc::new(MasterKey::load_or_create(&dir).map_err(|e| setup(&e))?);
                 let (credentials, file) = match &cfg.credentials {
                     Some(p) => (Credentials::load(p).map_err(|e| setup(&e))?, None),

@@ -55,10 +55,10 @@ use std::fmt;
 
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
-pub use postgres::{PG_SCHEMA_VERSION, PgStore, redact};
-#[cfg(feature = "postgres")]
 #[doc(hidden)]
 pub use postgres::TestServer as PgTestServer;
+#[cfg(feature = "postgres")]
+pub use postgres::{PG_SCHEMA_VERSION, PgStore, redact};
 #[cfg(feature = "sqlite")]
 pub use sqlite::{DB_FILE, PAGE_SIZE, SCHEMA_VERSION, SqliteStore};
 pub use status::{FailureKind, JobStatus, UnknownStatus};
@@ -1198,7 +1198,7 @@ pub enum EndpointWrite {
 /// Builds the endpoint to store from the stored one it updates, if any:
 /// called once per key of an [`EndpointBatch`], with the key's index.
 pub type EndpointMerge<'a> =
-    dyn FnMut(usize, Option<StoredEndpoint>) -> Result<StoredEndpoint, String> + 'a;
+    dyn FnMut(usize, Option<StoredEndpoint>) -> Result<StoredEndpoint, String> + Send + 'a;
 
 /// A segment of an app's endpoints.
 #[derive(Clone, Debug, Eq, PartialEq)]

@@ -192,6 +192,18 @@ impl std::fmt::Debug for PgStore {
     }
 }
 
+impl Drop for PgStore {
+    fn drop(&mut self) {
+        // A client closes its connection on its own runtime when dropped:
+        // not on a thread of an async runtime either.
+        let pool = std::mem::take(self.pool.get_mut().unwrap_or_else(|e| e.into_inner()));
+        let _ = blocking(move || {
+            drop(pool);
+            Ok(())
+        });
+    }
+}
+
 /// `url` without its password, to show people.
 pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
@@ -275,9 +287,12 @@ impl PgStore {
             location: redact(url),
             pool: Mutex::new(Vec::new()),
         };
-        let mut client = store.connect()?;
-        store.migrate(&mut client)?;
-        store.put_back(client);
+        blocking(|| {
+            let mut client = store.connect()?;
+            store.migrate(&mut client)?;
+            store.put_back(client);
+            Ok(())
+        })?;
         Ok(store)
     }
 
@@ -359,7 +374,14 @@ impl PgStore {
 
     /// Runs `f` in a serializable transaction, again while PostgreSQL aborts
     /// it for a conflict with another; commits what it returns `Ok` for.
-    fn write<T>(
+    fn write<T: Send>(
+        &self,
+        f: impl FnMut(&mut Transaction<'_>) -> TxResult<T> + Send,
+    ) -> Result<T, StoreError> {
+        blocking(|| self.write_here(f))
+    }
+
+    fn write_here<T>(
         &self,
         mut f: impl FnMut(&mut Transaction<'_>) -> TxResult<T>,
     ) -> Result<T, StoreError> {
@@ -388,12 +410,31 @@ impl PgStore {
     }
 
     /// Runs `f` on a connection of the pool, outside a transaction.
-    fn read<T>(&self, f: impl FnOnce(&mut Client) -> TxResult<T>) -> Result<T, StoreError> {
-        let mut client = self.take()?;
-        let out = f(&mut client);
-        self.put_back(client);
-        out.map_err(|f| self.fail(f))
+    fn read<T: Send>(
+        &self,
+        f: impl FnOnce(&mut Client) -> TxResult<T> + Send,
+    ) -> Result<T, StoreError> {
+        blocking(|| {
+            let mut client = self.take()?;
+            let out = f(&mut client);
+            self.put_back(client);
+            out.map_err(|f| self.fail(f))
+        })
     }
+}
+
+/// Runs `f`, which blocks on PostgreSQL, where blocking is allowed. The
+/// client runs a runtime of its own, which cannot be entered from a thread
+/// of an async runtime (the server calls the store from its handlers
+/// too): there `f` runs on a thread of its own.
+fn blocking<T: Send>(f: impl FnOnce() -> Result<T, StoreError> + Send) -> Result<T, StoreError> {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(out) => out,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
 }
 
 /// A PostgreSQL error with what the server said, in full.
@@ -834,7 +875,7 @@ impl PgStore {
         &self,
         account: &AccountId,
         name: &str,
-        change: impl Fn(Option<&Lease>) -> Option<Lease>,
+        change: impl Fn(Option<&Lease>) -> Option<Lease> + Sync,
     ) -> Result<Option<Lease>, StoreError> {
         self.write(|tx| {
             let current = tx

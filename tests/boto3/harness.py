@@ -43,6 +43,18 @@ class Server:
                     f.write("[p%d]\naws_access_key_id = %s\naws_secret_access_key = %s\n"
                             % (n, k, v))
             extra = ("--credentials", path) + extra
+        # With SLUICE_BOTO3_PG (a PostgreSQL URL whose user may create
+        # databases), the store is a new database of that server, kept in
+        # the folder for a restart, instead of the SQLite file.
+        store_file = os.path.join(self.dir, "store-url")
+        self.pg_database = None
+        if os.environ.get("SLUICE_BOTO3_PG"):
+            if not os.path.exists(store_file):
+                with open(store_file, "w") as f:
+                    f.write(new_pg_database(os.environ["SLUICE_BOTO3_PG"]))
+            with open(store_file) as f:
+                self.store_url = f.read()
+            extra = ("--store", self.store_url) + extra
         # The server's log goes to a file: a pipe nobody reads could fill.
         self.log = open(os.path.join(self.dir, "serve.log"), "a+")
         self.proc = subprocess.Popen(
@@ -64,6 +76,11 @@ class Server:
             creds.read(os.path.join(self.data, "credentials"))
             self.key_id = creds["default"]["aws_access_key_id"]
             self.secret = creds["default"]["aws_secret_access_key"]
+
+    def store_args(self):
+        """What names this server's store to the sluice command."""
+        store = getattr(self, "store_url", None)
+        return ["--data-dir", self.data] + (["--store", store] if store else [])
 
     def client(self, secret=None, service="customer-profiles", key_id=None, **config):
         return boto3.client(
@@ -92,10 +109,26 @@ class Server:
         self.log.close()
         shutil.rmtree(self.dir, ignore_errors=True)
         self.log_text = log
+        if os.environ.get("SLUICE_BOTO3_PG") and getattr(self, "store_url", None):
+            drop_pg_database(os.environ["SLUICE_BOTO3_PG"], self.store_url)
         # A clean stop on SIGTERM, and nothing went wrong inside.
         assert code == 0, "sluice serve ended with %s:\n%s" % (code, log)
         assert "internal error" not in log, log
 
+
+
+def new_pg_database(admin):
+    """A new, empty database on the PostgreSQL server of `admin`; its URL."""
+    name = "sluice_boto3_%d_%d" % (os.getpid(), time.monotonic_ns())
+    subprocess.run(["psql", admin, "-q", "-c", "CREATE DATABASE " + name], check=True)
+    base = admin.split("?", 1)[0].rsplit("/", 1)[0]
+    return "%s/%s" % (base, name)
+
+
+def drop_pg_database(admin, url):
+    name = url.rsplit("/", 1)[1]
+    subprocess.run(["psql", admin, "-q", "-c", "DROP DATABASE IF EXISTS %s WITH (FORCE)" % name],
+                   check=False)
 
 
 def free_port():

@@ -2,8 +2,9 @@
 # Runs the boto3 / aws CLI end-to-end tests against a freshly built
 # `sluice serve`: Customer Profiles upload jobs, Pinpoint import jobs (also
 # with buckets on moto's S3 server), Import/Export jobs, the bad-input
-# matrix over HTTP, kill -9 and load. Makes (once) a virtualenv with the
-# pinned clients and moto.
+# matrix over HTTP, kill -9 and load; with SLUICE_TEST_PG (a PostgreSQL
+# server, see tests/pg/cluster.sh) all of them again on a PostgreSQL store.
+# Makes (once) a virtualenv with the pinned clients and moto.
 #
 #   tests/boto3/run.sh            # venv in ~/.cache/sluice-boto3-venv
 #   SLUICE_VENV=/some/venv tests/boto3/run.sh
@@ -21,3 +22,14 @@ export PATH="$VENV/bin:$PATH"   # the aws CLI, moto_server
 "$VENV/bin/python" tests/boto3/test_importexport_jobs.py
 "$VENV/bin/python" tests/boto3/test_bad_input.py
 "$VENV/bin/python" tests/boto3/test_faults.py
+# Again on a PostgreSQL store when there is a server to make databases on
+# (.ci/run starts one): each server a new database of it.
+if [ -n "${SLUICE_TEST_PG:-}" ]; then
+  for t in test_upload_jobs test_import_jobs test_importexport_jobs test_bad_input test_faults; do
+    echo "== $t on PostgreSQL"
+    SLUICE_BOTO3_PG="$SLUICE_TEST_PG" "$VENV/bin/python" "tests/boto3/$t.py"
+  done
+elif [ "${SLUICE_REQUIRE_PG:-}" = 1 ]; then
+  echo "SLUICE_REQUIRE_PG=1 but SLUICE_TEST_PG names no server" >&2
+  exit 1
+fi

@@ -131,7 +131,7 @@ class BadInput(unittest.TestCase):
 
     def details(self, job):
         """What `sluice jobs show` says of a job: its failure, in full."""
-        out = subprocess.run([sluice_bin(), "jobs", "show", job, "--data-dir", self.server.data,
+        out = subprocess.run([sluice_bin(), "jobs", "show", job, *self.server.store_args(),
                               "--json"], capture_output=True, text=True, check=True)
         return out.stdout
 

@@ -95,7 +95,7 @@ class ImportExportTest(unittest.TestCase):
 
     @classmethod
     def sluice(cls, *args, ok=True):
-        out = subprocess.run([sluice_bin(), *args, "--data-dir", cls.server.data],
+        out = subprocess.run([sluice_bin(), *args, *cls.server.store_args()],
                              capture_output=True, text=True)
         if ok:
             assert out.returncode == 0, out.stderr
@@ -312,11 +312,14 @@ class ImportExportTest(unittest.TestCase):
         self.expect("CanceledJobIdException", job, ie.get_shipping_label, jobIds=[job])
 
         old, _ = self.create(good)
-        db = sqlite3.connect(os.path.join(self.server.data, "sluice.db"))
-        with db:
-            db.execute("UPDATE jobs SET created_ms = created_ms - 31 * 86400000 WHERE id = ?",
-                       (old,))
-        db.close()
+        age = "UPDATE jobs SET created_ms = created_ms - 2678400000 WHERE id = '%s'" % old  # 31 days
+        if getattr(self.server, "store_url", None):
+            subprocess.run(["psql", self.server.store_url, "-q", "-c", age], check=True)
+        else:
+            db = sqlite3.connect(os.path.join(self.server.data, "sluice.db"))
+            with db:
+                db.execute(age)
+            db.close()
         for call in (ie.get_status, ie.cancel_job):
             self.expect("ExpiredJobIdException", old, call, JobId=old)
         self.expect("ExpiredJobIdException", old, ie.update_job, JobId=old, Manifest=good,
@@ -339,7 +342,7 @@ class ImportExportTest(unittest.TestCase):
         server = Server("--max-importexport-jobs-per-day", "2", keys=KEYS)
         try:
             subprocess.run([sluice_bin(), "bucket", "mb", "s3://photos",
-                            "--data-dir", server.data], check=True, capture_output=True)
+                            *server.store_args()], check=True, capture_output=True)
             ie = server.client(service="importexport")
             for _ in range(2):
                 ie.create_job(JobType="Import", Manifest=import_manifest(), ValidateOnly=False)
@@ -416,7 +419,7 @@ class ImportExportTest(unittest.TestCase):
             env = moto.env()
             server = Server(keys=KEYS, env=env)
             run = lambda *a, ok=True: subprocess.run(  # noqa: E731
-                [sluice_bin(), *a, "--data-dir", server.data], capture_output=True,
+                [sluice_bin(), *a, *server.store_args()], capture_output=True,
                 text=True, env=dict(os.environ, **env), check=ok)
             run("bucket", "mb", "s3://photos")
             ie = server.client(service="importexport")
