@@ -469,6 +469,98 @@ fn a_postgresql_store_holds_what_the_sqlite_store_holds() {
 }
 
 #[test]
+fn a_postgresql_job_survives_its_connections_being_cut() {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let Some(server) = sluice::store::PgTestServer::from_env("cli::connections_cut") else {
+        return;
+    };
+    let url = server.fresh();
+    let dir = tmp();
+    // 300,000 rows of 200,000 keys: long enough to be cut while it writes.
+    let input = dir.path().join("big.csv");
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+    writeln!(f, "customer_id,first_name,last_name,email,phone,city,postal_code,lifetime_value,signup_date,notes").unwrap();
+    for i in 0..300_000u32 {
+        writeln!(
+            f,
+            "C{i},Ann,Lee,user{}@example.com,(718) 555-{:04},Paris,75001,{}.5,2024-01-01,",
+            i % 200_000,
+            i % 10_000,
+            i % 1000
+        )
+        .unwrap();
+    }
+    f.into_inner().unwrap().sync_all().unwrap();
+    let input = input.to_str().unwrap();
+    let args = |store: &[&str]| -> Vec<String> {
+        let mut a: Vec<String> = [
+            "ingest",
+            input,
+            "--mapping",
+            "testdata/customers.mapping.json",
+            "--json",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        a.extend(store.iter().map(|s| s.to_string()));
+        a
+    };
+    let counts = |out: &Output| {
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+        [
+            "Status",
+            "CreatedRecords",
+            "UpdatedRecords",
+            "DuplicateRecords",
+            "FailedRecords",
+            "TotalProcessed",
+        ]
+        .map(|k| v[k].to_string())
+    };
+    let data = dir.path().join("data");
+    let want = {
+        let a = args(&["--data-dir", data.to_str().unwrap()]);
+        counts(&ok(&a.iter().map(String::as_str).collect::<Vec<_>>()))
+    };
+    assert_eq!(want[1], "200000");
+    // Every connection of the job's database ended by the server, six
+    // times while the job runs (each cut aborts what was being written).
+    let done = AtomicBool::new(false);
+    let got = std::thread::scope(|s| {
+        s.spawn(|| {
+            let mut admin = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let mut cuts = 0;
+            while cuts < 6 && !done.load(Ordering::Relaxed) {
+                std::thread::sleep(std::time::Duration::from_millis(300));
+                let n: i64 = admin
+                    .query_one(
+                        "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity \
+                         WHERE datname = current_database() AND pid <> pg_backend_pid()",
+                        &[],
+                    )
+                    .unwrap()
+                    .get(0);
+                cuts += n;
+            }
+            assert!(cuts > 0, "no connection was cut");
+        });
+        let a = args(&["--store", &url]);
+        let out = ok(&a.iter().map(String::as_str).collect::<Vec<_>>());
+        done.store(true, Ordering::Relaxed);
+        counts(&out)
+    });
+    assert_eq!(got, want);
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let stored: i64 = c
+        .query_one("SELECT count(*) FROM profiles", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(stored, 200_000);
+}
+
+#[test]
 fn job_commands_fail_clearly() {
     let dir = tmp();
     let data = dir.path().join("data");
@@ -497,7 +589,10 @@ fn job_commands_fail_clearly() {
         "--data-dir",
         data,
     ]);
-    assert!(err.contains("writing into a store needs DomainName"), "{err}");
+    assert!(
+        err.contains("writing into a store needs DomainName"),
+        "{err}"
+    );
     let out = dir.path().join("o.csv");
     let err = fails(&with(
         &SAMPLE,

@@ -308,7 +308,7 @@ impl PgStore {
         StoreError::Backend {
             location: self.location.clone(),
             message: full(e),
-            transient: e.is_closed() || retryable(e) || e.code().is_none(),
+            transient: broken(e) || retryable(e),
         }
     }
 
@@ -389,18 +389,28 @@ impl PgStore {
         let mut tries = 0;
         let out = loop {
             tries += 1;
+            let mut committing = false;
             let attempt = (|| -> TxResult<T> {
                 let mut tx = client
                     .build_transaction()
                     .isolation_level(IsolationLevel::Serializable)
                     .start()?;
                 let out = f(&mut tx)?;
+                committing = true;
                 tx.commit()?;
                 Ok(out)
             })();
             match attempt {
                 Err(Fail::Pg(e)) if retryable(&e) && tries < WRITE_TRIES => {
                     std::thread::sleep(Duration::from_millis(u64::from(tries.min(20))));
+                }
+                // The connection broke before the commit was sent: nothing
+                // was written, so a new connection may do it all again. At
+                // the commit no one can tell whether it took: the error
+                // goes to the caller (transient), whose job resumes from
+                // what the store says it wrote.
+                Err(Fail::Pg(e)) if broken(&e) && !committing && tries < WRITE_TRIES => {
+                    client = self.connect()?;
                 }
                 other => break other,
             }
@@ -409,18 +419,32 @@ impl PgStore {
         out.map_err(|f| self.fail(f))
     }
 
-    /// Runs `f` on a connection of the pool, outside a transaction.
+    /// Runs `f` on a connection of the pool, outside a transaction; again
+    /// on a new connection if the one it had broke.
     fn read<T: Send>(
         &self,
-        f: impl FnOnce(&mut Client) -> TxResult<T> + Send,
+        mut f: impl FnMut(&mut Client) -> TxResult<T> + Send,
     ) -> Result<T, StoreError> {
         blocking(|| {
             let mut client = self.take()?;
-            let out = f(&mut client);
+            let mut out = f(&mut client);
+            if matches!(&out, Err(Fail::Pg(e)) if broken(e)) {
+                client = self.connect()?;
+                out = f(&mut client);
+            }
             self.put_back(client);
             out.map_err(|f| self.fail(f))
         })
     }
+}
+
+/// Whether the connection is gone (the server went away, restarted, or
+/// ended this session), as opposed to an error of the statement.
+fn broken(e: &postgres::Error) -> bool {
+    e.is_closed()
+        || e.code()
+            .is_some_and(|c| c.code().starts_with("08") || c.code().starts_with("57"))
+        || std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>())
 }
 
 /// Runs `f`, which blocks on PostgreSQL, where blocking is allowed. The
