@@ -897,6 +897,31 @@ fn endpoints_segments_and_apps(s: &dyn Store) {
         },
     );
     assert_eq!(found, Some(("e2".to_owned(), T0 + 1)));
+    // Within one batch a key finds what the rows before it wrote: an
+    // endpoint put at an address, and not one moved away from it.
+    let mut seen = Vec::new();
+    find(
+        &[
+            EndpointKey::Id("e5"),
+            EndpointKey::Address("EMAIL", "z@x.co"),
+            EndpointKey::Id("e2"),
+            EndpointKey::Address("EMAIL", "c@x.co"),
+        ],
+        T0 + 8,
+        &mut |n, old| {
+            seen.push(old.as_ref().map(|e| e.id.clone()));
+            match n {
+                0 => Ok(endpoint("e5", "EMAIL", "z@x.co", "u5")),
+                2 => Ok(StoredEndpoint {
+                    address: Some("y@x.co".into()),
+                    ..old.expect("e2")
+                }),
+                _ => old.ok_or_else(|| "gone".to_owned()),
+            }
+        },
+    );
+    let seen: Vec<Option<&str>> = seen.iter().map(Option::as_deref).collect();
+    assert_eq!(seen, [None, Some("e5"), Some("e2"), None]);
     // Segments: made once, versions move with updates.
     s.create_segment(
         &a,

@@ -8,11 +8,11 @@
 //! they break; a lost connection is a transient error, which the runner
 //! retries.
 
+use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
 use postgres::error::SqlState;
-use postgres::types::ToSql;
 use postgres::{Client, IsolationLevel, NoTls, Row, Transaction};
 
 use super::{
@@ -1280,6 +1280,163 @@ fn segment_from_row(r: &Row) -> Segment {
     }
 }
 
+/// A batch of endpoints as it stands while it is made: the stored ones
+/// its keys find, read in two queries, then each endpoint the batch writes,
+/// kept here and written in one statement at the end. Finding by key sees
+/// the batch's own earlier writes, as a lookup before each write would.
+struct EndpointState {
+    /// Every endpoint read or written, as it now stands.
+    by_id: HashMap<String, StoredEndpoint>,
+    /// The ids at each sought address: those read, and those the batch put
+    /// there since (kept only while they are still there).
+    at: HashMap<(String, String), Vec<String>>,
+    /// The ids written, in the order first written.
+    written: Vec<String>,
+}
+
+impl EndpointState {
+    fn read(
+        tx: &mut Transaction<'_>,
+        no: i64,
+        keys: &[EndpointKey<'_>],
+    ) -> TxResult<EndpointState> {
+        let mut ids: Vec<&str> = Vec::new();
+        let (mut channels, mut addresses): (Vec<&str>, Vec<&str>) = (Vec::new(), Vec::new());
+        for k in keys {
+            match *k {
+                EndpointKey::Id(id) => ids.push(id),
+                EndpointKey::Address(ch, addr) => {
+                    channels.push(ch);
+                    addresses.push(addr);
+                }
+            }
+        }
+        let mut state = EndpointState {
+            by_id: HashMap::new(),
+            at: HashMap::new(),
+            written: Vec::new(),
+        };
+        for (ch, addr) in channels.iter().zip(&addresses) {
+            state
+                .at
+                .entry(((*ch).to_owned(), (*addr).to_owned()))
+                .or_default();
+        }
+        let found = tx.query(
+            &format!(
+                "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE app_no = $1 AND endpoint_id = ANY($2) \
+                 UNION \
+                 SELECT {ENDPOINT_COLUMNS} FROM endpoints \
+                 WHERE app_no = $1 AND (channel_type, address) IN \
+                 (SELECT * FROM unnest($3::text[], $4::text[]))"
+            ),
+            &[&no, &ids, &channels, &addresses],
+        )?;
+        for row in &found {
+            let e = endpoint_from_row(row);
+            if let (Some(ch), Some(addr)) = (&e.channel_type, &e.address)
+                && let Some(here) = state.at.get_mut(&(ch.clone(), addr.clone()))
+            {
+                here.push(e.id.clone());
+            }
+            state.by_id.insert(e.id.clone(), e);
+        }
+        Ok(state)
+    }
+
+    /// What `key` finds now: the endpoint of the id, or the first created
+    /// (then lowest id) of those at the address.
+    fn find(&self, key: EndpointKey<'_>) -> Option<StoredEndpoint> {
+        match key {
+            EndpointKey::Id(id) => self.by_id.get(id).cloned(),
+            EndpointKey::Address(ch, addr) => self
+                .at
+                .get(&(ch.to_owned(), addr.to_owned()))?
+                .iter()
+                .filter_map(|id| self.by_id.get(id))
+                .filter(|e| {
+                    e.channel_type.as_deref() == Some(ch) && e.address.as_deref() == Some(addr)
+                })
+                .min_by(|a, b| (a.created_ms, &a.id).cmp(&(b.created_ms, &b.id)))
+                .cloned(),
+        }
+    }
+
+    /// Records `e` as written at `now_ms` by job `ours` (its creation kept
+    /// if it was stored or written before).
+    fn put(&mut self, mut e: StoredEndpoint, now_ms: i64, ours: &str) {
+        match self.by_id.get(&e.id) {
+            Some(old) => {
+                e.created_ms = old.created_ms;
+                e.created_by.clone_from(&old.created_by);
+            }
+            None => {
+                e.created_ms = now_ms;
+                e.created_by = Some(ours.to_owned());
+            }
+        }
+        e.updated_ms = now_ms;
+        if let (Some(ch), Some(addr)) = (&e.channel_type, &e.address)
+            && let Some(here) = self.at.get_mut(&(ch.clone(), addr.clone()))
+            && !here.contains(&e.id)
+        {
+            here.push(e.id.clone());
+        }
+        self.written.push(e.id.clone());
+        self.by_id.insert(e.id.clone(), e);
+    }
+
+    /// Writes every endpoint the batch wrote, as it stands at the end, and
+    /// their segment memberships.
+    fn write(
+        mut self,
+        tx: &mut Transaction<'_>,
+        no: i64,
+        now_ms: i64,
+        ours: &str,
+        segment: Option<&str>,
+    ) -> TxResult<()> {
+        let mut seen = std::collections::HashSet::new();
+        self.written.retain(|id| seen.insert(id.clone()));
+        let rows: Vec<&StoredEndpoint> = self.written.iter().map(|id| &self.by_id[id]).collect();
+        let col = |f: fn(&StoredEndpoint) -> Option<&str>| -> Vec<Option<&str>> {
+            rows.iter().map(|e| f(e)).collect()
+        };
+        let ids: Vec<&str> = rows.iter().map(|e| e.id.as_str()).collect();
+        let fields: Vec<&str> = rows.iter().map(|e| e.fields.as_str()).collect();
+        let created: Vec<i64> = rows.iter().map(|e| e.created_ms).collect();
+        tx.execute(
+            "INSERT INTO endpoints(app_no, endpoint_id, channel_type, address, user_id, fields, \
+             created_ms, updated_ms, created_by) \
+             SELECT $1, id, ch, addr, u, f, c, $8, $9 \
+             FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::text[], $7::bigint[]) \
+             AS t(id, ch, addr, u, f, c) \
+             ON CONFLICT(app_no, endpoint_id) DO UPDATE SET channel_type = excluded.channel_type, \
+             address = excluded.address, user_id = excluded.user_id, fields = excluded.fields, \
+             updated_ms = excluded.updated_ms",
+            &[
+                &no,
+                &ids,
+                &col(|e| e.channel_type.as_deref()),
+                &col(|e| e.address.as_deref()),
+                &col(|e| e.user_id.as_deref()),
+                &fields,
+                &created,
+                &now_ms,
+                &ours,
+            ],
+        )?;
+        if let Some(seg) = segment {
+            tx.execute(
+                "INSERT INTO segment_members(app_no, segment_id, endpoint_id) \
+                 SELECT $1, $2, id FROM unnest($3::text[]) AS t(id) ON CONFLICT DO NOTHING",
+                &[&no, &seg, &ids],
+            )?;
+        }
+        Ok(())
+    }
+}
+
 impl AppStore for PgStore {
     fn create_app(&self, account: &AccountId, a: &App) -> Result<(), StoreError> {
         self.write(|tx| {
@@ -1386,36 +1543,11 @@ impl AppStore for PgStore {
                 }
                 .into());
             }
-            let by_id = tx.prepare(&format!(
-                "SELECT {ENDPOINT_COLUMNS} FROM endpoints WHERE app_no = $1 AND endpoint_id = $2"
-            ))?;
-            // The first created at the address (by creation time, then id).
-            let by_address = tx.prepare(&format!(
-                "SELECT {ENDPOINT_COLUMNS} FROM endpoints \
-                 WHERE app_no = $1 AND channel_type = $2 AND address = $3 \
-                 ORDER BY created_ms, endpoint_id LIMIT 1"
-            ))?;
-            let upsert = tx.prepare(
-                "INSERT INTO endpoints(app_no, endpoint_id, channel_type, address, user_id, \
-                 fields, created_ms, updated_ms, created_by) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $7, $8) \
-                 ON CONFLICT(app_no, endpoint_id) DO UPDATE SET channel_type = $3, \
-                 address = $4, user_id = $5, fields = $6, updated_ms = $7",
-            )?;
-            let member = tx.prepare(
-                "INSERT INTO segment_members(app_no, segment_id, endpoint_id) \
-                 VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
-            )?;
+            let mut batch = EndpointState::read(tx, no, b.keys)?;
             let mut out = Vec::with_capacity(b.keys.len());
             let (mut created, mut updated) = (0i64, 0i64);
             for (i, key) in b.keys.iter().enumerate() {
-                let found = match *key {
-                    EndpointKey::Id(id) => tx.query_opt(&by_id, &[&no, &id])?,
-                    EndpointKey::Address(ch, addr) => {
-                        tx.query_opt(&by_address, &[&no, &ch, &addr])?
-                    }
-                }
-                .map(|r| endpoint_from_row(&r));
+                let found = batch.find(*key);
                 let existed = found
                     .as_ref()
                     .is_some_and(|f| f.created_by.as_deref() != Some(ours));
@@ -1426,28 +1558,17 @@ impl AppStore for PgStore {
                         continue;
                     }
                 };
-                let params: [&(dyn ToSql + Sync); 8] = [
-                    &no,
-                    &e.id,
-                    &e.channel_type,
-                    &e.address,
-                    &e.user_id,
-                    &e.fields,
-                    &b.now_ms,
-                    &ours,
-                ];
-                tx.execute(&upsert, &params)?;
-                if let Some(seg) = b.segment {
-                    tx.execute(&member, &[&no, &seg, &e.id])?;
-                }
+                let id = e.id.clone();
+                batch.put(e, b.now_ms, ours);
                 if existed {
                     updated += 1;
-                    out.push(EndpointWrite::Updated(e.id));
+                    out.push(EndpointWrite::Updated(id));
                 } else {
                     created += 1;
-                    out.push(EndpointWrite::Created(e.id));
+                    out.push(EndpointWrite::Created(id));
                 }
             }
+            batch.write(tx, no, b.now_ms, ours, b.segment)?;
             tx.execute(
                 "UPDATE jobs SET created = created + $3, updated = updated + $4 \
                  WHERE account = $1 AND id = $2",
