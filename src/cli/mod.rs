@@ -14,6 +14,7 @@ mod importexport;
 mod ingest;
 mod jobs;
 mod serve;
+mod worker;
 
 /// Fast, exact CSV ingest with AWS-shaped import jobs.
 #[derive(Debug, Parser)]
@@ -38,6 +39,9 @@ enum Command {
     /// Import/Export jobs: run a job when its device arrives.
     #[command(subcommand)]
     Importexport(importexport::Command),
+    /// Run the jobs queued in a store that several processes share
+    /// (--store postgresql://…), until stopped.
+    Worker(worker::Args),
 }
 
 /// Runs the command line; errors are printed on stderr.
@@ -49,6 +53,7 @@ pub(crate) fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args),
         Command::Bucket(cmd) => bucket::run(cmd),
         Command::Importexport(cmd) => importexport::run(cmd),
+        Command::Worker(args) => worker::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -57,8 +57,10 @@ pub(crate) struct Args {
     /// RequestTimeout.
     #[arg(long, default_value = "64KiB", value_parser = parse_size)]
     min_upload_rate: u64,
-    /// Jobs run at once; more wait in the queue.
-    #[arg(long, default_value_t = 2)]
+    /// Jobs this process runs at once; more wait in the queue. 0 runs
+    /// none: jobs wait in the store for `sluice worker` processes that
+    /// share it (--store).
+    #[arg(long, visible_alias = "workers", default_value_t = 2)]
     max_jobs: usize,
     /// Pinpoint import jobs of one app run at once; more wait.
     #[arg(long, default_value_t = 2)]
@@ -124,7 +126,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
     })
 }
 
-async fn shutdown_signal() {
+pub(super) async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {

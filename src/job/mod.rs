@@ -131,7 +131,9 @@ impl Source {
 /// How a [`Runner`] works.
 #[derive(Clone)]
 pub struct RunnerConfig {
-    /// Jobs run at once; more wait in the queue. At least 1.
+    /// Jobs run at once; more wait in the queue. With 0 this runner runs
+    /// none: the jobs it queues wait in the store for runners of other
+    /// processes (`sluice worker`) sharing it.
     pub max_jobs: usize,
     /// The worker pool all jobs share; built with [`RunnerConfig::threads`]
     /// threads when `None`.

@@ -92,6 +92,9 @@ impl Shared {
     }
 
     fn enqueue(&self, key: Key, app: Option<&str>) {
+        if self.config.max_jobs == 0 {
+            return; // the store's queue is the only one: other processes run it
+        }
         let mut st = self.state();
         if !st.queue.iter().any(|(q, _)| *q == key) && !st.running.contains_key(&key) {
             st.queue.push_back((key, app.map(str::to_owned)));
@@ -159,7 +162,10 @@ impl Runner {
     ///
     /// When the worker pool or the threads cannot be started.
     pub fn new(store: Arc<dyn Store>, mut config: RunnerConfig) -> Result<Runner, JobError> {
-        config.max_jobs = config.max_jobs.max(1);
+        if config.max_jobs == 0 {
+            // Runs nothing: jobs wait in the store for other processes.
+            config.recover_every = None;
+        }
         config.max_jobs_per_app = config.max_jobs_per_app.max(1);
         let pool = match config.pool.take() {
             Some(p) => p,

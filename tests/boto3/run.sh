@@ -29,6 +29,8 @@ if [ -n "${SLUICE_TEST_PG:-}" ]; then
     echo "== $t on PostgreSQL"
     SLUICE_BOTO3_PG="$SLUICE_TEST_PG" "$VENV/bin/python" "tests/boto3/$t.py"
   done
+  # sluice worker processes running a server's jobs; one killed mid-job.
+  "$VENV/bin/python" tests/boto3/test_workers.py
 elif [ "${SLUICE_REQUIRE_PG:-}" = 1 ]; then
   echo "SLUICE_REQUIRE_PG=1 but SLUICE_TEST_PG names no server" >&2
   exit 1
