@@ -18,8 +18,9 @@ use sluice::objects::{MemoryObjects, ObjectAttributes, put};
 use sluice::store::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, EndpointBatch,
     EndpointMerge, EndpointWrite, JobCounters, JobFilter, JobRecord, JobRef, JobStatus, JobStore,
-    Lease, LeaseStore, MemoryStore, NewJob, PieceCounts, PieceStore, Profile, ProfileBatch,
-    ProfileStore, Segment, Store, StoreError, StoredEndpoint, Transition, WriteCounts,
+    Lease, LeaseChange, LeaseStore, MemoryStore, NewJob, PieceCounts, PieceStore, Profile,
+    ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint, Transition,
+    WriteCounts,
 };
 use sluice::synth::{EndpointSpec, Spec, write_customers, write_endpoints};
 use sluice::{ImportJob, JobSpec, Objects, ProfileJob, Runner, RunnerConfig, Source};
@@ -141,6 +142,15 @@ impl PieceStore for Faulty {
 }
 
 impl LeaseStore for Faulty {
+    fn change_lease(
+        &self,
+        account: &AccountId,
+        name: &str,
+        change: &LeaseChange<'_>,
+    ) -> Result<Option<Lease>, StoreError> {
+        self.check("change_lease")?;
+        self.inner.change_lease(account, name, change)
+    }
     fn acquire_lease(
         &self,
         account: &AccountId,

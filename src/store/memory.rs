@@ -7,9 +7,9 @@ use std::sync::{Mutex, MutexGuard};
 use super::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, EndpointBatch,
     EndpointKey, EndpointMerge, EndpointWrite, JobCounters, JobFilter, JobRecord, JobRef,
-    JobStatus, JobStore, Lease, LeaseStore, NewJob, PieceCounts, PieceStore, Profile, ProfileBatch,
-    ProfileStore, Segment, Store, StoreError, StoredEndpoint, Transition, WriteCounts,
-    fields_object,
+    JobStatus, JobStore, Lease, LeaseChange, LeaseStore, NewJob, PieceCounts, PieceStore, Profile,
+    ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint, Transition,
+    WriteCounts, fields_object,
 };
 
 type Key = (AccountId, String);
@@ -332,63 +332,20 @@ impl PieceStore for MemoryStore {
     }
 }
 
-impl MemoryStore {
-    /// Stores what `change` makes of the lease `(account, name)`, if
-    /// anything; returns it.
+impl LeaseStore for MemoryStore {
     fn change_lease(
         &self,
         account: &AccountId,
         name: &str,
-        change: impl FnOnce(Option<&Lease>) -> Option<Lease>,
-    ) -> Option<Lease> {
+        change: &LeaseChange<'_>,
+    ) -> Result<Option<Lease>, StoreError> {
         let mut st = self.state();
         let k = key(account, name);
-        let next = change(st.leases.get(&k))?;
+        let Some(next) = change(st.leases.get(&k)) else {
+            return Ok(None);
+        };
         st.leases.insert(k, next.clone());
-        Some(next)
-    }
-}
-
-impl LeaseStore for MemoryStore {
-    fn acquire_lease(
-        &self,
-        account: &AccountId,
-        name: &str,
-        holder: &str,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> Result<Option<Lease>, StoreError> {
-        Ok(self.change_lease(account, name, |l| {
-            Lease::acquired(l, account, name, holder, now_ms, ttl_ms)
-        }))
-    }
-
-    fn renew_lease(
-        &self,
-        lease: &Lease,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> Result<Option<Lease>, StoreError> {
-        Ok(self.change_lease(&lease.account, &lease.name, |l| {
-            Lease::renewed(l, lease, now_ms, ttl_ms)
-        }))
-    }
-
-    fn take_over_lease(
-        &self,
-        seen: &Lease,
-        holder: &str,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> Result<Option<Lease>, StoreError> {
-        Ok(self.change_lease(&seen.account, &seen.name, |l| {
-            Lease::taken_over(l, seen, holder, now_ms, ttl_ms)
-        }))
-    }
-
-    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.change_lease(&lease.account, &lease.name, |l| Lease::released(l, lease));
-        Ok(())
+        Ok(Some(next))
     }
 
     fn lease(&self, account: &AccountId, name: &str) -> Result<Option<Lease>, StoreError> {

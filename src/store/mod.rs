@@ -770,8 +770,31 @@ impl Lease {
     }
 }
 
+/// What a lease becomes, given the lease as it stands (none if it was never
+/// taken): `None` leaves it as it is. [`Lease::acquired`] and its siblings.
+pub type LeaseChange<'a> = dyn Fn(Option<&Lease>) -> Option<Lease> + Sync + 'a;
+
 /// Work claims that outlive the process holding them, on any machine.
+///
+/// A backend implements [`LeaseStore::change_lease`] and
+/// [`LeaseStore::lease`]; the rules of taking, renewing, taking over and
+/// letting go are written once, in [`Lease`], and the methods that apply
+/// them are provided.
 pub trait LeaseStore: Send + Sync {
+    /// Stores what `change` makes of the lease `name` as it stands, in one
+    /// transaction (or under one lock), and returns it; stores nothing when
+    /// it makes nothing.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn change_lease(
+        &self,
+        account: &AccountId,
+        name: &str,
+        change: &LeaseChange<'_>,
+    ) -> Result<Option<Lease>, StoreError>;
+
     /// Takes the lease `name` for `holder` until `now_ms + ttl_ms`, if it
     /// is free or its deadline has passed (then counting a new attempt);
     /// `None` when someone holds it.
@@ -786,7 +809,11 @@ pub trait LeaseStore: Send + Sync {
         holder: &str,
         now_ms: i64,
         ttl_ms: i64,
-    ) -> Result<Option<Lease>, StoreError>;
+    ) -> Result<Option<Lease>, StoreError> {
+        self.change_lease(account, name, &|l| {
+            Lease::acquired(l, account, name, holder, now_ms, ttl_ms)
+        })
+    }
 
     /// Moves a held lease's deadline to `now_ms + ttl_ms` (a heartbeat);
     /// `None` when it is no longer `lease` (taken over, or released).
@@ -799,7 +826,11 @@ pub trait LeaseStore: Send + Sync {
         lease: &Lease,
         now_ms: i64,
         ttl_ms: i64,
-    ) -> Result<Option<Lease>, StoreError>;
+    ) -> Result<Option<Lease>, StoreError> {
+        self.change_lease(&lease.account, &lease.name, &|l| {
+            Lease::renewed(l, lease, now_ms, ttl_ms)
+        })
+    }
 
     /// Takes a lease whose holder is known to be gone before its deadline:
     /// only if it is still exactly `seen` (same holder and attempt).
@@ -813,14 +844,21 @@ pub trait LeaseStore: Send + Sync {
         holder: &str,
         now_ms: i64,
         ttl_ms: i64,
-    ) -> Result<Option<Lease>, StoreError>;
+    ) -> Result<Option<Lease>, StoreError> {
+        self.change_lease(&seen.account, &seen.name, &|l| {
+            Lease::taken_over(l, seen, holder, now_ms, ttl_ms)
+        })
+    }
 
     /// Lets a lease go, if it is still `lease`.
     ///
     /// # Errors
     ///
     /// A backend error.
-    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError>;
+    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
+        self.change_lease(&lease.account, &lease.name, &|l| Lease::released(l, lease))
+            .map(drop)
+    }
 
     /// The lease `name` as it stands (held or lapsed), if it was ever
     /// taken.

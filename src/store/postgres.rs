@@ -18,9 +18,9 @@ use postgres::{Client, IsolationLevel, NoTls, Row, Transaction};
 use super::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, EndpointBatch,
     EndpointKey, EndpointMerge, EndpointWrite, FailureKind, JobCounters, JobFilter, JobKind,
-    JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseStore, NewJob, PieceCounts, PieceStore,
-    Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint, Transition,
-    WriteCounts, fields_object,
+    JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, NewJob, PieceCounts,
+    PieceStore, Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint,
+    Transition, WriteCounts, fields_object,
 };
 
 /// Migrations, in order; the table `sluice_schema` says how many have run.
@@ -892,14 +892,12 @@ fn lease_from_row(r: &Row) -> Lease {
     }
 }
 
-impl PgStore {
-    /// Stores what `change` makes of the lease `(account, name)`, if
-    /// anything, in one transaction; returns it.
+impl LeaseStore for PgStore {
     fn change_lease(
         &self,
         account: &AccountId,
         name: &str,
-        change: impl Fn(Option<&Lease>) -> Option<Lease> + Sync,
+        change: &LeaseChange<'_>,
     ) -> Result<Option<Lease>, StoreError> {
         self.write(|tx| {
             let current = tx
@@ -929,49 +927,6 @@ impl PgStore {
             }
             Ok(next)
         })
-    }
-}
-
-impl LeaseStore for PgStore {
-    fn acquire_lease(
-        &self,
-        account: &AccountId,
-        name: &str,
-        holder: &str,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> Result<Option<Lease>, StoreError> {
-        self.change_lease(account, name, |l| {
-            Lease::acquired(l, account, name, holder, now_ms, ttl_ms)
-        })
-    }
-
-    fn renew_lease(
-        &self,
-        lease: &Lease,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> Result<Option<Lease>, StoreError> {
-        self.change_lease(&lease.account, &lease.name, |l| {
-            Lease::renewed(l, lease, now_ms, ttl_ms)
-        })
-    }
-
-    fn take_over_lease(
-        &self,
-        seen: &Lease,
-        holder: &str,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> Result<Option<Lease>, StoreError> {
-        self.change_lease(&seen.account, &seen.name, |l| {
-            Lease::taken_over(l, seen, holder, now_ms, ttl_ms)
-        })
-    }
-
-    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.change_lease(&lease.account, &lease.name, |l| Lease::released(l, lease))
-            .map(drop)
     }
 
     fn lease(&self, account: &AccountId, name: &str) -> Result<Option<Lease>, StoreError> {

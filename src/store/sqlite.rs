@@ -11,9 +11,9 @@ use rusqlite::{
 use super::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, EndpointBatch,
     EndpointKey, EndpointMerge, EndpointWrite, FailureKind, JobCounters, JobFilter, JobKind,
-    JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseStore, NewJob, PieceCounts, PieceStore,
-    Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint, Transition,
-    WriteCounts, fields_object,
+    JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, NewJob, PieceCounts,
+    PieceStore, Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint,
+    Transition, WriteCounts, fields_object,
 };
 
 /// The database file's name inside the data directory.
@@ -1426,14 +1426,12 @@ impl SqliteStore {
     }
 }
 
-impl SqliteStore {
-    /// Stores what `change` makes of the lease `(account, name)`, if
-    /// anything, in one transaction; returns it.
+impl LeaseStore for SqliteStore {
     fn change_lease(
         &self,
         account: &AccountId,
         name: &str,
-        change: impl FnOnce(Option<&Lease>) -> Option<Lease>,
+        change: &LeaseChange<'_>,
     ) -> Result<Option<Lease>, StoreError> {
         self.write(|tx| {
             let current = self.lease_in(tx, account, name)?;
@@ -1443,49 +1441,6 @@ impl SqliteStore {
             }
             Ok(next)
         })
-    }
-}
-
-impl LeaseStore for SqliteStore {
-    fn acquire_lease(
-        &self,
-        account: &AccountId,
-        name: &str,
-        holder: &str,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> Result<Option<Lease>, StoreError> {
-        self.change_lease(account, name, |l| {
-            Lease::acquired(l, account, name, holder, now_ms, ttl_ms)
-        })
-    }
-
-    fn renew_lease(
-        &self,
-        lease: &Lease,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> Result<Option<Lease>, StoreError> {
-        self.change_lease(&lease.account, &lease.name, |l| {
-            Lease::renewed(l, lease, now_ms, ttl_ms)
-        })
-    }
-
-    fn take_over_lease(
-        &self,
-        seen: &Lease,
-        holder: &str,
-        now_ms: i64,
-        ttl_ms: i64,
-    ) -> Result<Option<Lease>, StoreError> {
-        self.change_lease(&seen.account, &seen.name, |l| {
-            Lease::taken_over(l, seen, holder, now_ms, ttl_ms)
-        })
-    }
-
-    fn release_lease(&self, lease: &Lease) -> Result<(), StoreError> {
-        self.change_lease(&lease.account, &lease.name, |l| Lease::released(l, lease))
-            .map(drop)
     }
 
     fn lease(&self, account: &AccountId, name: &str) -> Result<Option<Lease>, StoreError> {

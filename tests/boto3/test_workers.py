@@ -39,6 +39,17 @@ def endpoint_file(path):
             f.write("EMAIL,%s,u%d,t%d\n" % (address, i % 7000, i % 13))
 
 
+def import_all(server):
+    """A new app on `server` and an import job of the bucket's endpoints
+    into it: (client, app, job)."""
+    pp = server.client(service="pinpoint")
+    app = pp.create_app(CreateApplicationRequest={"Name": "a"})["ApplicationResponse"]["Id"]
+    job = pp.create_import_job(ApplicationId=app, ImportJobRequest={
+        "Format": "CSV", "S3Url": "s3://inbox/in/", "RegisterEndpoints": True,
+        "RoleArn": ROLE})["ImportJobResponse"]["Id"]
+    return pp, app, job
+
+
 def psql(url, sql):
     out = subprocess.run(["psql", url, "-tAq", "-c", sql], check=True, capture_output=True,
                          text=True)
@@ -88,12 +99,7 @@ class Workers(unittest.TestCase):
             # The reference: one SQLite server runs the job itself.
             single = Server(env=env)
             try:
-                pp = single.client(service="pinpoint")
-                app = pp.create_app(CreateApplicationRequest={"Name": "a"})[
-                    "ApplicationResponse"]["Id"]
-                job = pp.create_import_job(ApplicationId=app, ImportJobRequest={
-                    "Format": "CSV", "S3Url": "s3://inbox/in/", "RegisterEndpoints": True,
-                    "RoleArn": ROLE})["ImportJobResponse"]["Id"]
+                pp, app, job = import_all(single)
                 want, _ = wait(pp, app, job, timeout=300)
                 db = sqlite3.connect(os.path.join(single.data, "sluice.db"))
                 want_endpoints = sorted(db.execute(
@@ -107,12 +113,7 @@ class Workers(unittest.TestCase):
                 server = Server("--workers", "0", "--store", store, env=env)
                 workers = []
                 try:
-                    pp = server.client(service="pinpoint")
-                    app = pp.create_app(CreateApplicationRequest={"Name": "a"})[
-                        "ApplicationResponse"]["Id"]
-                    job = pp.create_import_job(ApplicationId=app, ImportJobRequest={
-                        "Format": "CSV", "S3Url": "s3://inbox/in/", "RegisterEndpoints": True,
-                        "RoleArn": ROLE})["ImportJobResponse"]["Id"]
+                    pp, app, job = import_all(server)
                     # The server runs nothing: the job waits in the store.
                     time.sleep(1)
                     self.assertEqual(psql(store, "SELECT status FROM jobs WHERE id = '%s'" % job),
