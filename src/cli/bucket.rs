@@ -22,7 +22,7 @@ pub(crate) struct BucketArgs {
     /// The store, if not the SQLite file in --data-dir: a PostgreSQL
     /// database that several sluice processes share,
     /// postgresql://USER[:PASSWORD]@HOST:PORT/DB.
-    #[arg(long, env = "SLUICE_STORE", value_name = "URL")]
+    #[arg(long, env = "SLUICE_STORE", hide_env_values = true, value_name = "URL")]
     pub(crate) store: Option<String>,
     /// An S3-compatible endpoint to keep buckets on instead, e.g.
     /// http://127.0.0.1:9000 (path-style requests).

@@ -54,7 +54,13 @@ pub(crate) struct Args {
     /// Write the result as a job into this store instead: a PostgreSQL
     /// database that several sluice processes share,
     /// postgresql://USER[:PASSWORD]@HOST:PORT/DB.
-    #[arg(long, env = "SLUICE_STORE", value_name = "URL", conflicts_with = "out")]
+    #[arg(
+        long,
+        env = "SLUICE_STORE",
+        hide_env_values = true,
+        value_name = "URL",
+        conflicts_with = "out"
+    )]
     store: Option<String>,
     /// Profiles per write transaction (with --data-dir).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_ROWS, hide = true)]

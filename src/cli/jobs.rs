@@ -80,7 +80,7 @@ pub(crate) struct DataDir {
     /// The store, if not the SQLite file in --data-dir: a PostgreSQL
     /// database that several sluice processes share,
     /// postgresql://USER[:PASSWORD]@HOST:PORT/DB.
-    #[arg(long, env = "SLUICE_STORE", value_name = "URL")]
+    #[arg(long, env = "SLUICE_STORE", hide_env_values = true, value_name = "URL")]
     store: Option<String>,
 }
 
