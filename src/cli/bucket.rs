@@ -4,6 +4,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use sluice::crypto::{MASTER_KEY_FILE, MasterKey};
 use sluice::job::Objects;
 use sluice::objects::{LocalObjects, ObjectAttributes, ObjectUrl, S3Config, S3Objects};
 use sluice::server::BUCKETS_DIR;
@@ -64,6 +65,16 @@ impl BucketArgs {
     /// The store these flags name.
     pub(crate) fn open_store(&self) -> Result<Arc<dyn sluice::store::Store>, CliError> {
         super::open(self.store.as_deref(), &self.data_dir)
+    }
+
+    /// The key of the data directory, which opens the uploads sealed
+    /// there; none when it has none (no server wrote it).
+    pub(crate) fn master_key(&self) -> Result<Option<Arc<MasterKey>>, CliError> {
+        let key_file = self.data_dir.join(MASTER_KEY_FILE);
+        if !key_file.is_file() {
+            return Ok(None);
+        }
+        Ok(Some(Arc::new(MasterKey::load(&key_file)?)))
     }
 
     /// The data directory's own objects (uploads, labels).

@@ -8,7 +8,6 @@ use std::time::Duration;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{Map, Value, json};
 
-use sluice::crypto::{MASTER_KEY_FILE, MasterKey};
 use sluice::job::{JobStatus, Runner, RunnerConfig};
 use sluice::store::{JobFilter, JobRecord, JobRef, Store};
 
@@ -146,12 +145,7 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
         Command::Resume { at, threads, json } => {
             let store = open_existing(at.store.as_deref(), &at.data_dir)?;
             // Upload jobs read sealed files; import jobs read buckets.
-            let key_file = at.data_dir.join(MASTER_KEY_FILE);
-            let master_key = if key_file.is_file() {
-                Some(Arc::new(MasterKey::load(&key_file)?))
-            } else {
-                None
-            };
+            let master_key = at.master_key()?;
             let runner = Runner::new(
                 store,
                 RunnerConfig {

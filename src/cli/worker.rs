@@ -1,9 +1,7 @@
 //! `sluice worker`: a process that runs the jobs queued in a shared store.
 
-use std::sync::Arc;
 use std::time::Duration;
 
-use sluice::crypto::{MASTER_KEY_FILE, MasterKey};
 use sluice::job::{Runner, RunnerConfig};
 
 use super::CliError;
@@ -57,12 +55,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
         ));
     }
     let store = args.at.open_store()?;
-    let key_file = args.at.data_dir.join(MASTER_KEY_FILE);
-    let master_key = if key_file.is_file() {
-        Some(Arc::new(MasterKey::load(&key_file)?))
-    } else {
-        None
-    };
+    let master_key = args.at.master_key()?;
     let location = store.location();
     let runner = Runner::new(
         store,
