@@ -421,13 +421,7 @@ fn a_postgresql_store_holds_what_the_sqlite_store_holds() {
     let pg = sluice::store::open(&url).unwrap();
     let lite = sluice::store::open(data).unwrap();
     let account = AccountId::default();
-    let now = i64::try_from(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_millis(),
-    )
-    .unwrap();
+    let now = sluice::job::system_clock()();
     assert_eq!(pg.count_profiles(&account, "customers", now).unwrap(), 1566);
     let db =
         rusqlite::Connection::open(dir.path().join("data").join(sluice::store::DB_FILE)).unwrap();
