@@ -896,6 +896,7 @@ impl CustomerProfiles {
                 key: Inner::upload_key(&id),
             }],
             piece_size: None,
+            range_size: None,
             region: None,
             delimiter: None,
             sealed_key: None,

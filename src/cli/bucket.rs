@@ -25,7 +25,15 @@ pub(crate) struct BucketArgs {
     /// postgresql://USER[:PASSWORD]@HOST:PORT/DB.
     #[arg(long, env = "SLUICE_STORE", hide_env_values = true, value_name = "URL")]
     pub(crate) store: Option<String>,
-    /// An S3-compatible endpoint to keep buckets on instead, e.g.
+    /// An S3-compatible endpoint, if buckets are kept there.
+    #[command(flatten)]
+    pub(crate) s3: S3Args,
+}
+
+/// An S3-compatible endpoint to keep buckets on instead of folders.
+#[derive(Debug, Clone, clap::Args)]
+pub(crate) struct S3Args {
+    /// An S3-compatible endpoint to keep buckets on, e.g.
     /// http://127.0.0.1:9000 (path-style requests).
     #[arg(long, env = "SLUICE_S3_ENDPOINT")]
     s3_endpoint: Option<String>,
@@ -41,11 +49,12 @@ pub(crate) struct BucketArgs {
     s3_secret_access_key: Option<String>,
 }
 
-impl BucketArgs {
-    /// The buckets these flags name.
-    pub(crate) fn objects(&self) -> Result<Objects, CliError> {
+impl S3Args {
+    /// The buckets these flags name: on the endpoint, or folders in
+    /// `local` without one.
+    pub(crate) fn objects(&self, local: &std::path::Path) -> Result<Objects, CliError> {
         let Some(endpoint) = &self.s3_endpoint else {
-            return Ok(Arc::new(LocalObjects::new(self.data_dir.join(BUCKETS_DIR))));
+            return Ok(Arc::new(LocalObjects::new(local)));
         };
         let (Some(id), Some(secret)) = (&self.s3_access_key_id, &self.s3_secret_access_key) else {
             return Err(CliError(
@@ -60,6 +69,13 @@ impl BucketArgs {
             access_key_id: id.clone(),
             secret_access_key: secret.clone(),
         })?))
+    }
+}
+
+impl BucketArgs {
+    /// The buckets these flags name.
+    pub(crate) fn objects(&self) -> Result<Objects, CliError> {
+        self.s3.objects(&self.data_dir.join(BUCKETS_DIR))
     }
 
     /// The store these flags name.

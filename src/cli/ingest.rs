@@ -13,15 +13,19 @@ use sluice::ingest::{DEFAULT_PIECE_SIZE, IngestBuilder, Input, Progress, Summary
 use sluice::job::{DEFAULT_BATCH_ROWS, JobSpec, JobStatus, ProfileJob, Runner, RunnerConfig};
 use sluice::job::{Source, system_clock};
 use sluice::mapping::{DEFAULT_DATA_EXPIRY_DAYS, MappingFile};
+use sluice::objects::{ObjectUrl, resolve};
 use sluice::store::{Domain, JobRef};
 
+use super::bucket::S3Args;
 use super::jobs::{follow, job_json, write_job};
 use super::{CliError, account, group, open, parse_size, write_failures};
 
 /// Arguments of `sluice ingest`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
-    /// CSV files with a header row, read in this order.
+    /// CSV files with a header row, read in this order. With --store or
+    /// --data-dir also s3://BUCKET/KEY objects, or s3://BUCKET/PREFIX/
+    /// for every object under the prefix, by key (see --s3-endpoint).
     #[arg(required = true, value_name = "FILE")]
     pub(super) files: Vec<PathBuf>,
     /// Mapping in the shape of a Customer Profiles CreateUploadJob request.
@@ -62,6 +66,18 @@ pub(crate) struct Args {
         conflicts_with = "out"
     )]
     store: Option<String>,
+    /// On a store that several processes share (PostgreSQL): the job is
+    /// cut into ranges of about this many bytes, which this process and
+    /// any `sluice worker` run, e.g. 64MiB [default: 64MiB].
+    #[arg(long, value_name = "SIZE", value_parser = parse_size)]
+    range_size: Option<u64>,
+    /// Queue the job in the store and print its id, without running it:
+    /// `sluice worker` processes sharing the store run it.
+    #[arg(long)]
+    detach: bool,
+    /// Where s3:// inputs are.
+    #[command(flatten)]
+    s3: S3Args,
     /// Profiles per write transaction (with --data-dir).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_BATCH_ROWS, hide = true)]
     pub(super) batch_rows: usize,
@@ -308,8 +324,18 @@ fn into_store(
             args.mapping.display()
         ))
     })?;
+    let objects = args.s3.objects(&dir.join(sluice::server::BUCKETS_DIR))?;
     let mut inputs = Vec::new();
     for f in &args.files {
+        if let Some(url) = f.to_str().filter(|u| u.starts_with("s3://")) {
+            let url = ObjectUrl::parse(url).map_err(|e| CliError(format!("{url}: {e}")))?;
+            let listed =
+                resolve(&*objects, &url).map_err(|e| CliError(format!("{}: {e}", f.display())))?;
+            inputs.extend(listed.into_iter().map(|o| Source::Object {
+                url: format!("s3://{}/{}", url.bucket, o.key),
+            }));
+            continue;
+        }
         // Absolute, so that `sluice jobs resume` finds them from anywhere.
         let p = std::fs::canonicalize(f).map_err(|e| CliError(format!("{}: {e}", f.display())))?;
         inputs.push(Source::File(p));
@@ -328,9 +354,10 @@ fn into_store(
     let runner = Runner::new(
         store,
         RunnerConfig {
-            max_jobs: 1,
+            max_jobs: usize::from(!args.detach),
             threads: args.threads,
             batch_rows: args.batch_rows,
+            objects: Some(objects),
             ..RunnerConfig::default()
         },
     )?;
@@ -346,11 +373,21 @@ fn into_store(
         mapping: serde_json::from_slice(mapping_bytes)?,
         inputs,
         piece_size: Some(args.piece_size),
+        range_size: args.range_size,
         region: Some(args.region.clone()),
         delimiter: (delimiter != b',').then_some(delimiter),
         sealed_key: None,
     });
     let job = runner.submit(&account, &spec, display_name)?;
+    if args.detach {
+        println!("{}", job.id);
+        eprintln!(
+            "sluice: job {} queued in {}; sluice worker processes sharing the store run it",
+            job.id,
+            runner.store().location()
+        );
+        return Ok(());
+    }
     let started = std::time::Instant::now();
     let job = follow(
         &runner,

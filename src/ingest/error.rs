@@ -434,13 +434,24 @@ impl fmt::Display for Failure {
     /// `input:line: record N: reason`, or `input:line: reason` for the
     /// input as a whole (record 0).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.position.record == 0 {
-            return write!(f, "{}:{}: {}", self.input, self.position.line, self.reason);
+        f.write_str(&Failure::describe(
+            &self.input,
+            self.position.line,
+            self.position.record,
+            &self.reason,
+        ))
+    }
+}
+
+impl Failure {
+    /// A failure as its `Display` shows it, from its parts: for failures
+    /// kept as text (a run of one range, placed once the ranges before it
+    /// are counted).
+    pub fn describe(input: &str, line: u64, record: u64, reason: &dyn fmt::Display) -> String {
+        if record == 0 {
+            format!("{input}:{line}: {reason}")
+        } else {
+            format!("{input}:{line}: record {record}: {reason}")
         }
-        write!(
-            f,
-            "{}:{}: record {}: {}",
-            self.input, self.position.line, self.position.record, self.reason
-        )
     }
 }

@@ -31,7 +31,8 @@ pub use error::{Error, ErrorKind, Failure, FailureReason, MappingError, MappingP
 pub use map::{FieldMapper, HeaderError, InputFormat, Record, RowMapper, RowOut};
 pub use mapping::{Field, Mapping};
 pub use pipeline::{
-    DEFAULT_PIECE_SIZE, Ingest, IngestBuilder, MAX_FAILURES, MAX_PIECE_SIZE, Outcome, PieceDone,
-    Place, Progress, ProgressSnapshot, RecordHandle, Records, Summary, UniqueRecord,
+    ByteRange, DEFAULT_PIECE_SIZE, Ingest, IngestBuilder, MAX_FAILURES, MAX_PIECE_SIZE, Outcome,
+    PieceDone, Place, Progress, ProgressSnapshot, RangePlan, RecordHandle, Records, Summary,
+    UniqueRecord,
 };
 pub use source::{Input, OpenAt};

@@ -619,6 +619,112 @@ impl<M: RowMapper> Ingest<M> {
     }
 }
 
+/// One byte range of an input, ending on a record boundary.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct ByteRange {
+    /// Offset of its first byte in the input.
+    pub start: u64,
+    /// Offset just past its last byte.
+    pub end: u64,
+    /// Newlines in the input's body before `start` (header excluded), so
+    /// that a run of this range alone can name lines as a run of the whole
+    /// input would.
+    pub newlines_before: u64,
+}
+
+/// An input cut into ranges by [`Ingest::plan_ranges`].
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct RangePlan {
+    /// Where the body starts: bytes before it are the header (CSV) or a
+    /// byte-order mark. A range is run as these bytes followed by its own.
+    pub body_start: u64,
+    /// The body's ranges, in order; together they cover it exactly. None
+    /// when the body is empty.
+    pub ranges: Vec<ByteRange>,
+}
+
+impl<M: RowMapper> Ingest<M> {
+    /// Cuts `input` into ranges of about `target` bytes that end exactly
+    /// where records end, for runs elsewhere (other processes, other
+    /// machines) of one range each: reads the whole input once, with the
+    /// same quote-aware cutting as [`Ingest::run`], but parses nothing
+    /// and keeps no more than one range in memory.
+    ///
+    /// Running the header bytes (`..body_start`) followed by one range
+    /// gives that range's rows exactly as a run of the whole input gives
+    /// them; a run's lines are the whole input's once `newlines_before` is
+    /// added, and its records once the records of the ranges before are.
+    ///
+    /// # Errors
+    ///
+    /// The input cannot be opened or read, has no header, or its header is
+    /// refused by the mapper.
+    pub fn plan_ranges(&self, input: Input, target: u64) -> Result<RangePlan, Error> {
+        let format = self.mapper.input_format();
+        let name: Arc<str> = input.name().into();
+        let opened = input.open(format, self.delimiter, self.quote)?;
+        self.mapper
+            .plan(&opened.header)
+            .map_err(|e| header_error(&name, e))?;
+        let body_start = opened.body_start;
+        let mut splitter = match format {
+            InputFormat::Csv => Splitter::with_dialect(self.delimiter, self.quote),
+            InputFormat::Ndjson => Splitter::lines(),
+        };
+        let mut sink = PlanSink {
+            ranges: Vec::new(),
+            newlines: 0,
+            spare: None,
+            failed: None,
+        };
+        cut_pieces(opened, 0, 0, target.max(1), &mut splitter, &mut sink);
+        if let Some(error) = sink.failed {
+            return Err(Error::io(&name, error));
+        }
+        Ok(RangePlan {
+            body_start,
+            ranges: sink.ranges,
+        })
+    }
+}
+
+/// Keeps where each cut piece lies, and lets its bytes go.
+struct PlanSink {
+    ranges: Vec<ByteRange>,
+    newlines: u64,
+    spare: Option<Vec<u8>>,
+    failed: Option<std::io::Error>,
+}
+
+impl PieceSink for PlanSink {
+    fn buffer(&mut self) -> Vec<u8> {
+        self.spare.take().unwrap_or_default()
+    }
+
+    fn piece(&mut self, mut piece: Piece) -> bool {
+        let start = piece.byte_start;
+        self.ranges.push(ByteRange {
+            start,
+            end: start + piece.data.len() as u64,
+            newlines_before: self.newlines,
+        });
+        self.newlines += count_newlines(&piece.data);
+        piece.data.clear();
+        self.spare = Some(piece.data);
+        true
+    }
+
+    fn event(&mut self, event: ReadEvent) {
+        if let ReadEvent::Failed { error, .. } = event {
+            self.failed.get_or_insert(error);
+        }
+    }
+
+    fn stopped(&self) -> bool {
+        self.failed.is_some()
+    }
+}
+
 /// A mapper's refusal of a header, as the run's error.
 fn header_error(input: &str, e: super::map::HeaderError) -> Error {
     use super::map::HeaderError as H;

@@ -49,6 +49,8 @@ pub(super) struct RunContext<'a> {
     pub(super) store: &'a dyn Store,
     pub(super) pool: &'a Arc<ThreadPool>,
     pub(super) config: &'a RunnerConfig,
+    /// Who runs it, in leases.
+    pub(super) holder: &'a str,
     /// The job as it went to `RUNNING`.
     pub(super) job: &'a JobRecord,
     /// The engine's counters and stop flag for this run.

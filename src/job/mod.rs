@@ -47,6 +47,7 @@ mod lease;
 mod profiles;
 mod runner;
 mod spec;
+mod split;
 mod transfer;
 mod write;
 
@@ -63,6 +64,7 @@ pub use lease::{Holder, LEASE_TTL, job_lease};
 pub use profiles::ProfileJob;
 pub use runner::Runner;
 pub use spec::JobSpec;
+pub use split::{RANGE_ATTEMPTS, RANGE_SIZE};
 pub use transfer::{
     Direction, ExportOperation, ExportSpec, FileSystem, ImportSpec, SIGNATURE_FILE,
     TRANSFER_EXPIRY_MS, TransferError, TransferJob, check_signature, copied, signature_file,
@@ -116,6 +118,14 @@ pub enum Source {
         #[serde(rename = "Upload")]
         key: String,
     },
+    /// An object of the runner's buckets ([`RunnerConfig::objects`]),
+    /// stored as `{"Object": "s3://BUCKET/KEY"}`; read by ranges, so that
+    /// workers on any machine read their own part of it.
+    Object {
+        /// Its URL.
+        #[serde(rename = "Object")]
+        url: String,
+    },
 }
 
 impl Source {
@@ -124,6 +134,15 @@ impl Source {
         match self {
             Source::File(p) => p.display().to_string(),
             Source::Upload { key } => format!("upload {key}"),
+            Source::Object { url } => url.clone(),
+        }
+    }
+
+    /// An object's bucket and key.
+    pub fn object(&self) -> Option<(&str, &str)> {
+        match self {
+            Source::Object { url } => url.strip_prefix("s3://")?.split_once('/'),
+            _ => None,
         }
     }
 }

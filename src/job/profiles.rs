@@ -6,10 +6,11 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::context::{End, RunContext, counters_of};
+use super::split;
 use super::write::{self, Halt, Target};
 use super::{Objects, Source, UPLOADS_BUCKET};
 use crate::crypto::{self, DataKey};
-use crate::ingest::{IngestBuilder, Input, Summary};
+use crate::ingest::{Ingest, IngestBuilder, Input, Summary};
 use crate::mapping::MappingFile;
 use crate::store::{FailureKind, JobStatus};
 
@@ -33,6 +34,10 @@ pub struct ProfileJob {
     /// Piece size in bytes, if not the default.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub piece_size: Option<u64>,
+    /// Bytes in a range, when the job is split across processes
+    /// ([`split::RANGE_SIZE`] if not given).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range_size: Option<u64>,
     /// Default phone region, if not `US`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub region: Option<String>,
@@ -56,6 +61,30 @@ impl ProfileJob {
     pub fn mapping_file(&self) -> Result<MappingFile, String> {
         let bytes = serde_json::to_vec(&self.mapping).map_err(|e| e.to_string())?;
         MappingFile::from_json(&bytes).map_err(|e| e.to_string())
+    }
+
+    /// The engine that runs it, on `pool`.
+    ///
+    /// # Errors
+    ///
+    /// A setting the engine refuses.
+    pub(super) fn engine(
+        &self,
+        mapping: MappingFile,
+        pool: &Arc<rayon::ThreadPool>,
+    ) -> Result<Ingest, String> {
+        let mut builder = IngestBuilder::new(mapping.mapping);
+        builder.pool(Arc::clone(pool));
+        if let Some(s) = self.piece_size {
+            builder.piece_size(s);
+        }
+        if let Some(r) = &self.region {
+            builder.region(r);
+        }
+        if let Some(d) = self.delimiter {
+            builder.delimiter(d);
+        }
+        builder.build().map_err(|e| e.to_string())
     }
 
     /// What keeps the job from running, checked when it is created.
@@ -107,7 +136,8 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ProfileJob) -> End {
     let expires_ms = started.saturating_add(i64::from(days) * DAY_MS);
 
     let uploads = ctx.config.uploads.as_ref();
-    let fingerprint = match fingerprint(&spec.inputs, uploads) {
+    let objects = ctx.config.objects.as_ref();
+    let fingerprint = match fingerprint(&spec.inputs, uploads, objects) {
         Ok(f) => f,
         Err(e) => return invalid(e),
     };
@@ -127,22 +157,23 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ProfileJob) -> End {
         }
     }
 
-    let mut builder = IngestBuilder::new(mapping.mapping);
-    builder.pool(Arc::clone(ctx.pool));
-    if let Some(s) = spec.piece_size {
-        builder.piece_size(s);
-    }
-    if let Some(r) = &spec.region {
-        builder.region(r);
-    }
-    if let Some(d) = spec.delimiter {
-        builder.delimiter(d);
-    }
-    let ingest = match builder.build() {
+    let ingest = match spec.engine(mapping, ctx.pool) {
         Ok(i) => i,
-        Err(e) => return invalid(e.to_string()),
+        Err(e) => return invalid(e),
     };
-    let inputs = match open_inputs(&spec.inputs, key.as_ref(), uploads) {
+    if let Some(ranges) = ctx.store.range_store()
+        && split::splittable(spec)
+    {
+        let job = split::Job {
+            spec,
+            ingest: &ingest,
+            domain: &spec.domain,
+            expires_ms,
+            targets: mapping_targets(&ingest),
+        };
+        return split::run(ctx, ranges, &job);
+    }
+    let inputs = match open_inputs(&spec.inputs, key.as_ref(), uploads, objects) {
         Ok(i) => i,
         Err(e) => return invalid(e),
     };
@@ -192,7 +223,13 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ProfileJob) -> End {
 /// The end state of a run that read and wrote everything.
 fn finished(s: &Summary) -> End {
     let first = s.failures.first().map(ToString::to_string);
-    if s.processed > 0 && s.failed == s.processed {
+    ended(s.processed, s.failed, s.failed_pieces, first)
+}
+
+/// The end state of a job that read and wrote everything: its rows read,
+/// failed, its pieces failed and its first failure.
+pub(super) fn ended(processed: u64, failed: u64, failed_pieces: u64, first: Option<String>) -> End {
+    if processed > 0 && failed == processed {
         End::Done(
             JobStatus::Failed,
             Some(format!(
@@ -201,13 +238,13 @@ fn finished(s: &Summary) -> End {
             )),
             Some(FailureKind::Validation),
         )
-    } else if s.failed > 0 || s.failed_pieces > 0 {
+    } else if failed > 0 || failed_pieces > 0 {
         End::Done(
             JobStatus::PartiallySucceeded,
             Some(format!(
                 "{} rows and {} pieces failed; the first: {}",
-                s.failed,
-                s.failed_pieces,
+                failed,
+                failed_pieces,
                 first.unwrap_or_default()
             )),
             None,
@@ -224,10 +261,16 @@ fn open_inputs(
     sources: &[Source],
     key: Option<&DataKey>,
     uploads: Option<&Objects>,
+    objects: Option<&Objects>,
 ) -> Result<Vec<Input>, String> {
     sources
         .iter()
         .map(|source| match source {
+            Source::Object { .. } => {
+                let size = split::object_size(source, objects)?;
+                let stream = split::read_range(source, objects, 0..size)?;
+                Ok(Input::reader(&source.name(), stream, Some(size)))
+            }
             Source::File(p) => match key {
                 None => Ok(Input::path(p)),
                 Some(k) => {
@@ -256,10 +299,22 @@ fn open_inputs(
 
 /// What each input looked like (size and time, or tag), so a resumed job
 /// can tell whether it would read the same bytes.
-fn fingerprint(sources: &[Source], uploads: Option<&Objects>) -> Result<String, String> {
+fn fingerprint(
+    sources: &[Source],
+    uploads: Option<&Objects>,
+    objects: Option<&Objects>,
+) -> Result<String, String> {
     let mut parts = Vec::new();
     for source in sources {
         let part = match source {
+            Source::Object { .. } => {
+                let (bucket, key) = source.object().unwrap_or_default();
+                let info = objects
+                    .ok_or_else(|| "this runner has no buckets".to_owned())?
+                    .head(bucket, key)
+                    .map_err(|e| format!("{}: {e}", source.name()))?;
+                serde_json::json!([source.name(), info.size, info.etag])
+            }
             Source::File(p) => {
                 let meta = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
                 let modified = meta
@@ -280,4 +335,15 @@ fn fingerprint(sources: &[Source], uploads: Option<&Objects>) -> Result<String, 
         parts.push(part);
     }
     Ok(serde_json::Value::Array(parts).to_string())
+}
+
+/// Where each of the engine's values goes in a profile.
+fn mapping_targets(ingest: &Ingest) -> Vec<String> {
+    ingest
+        .mapper()
+        .mapping()
+        .fields()
+        .iter()
+        .map(|f| f.target.to_string())
+        .collect()
 }

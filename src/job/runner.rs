@@ -11,10 +11,14 @@ use rayon::ThreadPool;
 
 use super::context::{End, RunContext};
 use super::lease::{Holder, LeaseGuard, job_lease};
-use super::{JobError, JobSpec, RunnerConfig, import, new_job_id, profiles};
-use crate::ingest::{Progress, ProgressSnapshot};
+use super::split::RangeWorker;
+use super::{
+    JobError, JobSpec, ProfileJob, RANGE_ATTEMPTS, RunnerConfig, import, new_job_id, profiles,
+};
+use crate::ingest::{Ingest, Progress, ProgressSnapshot};
 use crate::store::{
-    AccountId, JobFilter, JobKind, JobRecord, JobRef, JobStatus, Store, StoreError, Transition,
+    AccountId, JobFilter, JobKind, JobRecord, JobRef, JobStatus, RangeLease, Store, StoreError,
+    Transition,
 };
 
 /// A job's account and id, owned.
@@ -199,6 +203,13 @@ impl Runner {
             workers.push(start(
                 format!("sluice-job-{i}"),
                 Box::new(move || work(&s)),
+            )?);
+        }
+        if shared.config.max_jobs > 0 && shared.store.range_store().is_some() {
+            let s = Arc::clone(&shared);
+            workers.push(start(
+                "sluice-ranges".into(),
+                Box::new(move || help_with_ranges(&s)),
             )?);
         }
         if let Some(every) = shared.config.recover_every {
@@ -406,6 +417,94 @@ fn recover_now_and_then(shared: &Shared, every: Duration) {
     }
 }
 
+/// Works on the ranges of split jobs, whichever runner holds them: this
+/// process's jobs or other machines'. Looks for one every poll interval
+/// (`recover_every`, else a second) while none is open.
+fn help_with_ranges(shared: &Shared) {
+    let Some(store) = shared.store.range_store() else {
+        return;
+    };
+    let poll = shared
+        .config
+        .recover_every
+        .unwrap_or(Duration::from_secs(1))
+        .min(Duration::from_secs(1));
+    let worker = RangeWorker {
+        store,
+        objects: shared.config.objects.as_ref(),
+        clock: &shared.config.clock,
+        ttl: shared.config.lease_ttl,
+    };
+    let ttl = i64::try_from(shared.config.lease_ttl.as_millis()).unwrap_or(i64::MAX);
+    // The engine of the last job helped, kept while its ranges come.
+    let mut engine: Option<(Key, ProfileJob, Ingest)> = None;
+    let mut idle = false;
+    loop {
+        if idle {
+            let st = shared.state();
+            let (st, _) = shared
+                .wake
+                .wait_timeout_while(st, poll, |st| !st.shutdown)
+                .unwrap_or_else(|e| e.into_inner());
+            if st.shutdown {
+                return;
+            }
+        } else if shared.shutting_down() {
+            return;
+        }
+        let lease = match store.lease_range(
+            None,
+            shared.holder.as_str(),
+            shared.now(),
+            ttl,
+            RANGE_ATTEMPTS,
+        ) {
+            Ok(Some(lease)) => lease,
+            Ok(None) => {
+                idle = true;
+                continue;
+            }
+            Err(e) => {
+                eprintln!("sluice: looking for ranges to work on: {e}");
+                idle = true;
+                continue;
+            }
+        };
+        idle = false;
+        let key = (lease.account.clone(), lease.job_id.clone());
+        if engine.as_ref().is_none_or(|(k, _, _)| *k != key) {
+            engine = match range_engine(shared, &lease) {
+                Ok((spec, ingest)) => Some((key, spec, ingest)),
+                Err(reason) => {
+                    let retry = shared.now().saturating_add(1000);
+                    let _ = store.give_back_range(&lease, &reason, retry, RANGE_ATTEMPTS);
+                    None
+                }
+            };
+        }
+        if let Some((_, spec, ingest)) = &engine
+            && let Err(e) = worker.work(&lease, spec, ingest)
+        {
+            eprintln!("sluice: job {}: range {}: {e}", lease.job_id, lease.piece);
+        }
+    }
+}
+
+/// The spec and engine of a leased range's job.
+fn range_engine(shared: &Shared, lease: &RangeLease) -> Result<(ProfileJob, Ingest), String> {
+    let job = shared
+        .store
+        .job(lease.job())
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| format!("job {} is gone", lease.job_id))?;
+    let JobSpec::Profiles(spec) = JobSpec::of(&job).map_err(|e| e.to_string())? else {
+        return Err(format!("job {} is not split into ranges", lease.job_id));
+    };
+    let mapping = spec.mapping_file()?;
+    let ingest = spec.engine(mapping, &shared.pool)?;
+    Ok((spec, ingest))
+}
+
 fn work(shared: &Shared) {
     loop {
         let (key, app) = {
@@ -483,6 +582,7 @@ fn run_one(shared: &Shared, key: &Key) {
         store: &**store,
         pool: &shared.pool,
         config: &shared.config,
+        holder: shared.holder.as_str(),
         job: &job,
         progress: &progress,
         stop_asked: &stop_asked,

@@ -297,13 +297,13 @@ pub(super) fn prefix(key: &[u8]) -> [u64; 3] {
     [word(0), word(1), word(2)]
 }
 
-fn write_key_array(out: &mut Vec<u8>, r: &UniqueRecord<'_>) {
+pub(super) fn write_key_array(out: &mut Vec<u8>, r: &UniqueRecord<'_>) {
     write_values(out, r.key_values().map(str::as_bytes));
 }
 
 /// Values as a JSON array of strings, as [`ProfileRow::values`] wants
 /// them.
-fn write_values<'a>(out: &mut Vec<u8>, values: impl Iterator<Item = &'a [u8]>) {
+pub(super) fn write_values<'a>(out: &mut Vec<u8>, values: impl Iterator<Item = &'a [u8]>) {
     out.push(b'[');
     for (i, v) in values.enumerate() {
         if i > 0 {

@@ -1424,6 +1424,240 @@ pub trait BucketStore: Send + Sync {
     ) -> Result<Option<BucketSettings>, StoreError>;
 }
 
+/// One byte range of one of a job's inputs, as planned.
+#[derive(Clone, Copy, Debug, Default, Eq, PartialEq)]
+pub struct PlannedRange {
+    /// Which input, from 0 in the job's order.
+    pub input: u64,
+    /// Where that input's body starts (bytes before it are its header).
+    pub body_start: u64,
+    /// The range's first byte.
+    pub start: u64,
+    /// Just past its last byte.
+    pub end: u64,
+    /// Newlines of the input's body before `start`.
+    pub newlines_before: u64,
+}
+
+/// Where a planned range stands.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum RangeState {
+    /// Not done yet: free, or leased until its deadline.
+    Open,
+    /// Done: its rows are staged and its counts added to the job's.
+    Done,
+    /// Given up after its attempts: it counts as a failed piece.
+    Failed,
+}
+
+/// A range as the store keeps it.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct RangeRecord {
+    /// Its index among the job's ranges (its piece number).
+    pub piece: u64,
+    /// Where it is.
+    pub range: PlannedRange,
+    /// Where it stands.
+    pub state: RangeState,
+    /// Times it was leased.
+    pub attempt: u64,
+    /// What its run did (zero until done).
+    pub result: RangeResult,
+}
+
+/// What running one range did.
+#[derive(Clone, Debug, Default, Eq, PartialEq)]
+pub struct RangeResult {
+    /// Rows read.
+    pub processed: u64,
+    /// Rows that failed.
+    pub failed: u64,
+    /// Field warnings, per mapped field in mapping order.
+    pub warnings: Vec<u64>,
+    /// Its first failures, as the job layer encodes them (kept as given).
+    pub failures: String,
+    /// It could not be read or parsed completely.
+    pub failed_piece: bool,
+    /// Why, when it failed or its last attempt did.
+    pub reason: Option<String>,
+}
+
+/// A claim on one range of a running job.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct RangeLease {
+    /// The job's account.
+    pub account: AccountId,
+    /// The job.
+    pub job_id: String,
+    /// The range's piece number.
+    pub piece: u64,
+    /// Where it is.
+    pub range: PlannedRange,
+    /// This lease's attempt: a holder whose lease was taken over (a later
+    /// attempt) writes nothing more for it.
+    pub attempt: u64,
+    /// Who holds it.
+    pub holder: String,
+    /// Into how many parts the job's staged rows are split.
+    pub parts: u32,
+}
+
+impl RangeLease {
+    /// Its job.
+    pub fn job(&self) -> JobRef<'_> {
+        JobRef {
+            account: &self.account,
+            id: &self.job_id,
+        }
+    }
+}
+
+/// One row a range keeps, staged for the merge.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub struct StagedRow<'a> {
+    /// Which part of the merge takes it (a hash of the key, below the
+    /// plan's `parts`).
+    pub part: u32,
+    /// Its place within its range: greater is later in the input.
+    pub ordinal: u64,
+    /// The stored key.
+    pub key: &'a str,
+    /// The values, as [`ProfileRow::values`].
+    pub values: &'a str,
+}
+
+/// One part of a job's merge.
+#[derive(Clone, Copy, Debug)]
+pub struct MergePart<'a> {
+    /// The attempt merging.
+    pub attempt: Attempt<'a>,
+    /// The domain written into.
+    pub domain: &'a str,
+    /// Which part.
+    pub part: u32,
+    /// When.
+    pub now_ms: i64,
+    /// When the profiles expire; an existing later expiry is kept.
+    pub expires_ms: i64,
+    /// Where each value goes (as [`ProfileBatch::targets`]).
+    pub targets: &'a [&'a str],
+}
+
+/// Jobs cut into byte ranges that workers on any machine lease one at a
+/// time, with the rows they keep staged in the store and merged there:
+/// last row wins by (piece, ordinal), decided by the store. Implemented by
+/// stores that several machines share.
+pub trait RangeStore: Send + Sync {
+    /// Records the job's ranges and the number of merge parts, and its
+    /// `total_pieces`, unless an earlier attempt planned it: then the
+    /// earlier plan stands. Returns the plan's parts.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::Fenced`] when the attempt is not the job's running
+    /// one, or a backend error.
+    fn plan_ranges(
+        &self,
+        attempt: Attempt<'_>,
+        ranges: &[PlannedRange],
+        parts: u32,
+    ) -> Result<u32, StoreError>;
+
+    /// The job's ranges, by piece (none before it is planned).
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn ranges(&self, job: JobRef<'_>) -> Result<Vec<RangeRecord>, StoreError>;
+
+    /// Leases an open range of a running job (of `job` only, when given)
+    /// that no one holds or whose lease lapsed before `now_ms`, skipping
+    /// ranges others are leasing at this moment, until `now_ms + ttl_ms`.
+    /// A lapsed range that was already leased `max_attempts` times fails
+    /// (a failed piece, with its last reason) instead.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn lease_range(
+        &self,
+        job: Option<JobRef<'_>>,
+        holder: &str,
+        now_ms: i64,
+        ttl_ms: i64,
+        max_attempts: u64,
+    ) -> Result<Option<RangeLease>, StoreError>;
+
+    /// Moves the lease's deadline; false when it is no longer held (taken
+    /// over, or done).
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn renew_range(&self, lease: &RangeLease, deadline_ms: i64) -> Result<bool, StoreError>;
+
+    /// Stages `rows` and records the range done with `result` (its counts
+    /// added to the job's), in one step; false, with nothing written, when
+    /// the lease is no longer held.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn complete_range(
+        &self,
+        lease: &RangeLease,
+        result: &RangeResult,
+        rows: &[StagedRow<'_>],
+    ) -> Result<bool, StoreError>;
+
+    /// Gives the range back after a failed attempt, to be leased again no
+    /// sooner than `retry_ms`; when it was leased `max_attempts` times it
+    /// fails instead, with `reason`. False when it was no longer held.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn give_back_range(
+        &self,
+        lease: &RangeLease,
+        reason: &str,
+        retry_ms: i64,
+        max_attempts: u64,
+    ) -> Result<bool, StoreError>;
+
+    /// Before the merge: purges the domain's expired profiles, so that a
+    /// key that had only expired counts as created.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoDomain`], [`StoreError::Fenced`], or a backend error.
+    fn prepare_merge(
+        &self,
+        attempt: Attempt<'_>,
+        domain: &str,
+        now_ms: i64,
+        expires_ms: i64,
+    ) -> Result<(), StoreError>;
+
+    /// Merges one part of the staged rows into the domain: per key the row
+    /// of the greatest (piece, ordinal), created or updated, the counts
+    /// added to the job's in the same step. A part merged before (by any
+    /// attempt) is not merged again: returns `None`.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoDomain`], [`StoreError::Fenced`], or a backend error;
+    /// then nothing of the part is written.
+    fn merge_part(&self, merge: &MergePart<'_>) -> Result<Option<WriteCounts>, StoreError>;
+
+    /// Lets go of a finished job's plan and staged rows.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn drop_ranges(&self, job: JobRef<'_>) -> Result<(), StoreError>;
+}
+
 /// Every port: what a backend implements, and what the job layer is
 /// handed.
 pub trait Store:
@@ -1431,6 +1665,12 @@ pub trait Store:
 {
     /// Where the store is, for people (`/data/sluice.db`, `memory`).
     fn location(&self) -> String;
+
+    /// Its ranges, when jobs can be split across processes on it
+    /// (PostgreSQL); `None` runs every job in the process that leased it.
+    fn range_store(&self) -> Option<&dyn RangeStore> {
+        None
+    }
 }
 
 /// Opens the store that `location` names: `memory:` (an empty store that

@@ -15,6 +15,8 @@ use std::time::Duration;
 use postgres::error::SqlState;
 use postgres::{Client, IsolationLevel, NoTls, Row, Transaction};
 
+mod ranges;
+
 use super::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, EndpointBatch,
     EndpointKey, EndpointMerge, EndpointWrite, FailureKind, JobCounters, JobFilter, JobKind,
@@ -159,6 +161,50 @@ const MIGRATIONS: &[&str] = &[
         region TEXT,
         owner TEXT,
         PRIMARY KEY(account, bucket)
+    );
+    "#,
+    // 2: jobs split into byte ranges that workers lease; their rows are
+    // staged in tables of the schema sluice_stage, one per job and part,
+    // made at planning and dropped when the job ends.
+    r#"
+    CREATE SCHEMA IF NOT EXISTS sluice_stage;
+    CREATE TABLE job_plans(
+        account TEXT COLLATE "C" NOT NULL,
+        job_id TEXT COLLATE "C" NOT NULL,
+        stage_no BIGSERIAL NOT NULL UNIQUE,
+        parts INT NOT NULL,
+        PRIMARY KEY(account, job_id)
+    );
+    CREATE TABLE job_ranges(
+        account TEXT COLLATE "C" NOT NULL,
+        job_id TEXT COLLATE "C" NOT NULL,
+        piece BIGINT NOT NULL,
+        input BIGINT NOT NULL,
+        body_start BIGINT NOT NULL,
+        byte_start BIGINT NOT NULL,
+        byte_end BIGINT NOT NULL,
+        newlines_before BIGINT NOT NULL,
+        -- open, done or failed
+        state TEXT NOT NULL DEFAULT 'open',
+        holder TEXT,
+        attempt BIGINT NOT NULL DEFAULT 0,
+        deadline_ms BIGINT NOT NULL DEFAULT 0,
+        processed BIGINT NOT NULL DEFAULT 0,
+        failed BIGINT NOT NULL DEFAULT 0,
+        warnings TEXT NOT NULL DEFAULT '[]',
+        failures TEXT NOT NULL DEFAULT '',
+        failed_piece BOOLEAN NOT NULL DEFAULT false,
+        reason TEXT,
+        PRIMARY KEY(account, job_id, piece)
+    );
+    CREATE INDEX job_ranges_open ON job_ranges(deadline_ms) WHERE state = 'open';
+    CREATE TABLE job_merges(
+        account TEXT COLLATE "C" NOT NULL,
+        job_id TEXT COLLATE "C" NOT NULL,
+        part INT NOT NULL,
+        created BIGINT NOT NULL,
+        updated BIGINT NOT NULL,
+        PRIMARY KEY(account, job_id, part)
     );
     "#,
 ];
@@ -383,6 +429,18 @@ impl PgStore {
 
     fn write_here<T>(
         &self,
+        f: impl FnMut(&mut Transaction<'_>) -> TxResult<T>,
+    ) -> Result<T, StoreError> {
+        self.write_at(IsolationLevel::Serializable, f)
+    }
+
+    /// As [`PgStore::write`] at another isolation level: `READ COMMITTED`
+    /// for the bulk steps of split jobs, whose rows no other transaction
+    /// writes and whose checks are row locks, so that several run at once
+    /// without failing each other's serialization.
+    fn write_at<T>(
+        &self,
+        isolation: IsolationLevel,
         mut f: impl FnMut(&mut Transaction<'_>) -> TxResult<T>,
     ) -> Result<T, StoreError> {
         let mut client = self.take()?;
@@ -393,7 +451,7 @@ impl PgStore {
             let attempt = (|| -> TxResult<T> {
                 let mut tx = client
                     .build_transaction()
-                    .isolation_level(IsolationLevel::Serializable)
+                    .isolation_level(isolation)
                     .start()?;
                 let out = f(&mut tx)?;
                 committing = true;
@@ -628,6 +686,10 @@ impl PgStore {
 impl Store for PgStore {
     fn location(&self) -> String {
         self.location.clone()
+    }
+
+    fn range_store(&self) -> Option<&dyn super::RangeStore> {
+        Some(self)
     }
 }
 

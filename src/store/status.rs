@@ -43,7 +43,7 @@ impl JobStatus {
     ];
 
     /// The name used in the store and on the wire.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             JobStatus::Created => "CREATED",
             JobStatus::Queued => "QUEUED",
