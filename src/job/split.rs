@@ -187,10 +187,10 @@ pub(super) fn run(ctx: &RunContext<'_>, store: &dyn RangeStore, job: &Job<'_>) -
 
     // Merge, several parts at once.
     let now = ctx.now();
-    if let Err(e) = store.prepare_merge(ctx.attempt(), job.domain, now, job.expires_ms) {
+    let targets: Vec<&str> = job.targets.iter().map(String::as_str).collect();
+    if let Err(e) = store.prepare_merge(ctx.attempt(), job.domain, now, job.expires_ms, &targets) {
         return ctx.store_failed("preparing the merge", e);
     }
-    let targets: Vec<&str> = job.targets.iter().map(String::as_str).collect();
     let parts: u32 = MERGE_PARTS;
     let at_once = std::thread::available_parallelism().map_or(2, |n| n.get().max(2));
     let next = std::sync::atomic::AtomicU32::new(0);

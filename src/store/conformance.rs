@@ -76,6 +76,10 @@ pub fn all(fresh: Fresh<'_>) {
     }
     let store = fresh();
     bucket_settings_round_trip(&*store);
+    let store = fresh();
+    if store.range_store().is_some() {
+        ranges_lease_once_fence_and_merge_by_place(&*store);
+    }
 }
 
 const T0: i64 = 1_800_000_000_000;
@@ -1145,4 +1149,174 @@ fn bucket_settings_round_trip(s: &dyn Store) {
     b.region = None;
     s.set_bucket_settings(&a, &b).unwrap();
     assert_eq!(s.bucket_settings(&a, "bkt").unwrap(), Some(b));
+}
+
+/// Split jobs ([`RangeStore`](super::RangeStore)), on stores that have
+/// them: planned once, each range leased by one holder at a time, a taken
+/// over holder fenced, failures after their attempts, and the merge keeps
+/// per key the row of the greatest (piece, ordinal), once per part.
+fn ranges_lease_once_fence_and_merge_by_place(s: &dyn Store) {
+    use super::{MergePart, PlannedRange, RangeResult, RangeState, StagedRow};
+    let r = s.range_store().expect("a store with ranges");
+    let a = acct();
+    s.create_domain(&a, &Domain::new("d", 14, T0)).unwrap();
+    let attempt = running(s, &a, "j", Some("d"));
+    let at = Attempt {
+        job: job_ref(&a, "j"),
+        attempt,
+    };
+    let plan: Vec<PlannedRange> = (0..3)
+        .map(|i| PlannedRange {
+            input: 0,
+            body_start: 10,
+            start: 10 + 100 * i,
+            end: 110 + 100 * i,
+            newlines_before: 5 * i,
+        })
+        .collect();
+    assert_eq!(r.plan_ranges(at, &plan, 2).unwrap(), 2);
+    // A second plan (a resumed attempt's) leaves the first.
+    assert_eq!(r.plan_ranges(at, &plan[..1], 5).unwrap(), 2);
+    let listed = r.ranges(at.job).unwrap();
+    assert_eq!(listed.len(), 3);
+    assert_eq!(listed[2].range, plan[2]);
+    assert!(listed.iter().all(|x| x.state == RangeState::Open));
+    assert_eq!(s.job(at.job).unwrap().unwrap().counters.total_pieces, 3);
+
+    // One holder each; none left for a fourth.
+    let one = r
+        .lease_range(Some(at.job), "a", T0, 10, 3)
+        .unwrap()
+        .unwrap();
+    let two = r.lease_range(None, "b", T0, 1000, 3).unwrap().unwrap();
+    let three = r.lease_range(None, "c", T0, 1000, 3).unwrap().unwrap();
+    let mut pieces = vec![one.piece, two.piece, three.piece];
+    pieces.sort_unstable();
+    assert_eq!(pieces, [0, 1, 2]);
+    assert_eq!((one.piece, one.attempt, one.parts), (0, 1, 2));
+    assert!(r.lease_range(None, "d", T0 + 5, 1000, 3).unwrap().is_none());
+    assert!(r.renew_range(&one, T0 + 20).unwrap());
+
+    // Taken over after its deadline: the first holder writes nothing more.
+    let again = r.lease_range(None, "e", T0 + 21, 1000, 3).unwrap().unwrap();
+    assert_eq!((again.piece, again.attempt), (0, 2));
+    let result = |processed| RangeResult {
+        processed,
+        failed: 1,
+        warnings: vec![2, 0],
+        failures: "[[7,1,\"bad\"]]".into(),
+        ..RangeResult::default()
+    };
+    let row = |part, ordinal, key, values| StagedRow {
+        part,
+        ordinal,
+        key,
+        values,
+    };
+    let stale = [row(0, 9, "k1", "[\"stale\"]")];
+    assert!(!r.complete_range(&one, &result(4), &stale).unwrap());
+    assert!(!r.renew_range(&one, T0 + 2000).unwrap());
+    let piece = |n| {
+        [&again, &two, &three][[again.piece, two.piece, three.piece]
+            .iter()
+            .position(|&p| p == n)
+            .unwrap()]
+    };
+    let first = [row(0, 5, "k1", "[\"early\"]"), row(1, 6, "k2", "[\"two\"]")];
+    assert!(r.complete_range(piece(0), &result(4), &first).unwrap());
+    // Piece 1 comes after piece 0 whatever the ordinals: its k1 wins.
+    let later = [
+        row(0, 0, "k1", "[\"late\"]"),
+        row(0, 1, "k3", "[\"three\"]"),
+    ];
+    assert!(r.complete_range(piece(1), &result(3), &later).unwrap());
+    // Done once.
+    assert!(!r.complete_range(piece(1), &result(3), &later).unwrap());
+    // Given back on its last attempt: it fails with the reason.
+    assert!(
+        r.give_back_range(piece(2), "cannot read it", T0, 1)
+            .unwrap()
+    );
+    let listed = r.ranges(at.job).unwrap();
+    let states: Vec<RangeState> = listed.iter().map(|x| x.state).collect();
+    assert_eq!(
+        states,
+        [RangeState::Done, RangeState::Done, RangeState::Failed]
+    );
+    assert_eq!(listed[0].result, result(4));
+    assert!(listed[2].result.failed_piece);
+    assert!(
+        listed[2]
+            .result
+            .reason
+            .as_deref()
+            .is_some_and(|why| why.contains("cannot read it")),
+        "{:?}",
+        listed[2].result.reason
+    );
+    let c = s.job(at.job).unwrap().unwrap().counters;
+    assert_eq!(
+        (
+            c.completed_pieces,
+            c.failed_pieces,
+            c.processed,
+            c.failed,
+            c.field_warnings
+        ),
+        (3, 1, 7, 2, 4)
+    );
+
+    // The merge: once per part, fenced by the job's attempt.
+    let targets = ["FirstName"];
+    r.prepare_merge(at, "d", T0, T0 + 1000, &targets).unwrap();
+    let merge = |attempt, part| MergePart {
+        attempt,
+        domain: "d",
+        part,
+        now_ms: T0,
+        expires_ms: T0 + 1000,
+        targets: &targets,
+    };
+    let stale_attempt = Attempt {
+        attempt: attempt + 1,
+        ..at
+    };
+    assert!(matches!(
+        r.merge_part(&merge(stale_attempt, 0)),
+        Err(StoreError::Fenced { .. })
+    ));
+    let p0 = r.merge_part(&merge(at, 0)).unwrap().unwrap();
+    let p1 = r.merge_part(&merge(at, 1)).unwrap().unwrap();
+    assert_eq!((p0.created, p0.updated, p1.created), (2, 0, 1));
+    assert_eq!(r.merge_part(&merge(at, 0)).unwrap(), None);
+    let c = s.job(at.job).unwrap().unwrap().counters;
+    assert_eq!((c.created, c.updated), (3, 0));
+    let fields = |key| s.profile(&a, "d", key, T0).unwrap().unwrap().fields;
+    assert_eq!(fields("k1"), r#"{"FirstName":"late"}"#);
+    assert_eq!(fields("k2"), r#"{"FirstName":"two"}"#);
+
+    // A range of a job that is not running is not leased; a lapsed range
+    // leased as often as allowed fails instead.
+    let other = running(s, &a, "k", Some("d"));
+    let kat = Attempt {
+        job: job_ref(&a, "k"),
+        attempt: other,
+    };
+    r.plan_ranges(kat, &plan[..1], 1).unwrap();
+    let l = r
+        .lease_range(Some(kat.job), "x", T0, 10, 1)
+        .unwrap()
+        .unwrap();
+    assert!(
+        r.lease_range(Some(kat.job), "y", T0 + 100, 10, 1)
+            .unwrap()
+            .is_none()
+    );
+    assert!(!r.renew_range(&l, T0 + 200).unwrap());
+    assert_eq!(r.ranges(kat.job).unwrap()[0].state, RangeState::Failed);
+
+    r.drop_ranges(at.job).unwrap();
+    assert!(r.ranges(at.job).unwrap().is_empty());
+    go(s, &a, "k", JobStatus::Running, JobStatus::Stopped);
+    r.plan_ranges(kat, &plan, 1).unwrap_err();
 }

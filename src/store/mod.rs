@@ -1626,7 +1626,8 @@ pub trait RangeStore: Send + Sync {
     ) -> Result<bool, StoreError>;
 
     /// Before the merge: purges the domain's expired profiles, so that a
-    /// key that had only expired counts as created.
+    /// key that had only expired counts as created, and records what the
+    /// values are (`targets`, as [`ProfileBatch::targets`]).
     ///
     /// # Errors
     ///
@@ -1637,6 +1638,7 @@ pub trait RangeStore: Send + Sync {
         domain: &str,
         now_ms: i64,
         expires_ms: i64,
+        targets: &[&str],
     ) -> Result<(), StoreError>;
 
     /// Merges one part of the staged rows into the domain: per key the row

@@ -31,6 +31,8 @@ if [ -n "${SLUICE_TEST_PG:-}" ]; then
   done
   # sluice worker processes running a server's jobs; one killed mid-job.
   "$VENV/bin/python" tests/boto3/test_workers.py
+  # One profile job split over three workers, one killed mid-range.
+  "$VENV/bin/python" tests/boto3/test_distributed.py
 elif [ "${SLUICE_REQUIRE_PG:-}" = 1 ]; then
   echo "SLUICE_REQUIRE_PG=1 but SLUICE_TEST_PG names no server" >&2
   exit 1

@@ -8,7 +8,8 @@
 # to run as root, so the cluster belongs to the `postgres` user (made by the
 # package) when we are root. It listens on 127.0.0.1 on a free port, with
 # trust authentication, fsync off (a test cluster holds nothing to keep), and
-# its socket in its own directory.
+# its socket in its own directory. PG_OPTS adds server settings
+# ("-c shared_buffers=2GB …", as benches/distributed.sh does).
 
 _pg_bin() {
   for d in /usr/lib/postgresql/*/bin; do
@@ -41,7 +42,7 @@ fi
 _pg_as "$PG_BIN/initdb" -D "$PG_DIR/data" -U postgres --auth=trust --encoding=UTF8 \
   --no-sync >"$PG_DIR/initdb.log" 2>&1 || { cat "$PG_DIR/initdb.log" >&2; return 1 2>/dev/null || exit 1; }
 _pg_as "$PG_BIN/pg_ctl" -D "$PG_DIR/data" -l "$PG_DIR/server.log" -w start \
-  -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200" \
+  -o "-p $PG_PORT -k $PG_DIR -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200 ${PG_OPTS:-}" \
   >/dev/null || { cat "$PG_DIR/server.log" >&2; return 1 2>/dev/null || exit 1; }
 export SLUICE_TEST_PG="postgresql://postgres@127.0.0.1:$PG_PORT/postgres"
 echo "PostgreSQL $("$PG_BIN/postgres" --version | awk '{print $3}') at $SLUICE_TEST_PG ($PG_DIR)" >&2

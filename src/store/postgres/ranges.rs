@@ -10,6 +10,7 @@
 //! once without aborting one another.
 
 use postgres::binary_copy::BinaryCopyInWriter;
+use postgres::error::SqlState;
 use postgres::types::Type;
 use postgres::{IsolationLevel, Transaction};
 
@@ -366,6 +367,7 @@ impl RangeStore for PgStore {
         domain: &str,
         now_ms: i64,
         expires_ms: i64,
+        targets: &[&str],
     ) -> Result<(), StoreError> {
         self.write(|tx| {
             let (domain_id, next_expiry): (i64, Option<i64>) = tx
@@ -380,6 +382,9 @@ impl RangeStore for PgStore {
             if next_expiry.is_some_and(|t| t <= now_ms) {
                 purge_domain(tx, domain_id, now_ms)?;
             }
+            // Made here, committed before the parts: the first part to
+            // insert it would make the others wait for its end.
+            shape_id(tx, targets)?;
             tx.execute(
                 "UPDATE domains SET next_expiry_ms = least(coalesce(next_expiry_ms, $2), $2) \
                  WHERE id = $1",
@@ -413,24 +418,64 @@ impl RangeStore for PgStore {
             let shape = shape_id(tx, m.targets)?;
             // The sort of DISTINCT ON in memory, not in temporary files.
             tx.batch_execute("SET LOCAL work_mem = '256MB'")?;
-            let row = tx.query_one(
-                &format!(
-                    "WITH src AS (SELECT DISTINCT ON (key) key, vals FROM {} \
-                     ORDER BY key, piece DESC, ordinal DESC), \
-                     w AS (INSERT INTO profiles(domain_id, profile_key, shape_id, field_values, \
+            // The winners, once: per key the row of the greatest place.
+            tx.batch_execute(&format!(
+                "CREATE TEMPORARY TABLE sluice_merge ON COMMIT DROP AS \
+                 SELECT DISTINCT ON (key) key, vals FROM {} \
+                 ORDER BY key, piece DESC, ordinal DESC; \
+                 ANALYZE sluice_merge",
+                stage_table(stage, m.part)
+            ))?;
+            // Keys the domain has are updated, the others inserted: two
+            // plain statements, which took 6 s for 1.9 M new keys where
+            // one upsert (INSERT … ON CONFLICT, its speculative insertion
+            // per row) took 10.5 s.
+            let params: [&(dyn postgres::types::ToSql + Sync); 4] =
+                [&domain_id, &shape, &m.now_ms, &m.expires_ms];
+            let mut plain = tx.savepoint("sluice_plain")?;
+            let two = (|| -> Result<(u64, u64), postgres::Error> {
+                let updated = plain.execute(
+                    "UPDATE profiles p SET shape_id = $2, field_values = s.vals, \
+                     updated_ms = $3, expires_ms = greatest(p.expires_ms, $4) \
+                     FROM sluice_merge s WHERE p.domain_id = $1 AND p.profile_key = s.key",
+                    &params,
+                )?;
+                let created = plain.execute(
+                    "INSERT INTO profiles(domain_id, profile_key, shape_id, field_values, \
                      created_ms, updated_ms, expires_ms) \
-                     SELECT $1, key, $2, vals, $3, $3, $4 FROM src \
-                     ON CONFLICT(domain_id, profile_key) DO UPDATE SET \
-                     shape_id = excluded.shape_id, field_values = excluded.field_values, \
-                     updated_ms = excluded.updated_ms, \
-                     expires_ms = greatest(profiles.expires_ms, excluded.expires_ms) \
-                     RETURNING xmax = 0 AS inserted) \
-                     SELECT count(*) FILTER (WHERE inserted), count(*) FROM w",
-                    stage_table(stage, m.part)
-                ),
-                &[&domain_id, &shape, &m.now_ms, &m.expires_ms],
-            )?;
-            let (created, total): (i64, i64) = (row.get(0), row.get(1));
+                     SELECT $1, key, $2, vals, $3, $3, $4 FROM sluice_merge s WHERE NOT EXISTS \
+                     (SELECT 1 FROM profiles p WHERE p.domain_id = $1 AND p.profile_key = s.key)",
+                    &params,
+                )?;
+                Ok((created, updated))
+            })();
+            let (created, updated) = match two {
+                Ok((created, updated)) => {
+                    plain.commit()?;
+                    (n(created), n(updated))
+                }
+                // Another job inserted one of these keys in between: all
+                // of it again as one upsert, telling inserts from updates.
+                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
+                    drop(plain);
+                    let row = tx.query_one(
+                        "WITH w AS (INSERT INTO profiles(domain_id, profile_key, shape_id, \
+                         field_values, created_ms, updated_ms, expires_ms) \
+                         SELECT $1, key, $2, vals, $3, $3, $4 FROM sluice_merge \
+                         ON CONFLICT(domain_id, profile_key) DO UPDATE SET \
+                         shape_id = excluded.shape_id, field_values = excluded.field_values, \
+                         updated_ms = excluded.updated_ms, \
+                         expires_ms = greatest(profiles.expires_ms, excluded.expires_ms) \
+                         RETURNING xmax = 0 AS inserted) \
+                         SELECT count(*) FILTER (WHERE inserted), count(*) FROM w",
+                        &params,
+                    )?;
+                    let (created, all): (i64, i64) = (row.get(0), row.get(1));
+                    (created, all - created)
+                }
+                Err(e) => return Err(e.into()),
+            };
+            let total = created + updated;
             let counts = WriteCounts {
                 created: u(created),
                 updated: u(total - created),
