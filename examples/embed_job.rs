@@ -46,6 +46,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         mapping,
         inputs: vec![Source::File(root.join("testdata/customers.csv"))],
         piece_size: Some(64 * 1024),
+        range_size: None,
         region: None,
         delimiter: None,
         sealed_key: None,

@@ -103,6 +103,7 @@ impl Env {
             mapping: mapping(expiry),
             inputs: inputs.iter().cloned().map(Source::File).collect(),
             piece_size: Some(16 * 1024),
+            range_size: None,
             region: None,
             delimiter: None,
             sealed_key: None,

@@ -408,6 +408,7 @@ fn profiles_spec(inputs: &Inputs) -> JobSpec {
         mapping,
         inputs: vec![Source::File(inputs.dir.path().join("c.csv"))],
         piece_size: Some(64 << 10),
+        range_size: None,
         region: None,
         delimiter: None,
         sealed_key: None,

@@ -230,3 +230,31 @@ pub(super) fn counters_of(s: &Summary) -> JobCounters {
         failures: s.failures.iter().map(ToString::to_string).collect(),
     }
 }
+
+/// The end state of a job that read and wrote everything: its rows read,
+/// failed, its pieces failed and its first failure.
+pub(super) fn ended(processed: u64, failed: u64, failed_pieces: u64, first: Option<String>) -> End {
+    if processed > 0 && failed == processed {
+        End::Done(
+            JobStatus::Failed,
+            Some(format!(
+                "every row failed; the first: {}",
+                first.unwrap_or_default()
+            )),
+            Some(FailureKind::Validation),
+        )
+    } else if failed > 0 || failed_pieces > 0 {
+        End::Done(
+            JobStatus::PartiallySucceeded,
+            Some(format!(
+                "{} rows and {} pieces failed; the first: {}",
+                failed,
+                failed_pieces,
+                first.unwrap_or_default()
+            )),
+            None,
+        )
+    } else {
+        End::Done(JobStatus::Succeeded, None, None)
+    }
+}

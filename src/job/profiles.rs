@@ -5,14 +5,13 @@ use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::context::{End, RunContext, counters_of};
+use super::context::{End, RunContext, counters_of, ended};
 use super::split;
 use super::write::{self, Halt, Target};
 use super::{Objects, Source, UPLOADS_BUCKET};
 use crate::crypto::{self, DataKey};
 use crate::ingest::{Ingest, IngestBuilder, Input, Summary};
 use crate::mapping::MappingFile;
-use crate::store::{FailureKind, JobStatus};
 
 const DAY_MS: i64 = 86_400_000;
 
@@ -162,10 +161,11 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ProfileJob) -> End {
         Err(e) => return invalid(e),
     };
     if let Some(ranges) = ctx.store.range_store()
-        && split::splittable(spec)
+        && split::splittable(&spec.inputs, spec.sealed_key.is_some())
     {
         let job = split::Job {
-            spec,
+            inputs: &spec.inputs,
+            range_size: spec.range_size.unwrap_or(split::RANGE_SIZE),
             ingest: &ingest,
             domain: &spec.domain,
             expires_ms,
@@ -224,34 +224,6 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ProfileJob) -> End {
 fn finished(s: &Summary) -> End {
     let first = s.failures.first().map(ToString::to_string);
     ended(s.processed, s.failed, s.failed_pieces, first)
-}
-
-/// The end state of a job that read and wrote everything: its rows read,
-/// failed, its pieces failed and its first failure.
-pub(super) fn ended(processed: u64, failed: u64, failed_pieces: u64, first: Option<String>) -> End {
-    if processed > 0 && failed == processed {
-        End::Done(
-            JobStatus::Failed,
-            Some(format!(
-                "every row failed; the first: {}",
-                first.unwrap_or_default()
-            )),
-            Some(FailureKind::Validation),
-        )
-    } else if failed > 0 || failed_pieces > 0 {
-        End::Done(
-            JobStatus::PartiallySucceeded,
-            Some(format!(
-                "{} rows and {} pieces failed; the first: {}",
-                failed,
-                failed_pieces,
-                first.unwrap_or_default()
-            )),
-            None,
-        )
-    } else {
-        End::Done(JobStatus::Succeeded, None, None)
-    }
 }
 
 /// The inputs as the engine reads them: plain files, or sealed ones

@@ -483,7 +483,7 @@ fn help_with_ranges(shared: &Shared) {
             };
         }
         if let Some((_, spec, ingest)) = &engine
-            && let Err(e) = worker.work(&lease, spec, ingest)
+            && let Err(e) = worker.work(&lease, &spec.inputs, ingest)
         {
             eprintln!("sluice: job {}: range {}: {e}", lease.job_id, lease.piece);
         }

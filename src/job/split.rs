@@ -27,8 +27,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use super::context::{End, RunContext, failure_kind};
-use super::profiles::{ProfileJob, ended};
+use super::context::{End, RunContext, ended, failure_kind};
 use super::write::{write_key_array, write_values};
 use super::{Clock, Objects, Source};
 use crate::ingest::{Failure, Ingest, Input, RowMapper};
@@ -53,19 +52,21 @@ const MAX_FAILURES: usize = crate::ingest::MAX_FAILURES;
 
 /// What the job thread knows of the job it splits.
 pub(super) struct Job<'a> {
-    pub(super) spec: &'a ProfileJob,
+    /// Its inputs, in order.
+    pub(super) inputs: &'a [Source],
+    /// Bytes in a range.
+    pub(super) range_size: u64,
     pub(super) ingest: &'a Ingest,
     pub(super) domain: &'a str,
     pub(super) expires_ms: i64,
     pub(super) targets: Vec<String>,
 }
 
-/// Whether every input of the job can be read by range: files and
-/// objects, not sealed (uploads are read whole, by the job's runner).
-pub(super) fn splittable(spec: &ProfileJob) -> bool {
-    spec.sealed_key.is_none()
-        && spec
-            .inputs
+/// Whether every input can be read by range: files and objects, not
+/// sealed (uploads are read whole, by the job's runner).
+pub(super) fn splittable(inputs: &[Source], sealed: bool) -> bool {
+    !sealed
+        && inputs
             .iter()
             .all(|s| matches!(s, Source::File(_) | Source::Object { .. }))
 }
@@ -118,8 +119,8 @@ pub(super) fn run(ctx: &RunContext<'_>, store: &dyn RangeStore, job: &Job<'_>) -
     };
     if planned.is_empty() {
         let mut ranges = Vec::new();
-        let size = job.spec.range_size.unwrap_or(RANGE_SIZE).max(1);
-        for (i, source) in job.spec.inputs.iter().enumerate() {
+        let size = job.range_size.max(1);
+        for (i, source) in job.inputs.iter().enumerate() {
             let input = match whole(source, objects) {
                 Ok(input) => input,
                 Err(e) => return End::invalid(e),
@@ -167,7 +168,7 @@ pub(super) fn run(ctx: &RunContext<'_>, store: &dyn RangeStore, job: &Job<'_>) -
         let ttl = ms(ctx.config.lease_ttl);
         match store.lease_range(Some(ctx.job_ref()), ctx.holder, now, ttl, RANGE_ATTEMPTS) {
             Ok(Some(lease)) => {
-                if let Err(e) = worker.work(&lease, job.spec, job.ingest) {
+                if let Err(e) = worker.work(&lease, job.inputs, job.ingest) {
                     return ctx.store_failed("staging a range", e);
                 }
             }
@@ -217,8 +218,7 @@ pub(super) fn run(ctx: &RunContext<'_>, store: &dyn RangeStore, job: &Job<'_>) -
             .collect();
         handles
             .into_iter()
-            .map(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
-            .collect()
+            .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
     });
     if let Err(e) = merged {
         return ctx.store_failed("merging the staged rows", e);
@@ -302,7 +302,6 @@ fn counters(ranges: &[RangeRecord], job: &Job<'_>, written: u64) -> JobCounters 
         }
         if c.failures.len() < MAX_FAILURES {
             let name = job
-                .spec
                 .inputs
                 .get(usize::try_from(r.range.input).unwrap_or(usize::MAX))
                 .map(Source::name)
@@ -360,14 +359,14 @@ impl RangeWorker<'_> {
     pub(super) fn work(
         &self,
         lease: &RangeLease,
-        spec: &ProfileJob,
+        inputs: &[Source],
         ingest: &Ingest,
     ) -> Result<bool, StoreError> {
         let lost = AtomicBool::new(false);
         let done = AtomicBool::new(false);
         let ran = std::thread::scope(|s| {
             s.spawn(|| self.heartbeat(lease, &done, &lost));
-            let ran = self.run(lease, spec, ingest);
+            let ran = self.run(lease, inputs, ingest);
             done.store(true, Ordering::Relaxed);
             ran
         });
@@ -418,12 +417,11 @@ impl RangeWorker<'_> {
     fn run(
         &self,
         lease: &RangeLease,
-        spec: &ProfileJob,
+        inputs: &[Source],
         ingest: &Ingest,
     ) -> Result<(RangeResult, Staged), String> {
         let r = lease.range;
-        let source = spec
-            .inputs
+        let source = inputs
             .get(usize::try_from(r.input).unwrap_or(usize::MAX))
             .ok_or_else(|| format!("the job has no input {}", r.input))?;
         let mut header = Vec::new();
