@@ -18,7 +18,6 @@ failed without it when SLUICE_REQUIRE_PG=1.
 import json
 import os
 import random
-import signal
 import sqlite3
 import subprocess
 import tempfile
@@ -27,7 +26,7 @@ import unittest
 
 from harness import Moto, Server, drop_pg_database, new_pg_database, sluice_bin
 from test_import_jobs import Cli
-from test_workers import psql
+from test_workers import Worker, psql
 
 ROWS_PER_OBJECT = 40_000
 MAPPING = os.path.join(os.path.dirname(__file__), "..", "..", "testdata",
@@ -53,23 +52,6 @@ def customers(path, seed, crlf):
             elif i % 6007 == 11:
                 row = row.replace(email, "no-at-sign")  # a key that is not an e-mail
             f.write(row + end)
-
-
-class Worker:
-    def __init__(self, store, data, env):
-        self.proc = subprocess.Popen(
-            [sluice_bin(), "worker", "--store", store, "--data-dir", data, "--threads", "1",
-             "--poll", "0.2", "--lease-ttl", "3"],
-            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-            env=dict(os.environ, **env))
-        line = self.proc.stdout.readline()
-        assert "running the jobs queued in" in line, line
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            assert self.proc.wait(timeout=60) == 0
-        self.proc.stdout.close()
 
 
 def nested(targets, values):

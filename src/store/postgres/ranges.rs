@@ -36,6 +36,18 @@ fn stage_no(tx: &mut Transaction<'_>, job: JobRef<'_>) -> TxResult<Option<(i64, 
         .map(|r| (r.get(0), u32::try_from(r.get::<_, i32>(1)).unwrap_or(0))))
 }
 
+/// A range's place, from five columns of `row` from `first` on: input,
+/// body_start, byte_start, byte_end, newlines_before.
+fn planned_range(row: &postgres::Row, first: usize) -> PlannedRange {
+    PlannedRange {
+        input: u(row.get(first)),
+        body_start: u(row.get(first + 1)),
+        start: u(row.get(first + 2)),
+        end: u(row.get(first + 3)),
+        newlines_before: u(row.get(first + 4)),
+    }
+}
+
 /// Adds a range's counts to its job's.
 fn add_to_job(tx: &mut Transaction<'_>, job: JobRef<'_>, r: &RangeResult) -> TxResult<()> {
     tx.execute(
@@ -154,13 +166,7 @@ impl RangeStore for PgStore {
                 .iter()
                 .map(|r| RangeRecord {
                     piece: u(r.get(0)),
-                    range: PlannedRange {
-                        input: u(r.get(1)),
-                        body_start: u(r.get(2)),
-                        start: u(r.get(3)),
-                        end: u(r.get(4)),
-                        newlines_before: u(r.get(5)),
-                    },
+                    range: planned_range(r, 1),
                     state: match r.get::<_, &str>(6) {
                         "done" => RangeState::Done,
                         "failed" => RangeState::Failed,
@@ -238,13 +244,7 @@ impl RangeStore for PgStore {
                     account,
                     job_id,
                     piece: u(piece),
-                    range: PlannedRange {
-                        input: u(row.get(3)),
-                        body_start: u(row.get(4)),
-                        start: u(row.get(5)),
-                        end: u(row.get(6)),
-                        newlines_before: u(row.get(7)),
-                    },
+                    range: planned_range(&row, 3),
                     attempt: attempt + 1,
                     holder: holder.to_owned(),
                     parts: u32::try_from(row.get::<_, i32>(10)).unwrap_or(1),
