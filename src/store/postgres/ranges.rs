@@ -416,8 +416,13 @@ impl RangeStore for PgStore {
                 return Ok(None);
             }
             let shape = shape_id(tx, m.targets)?;
-            // The sort of DISTINCT ON in memory, not in temporary files.
-            tx.batch_execute("SET LOCAL work_mem = '256MB'")?;
+            // The sort of DISTINCT ON in memory, not in temporary files;
+            // no parallel workers: parts already run side by side, and
+            // two parts with their workers took 17 s where two without
+            // took 11 s.
+            tx.batch_execute(
+                "SET LOCAL work_mem = '256MB'; SET LOCAL max_parallel_workers_per_gather = 0",
+            )?;
             // The winners, once: per key the row of the greatest place.
             tx.batch_execute(&format!(
                 "CREATE TEMPORARY TABLE sluice_merge ON COMMIT DROP AS \
