@@ -51,6 +51,12 @@ impl ObjectPort for Objects {
     fn create_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
         self.inner.create_bucket(bucket)
     }
+    fn list_buckets(&self) -> Result<Vec<sluice::objects::BucketInfo>, ObjectError> {
+        self.inner.list_buckets()
+    }
+    fn delete_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
+        self.inner.delete_bucket(bucket)
+    }
     fn bucket_exists(&self, bucket: &str) -> Result<bool, ObjectError> {
         self.inner.bucket_exists(bucket)
     }

@@ -16,6 +16,7 @@ use super::{ObjectAttributes, ObjectErrorKind, Objects, get, put};
 /// tests.
 pub fn all(objects: &dyn Objects) {
     buckets(objects);
+    bucket_lifecycle(objects);
     put_get_list_delete(objects);
     ranges(objects);
     big_objects_stream(objects);
@@ -40,6 +41,37 @@ fn buckets(o: &dyn Objects) {
         ObjectErrorKind::BadName
     );
     assert!(!o.bucket_exists("Bad_Name").unwrap());
+}
+
+fn bucket_lifecycle(o: &dyn Objects) {
+    o.create_bucket("bkt-gone").unwrap();
+    let listed = o.list_buckets().unwrap();
+    let names: Vec<&str> = listed.iter().map(|b| b.name.as_str()).collect();
+    assert!(
+        names.contains(&"bkt") && names.contains(&"bkt-gone"),
+        "{names:?}"
+    );
+    assert!(names.windows(2).all(|w| w[0] < w[1]), "by name: {names:?}");
+    assert!(listed.iter().all(|b| b.created_ms.is_some()), "{listed:?}");
+    put(o, "bkt-gone", "in/k", b"x", &ObjectAttributes::default()).unwrap();
+    assert_eq!(
+        o.delete_bucket("bkt-gone").unwrap_err().kind,
+        ObjectErrorKind::BucketNotEmpty
+    );
+    o.delete("bkt-gone", "in/k").unwrap();
+    o.delete_bucket("bkt-gone").unwrap();
+    assert!(!o.bucket_exists("bkt-gone").unwrap());
+    let names: Vec<String> = o
+        .list_buckets()
+        .unwrap()
+        .into_iter()
+        .map(|b| b.name)
+        .collect();
+    assert!(!names.iter().any(|n| n == "bkt-gone"), "{names:?}");
+    assert_eq!(
+        o.delete_bucket("bkt-gone").unwrap_err().kind,
+        ObjectErrorKind::NoSuchBucket
+    );
 }
 
 fn put_get_list_delete(o: &dyn Objects) {

@@ -8,7 +8,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use super::{
-    ObjectAttributes, ObjectError, ObjectErrorKind, ObjectInfo, ObjectWriter, Objects,
+    BucketInfo, ObjectAttributes, ObjectError, ObjectErrorKind, ObjectInfo, ObjectWriter, Objects,
     check_bucket_name, checked, checked_bucket, clamp,
 };
 
@@ -92,6 +92,47 @@ impl Objects for LocalObjects {
             }
             Err(e) => Err(io_err(&dir, e)),
         }
+    }
+
+    fn list_buckets(&self) -> Result<Vec<BucketInfo>, ObjectError> {
+        let entries = match fs::read_dir(&self.root) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_err(&self.root, e)),
+        };
+        let mut out = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_err(&self.root, e))?;
+            let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
+                continue;
+            };
+            // Folders only, never a link to one, and only bucket names.
+            let Ok(m) = fs::symlink_metadata(entry.path()) else {
+                continue;
+            };
+            if !m.is_dir() || check_bucket_name(&name).is_err() {
+                continue;
+            }
+            let created = m.created().or_else(|_| m.modified()).ok();
+            out.push(BucketInfo {
+                name,
+                created_ms: created.and_then(unix_ms),
+            });
+        }
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(out)
+    }
+
+    fn delete_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
+        let folder = self.folder(bucket)?;
+        let (files, problems) = folder.walk()?;
+        // What a listing would not show is still something in the bucket.
+        if !files.is_empty() || !problems.is_empty() {
+            return Err(ObjectError::not_empty(bucket));
+        }
+        // Empty folders and unfinished writes only; remove_dir_all does
+        // not follow links.
+        fs::remove_dir_all(folder.dir()).map_err(|e| io_err(folder.dir(), e))
     }
 
     fn bucket_exists(&self, bucket: &str) -> Result<bool, ObjectError> {
@@ -477,12 +518,13 @@ impl Drop for LocalWriter {
     }
 }
 
+fn unix_ms(t: std::time::SystemTime) -> Option<i64> {
+    let d = t.duration_since(std::time::UNIX_EPOCH).ok()?;
+    i64::try_from(d.as_millis()).ok()
+}
+
 fn info(key: &str, m: &fs::Metadata) -> ObjectInfo {
-    let modified_ms = m
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
-        .map(|d| d.as_millis() as i64);
+    let modified_ms = m.modified().ok().and_then(unix_ms);
     ObjectInfo {
         key: key.to_owned(),
         size: m.len(),

@@ -7,8 +7,8 @@ use std::ops::Range;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use super::{
-    ObjectAttributes, ObjectError, ObjectInfo, ObjectWriter, Objects, checked, checked_bucket,
-    clamp,
+    BucketInfo, ObjectAttributes, ObjectError, ObjectInfo, ObjectWriter, Objects, checked,
+    checked_bucket, clamp,
 };
 
 #[derive(Clone, Debug)]
@@ -22,6 +22,8 @@ struct Object {
 #[derive(Debug, Default)]
 struct State {
     buckets: BTreeMap<String, BTreeMap<String, Object>>,
+    /// When each bucket was made.
+    created_ms: BTreeMap<String, i64>,
     versions: u64,
 }
 
@@ -78,7 +80,33 @@ impl Objects for MemoryObjects {
             return Err(ObjectError::bucket_exists(bucket));
         }
         st.buckets.insert(bucket.to_owned(), BTreeMap::new());
+        st.created_ms.insert(bucket.to_owned(), now_ms());
         Ok(())
+    }
+
+    fn list_buckets(&self) -> Result<Vec<BucketInfo>, ObjectError> {
+        let st = self.state();
+        Ok(st
+            .buckets
+            .keys()
+            .map(|name| BucketInfo {
+                name: name.clone(),
+                created_ms: st.created_ms.get(name).copied(),
+            })
+            .collect())
+    }
+
+    fn delete_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
+        let mut st = self.state();
+        match st.buckets.get(bucket) {
+            None => Err(ObjectError::no_bucket(bucket)),
+            Some(b) if !b.is_empty() => Err(ObjectError::not_empty(bucket)),
+            Some(_) => {
+                st.buckets.remove(bucket);
+                st.created_ms.remove(bucket);
+                Ok(())
+            }
+        }
     }
 
     fn bucket_exists(&self, bucket: &str) -> Result<bool, ObjectError> {

@@ -54,6 +54,15 @@ pub struct ObjectInfo {
     pub etag: Option<String>,
 }
 
+/// A bucket in a listing.
+#[derive(Clone, Debug, Eq, PartialEq)]
+pub struct BucketInfo {
+    /// Its name.
+    pub name: String,
+    /// When it was made (Unix milliseconds), when the backend says.
+    pub created_ms: Option<i64>,
+}
+
 /// The HTTP attributes an object is put with (S3 keeps them; local folders
 /// have nowhere to and drop them).
 #[derive(Clone, Debug, Default, Eq, PartialEq)]
@@ -82,6 +91,8 @@ pub enum ObjectErrorKind {
     NoSuchKey,
     /// A bucket of that name exists.
     BucketExists,
+    /// The bucket still holds objects (it cannot be deleted).
+    BucketNotEmpty,
     /// The place cannot hold the object (a file where a folder must be, a
     /// symbolic link on the way).
     Refused,
@@ -119,6 +130,13 @@ impl ObjectError {
         ObjectError::new(
             ObjectErrorKind::BucketExists,
             format!("bucket {bucket:?} already exists"),
+        )
+    }
+
+    pub(crate) fn not_empty(bucket: &str) -> ObjectError {
+        ObjectError::new(
+            ObjectErrorKind::BucketNotEmpty,
+            format!("bucket {bucket:?} is not empty: delete its objects first"),
         )
     }
 
@@ -178,6 +196,21 @@ pub trait Objects: Send + Sync + fmt::Debug {
     ///
     /// [`ObjectErrorKind::BucketExists`], a bad name, or the store's error.
     fn create_bucket(&self, bucket: &str) -> Result<(), ObjectError>;
+
+    /// Every bucket, by name.
+    ///
+    /// # Errors
+    ///
+    /// The store's error.
+    fn list_buckets(&self) -> Result<Vec<BucketInfo>, ObjectError>;
+
+    /// Deletes an empty bucket.
+    ///
+    /// # Errors
+    ///
+    /// [`ObjectErrorKind::NoSuchBucket`], [`ObjectErrorKind::BucketNotEmpty`],
+    /// or the store's error.
+    fn delete_bucket(&self, bucket: &str) -> Result<(), ObjectError>;
 
     /// Whether a bucket exists (a bad name is a bucket that does not).
     ///

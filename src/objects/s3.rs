@@ -27,8 +27,8 @@ use object_store::{
 };
 
 use super::{
-    ObjectAttributes, ObjectError, ObjectErrorKind, ObjectInfo, ObjectWriter, Objects, PART_BYTES,
-    check_bucket_name, checked, checked_bucket,
+    BucketInfo, ObjectAttributes, ObjectError, ObjectErrorKind, ObjectInfo, ObjectWriter, Objects,
+    PART_BYTES, check_bucket_name, checked, checked_bucket,
 };
 
 /// Chunks of a GET body a reader may hold ahead of what was read.
@@ -152,22 +152,23 @@ impl S3Objects {
         Ok(store)
     }
 
-    /// HEAD (exists?) or PUT (create) of a bucket, which `object_store`
-    /// does not do: a request signed by its `AwsAuthorizer`, sent with
-    /// reqwest.
-    fn bucket_call(&self, name: &str, create: bool) -> Result<bool, ObjectError> {
+    /// A call on buckets, which `object_store` does not make (it works
+    /// inside one bucket): `method` on `/{name}` (`/` when `name` is
+    /// empty), signed by its `AwsAuthorizer` and sent with reqwest; the
+    /// status and body of the answer.
+    fn bucket_request(
+        &self,
+        method: http::Method,
+        name: &str,
+        what: &str,
+    ) -> Result<(u16, String), ObjectError> {
         use object_store::aws::{AwsAuthorizer, AwsCredential};
         let s3 = &self.config;
-        let what = if create { "creating" } else { "looking up" };
         let fail = |e: &dyn fmt::Display| {
-            ObjectError::backend(format!("{what} bucket {name} at {}", s3.endpoint), e)
+            let on = if name.is_empty() { "buckets" } else { name };
+            ObjectError::backend(format!("{what} {on} at {}", s3.endpoint), e)
         };
         let url = format!("{}/{name}", s3.endpoint.trim_end_matches('/'));
-        let method = if create {
-            http::Method::PUT
-        } else {
-            http::Method::HEAD
-        };
         let mut req = http::Request::builder()
             .method(method.clone())
             .uri(&url)
@@ -187,17 +188,58 @@ impl S3Objects {
             out = out.header(k, v);
         }
         let resp = self.block_on(out.send()).map_err(|e| fail(&e))?;
-        let status = resp.status();
-        match (create, status.as_u16()) {
+        let status = resp.status().as_u16();
+        let body = self.block_on(resp.text()).unwrap_or_default();
+        Ok((status, body))
+    }
+
+    /// HEAD (exists?) or PUT (create) of a bucket.
+    fn bucket_call(&self, name: &str, create: bool) -> Result<bool, ObjectError> {
+        let (method, what) = if create {
+            (http::Method::PUT, "creating bucket")
+        } else {
+            (http::Method::HEAD, "looking up bucket")
+        };
+        let (status, body) = self.bucket_request(method, name, what)?;
+        match (create, status) {
             (_, 200..=299) => Ok(true),
             (false, 404) => Ok(false),
             (true, 409) => Err(ObjectError::bucket_exists(name)),
-            _ => {
-                let body = self.block_on(resp.text()).unwrap_or_default();
-                Err(fail(&format!("the server answered {status}: {body}")))
-            }
+            _ => Err(ObjectError::backend(
+                format!("{what} {name} at {}", self.config.endpoint),
+                format!("the server answered {status}: {body}"),
+            )),
         }
     }
+}
+
+/// The buckets of a ListBuckets answer: each `<Bucket>`'s `<Name>` and
+/// `<CreationDate>` (bucket names need no unescaping: S3's rules allow
+/// none of XML's special characters).
+fn buckets_of(xml: &str) -> Vec<BucketInfo> {
+    fn element<'a>(within: &'a str, tag: &str) -> Option<&'a str> {
+        let open = format!("<{tag}>");
+        let from = within.find(&open)? + open.len();
+        let len = within[from..].find(&format!("</{tag}>"))?;
+        Some(&within[from..from + len])
+    }
+    let mut out = Vec::new();
+    let mut rest = xml;
+    while let Some(at) = rest.find("<Bucket>") {
+        let Some(len) = rest[at..].find("</Bucket>") else {
+            break;
+        };
+        let one = &rest[at..at + len];
+        if let Some(name) = element(one, "Name") {
+            out.push(BucketInfo {
+                name: name.to_owned(),
+                created_ms: element(one, "CreationDate").and_then(crate::time::parse_iso8601),
+            });
+        }
+        rest = &rest[at + len..];
+    }
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
 }
 
 fn path(bucket: &str, key: &str) -> Result<ObjectPath, ObjectError> {
@@ -239,6 +281,41 @@ impl Objects for S3Objects {
             return Err(ObjectError::bucket_exists(bucket));
         }
         self.bucket_call(bucket, true).map(|_| ())
+    }
+
+    fn list_buckets(&self) -> Result<Vec<BucketInfo>, ObjectError> {
+        let what = "listing";
+        let (status, body) = self.bucket_request(http::Method::GET, "", what)?;
+        if !(200..=299).contains(&status) {
+            return Err(ObjectError::backend(
+                format!("listing buckets at {}", self.config.endpoint),
+                format!("the server answered {status}: {body}"),
+            ));
+        }
+        Ok(buckets_of(&body))
+    }
+
+    fn delete_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
+        if check_bucket_name(bucket).is_err() {
+            return Err(ObjectError::no_bucket(bucket));
+        }
+        let (status, body) =
+            self.bucket_request(http::Method::DELETE, bucket, "deleting bucket")?;
+        match status {
+            200..=299 => {
+                self.stores
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(bucket);
+                Ok(())
+            }
+            404 => Err(ObjectError::no_bucket(bucket)),
+            409 => Err(ObjectError::not_empty(bucket)),
+            _ => Err(ObjectError::backend(
+                format!("deleting bucket {bucket} at {}", self.config.endpoint),
+                format!("the server answered {status}: {body}"),
+            )),
+        }
     }
 
     fn bucket_exists(&self, bucket: &str) -> Result<bool, ObjectError> {
