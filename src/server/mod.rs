@@ -41,6 +41,7 @@ Each names the shared errors its own way ([`Service`]).
 pub mod credentials;
 pub mod query;
 pub mod rest;
+mod s3;
 pub mod sigv4;
 
 use std::future::Future;
@@ -71,6 +72,13 @@ use credentials::Credentials;
 
 /// The folder of the data directory that holds local buckets.
 pub const BUCKETS_DIR: &str = "buckets";
+
+/// Where S3 multipart uploads keep their parts until they complete, in the
+/// data directory.
+pub const S3_MULTIPART_DIR: &str = "s3-multipart";
+
+/// The largest object or part one S3 request may put (S3's own limit).
+const S3_MAX_PUT_BYTES: u64 = 5 << 30;
 
 /// How `sluice serve` is set up.
 #[derive(Clone)]
@@ -199,6 +207,8 @@ pub(crate) struct Apis {
 
 struct AppState {
     apis: Apis,
+    /// S3 on the same port ([`s3`]).
+    s3: s3s::service::S3Service,
     credentials: Credentials,
     clock: Clock,
     max_body: usize,
@@ -244,7 +254,7 @@ impl Server {
         let addr = listener.local_addr().map_err(|e| setup(&e))?;
         let dir = config.data_dir.clone();
         let cfg = config.clone();
-        let (apis, credentials, credentials_file, resumed) =
+        let (apis, credentials, credentials_file, resumed, s3) =
             tokio::task::spawn_blocking(move || -> Result<_, ServerError> {
                 let store = Arc::clone(&cfg.store);
                 // The keys and uploads live here whichever store is used
@@ -263,6 +273,11 @@ impl Server {
                     Some(o) => Arc::clone(o),
                     None => Arc::new(LocalObjects::new(dir.join(BUCKETS_DIR))),
                 };
+                let s3_front = s3::S3Front::new(
+                    Arc::clone(&objects),
+                    dir.join(S3_MULTIPART_DIR),
+                    S3_MAX_PUT_BYTES,
+                );
                 let own: Objects = match &cfg.own_objects {
                     Some(o) => Arc::clone(o),
                     None => {
@@ -346,7 +361,19 @@ impl Server {
                     pinpoint,
                     importexport,
                 };
-                Ok((apis, credentials, file, resumed))
+                // Virtual-host style below localhost and the public name.
+                let mut hosts = vec!["localhost".to_owned()];
+                if let Some(host) = base_url
+                    .split_once("://")
+                    .and_then(|(_, rest)| rest.split(['/', ':']).next())
+                    .filter(|h| h.parse::<std::net::IpAddr>().is_err() && *h != "localhost")
+                {
+                    hosts.push(host.to_owned());
+                }
+                let mut s3 = s3s::service::S3ServiceBuilder::new(s3_front);
+                s3.set_auth(s3::Keys(credentials.clone()));
+                s3.set_host(s3::Hosts(hosts));
+                Ok((apis, credentials, file, resumed, s3.build()))
             })
             .await
             .map_err(|e| setup(&e))??;
@@ -354,6 +381,7 @@ impl Server {
             listener,
             state: Arc::new(AppState {
                 apis,
+                s3,
                 credentials,
                 clock: config.clock,
                 max_body: config.max_body_bytes,
@@ -520,6 +548,18 @@ async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
                 &id,
             ),
         }
+    } else if s3::signed_for_s3(req.headers(), req.uri().query()) {
+        match Arc::clone(&state.requests).try_acquire_owned() {
+            Ok(_permit) => s3_request(&state, req).await,
+            Err(_) => s3_error(
+                &UploadError {
+                    status: 503,
+                    code: "SlowDown",
+                    message: "Please reduce your request rate.".into(),
+                },
+                &id,
+            ),
+        }
     } else if req.method() == Method::POST && req.uri().path() == "/" {
         match Arc::clone(&state.requests).try_acquire_owned() {
             Ok(_permit) => query_request(&state, req, &id).await,
@@ -545,6 +585,18 @@ async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
         }
     };
     with_id(response, &id)
+}
+
+/// An S3 call, through s3s: its answer, whose body streams.
+async fn s3_request(state: &AppState, req: Request<Body>) -> Response<Body> {
+    let req = req.map(s3s::Body::http_body_unsync);
+    match state.s3.call(req).await {
+        Ok(r) => r.map(Body::new),
+        Err(e) => {
+            let id = request_id();
+            xml_error(500, "InternalError", &format!("{e:?}"), &id)
+        }
+    }
 }
 
 fn header_list(h: &HeaderMap) -> Vec<(String, String)> {

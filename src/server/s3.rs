@@ -1,0 +1,1341 @@
+/*!
+S3 on the server's port: requests signed for the service `s3` (path-style
+or virtual-host style) are S3 calls on the same buckets that Pinpoint
+import jobs and Import/Export jobs read and write ([`crate::objects`]).
+
+The protocol — routing, SigV4 (headers, presigned URLs, `aws-chunked`
+bodies with their trailing checksums), XML in and out, S3's errors — is
+[`s3s`]'s; this module is the operations, over the object port:
+
+* bodies stream both ways through a bounded channel to a blocking thread
+  that holds the port's reader or writer, so an object of any size moves
+  in a few chunks of memory, and an object is visible only when its whole
+  body arrived and matched the checksums the client sent (`Content-MD5`,
+  `x-amz-checksum-*` in headers or trailers);
+* multipart uploads keep their parts as files in the data directory
+  (`s3-multipart/<upload id>/`), and CompleteMultipartUpload streams them
+  into one object through the port (its ETag S3's: the MD5 of the parts'
+  MD5s, `-N`).
+*/
+
+use std::io::{Read, Write};
+use std::ops::Range;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures_util::StreamExt;
+use md5::{Digest, Md5};
+use s3s::dto::{
+    AbortMultipartUploadInput, AbortMultipartUploadOutput, Bucket, Checksum, CommonPrefix,
+    CompleteMultipartUploadInput, CompleteMultipartUploadOutput, CopyObjectInput, CopyObjectOutput,
+    CopyObjectResult, CopySource, CreateBucketInput, CreateBucketOutput,
+    CreateMultipartUploadInput, CreateMultipartUploadOutput, DeleteBucketInput, DeleteBucketOutput,
+    DeleteObjectInput, DeleteObjectOutput, DeleteObjectsInput, DeleteObjectsOutput, DeletedObject,
+    ETag, GetBucketLocationInput, GetBucketLocationOutput, GetObjectInput, GetObjectOutput,
+    HeadBucketInput, HeadBucketOutput, HeadObjectInput, HeadObjectOutput, ListBucketsInput,
+    ListBucketsOutput, ListObjectsInput, ListObjectsOutput, ListObjectsV2Input,
+    ListObjectsV2Output, ListPartsInput, ListPartsOutput, Object, Part, PutObjectInput,
+    PutObjectOutput, StreamingBlob, Timestamp, UploadPartInput, UploadPartOutput,
+};
+use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
+
+use crate::objects::{
+    LocalFolder, ObjectAttributes, ObjectError, ObjectErrorKind, ObjectInfo, ObjectWriter, Objects,
+};
+
+use super::credentials::Credentials;
+
+/// The most keys a listing gives at once (S3's limit too).
+const MAX_KEYS: usize = 1000;
+
+/// Chunks of a body in flight between the connection and the blocking
+/// thread that reads or writes the object.
+const CHUNKS_IN_FLIGHT: usize = 4;
+
+/// Bytes per chunk of a GET body.
+const READ_CHUNK: usize = 256 * 1024;
+
+/// S3's smallest part, but the last.
+const MIN_PART_BYTES: u64 = 5 << 20;
+
+/// S3's greatest part number.
+const MAX_PART_NUMBER: i32 = 10_000;
+
+/// The S3 operations over the object port. See the [module documentation](self).
+pub(crate) struct S3Front {
+    objects: Arc<dyn Objects>,
+    /// Where multipart uploads keep their parts.
+    multipart: PathBuf,
+    /// The largest object or part a request may put.
+    max_object_bytes: u64,
+}
+
+impl S3Front {
+    pub(crate) fn new(
+        objects: Arc<dyn Objects>,
+        multipart: PathBuf,
+        max_object_bytes: u64,
+    ) -> S3Front {
+        S3Front {
+            objects,
+            multipart,
+            max_object_bytes,
+        }
+    }
+
+    /// Runs a call on the object port on a blocking thread.
+    async fn port<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&dyn Objects) -> Result<T, ObjectError> + Send + 'static,
+    ) -> S3Result<T> {
+        let objects = Arc::clone(&self.objects);
+        blocking(move || f(objects.as_ref()).map_err(s3_err)).await
+    }
+
+    /// The folder of an upload's parts, when the upload exists and is for
+    /// this bucket and key.
+    async fn upload(&self, bucket: &str, key: &str, id: &str) -> S3Result<LocalFolder> {
+        let no_upload = || {
+            s3_error!(
+                NoSuchUpload,
+                "The specified multipart upload does not exist: {id}"
+            )
+        };
+        if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(no_upload());
+        }
+        let folder = LocalFolder::new(self.multipart.join(id));
+        let meta = {
+            let folder = folder.clone();
+            blocking(move || Ok(read_small(&folder, UPLOAD_META).ok())).await?
+        };
+        let meta: UploadMeta = meta
+            .and_then(|m| serde_json::from_slice(&m).ok())
+            .ok_or_else(no_upload)?;
+        if meta.bucket != bucket || meta.key != key {
+            return Err(no_upload());
+        }
+        Ok(folder)
+    }
+}
+
+/// What an upload was started for (`s3-multipart/<id>/upload.json`).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct UploadMeta {
+    bucket: String,
+    key: String,
+    content_type: Option<String>,
+    initiated_ms: i64,
+}
+
+const UPLOAD_META: &str = "upload.json";
+
+fn part_key(n: i32) -> String {
+    format!("part-{n:05}")
+}
+
+fn read_small(folder: &LocalFolder, key: &str) -> Result<Vec<u8>, ObjectError> {
+    let mut out = Vec::new();
+    folder
+        .read(key, 0..u64::MAX)?
+        .read_to_end(&mut out)
+        .map_err(|e| ObjectError::backend(format!("reading {key}"), e))?;
+    Ok(out)
+}
+
+fn write_small(folder: &LocalFolder, key: &str, bytes: &[u8]) -> Result<(), ObjectError> {
+    let mut w = folder.write(key)?;
+    w.write_all(bytes)
+        .map_err(|e| ObjectError::backend(format!("writing {key}"), e))?;
+    Box::new(w).finish().map(|_| ())
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> S3Result<T> + Send + 'static,
+) -> S3Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| s3_error!(InternalError, "{e}"))?
+}
+
+/// S3's error for an object port's.
+fn s3_err(e: ObjectError) -> S3Error {
+    let code = match e.kind {
+        ObjectErrorKind::NoSuchBucket => S3ErrorCode::NoSuchBucket,
+        ObjectErrorKind::NoSuchKey => S3ErrorCode::NoSuchKey,
+        ObjectErrorKind::BucketExists => S3ErrorCode::BucketAlreadyOwnedByYou,
+        ObjectErrorKind::BucketNotEmpty => S3ErrorCode::BucketNotEmpty,
+        ObjectErrorKind::BadName | ObjectErrorKind::Refused => S3ErrorCode::InvalidArgument,
+        ObjectErrorKind::Backend => S3ErrorCode::InternalError,
+    };
+    S3Error::with_message(code, e.message)
+}
+
+fn timestamp(ms: Option<i64>) -> Option<Timestamp> {
+    let ms = u64::try_from(ms?).ok()?;
+    Some(Timestamp::from(UNIX_EPOCH + Duration::from_millis(ms)))
+}
+
+fn etag(info: &ObjectInfo) -> Option<ETag> {
+    info.etag.clone().map(ETag::Strong)
+}
+
+fn length(n: u64) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// The checksums a body must match: the ones the client sent (headers
+/// now, trailers when the body has ended) and `Content-MD5`.
+struct Checks {
+    hasher: s3s::checksum::ChecksumHasher,
+    expected: Checksum,
+    md5: Option<(Md5, String)>,
+}
+
+impl Checks {
+    fn new(expected: Checksum, algorithm: Option<&str>, content_md5: Option<String>) -> Checks {
+        let mut hasher = s3s::checksum::ChecksumHasher::default();
+        let wants = |given: bool, name: &str| given || algorithm == Some(name);
+        if wants(expected.checksum_crc32.is_some(), "CRC32") {
+            hasher.crc32 = Some(Default::default());
+        }
+        if wants(expected.checksum_crc32c.is_some(), "CRC32C") {
+            hasher.crc32c = Some(Default::default());
+        }
+        if wants(expected.checksum_sha1.is_some(), "SHA1") {
+            hasher.sha1 = Some(Default::default());
+        }
+        if wants(expected.checksum_sha256.is_some(), "SHA256") {
+            hasher.sha256 = Some(Default::default());
+        }
+        if wants(expected.checksum_crc64nvme.is_some(), "CRC64NVME") {
+            hasher.crc64nvme = Some(Default::default());
+        }
+        Checks {
+            hasher,
+            expected,
+            md5: content_md5.map(|m| (Md5::new(), m)),
+        }
+    }
+
+    fn update(&mut self, b: &[u8]) {
+        self.hasher.update(b);
+        if let Some((h, _)) = &mut self.md5 {
+            h.update(b);
+        }
+    }
+
+    /// Compares; trailers (sent after an `aws-chunked` body) fill what
+    /// the headers did not say.
+    fn verify(self, trailers: Option<&s3s::TrailingHeaders>) -> S3Result<()> {
+        let mut expected = self.expected;
+        if let Some(t) = trailers {
+            let _ = t.read(|h| {
+                let get = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
+                expected.checksum_crc32 = expected
+                    .checksum_crc32
+                    .take()
+                    .or(get("x-amz-checksum-crc32"));
+                expected.checksum_crc32c = expected
+                    .checksum_crc32c
+                    .take()
+                    .or(get("x-amz-checksum-crc32c"));
+                expected.checksum_sha1 =
+                    expected.checksum_sha1.take().or(get("x-amz-checksum-sha1"));
+                expected.checksum_sha256 = expected
+                    .checksum_sha256
+                    .take()
+                    .or(get("x-amz-checksum-sha256"));
+                expected.checksum_crc64nvme = expected
+                    .checksum_crc64nvme
+                    .take()
+                    .or(get("x-amz-checksum-crc64nvme"));
+            });
+        }
+        let got = self.hasher.finalize();
+        let pairs = [
+            ("CRC32", &expected.checksum_crc32, &got.checksum_crc32),
+            ("CRC32C", &expected.checksum_crc32c, &got.checksum_crc32c),
+            ("SHA1", &expected.checksum_sha1, &got.checksum_sha1),
+            ("SHA256", &expected.checksum_sha256, &got.checksum_sha256),
+            (
+                "CRC64NVME",
+                &expected.checksum_crc64nvme,
+                &got.checksum_crc64nvme,
+            ),
+        ];
+        for (name, want, got) in pairs {
+            if let (Some(want), Some(got)) = (want, got)
+                && want != got
+            {
+                return Err(s3_error!(
+                    BadDigest,
+                    "The {name} you specified did not match the calculated checksum."
+                ));
+            }
+        }
+        if let Some((h, want)) = self.md5 {
+            let got = crate::crypto::to_base64(&h.finalize());
+            if got != want {
+                return Err(s3_error!(
+                    BadDigest,
+                    "The Content-MD5 you specified did not match what we received."
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+enum Chunk {
+    Data(Bytes),
+    Finish,
+}
+
+/// What a body became.
+struct Received {
+    info: ObjectInfo,
+    size: u64,
+    md5: [u8; 16],
+}
+
+/// Streams a request body into `writer` (on a blocking thread), checking
+/// it against `checks`; the object is finished only when all of it came
+/// and matched. Anything else drops the writer, which leaves nothing.
+async fn receive(
+    body: Option<StreamingBlob>,
+    writer: Box<dyn ObjectWriter>,
+    mut checks: Checks,
+    trailers: Option<s3s::TrailingHeaders>,
+    limit: u64,
+) -> S3Result<Received> {
+    let (tx, mut rx) = tokio::sync::mpsc::channel::<Chunk>(CHUNKS_IN_FLIGHT);
+    let task = tokio::task::spawn_blocking(move || -> Result<ObjectInfo, ObjectError> {
+        let mut w = writer;
+        while let Some(c) = rx.blocking_recv() {
+            match c {
+                Chunk::Data(b) => w
+                    .write_all(&b)
+                    .map_err(|e| ObjectError::backend("writing the object", e))?,
+                Chunk::Finish => return w.finish(),
+            }
+        }
+        Err(ObjectError::backend(
+            "receiving the object",
+            "the body was not whole",
+        ))
+    });
+    let mut md5 = Md5::new();
+    let mut size = 0u64;
+    let sent: S3Result<bool> = async {
+        if let Some(mut body) = body {
+            while let Some(chunk) = body.next().await {
+                let chunk = chunk.map_err(|e| {
+                    s3_error!(IncompleteBody, "The request body could not be read whole: {e}")
+                })?;
+                size += chunk.len() as u64;
+                if size > limit {
+                    return Err(s3_error!(
+                        EntityTooLarge,
+                        "Your proposed upload exceeds the maximum allowed object size ({limit} bytes)."
+                    ));
+                }
+                checks.update(&chunk);
+                md5.update(&chunk);
+                if tx.send(Chunk::Data(chunk)).await.is_err() {
+                    // The writer failed: its error says why.
+                    return Ok(false);
+                }
+            }
+        }
+        checks.verify(trailers.as_ref())?;
+        Ok(tx.send(Chunk::Finish).await.is_ok())
+    }
+    .await;
+    // Without Finish, the writer is dropped: nothing is left.
+    drop(tx);
+    let written = task.await.map_err(|e| s3_error!(InternalError, "{e}"))?;
+    sent?;
+    let info = written.map_err(s3_err)?;
+    Ok(Received {
+        info,
+        size,
+        md5: md5.finalize().into(),
+    })
+}
+
+/// A GET body: a blocking thread reads the object and sends its chunks.
+struct ReadStream {
+    rx: tokio::sync::mpsc::Receiver<std::io::Result<Bytes>>,
+}
+
+impl futures_util::Stream for ReadStream {
+    type Item = std::io::Result<Bytes>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        self.rx.poll_recv(cx)
+    }
+}
+
+fn stream_reader(mut reader: Box<dyn Read + Send>) -> StreamingBlob {
+    let (tx, rx) = tokio::sync::mpsc::channel(CHUNKS_IN_FLIGHT);
+    tokio::task::spawn_blocking(move || {
+        loop {
+            let mut buf = vec![0u8; READ_CHUNK];
+            let item = match reader.read(&mut buf) {
+                Ok(0) => return,
+                Ok(n) => {
+                    buf.truncate(n);
+                    Ok(Bytes::from(buf))
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) => Err(e),
+            };
+            let failed = item.is_err();
+            // The client went away: stop reading.
+            if tx.blocking_send(item).is_err() || failed {
+                return;
+            }
+        }
+    });
+    StreamingBlob::wrap(ReadStream { rx })
+}
+
+fn content_type_of(attributes: Option<String>) -> ObjectAttributes {
+    ObjectAttributes {
+        content_type: attributes,
+        ..ObjectAttributes::default()
+    }
+}
+
+/// A listing's token: the last key (or common prefix) given, in hex.
+fn token(after: &str) -> String {
+    hex(after.as_bytes())
+}
+
+fn untoken(t: &str) -> S3Result<String> {
+    unhex(t)
+        .and_then(|b| String::from_utf8(b).ok())
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "The continuation token provided is incorrect"
+            )
+        })
+}
+
+/// One page of a listing, S3's way: keys after `after` (a common prefix
+/// given before is skipped whole), rolled up at `delimiter`.
+struct Page {
+    objects: Vec<ObjectInfo>,
+    prefixes: Vec<String>,
+    /// Where the next page starts, when there is one.
+    next: Option<String>,
+}
+
+fn page(
+    all: Vec<ObjectInfo>,
+    prefix: &str,
+    delimiter: Option<&str>,
+    after: Option<&str>,
+    max: usize,
+) -> Page {
+    let mut out = Page {
+        objects: Vec::new(),
+        prefixes: Vec::new(),
+        next: None,
+    };
+    let delimiter = delimiter.filter(|d| !d.is_empty());
+    let mut last: Option<String> = None;
+    for o in all {
+        if !o.key.starts_with(prefix) {
+            continue;
+        }
+        if let Some(a) = after {
+            let rolled = delimiter.is_some_and(|d| a.ends_with(d)) && o.key.starts_with(a);
+            if o.key.as_str() <= a || rolled {
+                continue;
+            }
+        }
+        let rolled_up = delimiter.and_then(|d| {
+            let rest = o.key.get(prefix.len()..)?;
+            rest.find(d)
+                .map(|i| o.key[..prefix.len() + i + d.len()].to_owned())
+        });
+        if let Some(p) = &rolled_up
+            && out.prefixes.last() == Some(p)
+        {
+            continue;
+        }
+        if out.objects.len() + out.prefixes.len() == max {
+            out.next = last;
+            return out;
+        }
+        match rolled_up {
+            Some(p) => {
+                last = Some(p.clone());
+                out.prefixes.push(p);
+            }
+            None => {
+                last = Some(o.key.clone());
+                out.objects.push(o);
+            }
+        }
+    }
+    out
+}
+
+/// A key, prefix or delimiter as the listing encodes it: percent-encoded
+/// when the client asked for `encoding-type=url` (the aws CLI does), so
+/// that any key survives XML.
+fn encode(s: String, url: bool) -> String {
+    use percent_encoding::{AsciiSet, NON_ALPHANUMERIC, utf8_percent_encode};
+    const KEEP: &AsciiSet = &NON_ALPHANUMERIC
+        .remove(b'-')
+        .remove(b'.')
+        .remove(b'_')
+        .remove(b'~')
+        .remove(b'/');
+    if url {
+        utf8_percent_encode(&s, KEEP).to_string()
+    } else {
+        s
+    }
+}
+
+fn max_keys(asked: Option<i32>) -> usize {
+    asked.map_or(MAX_KEYS, |n| usize::try_from(n).unwrap_or(0).min(MAX_KEYS))
+}
+
+#[async_trait::async_trait]
+impl S3 for S3Front {
+    async fn list_buckets(
+        &self,
+        _req: S3Request<ListBucketsInput>,
+    ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let buckets = self.port(|o| o.list_buckets()).await?;
+        Ok(S3Response::new(ListBucketsOutput {
+            buckets: Some(
+                buckets
+                    .into_iter()
+                    .map(|b| Bucket {
+                        creation_date: timestamp(b.created_ms),
+                        name: Some(b.name),
+                        ..Bucket::default()
+                    })
+                    .collect(),
+            ),
+            ..ListBucketsOutput::default()
+        }))
+    }
+
+    async fn create_bucket(
+        &self,
+        req: S3Request<CreateBucketInput>,
+    ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let bucket = req.input.bucket;
+        let location = format!("/{bucket}");
+        self.port(move |o| o.create_bucket(&bucket))
+            .await
+            .map_err(|e| {
+                if *e.code() == S3ErrorCode::InvalidArgument {
+                    S3Error::with_message(
+                        S3ErrorCode::InvalidBucketName,
+                        e.message()
+                            .unwrap_or("The specified bucket is not valid.")
+                            .to_owned(),
+                    )
+                } else {
+                    e
+                }
+            })?;
+        Ok(S3Response::new(CreateBucketOutput {
+            location: Some(location),
+        }))
+    }
+
+    async fn head_bucket(
+        &self,
+        req: S3Request<HeadBucketInput>,
+    ) -> S3Result<S3Response<HeadBucketOutput>> {
+        let bucket = req.input.bucket;
+        let exists = self.port(move |o| o.bucket_exists(&bucket)).await?;
+        if !exists {
+            return Err(s3_error!(NoSuchBucket));
+        }
+        Ok(S3Response::new(HeadBucketOutput::default()))
+    }
+
+    async fn get_bucket_location(
+        &self,
+        req: S3Request<GetBucketLocationInput>,
+    ) -> S3Result<S3Response<GetBucketLocationOutput>> {
+        let bucket = req.input.bucket;
+        let exists = self.port(move |o| o.bucket_exists(&bucket)).await?;
+        if !exists {
+            return Err(s3_error!(NoSuchBucket));
+        }
+        // us-east-1 is the empty constraint.
+        Ok(S3Response::new(GetBucketLocationOutput::default()))
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: S3Request<DeleteBucketInput>,
+    ) -> S3Result<S3Response<DeleteBucketOutput>> {
+        let bucket = req.input.bucket;
+        self.port(move |o| o.delete_bucket(&bucket)).await?;
+        Ok(S3Response::new(DeleteBucketOutput::default()))
+    }
+
+    async fn list_objects_v2(
+        &self,
+        req: S3Request<ListObjectsV2Input>,
+    ) -> S3Result<S3Response<ListObjectsV2Output>> {
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let after = match &input.continuation_token {
+            Some(t) => Some(untoken(t)?),
+            None => input.start_after.clone(),
+        };
+        let bucket = input.bucket.clone();
+        let all = {
+            let prefix = prefix.clone();
+            self.port(move |o| o.list(&bucket, &prefix)).await?
+        };
+        let max = max_keys(input.max_keys);
+        let p = page(
+            all,
+            &prefix,
+            input.delimiter.as_deref(),
+            after.as_deref(),
+            max,
+        );
+        let url = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == "url");
+        let count = p.objects.len() + p.prefixes.len();
+        Ok(S3Response::new(ListObjectsV2Output {
+            name: Some(input.bucket),
+            prefix: Some(encode(prefix, url)),
+            delimiter: input.delimiter.map(|d| encode(d, url)),
+            start_after: input.start_after.map(|s| encode(s, url)),
+            max_keys: Some(i32::try_from(max).unwrap_or(1000)),
+            key_count: Some(i32::try_from(count).unwrap_or(i32::MAX)),
+            continuation_token: input.continuation_token,
+            is_truncated: Some(p.next.is_some()),
+            next_continuation_token: p.next.as_deref().map(token),
+            encoding_type: input.encoding_type,
+            contents: Some(
+                p.objects
+                    .into_iter()
+                    .map(|o| Object {
+                        e_tag: etag(&o),
+                        last_modified: timestamp(o.modified_ms),
+                        size: Some(length(o.size)),
+                        key: Some(encode(o.key, url)),
+                        ..Object::default()
+                    })
+                    .collect(),
+            ),
+            common_prefixes: Some(
+                p.prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix {
+                        prefix: Some(encode(p, url)),
+                    })
+                    .collect(),
+            ),
+            ..ListObjectsV2Output::default()
+        }))
+    }
+
+    async fn list_objects(
+        &self,
+        req: S3Request<ListObjectsInput>,
+    ) -> S3Result<S3Response<ListObjectsOutput>> {
+        let input = req.input;
+        let prefix = input.prefix.clone().unwrap_or_default();
+        let bucket = input.bucket.clone();
+        let all = {
+            let prefix = prefix.clone();
+            self.port(move |o| o.list(&bucket, &prefix)).await?
+        };
+        let max = max_keys(input.max_keys);
+        let p = page(
+            all,
+            &prefix,
+            input.delimiter.as_deref(),
+            input.marker.as_deref(),
+            max,
+        );
+        let url = input
+            .encoding_type
+            .as_ref()
+            .is_some_and(|e| e.as_str() == "url");
+        let has_delimiter = input.delimiter.is_some();
+        Ok(S3Response::new(ListObjectsOutput {
+            name: Some(input.bucket),
+            prefix: Some(encode(prefix, url)),
+            delimiter: input.delimiter.map(|d| encode(d, url)),
+            marker: input.marker.map(|m| encode(m, url)),
+            max_keys: Some(i32::try_from(max).unwrap_or(1000)),
+            is_truncated: Some(p.next.is_some()),
+            // S3 gives NextMarker only with a delimiter; without one the
+            // client takes the last key.
+            next_marker: p.next.filter(|_| has_delimiter).map(|m| encode(m, url)),
+            encoding_type: input.encoding_type,
+            contents: Some(
+                p.objects
+                    .into_iter()
+                    .map(|o| Object {
+                        e_tag: etag(&o),
+                        last_modified: timestamp(o.modified_ms),
+                        size: Some(length(o.size)),
+                        key: Some(encode(o.key, url)),
+                        ..Object::default()
+                    })
+                    .collect(),
+            ),
+            common_prefixes: Some(
+                p.prefixes
+                    .into_iter()
+                    .map(|p| CommonPrefix {
+                        prefix: Some(encode(p, url)),
+                    })
+                    .collect(),
+            ),
+            ..ListObjectsOutput::default()
+        }))
+    }
+
+    async fn put_object(
+        &self,
+        req: S3Request<PutObjectInput>,
+    ) -> S3Result<S3Response<PutObjectOutput>> {
+        let trailers = req.trailing_headers;
+        let input = req.input;
+        let checks = Checks::new(
+            Checksum {
+                checksum_crc32: input.checksum_crc32.clone(),
+                checksum_crc32c: input.checksum_crc32c.clone(),
+                checksum_sha1: input.checksum_sha1.clone(),
+                checksum_sha256: input.checksum_sha256.clone(),
+                checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+                ..Checksum::default()
+            },
+            input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+            input.content_md5.clone(),
+        );
+        let (bucket, key) = (input.bucket.clone(), input.key.clone());
+        let attributes = content_type_of(input.content_type.clone());
+        let writer = self
+            .port(move |o| o.write(&bucket, &key, &attributes))
+            .await?;
+        let r = receive(input.body, writer, checks, trailers, self.max_object_bytes).await?;
+        Ok(S3Response::new(PutObjectOutput {
+            e_tag: etag(&r.info),
+            size: Some(length(r.size)),
+            ..PutObjectOutput::default()
+        }))
+    }
+
+    async fn get_object(
+        &self,
+        req: S3Request<GetObjectInput>,
+    ) -> S3Result<S3Response<GetObjectOutput>> {
+        let input = req.input;
+        let (bucket, key) = (input.bucket.clone(), input.key.clone());
+        let info = self.port(move |o| o.head(&bucket, &key)).await?;
+        let (range, content_range): (Range<u64>, Option<String>) = match &input.range {
+            None => (0..info.size, None),
+            Some(r) => {
+                let r = r.check(info.size).map_err(|_| {
+                    s3_error!(InvalidRange, "The requested range is not satisfiable")
+                })?;
+                let shown = format!(
+                    "bytes {}-{}/{}",
+                    r.start,
+                    r.end.saturating_sub(1),
+                    info.size
+                );
+                (r, Some(shown))
+            }
+        };
+        let (bucket, key) = (input.bucket, input.key);
+        let len = range.end - range.start;
+        let reader = self.port(move |o| o.read(&bucket, &key, range)).await?;
+        Ok(S3Response::new(GetObjectOutput {
+            body: Some(stream_reader(reader)),
+            content_length: Some(length(len)),
+            content_range,
+            accept_ranges: Some("bytes".into()),
+            e_tag: etag(&info),
+            last_modified: timestamp(info.modified_ms),
+            ..GetObjectOutput::default()
+        }))
+    }
+
+    async fn head_object(
+        &self,
+        req: S3Request<HeadObjectInput>,
+    ) -> S3Result<S3Response<HeadObjectOutput>> {
+        let (bucket, key) = (req.input.bucket, req.input.key);
+        let info = self.port(move |o| o.head(&bucket, &key)).await?;
+        Ok(S3Response::new(HeadObjectOutput {
+            content_length: Some(length(info.size)),
+            accept_ranges: Some("bytes".into()),
+            e_tag: etag(&info),
+            last_modified: timestamp(info.modified_ms),
+            ..HeadObjectOutput::default()
+        }))
+    }
+
+    async fn delete_object(
+        &self,
+        req: S3Request<DeleteObjectInput>,
+    ) -> S3Result<S3Response<DeleteObjectOutput>> {
+        let (bucket, key) = (req.input.bucket, req.input.key);
+        self.port(move |o| o.delete(&bucket, &key)).await?;
+        Ok(S3Response::new(DeleteObjectOutput::default()))
+    }
+
+    async fn delete_objects(
+        &self,
+        req: S3Request<DeleteObjectsInput>,
+    ) -> S3Result<S3Response<DeleteObjectsOutput>> {
+        let input = req.input;
+        let quiet = input.delete.quiet.unwrap_or(false);
+        let bucket = input.bucket;
+        let keys: Vec<String> = input.delete.objects.into_iter().map(|o| o.key).collect();
+        if keys.len() > MAX_KEYS {
+            return Err(s3_error!(
+                MalformedXML,
+                "A delete request names at most {MAX_KEYS} keys"
+            ));
+        }
+        let results = self
+            .port(move |o| {
+                if !o.bucket_exists(&bucket)? {
+                    return Err(ObjectError::new(
+                        ObjectErrorKind::NoSuchBucket,
+                        format!("bucket {bucket:?} does not exist"),
+                    ));
+                }
+                Ok(keys
+                    .into_iter()
+                    .map(|k| {
+                        let r = o.delete(&bucket, &k);
+                        (k, r)
+                    })
+                    .collect::<Vec<_>>())
+            })
+            .await?;
+        let (mut deleted, mut errors) = (Vec::new(), Vec::new());
+        for (key, r) in results {
+            match r {
+                Ok(()) => {
+                    if !quiet {
+                        deleted.push(DeletedObject {
+                            key: Some(key),
+                            ..DeletedObject::default()
+                        });
+                    }
+                }
+                Err(e) => {
+                    let code = s3_err(e.clone()).code().as_str().to_owned();
+                    errors.push(s3s::dto::Error {
+                        code: Some(code),
+                        key: Some(key),
+                        message: Some(e.message),
+                        ..s3s::dto::Error::default()
+                    });
+                }
+            }
+        }
+        Ok(S3Response::new(DeleteObjectsOutput {
+            deleted: Some(deleted),
+            errors: Some(errors),
+            ..DeleteObjectsOutput::default()
+        }))
+    }
+
+    async fn copy_object(
+        &self,
+        req: S3Request<CopyObjectInput>,
+    ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let input = req.input;
+        let CopySource::Bucket {
+            bucket: from_bucket,
+            key: from_key,
+            ..
+        } = input.copy_source
+        else {
+            return Err(s3_error!(
+                NotImplemented,
+                "Copying from an access point is not supported"
+            ));
+        };
+        let (bucket, key) = (input.bucket, input.key);
+        let attributes = content_type_of(input.content_type);
+        let info = self
+            .port(move |o| {
+                let size = o.head(&from_bucket, &from_key)?.size;
+                let mut reader = o.read(&from_bucket, &from_key, 0..size)?;
+                let mut writer = o.write(&bucket, &key, &attributes)?;
+                std::io::copy(&mut reader, &mut writer).map_err(|e| {
+                    ObjectError::backend(format!("copying to s3://{bucket}/{key}"), e)
+                })?;
+                writer.finish()
+            })
+            .await?;
+        Ok(S3Response::new(CopyObjectOutput {
+            copy_object_result: Some(CopyObjectResult {
+                e_tag: etag(&info),
+                last_modified: timestamp(info.modified_ms),
+                ..CopyObjectResult::default()
+            }),
+            ..CopyObjectOutput::default()
+        }))
+    }
+
+    async fn create_multipart_upload(
+        &self,
+        req: S3Request<CreateMultipartUploadInput>,
+    ) -> S3Result<S3Response<CreateMultipartUploadOutput>> {
+        let input = req.input;
+        let (bucket, key) = (input.bucket.clone(), input.key.clone());
+        // The key is checked now, as the object's write would.
+        {
+            let (bucket, key) = (bucket.clone(), key.clone());
+            self.port(move |o| {
+                if !o.bucket_exists(&bucket)? {
+                    return Err(ObjectError::new(
+                        ObjectErrorKind::NoSuchBucket,
+                        format!("bucket {bucket:?} does not exist"),
+                    ));
+                }
+                crate::objects::check_key(&key)
+                    .map_err(|m| ObjectError::new(ObjectErrorKind::BadName, m))
+            })
+            .await?;
+        }
+        let id: String = crate::crypto::random::<16>()
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let meta = UploadMeta {
+            bucket: bucket.clone(),
+            key: key.clone(),
+            content_type: input.content_type,
+            initiated_ms: (crate::job::system_clock())(),
+        };
+        let json = serde_json::to_vec(&meta).map_err(|e| s3_error!(InternalError, "{e}"))?;
+        let dir = self.multipart.join(&id);
+        blocking(move || {
+            std::fs::create_dir_all(&dir)
+                .map_err(|e| s3_error!(InternalError, "{}: {e}", dir.display()))?;
+            write_small(&LocalFolder::new(dir), UPLOAD_META, &json).map_err(s3_err)
+        })
+        .await?;
+        Ok(S3Response::new(CreateMultipartUploadOutput {
+            bucket: Some(bucket),
+            key: Some(key),
+            upload_id: Some(id),
+            ..CreateMultipartUploadOutput::default()
+        }))
+    }
+
+    async fn upload_part(
+        &self,
+        req: S3Request<UploadPartInput>,
+    ) -> S3Result<S3Response<UploadPartOutput>> {
+        let trailers = req.trailing_headers;
+        let input = req.input;
+        if !(1..=MAX_PART_NUMBER).contains(&input.part_number) {
+            return Err(s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and {MAX_PART_NUMBER}, inclusive"
+            ));
+        }
+        let folder = self
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let checks = Checks::new(
+            Checksum {
+                checksum_crc32: input.checksum_crc32.clone(),
+                checksum_crc32c: input.checksum_crc32c.clone(),
+                checksum_sha1: input.checksum_sha1.clone(),
+                checksum_sha256: input.checksum_sha256.clone(),
+                checksum_crc64nvme: input.checksum_crc64nvme.clone(),
+                ..Checksum::default()
+            },
+            input.checksum_algorithm.as_ref().map(|a| a.as_str()),
+            input.content_md5.clone(),
+        );
+        let key = part_key(input.part_number);
+        let writer: Box<dyn ObjectWriter> = {
+            let folder = folder.clone();
+            blocking(move || {
+                folder
+                    .write(&key)
+                    .map(|w| Box::new(w) as Box<dyn ObjectWriter>)
+                    .map_err(s3_err)
+            })
+            .await?
+        };
+        let r = receive(input.body, writer, checks, trailers, self.max_object_bytes).await?;
+        // The part's MD5 is its ETag, as S3's; kept beside it.
+        let md5 = hex(&r.md5);
+        let tag = format!("{}.md5", part_key(input.part_number));
+        {
+            let md5 = md5.clone();
+            blocking(move || write_small(&folder, &tag, md5.as_bytes()).map_err(s3_err)).await?;
+        }
+        Ok(S3Response::new(UploadPartOutput {
+            e_tag: Some(ETag::Strong(md5)),
+            ..UploadPartOutput::default()
+        }))
+    }
+
+    async fn list_parts(
+        &self,
+        req: S3Request<ListPartsInput>,
+    ) -> S3Result<S3Response<ListPartsOutput>> {
+        let input = req.input;
+        let folder = self
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let parts = blocking(move || parts_of(&folder)).await?;
+        Ok(S3Response::new(ListPartsOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            upload_id: Some(input.upload_id),
+            is_truncated: Some(false),
+            parts: Some(
+                parts
+                    .into_iter()
+                    .map(|p| Part {
+                        part_number: Some(p.number),
+                        size: Some(length(p.info.size)),
+                        e_tag: Some(ETag::Strong(p.md5)),
+                        last_modified: timestamp(p.info.modified_ms),
+                        ..Part::default()
+                    })
+                    .collect(),
+            ),
+            ..ListPartsOutput::default()
+        }))
+    }
+
+    async fn abort_multipart_upload(
+        &self,
+        req: S3Request<AbortMultipartUploadInput>,
+    ) -> S3Result<S3Response<AbortMultipartUploadOutput>> {
+        let input = req.input;
+        let folder = self
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        blocking(move || {
+            std::fs::remove_dir_all(folder.dir())
+                .map_err(|e| s3_error!(InternalError, "{}: {e}", folder.dir().display()))
+        })
+        .await?;
+        Ok(S3Response::new(AbortMultipartUploadOutput::default()))
+    }
+
+    async fn complete_multipart_upload(
+        &self,
+        req: S3Request<CompleteMultipartUploadInput>,
+    ) -> S3Result<S3Response<CompleteMultipartUploadOutput>> {
+        let input = req.input;
+        let folder = self
+            .upload(&input.bucket, &input.key, &input.upload_id)
+            .await?;
+        let asked: Vec<(i32, Option<String>)> = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|p| (p.part_number.unwrap_or(0), p.e_tag.map(ETag::into_value)))
+            .collect();
+        if asked.is_empty() {
+            return Err(s3_error!(
+                MalformedXML,
+                "You must specify at least one part"
+            ));
+        }
+        if asked.windows(2).any(|w| w[0].0 >= w[1].0) {
+            return Err(s3_error!(
+                InvalidPartOrder,
+                "The list of parts was not in ascending order. Parts must be ordered by part number."
+            ));
+        }
+        let meta: UploadMeta = {
+            let folder = folder.clone();
+            let bytes = blocking(move || read_small(&folder, UPLOAD_META).map_err(s3_err)).await?;
+            serde_json::from_slice(&bytes).map_err(|e| s3_error!(InternalError, "{e}"))?
+        };
+        let (bucket, key) = (input.bucket.clone(), input.key.clone());
+        let attributes = content_type_of(meta.content_type);
+        let objects = Arc::clone(&self.objects);
+        let tag = blocking(move || {
+            let have = parts_of(&folder)?;
+            let mut chosen = Vec::with_capacity(asked.len());
+            for (i, (n, tag)) in asked.iter().enumerate() {
+                let found = have.iter().find(|p| p.number == *n);
+                let Some(p) = found.filter(|p| tag.as_ref().is_none_or(|t| *t == p.md5)) else {
+                    return Err(s3_error!(
+                        InvalidPart,
+                        "One or more of the specified parts could not be found: part {n}"
+                    ));
+                };
+                if i + 1 < asked.len() && p.info.size < MIN_PART_BYTES {
+                    return Err(s3_error!(
+                        EntityTooSmall,
+                        "Your proposed upload is smaller than the minimum allowed size: part {n} has {} bytes",
+                        p.info.size
+                    ));
+                }
+                chosen.push(p);
+            }
+            let mut writer = objects.write(&bucket, &key, &attributes).map_err(s3_err)?;
+            let mut md5s = Md5::new();
+            for p in &chosen {
+                let mut reader = folder.read(&p.key, 0..p.info.size).map_err(s3_err)?;
+                std::io::copy(&mut reader, &mut writer)
+                    .map_err(|e| s3_error!(InternalError, "assembling s3://{bucket}/{key}: {e}"))?;
+                md5s.update(unhex(&p.md5).unwrap_or_default());
+            }
+            writer.finish().map_err(s3_err)?;
+            // Done: the parts go.
+            let _ = std::fs::remove_dir_all(folder.dir());
+            Ok(format!("{}-{}", hex(&md5s.finalize()), chosen.len()))
+        })
+        .await?;
+        Ok(S3Response::new(CompleteMultipartUploadOutput {
+            bucket: Some(input.bucket),
+            key: Some(input.key),
+            e_tag: Some(ETag::Strong(tag)),
+            ..CompleteMultipartUploadOutput::default()
+        }))
+    }
+}
+
+/// A part on disk.
+struct StoredPart {
+    number: i32,
+    key: String,
+    md5: String,
+    info: ObjectInfo,
+}
+
+fn parts_of(folder: &LocalFolder) -> S3Result<Vec<StoredPart>> {
+    let (files, _) = folder.walk().map_err(s3_err)?;
+    let mut out = Vec::new();
+    for f in &files {
+        let Some(n) = f
+            .key
+            .strip_prefix("part-")
+            .and_then(|n| n.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        // A part without its MD5 was cut off between the two: not there.
+        let Ok(md5) = read_small(folder, &format!("{}.md5", f.key)) else {
+            continue;
+        };
+        out.push(StoredPart {
+            number: n,
+            key: f.key.clone(),
+            md5: String::from_utf8_lossy(&md5).into_owned(),
+            info: f.clone(),
+        });
+    }
+    out.sort_by_key(|p| p.number);
+    Ok(out)
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn unhex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len() / 2)
+        .map(|i| u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The secret keys of the server's credentials, for s3s's SigV4 checks.
+pub(crate) struct Keys(pub(crate) Credentials);
+
+#[async_trait::async_trait]
+impl s3s::auth::S3Auth for Keys {
+    async fn get_secret_key(&self, access_key: &str) -> S3Result<s3s::auth::SecretKey> {
+        self.0
+            .secret(access_key)
+            .map(s3s::auth::SecretKey::from)
+            .ok_or_else(|| {
+                s3_error!(
+                    InvalidAccessKeyId,
+                    "The AWS Access Key Id you provided does not exist in our records."
+                )
+            })
+    }
+}
+
+/// Virtual-host style for hosts below the server's own names
+/// (`bucket.localhost:4566`), path style for every other host — never a
+/// whole host taken as a bucket name.
+pub(crate) struct Hosts(pub(crate) Vec<String>);
+
+impl s3s::host::S3Host for Hosts {
+    fn parse_host_header<'a>(&'a self, host: &'a str) -> S3Result<s3s::host::VirtualHost<'a>> {
+        let name = match host.rsplit_once(':') {
+            Some((n, port)) if port.bytes().all(|b| b.is_ascii_digit()) => n,
+            _ => host,
+        };
+        for base in &self.0 {
+            if let Some(bucket) = name
+                .strip_suffix(base.as_str())
+                .and_then(|b| b.strip_suffix('.'))
+                .filter(|b| !b.is_empty())
+            {
+                return Ok(s3s::host::VirtualHost::new(base.as_str()).with_bucket(bucket));
+            }
+        }
+        Ok(s3s::host::VirtualHost::new(name))
+    }
+}
+
+/// Whether a request is signed for the service `s3`: its Authorization
+/// header's or presigned URL's credential scope ends `/s3/aws4_request`,
+/// or it is signed with SigV2 (`AWS key:signature`, or a URL with
+/// `AWSAccessKeyId` and `Signature`: boto3's presigned URLs by default),
+/// which of our services only S3 takes.
+pub(crate) fn signed_for_s3(headers: &http::HeaderMap, query: Option<&str>) -> bool {
+    let scope_is_s3 = |credential: &str| credential.split('/').nth(3) == Some("s3");
+    if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        if auth.starts_with("AWS ") {
+            return true;
+        }
+        return auth
+            .split([' ', ','])
+            .filter_map(|p| p.trim().strip_prefix("Credential="))
+            .any(scope_is_s3);
+    }
+    query.is_some_and(|q| {
+        let (mut v2_key, mut v2_signature) = (false, false);
+        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
+            match &*k {
+                "X-Amz-Credential" if scope_is_s3(&v) => return true,
+                "AWSAccessKeyId" => v2_key = true,
+                "Signature" => v2_signature = true,
+                _ => {}
+            }
+        }
+        v2_key && v2_signature
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn o(key: &str) -> ObjectInfo {
+        ObjectInfo {
+            key: key.into(),
+            size: 1,
+            modified_ms: None,
+            etag: None,
+        }
+    }
+
+    fn keys(p: &Page) -> (Vec<&str>, Vec<&str>) {
+        (
+            p.objects.iter().map(|o| o.key.as_str()).collect(),
+            p.prefixes.iter().map(String::as_str).collect(),
+        )
+    }
+
+    #[test]
+    fn pages_roll_up_at_the_delimiter_and_resume_after_a_prefix() {
+        let all = || {
+            ["a.csv", "in/1", "in/2", "in/x/3", "out/1", "z"]
+                .map(o)
+                .to_vec()
+        };
+        let p = page(all(), "", Some("/"), None, 1000);
+        assert_eq!(keys(&p), (vec!["a.csv", "z"], vec!["in/", "out/"]));
+        assert!(p.next.is_none());
+        let first = page(all(), "", Some("/"), None, 2);
+        assert_eq!(keys(&first), (vec!["a.csv"], vec!["in/"]));
+        let next = first.next.clone().unwrap();
+        let second = page(all(), "", Some("/"), Some(&next), 2);
+        assert_eq!(keys(&second), (vec!["z"], vec!["out/"]));
+        let inside = page(all(), "in/", Some("/"), None, 1000);
+        assert_eq!(keys(&inside), (vec!["in/1", "in/2"], vec!["in/x/"]));
+        let flat = page(all(), "", None, Some("in/2"), 2);
+        assert_eq!(keys(&flat), (vec!["in/x/3", "out/1"], vec![]));
+        assert_eq!(flat.next.as_deref(), Some("out/1"));
+        assert_eq!(untoken(&token("in/ü")).unwrap(), "in/ü");
+        assert!(untoken("zz").is_err());
+    }
+
+    #[test]
+    fn the_service_is_told_by_the_credential_scope() {
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AK/20261203/us-east-1/s3/aws4_request, \
+             SignedHeaders=host, Signature=00"
+                .parse()
+                .unwrap(),
+        );
+        assert!(signed_for_s3(&h, None));
+        h.insert(
+            "authorization",
+            "AWS4-HMAC-SHA256 Credential=AK/20261203/us-east-1/profile/aws4_request, \
+             SignedHeaders=host, Signature=00"
+                .parse()
+                .unwrap(),
+        );
+        assert!(!signed_for_s3(&h, None));
+        let q = "X-Amz-Algorithm=AWS4-HMAC-SHA256&X-Amz-Credential=AK%2F20261203%2Fus-east-1%2Fs3%2Faws4_request";
+        assert!(signed_for_s3(&http::HeaderMap::new(), Some(q)));
+        assert!(!signed_for_s3(&http::HeaderMap::new(), Some("a=b")));
+        let v2 = "AWSAccessKeyId=AK&Signature=abc%3D&Expires=1796278240";
+        assert!(signed_for_s3(&http::HeaderMap::new(), Some(v2)));
+        h.insert("authorization", "AWS AK:c2ln".parse().unwrap());
+        assert!(signed_for_s3(&h, None));
+    }
+
+    #[test]
+    fn hosts_below_ours_name_buckets() {
+        use s3s::host::S3Host;
+        let h = Hosts(vec!["localhost".into()]);
+        assert_eq!(
+            h.parse_host_header("inbox.localhost:4566")
+                .unwrap()
+                .bucket(),
+            Some("inbox")
+        );
+        assert_eq!(
+            h.parse_host_header("localhost:4566").unwrap().bucket(),
+            None
+        );
+        assert_eq!(
+            h.parse_host_header("127.0.0.1:4566").unwrap().bucket(),
+            None
+        );
+        assert_eq!(h.parse_host_header("files.example").unwrap().bucket(), None);
+    }
+}
