@@ -595,3 +595,55 @@ fn a_transient_error_that_keeps_coming_fails_after_the_last_attempt() {
     let reason = got.status_reason.unwrap_or_default();
     assert!(reason.contains("injected"), "{reason}");
 }
+
+/// `GET /_sluice/health`: 200 while the store answers, 503 (saying why,
+/// unsigned) when it does not, and 200 again when it is back.
+#[cfg(feature = "server")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_health_check_says_when_the_store_cannot_be_read() {
+    use sluice::server::{HEALTH_PATH, Server, ServerConfig};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(Faulty::default());
+    let server = Server::bind(ServerConfig {
+        listen: "127.0.0.1:0".parse().unwrap(),
+        data_dir: dir.path().to_owned(),
+        store: Arc::clone(&store) as Arc<dyn Store>,
+        max_jobs: 0,
+        ..ServerConfig::default()
+    })
+    .await
+    .unwrap();
+    let addr = server.local_addr().unwrap();
+    tokio::spawn(server.run(std::future::pending()));
+    let get = || async move {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {HEALTH_PATH} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        out
+    };
+    let ok = get().await;
+    assert!(ok.starts_with("HTTP/1.1 200"), "{ok}");
+    assert!(ok.contains(r#""status":"ok""#), "{ok}");
+    assert!(ok.contains(env!("CARGO_PKG_VERSION")), "{ok}");
+    assert!(ok.to_ascii_lowercase().contains("x-amz-request-id"), "{ok}");
+    store.inject(
+        "job",
+        Fault {
+            after: 0,
+            times: 1,
+            transient: false,
+        },
+    );
+    let down = get().await;
+    assert!(down.starts_with("HTTP/1.1 503"), "{down}");
+    assert!(
+        down.contains("unavailable") && down.contains("injected"),
+        "{down}"
+    );
+    let back = get().await;
+    assert!(back.starts_with("HTTP/1.1 200"), "{back}");
+}

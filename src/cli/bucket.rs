@@ -18,7 +18,7 @@ use super::{CliError, DEFAULT_DATA_DIR};
 pub(crate) struct BucketArgs {
     /// Data directory (buckets are folders in DATA_DIR/buckets; the store
     /// is the SQLite file in it unless --store names another).
-    #[arg(long, value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
+    #[arg(long, env = "SLUICE_DATA_DIR", value_name = "DIR", default_value = DEFAULT_DATA_DIR)]
     pub(crate) data_dir: PathBuf,
     /// The store, if not the SQLite file in --data-dir: a PostgreSQL
     /// database that several sluice processes share,

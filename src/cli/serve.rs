@@ -19,7 +19,7 @@ use super::{CliError, parse_size};
 #[derive(Debug, clap::Args)]
 pub(crate) struct Args {
     /// Address to listen on.
-    #[arg(long, default_value = "127.0.0.1:4566")]
+    #[arg(long, env = "SLUICE_LISTEN", default_value = "127.0.0.1:4566")]
     listen: SocketAddr,
     /// Data directory, S3 endpoint: where the store, master key, uploads
     /// and buckets live.
@@ -27,53 +27,62 @@ pub(crate) struct Args {
     at: BucketArgs,
     /// AWS shared-credentials file of accepted keys (every profile with
     /// aws_access_key_id and aws_secret_access_key).
-    #[arg(long)]
+    #[arg(long, env = "SLUICE_CREDENTIALS")]
     credentials: Option<PathBuf>,
     /// Base URL put in upload URLs, when clients reach the server by
     /// another name than --listen (a proxy, a container).
-    #[arg(long)]
+    #[arg(long, env = "SLUICE_PUBLIC_URL")]
     public_url: Option<String>,
     /// Largest upload (B, KiB, MiB, GiB, KB, MB, GB).
-    #[arg(long, default_value = "1GB", value_parser = parse_size)]
+    #[arg(long, env = "SLUICE_MAX_UPLOAD", default_value = "1GB", value_parser = parse_size)]
     max_upload: u64,
     /// Seconds an upload URL stays valid.
-    #[arg(long, default_value_t = 3600)]
+    #[arg(long, env = "SLUICE_URL_TTL", default_value_t = 3600)]
     url_ttl: u64,
     /// API requests served at once; more get ThrottlingException.
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, env = "SLUICE_MAX_REQUESTS", default_value_t = 64)]
     max_requests: usize,
     /// Uploads received at once; more get S3's SlowDown (503).
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, env = "SLUICE_MAX_UPLOADS", default_value_t = 8)]
     max_uploads: usize,
     /// Connections open at once; more are closed as they arrive.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, env = "SLUICE_MAX_CONNECTIONS", default_value_t = 1024)]
     max_connections: usize,
     /// Seconds a request's headers (and an API request's body) may take to
     /// arrive, and a keep-alive connection may stay idle.
-    #[arg(long, default_value_t = 30)]
+    #[arg(long, env = "SLUICE_REQUEST_TIMEOUT", default_value_t = 30)]
     request_timeout: u64,
     /// The slowest an upload may arrive after the first --request-timeout
     /// seconds, per second (B, KiB, MiB, …); slower is cut off with
     /// RequestTimeout.
-    #[arg(long, default_value = "64KiB", value_parser = parse_size)]
+    #[arg(long, env = "SLUICE_MIN_UPLOAD_RATE", default_value = "64KiB", value_parser = parse_size)]
     min_upload_rate: u64,
     /// Jobs this process runs at once; more wait in the queue. 0 runs
     /// none: jobs wait in the store for `sluice worker` processes that
     /// share it (--store).
-    #[arg(long, visible_alias = "workers", default_value_t = 2)]
+    #[arg(
+        long,
+        env = "SLUICE_MAX_JOBS",
+        visible_alias = "workers",
+        default_value_t = 2
+    )]
     max_jobs: usize,
     /// Pinpoint import jobs of one app run at once; more wait.
-    #[arg(long, default_value_t = 2)]
+    #[arg(long, env = "SLUICE_MAX_JOBS_PER_APP", default_value_t = 2)]
     max_jobs_per_app: usize,
     /// Import/Export jobs one access key may create in 24 hours; more get
     /// CreateJobQuotaExceededException.
-    #[arg(long, default_value_t = 100)]
+    #[arg(
+        long,
+        env = "SLUICE_MAX_IMPORTEXPORT_JOBS_PER_DAY",
+        default_value_t = 100
+    )]
     max_importexport_jobs_per_day: usize,
     /// Bytes per piece of an import job (default 4MiB).
-    #[arg(long, value_parser = parse_size)]
+    #[arg(long, env = "SLUICE_PIECE_SIZE", value_parser = parse_size)]
     piece_size: Option<u64>,
     /// Parsing threads (default: one per core).
-    #[arg(long)]
+    #[arg(long, env = "SLUICE_THREADS")]
     threads: Option<usize>,
 }
 

@@ -209,6 +209,8 @@ struct AppState {
     apis: Apis,
     /// S3 on the same port ([`s3`]).
     s3: s3s::service::S3Service,
+    /// For the health check.
+    store: Arc<dyn Store>,
     credentials: Credentials,
     clock: Clock,
     max_body: usize,
@@ -216,6 +218,8 @@ struct AppState {
     uploads: Arc<Semaphore>,
     request_timeout: Duration,
     min_upload_rate: u64,
+    /// The largest upload, also the most a refused one is read for.
+    max_upload: u64,
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -382,6 +386,7 @@ impl Server {
             state: Arc::new(AppState {
                 apis,
                 s3,
+                store: Arc::clone(&config.store),
                 credentials,
                 clock: config.clock,
                 max_body: config.max_body_bytes,
@@ -389,6 +394,7 @@ impl Server {
                 uploads: Arc::new(Semaphore::new(config.max_uploads.max(1))),
                 request_timeout: config.request_timeout,
                 min_upload_rate: config.min_upload_rate.max(1),
+                max_upload: config.max_upload_bytes,
             }),
             max_connections: config.max_connections.max(1),
             credentials_file,
@@ -531,8 +537,53 @@ fn s3_error(e: &UploadError, id: &str) -> Response<Body> {
         .expect("a valid response")
 }
 
+/// The unsigned health check's path.
+pub const HEALTH_PATH: &str = "/_sluice/health";
+
+/// `GET /_sluice/health`: 200 with the version and the store when the store
+/// answers a read, 503 with why when it does not. Unsigned, and telling
+/// nothing of anyone's data.
+async fn health(state: &AppState) -> Response<Body> {
+    let store = Arc::clone(&state.store);
+    let checked = tokio::task::spawn_blocking(move || {
+        let at = store.location();
+        (at, store.check().map_err(|e| e.to_string()))
+    })
+    .await;
+    let (status, body) = match checked {
+        Ok((at, Ok(()))) => (
+            StatusCode::OK,
+            serde_json::json!({
+                "status": "ok", "version": env!("CARGO_PKG_VERSION"), "store": at,
+            }),
+        ),
+        Ok((at, Err(e))) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({
+                "status": "unavailable", "version": env!("CARGO_PKG_VERSION"),
+                "store": at, "error": e,
+            }),
+        ),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            serde_json::json!({
+                "status": "unavailable", "version": env!("CARGO_PKG_VERSION"),
+                "error": e.to_string(),
+            }),
+        ),
+    };
+    Response::builder()
+        .status(status)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .expect("a valid response")
+}
+
 async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
     let id = request_id();
+    if req.method() == Method::GET && req.uri().path() == HEALTH_PATH {
+        return with_id(health(&state).await, &id);
+    }
     let upload = req.method() == Method::PUT && req.uri().path().starts_with(UPLOAD_PATH_PREFIX);
     let response = if upload {
         match Arc::clone(&state.uploads).try_acquire_owned() {
@@ -802,6 +853,33 @@ async fn query_request(state: &Arc<AppState>, req: Request<Body>, id: &str) -> R
 
 /// An upload PUT: authorized by its URL and SSE-C headers, streamed into a
 /// sealed file, committed whole or not at all.
+/// Reads and drops the body of a request refused before its body was
+/// read, so that a client that sends its body before it reads the answer
+/// (urllib, most scripts) gets the answer, not a connection closed under
+/// it. Not when the client asked `Expect: 100-continue` (it waits for the
+/// answer and sends nothing), and never more than the upload limit or for
+/// longer than the upload pace allows.
+async fn discard(state: &AppState, headers: &HeaderMap, mut body: Body) {
+    let continues = headers
+        .get("expect")
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if continues {
+        return;
+    }
+    let started = tokio::time::Instant::now();
+    let mut received: u64 = 0;
+    while received <= state.max_upload {
+        let allowed = state.request_timeout
+            + Duration::from_secs_f64(received as f64 / state.min_upload_rate as f64);
+        match tokio::time::timeout_at(started + allowed, body.frame()).await {
+            Ok(Some(Ok(frame))) => {
+                received += frame.data_ref().map_or(0, |d| d.len() as u64);
+            }
+            _ => return,
+        }
+    }
+}
+
 async fn receive_upload(
     state: &Arc<AppState>,
     req: Request<Body>,
@@ -809,6 +887,7 @@ async fn receive_upload(
     let (parts, body) = req.into_parts();
     let seg = rest::segments(parts.uri.path());
     let [_, domain, job] = seg.as_slice() else {
+        discard(state, &parts.headers, body).await;
         return Err(UploadError {
             status: 404,
             code: "NoSuchKey",
@@ -836,9 +915,16 @@ async fn receive_upload(
             message: "We encountered an internal error. Please try again.".into(),
         }
     };
-    let slot = tokio::task::spawn_blocking(move || profiles.authorize_upload(&request))
+    let slot = match tokio::task::spawn_blocking(move || profiles.authorize_upload(&request))
         .await
-        .map_err(|e| internal(&e))??;
+        .map_err(|e| internal(&e))?
+    {
+        Ok(slot) => slot,
+        Err(refused) => {
+            discard(state, &parts.headers, body).await;
+            return Err(refused);
+        }
+    };
     let key_md5 = slot.key().md5_base64();
     // The slot writes (a file, or parts to S3) on a blocking thread; the
     // body is handed to it as it arrives, a few frames at a time. Only an

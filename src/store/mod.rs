@@ -1673,6 +1673,21 @@ pub trait Store:
     fn range_store(&self) -> Option<&dyn RangeStore> {
         None
     }
+
+    /// Whether the store answers: one read that goes all the way to it
+    /// (a health check).
+    ///
+    /// # Errors
+    ///
+    /// The backend's, when it cannot be read.
+    fn check(&self) -> Result<(), StoreError> {
+        let account = AccountId::default();
+        self.job(JobRef {
+            account: &account,
+            id: "",
+        })
+        .map(|_| ())
+    }
 }
 
 /// Opens the store that `location` names: `memory:` (an empty store that

@@ -227,6 +227,30 @@ class UploadJobs(unittest.TestCase):
         with self.assertRaises(self.cp.exceptions.BadRequestException):
             self.cp.start_upload_job(DomainName="shop", JobId=job)
 
+    def test_5_refusals_reach_a_client_that_sends_its_body_first(self):
+        # urllib sends the whole body before it reads the answer (no
+        # Expect: 100-continue): the refusal must reach it, not a
+        # connection closed under it (Broken pipe).
+        job = self.new_job("body first")
+        path = self.cp.get_upload_job_path(DomainName="shop", JobId=job)
+        url, good = path["Url"], sse_headers(path["ClientToken"])
+        body = b"email\n" + b"x" * (8 << 20)
+        bad_md5 = dict(good)
+        bad_md5["x-amz-server-side-encryption-customer-key-MD5"] = \
+            base64.b64encode(hashlib.md5(b"x").digest()).decode()
+        for headers, status, code in [(bad_md5, 400, "InvalidArgument"),
+                                      ({"Content-Type": "text/csv"}, 400, "InvalidArgument"),
+                                      (sse_headers(base64.b64encode(os.urandom(32)).decode()),
+                                       403, "AccessDenied")]:
+            got, text = put(url, body, headers)
+            self.assertEqual(got, status, text)
+            self.assertIn(code, text)
+        sig = url.rsplit("=", 1)[1]
+        tampered = url[: -len(sig)] + ("0" if sig[0] != "0" else "1") + sig[1:]
+        got, text = put(tampered, body, good)
+        self.assertEqual(got, 403, text)
+        self.assertIn("SignatureDoesNotMatch", text)
+
     def test_6_unsigned_and_wrong_secret(self):
         try:
             urllib.request.urlopen(self.server.url + "/domains", timeout=10)
