@@ -368,6 +368,39 @@ pub fn create_private(path: &Path) -> io::Result<fs::File> {
     o.open(path)
 }
 
+/// Makes `path` and the folders above it that are missing, each readable
+/// only by its owner (0700); folders that exist are left as they are.
+///
+/// # Errors
+///
+/// As [`fs::DirBuilder::create`].
+pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
+    let mut b = fs::DirBuilder::new();
+    b.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(path)
+}
+
+/// Makes the folder `path` (its parent must exist), readable only by its
+/// owner (0700).
+///
+/// # Errors
+///
+/// As [`fs::DirBuilder::create`] (`AlreadyExists` when it is there).
+pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    let mut b = fs::DirBuilder::new();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt;
+        b.mode(0o700);
+    }
+    b.create(path)
+}
+
 /// What sealing and opening share: the cipher, the header (the AAD of
 /// every segment) and the number of the next segment.
 struct Segments {

@@ -192,9 +192,14 @@ impl From<JobError> for ApiError {
     }
 }
 
-/// Text made safe for XML and HTML: `& < > "` as entities, and CR as
-/// `&#13;` (XML parsers would turn a bare CR into LF).
+/// Text made safe for XML and HTML: `& < > "` as entities, CR as `&#13;`
+/// (XML parsers would turn a bare CR into LF), and what XML 1.0 has no
+/// place for at all — control characters but tab and newline, U+FFFE,
+/// U+FFFF, not even as references — written out visibly as `\u{1b}`, so
+/// that no value (a device id, a file name, a log line) breaks a client's
+/// parser.
 pub(crate) fn escape_markup(s: &str) -> String {
+    use std::fmt::Write as _;
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
@@ -203,6 +208,10 @@ pub(crate) fn escape_markup(s: &str) -> String {
             '>' => out.push_str("&gt;"),
             '"' => out.push_str("&quot;"),
             '\r' => out.push_str("&#13;"),
+            '\t' | '\n' => out.push(c),
+            c if c < ' ' || c == '\u{fffe}' || c == '\u{ffff}' => {
+                let _ = write!(out, "\\u{{{:x}}}", u32::from(c));
+            }
             c => out.push(c),
         }
     }
@@ -327,4 +336,21 @@ fn keyset_page<T>(
         _ => None,
     };
     Ok((page, next))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn markup_never_carries_what_xml_cannot() {
+        let s = super::escape_markup("a\u{0}b\u{1b}c\td\ne\rf<g\u{fffe}\u{ffff}h\u{7f}");
+        assert_eq!(
+            s,
+            "a\\u{0}b\\u{1b}c\td\ne&#13;f&lt;g\\u{fffe}\\u{ffff}h\u{7f}"
+        );
+        // XML 1.0's Char: tab, newline, CR and the rest from U+0020.
+        assert!(
+            s.chars()
+                .all(|c| matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c < '\u{fffe}'))
+        );
+    }
 }

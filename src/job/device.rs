@@ -202,14 +202,23 @@ struct Run<'a> {
     saved: Instant,
 }
 
-/// One field of a CSV line.
+/// One field of a CSV line. A field a spreadsheet would run as a formula
+/// (it starts with `=`, `+`, `-`, `@`, a tab or CR: a file named
+/// `=HYPERLINK(…)` on a device) gets a leading `'`, which spreadsheets show
+/// as text, as OWASP advises for CSV injection.
 fn csv_field(out: &mut String, v: &str) {
+    let formula = v.starts_with(['=', '+', '-', '@', '\t', '\r']);
+    let v = if formula {
+        std::borrow::Cow::Owned(format!("'{v}"))
+    } else {
+        std::borrow::Cow::Borrowed(v)
+    };
     if v.contains([',', '"', '\n', '\r']) {
         out.push('"');
         out.push_str(&v.replace('"', "\"\""));
         out.push('"');
     } else {
-        out.push_str(v);
+        out.push_str(&v);
     }
 }
 
@@ -405,6 +414,21 @@ fn copy(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn log_cells_that_a_spreadsheet_would_run_are_text() {
+        let line = |v: &str| {
+            let mut out = String::new();
+            csv_field(&mut out, v);
+            out
+        };
+        assert_eq!(line("=HYPERLINK(\"x\")"), "\"'=HYPERLINK(\"\"x\"\")\"");
+        assert_eq!(line("+1"), "'+1");
+        assert_eq!(line("-2,3"), "\"'-2,3\"");
+        assert_eq!(line("@SUM(A1)"), "'@SUM(A1)");
+        assert_eq!(line("plain.csv"), "plain.csv");
+        assert_eq!(line("a,b"), "\"a,b\"");
+    }
 
     #[test]
     fn writes_stay_on_the_device() {

@@ -7,6 +7,8 @@ use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use crate::crypto::{create_private, create_private_dir, create_private_dir_all};
+
 use super::{
     BucketInfo, ObjectAttributes, ObjectError, ObjectErrorKind, ObjectInfo, ObjectWriter, Objects,
     check_bucket_name, checked, checked_bucket, clamp,
@@ -83,9 +85,9 @@ impl Objects for LocalObjects {
 
     fn create_bucket(&self, bucket: &str) -> Result<(), ObjectError> {
         checked_bucket(bucket)?;
-        fs::create_dir_all(&self.root).map_err(|e| io_err(&self.root, e))?;
+        create_private_dir_all(&self.root).map_err(|e| io_err(&self.root, e))?;
         let dir = self.root.join(bucket);
-        match fs::create_dir(&dir) {
+        match create_private_dir(&dir) {
             Ok(()) => Ok(()),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
                 Err(ObjectError::bucket_exists(bucket))
@@ -245,7 +247,7 @@ impl LocalFolder {
                 Ok(m) if m.file_type().is_symlink() => return Err(refused_link(&at)),
                 Ok(_) => return Err(refused_file(&at)),
                 Err(e) if e.kind() == io::ErrorKind::NotFound && !make => return Ok(None),
-                Err(e) if e.kind() == io::ErrorKind::NotFound => match fs::create_dir(&at) {
+                Err(e) if e.kind() == io::ErrorKind::NotFound => match create_private_dir(&at) {
                     Ok(()) => {}
                     // Made meanwhile by another writer: look again.
                     Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -341,11 +343,8 @@ impl LocalFolder {
             std::process::id(),
             crate::crypto::to_hex(&crate::crypto::random::<8>())
         ));
-        let file = fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&part)
-            .map_err(|e| io_err(&part, e))?;
+        // Only its owner reads it: objects hold people's data.
+        let file = create_private(&part).map_err(|e| io_err(&part, e))?;
         Ok(LocalWriter {
             file: Some(BufWriter::with_capacity(256 * 1024, file)),
             part,
@@ -622,6 +621,28 @@ mod tests {
     fn conformance() {
         let dir = tempfile::tempdir().unwrap();
         super::super::conformance::all(&LocalObjects::new(dir.path().join("buckets")));
+    }
+
+    #[test]
+    fn what_is_written_is_its_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let objects = LocalObjects::new(dir.path().join("buckets"));
+        objects.create_bucket("bkt").unwrap();
+        super::super::put(
+            &objects,
+            "bkt",
+            "in/a.csv",
+            b"a",
+            &ObjectAttributes::default(),
+        )
+        .unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        let root = dir.path().join("buckets");
+        assert_eq!(mode(&root), 0o700);
+        assert_eq!(mode(&root.join("bkt")), 0o700);
+        assert_eq!(mode(&root.join("bkt/in")), 0o700);
+        assert_eq!(mode(&root.join("bkt/in/a.csv")), 0o600);
     }
 
     #[test]

@@ -263,7 +263,7 @@ impl Server {
                 let store = Arc::clone(&cfg.store);
                 // The keys and uploads live here whichever store is used
                 // (a PostgreSQL store makes no directory of its own).
-                std::fs::create_dir_all(&dir)
+                crate::crypto::create_private_dir_all(&dir)
                     .map_err(|e| setup(&format!("the data directory {}: {e}", dir.display())))?;
                 let master = Arc::new(MasterKey::load_or_create(&dir).map_err(|e| setup(&e))?);
                 let (credentials, file) = match &cfg.credentials {

@@ -975,7 +975,7 @@ impl S3 for S3Front {
         let json = serde_json::to_vec(&meta).map_err(|e| s3_error!(InternalError, "{e}"))?;
         let dir = self.multipart.join(&id);
         blocking(move || {
-            std::fs::create_dir_all(&dir)
+            crate::crypto::create_private_dir_all(&dir)
                 .map_err(|e| s3_error!(InternalError, "{}: {e}", dir.display()))?;
             write_small(&LocalFolder::new(dir), UPLOAD_META, &json).map_err(s3_err)
         })

@@ -457,12 +457,25 @@ impl SqliteStore {
 
     fn open_with(dir: &Path, wal: WalPages) -> Result<SqliteStore, StoreError> {
         let location = dir.join(DB_FILE).display().to_string();
-        fs::create_dir_all(dir).map_err(|e| StoreError::Backend {
+        crate::crypto::create_private_dir_all(dir).map_err(|e| StoreError::Backend {
             location: dir.display().to_string(),
             message: format!("the data directory cannot be made: {e}"),
             transient: false,
         })?;
         let path = dir.join(DB_FILE);
+        // Made here, readable only by its owner (SQLite gives its WAL and
+        // shared-memory files the same mode): every profile is in it.
+        match crate::crypto::create_private(&path) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+            Err(e) => {
+                return Err(StoreError::Backend {
+                    location: location.clone(),
+                    message: format!("the store file cannot be made: {e}"),
+                    transient: false,
+                });
+            }
+        }
         let mut writer = connect(&path).map_err(db_err(&location))?;
         // Two processes creating the same new database at once can get
         // SQLITE_BUSY without the busy handler being asked (SQLite's
@@ -2112,6 +2125,24 @@ mod tests {
             let i = n.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             Box::new(SqliteStore::open(dir.path().join(format!("s{i}"))).unwrap())
         });
+    }
+
+    #[test]
+    fn a_new_store_is_its_owners_alone() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        let data = dir.path().join("data");
+        let store = SqliteStore::open(&data).unwrap();
+        // A write, so that the WAL files are there too.
+        store
+            .create_domain(&AccountId::default(), &Domain::new("d", 1, 0))
+            .unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&data), 0o700);
+        for f in fs::read_dir(&data).unwrap() {
+            let f = f.unwrap().path();
+            assert_eq!(mode(&f), 0o600, "{}", f.display());
+        }
     }
 
     #[test]
