@@ -270,6 +270,7 @@ impl LocalFolder {
         };
         at.push(key.rsplit('/').next().unwrap_or(key));
         match fs::symlink_metadata(&at) {
+            Ok(m) if m.is_file() && m.nlink() > 1 => Err(refused_hard_link(&at)),
             Ok(m) if m.is_file() => Ok(Place::File(m)),
             Ok(m) if m.file_type().is_symlink() => Err(refused_link(&at)),
             Ok(m) if m.is_dir() => Ok(Place::Folder(at)),
@@ -556,6 +557,17 @@ fn refused_link(at: &Path) -> ObjectError {
     )
 }
 
+/// Why a file with other names is not an object: one of them may be
+/// outside the bucket (a hard link to the server's credentials).
+const HARD_LINK: &str = "a file with other names (a hard link); it is not read";
+
+fn refused_hard_link(at: &Path) -> ObjectError {
+    ObjectError::new(
+        ObjectErrorKind::Refused,
+        format!("{}: {HARD_LINK}", at.display()),
+    )
+}
+
 fn refused_file(at: &Path) -> ObjectError {
     ObjectError::new(
         ObjectErrorKind::Refused,
@@ -592,6 +604,9 @@ fn walk(
                 }
             }
             Ok(t) if t.is_file() => match entry.metadata() {
+                Ok(m) if m.nlink() > 1 => {
+                    problems.push((rel, HARD_LINK.into()));
+                }
                 Ok(m) => files.push(info(&rel, &m)),
                 Err(e) => problems.push((rel, format!("cannot be read: {e}"))),
             },
@@ -667,6 +682,19 @@ mod tests {
         assert!(!dir.path().join("elsewhere/x").exists());
         let (_, problems) = LocalFolder::new(dir.path().join("bkt")).walk().unwrap();
         assert_eq!(problems.len(), 2, "{problems:?}");
+        // A hard link is the outside file under a second name: not read,
+        // not listed, not written through.
+        fs::hard_link(&outside, dir.path().join("bkt/hard")).unwrap();
+        assert!(objects.list("bkt", "").unwrap().is_empty());
+        let e = objects.read("bkt", "hard", 0..10).err().unwrap();
+        assert_eq!(e.kind, ObjectErrorKind::Refused, "{e}");
+        assert!(objects.head("bkt", "hard").is_err());
+        assert!(
+            objects
+                .write("bkt", "hard", &ObjectAttributes::default())
+                .is_err()
+        );
+        assert_eq!(fs::read(&outside).unwrap(), b"secret");
     }
 
     #[test]
