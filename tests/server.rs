@@ -45,6 +45,23 @@ async fn exchange(addr: std::net::SocketAddr, raw: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// Headers that pass the checks made before a body is read (a key the
+/// server knows, dated now) but whose signature is not checked yet: what a
+/// client with a key sends.
+fn keyed_headers(dir: &std::path::Path) -> String {
+    let creds = std::fs::read_to_string(dir.join("credentials")).unwrap();
+    let key = creds
+        .lines()
+        .find_map(|l| l.strip_prefix("aws_access_key_id = "))
+        .unwrap();
+    let now = sluice::time::amz_date((sluice::job::system_clock())());
+    format!(
+        "X-Amz-Date: {now}\r\nAuthorization: AWS4-HMAC-SHA256 Credential={key}/{}/us-east-1/profile/\
+         aws4_request, SignedHeaders=host;x-amz-date, Signature=00\r\n",
+        &now[..8]
+    )
+}
+
 fn status(resp: &str) -> &str {
     resp.split(' ').nth(1).unwrap_or("")
 }
@@ -53,11 +70,16 @@ fn status(resp: &str) -> &str {
 async fn one_request_too_many_is_throttled_not_queued() {
     let dir = tempfile::tempdir().unwrap();
     let addr = start(dir.path(), 1, 1 << 20).await;
-    // The first request holds the only slot while its body trickles in.
+    // The first request (by a known key) holds the only slot while its
+    // body trickles in.
     let mut slow = TcpStream::connect(addr).await.unwrap();
-    slow.write_all(b"POST /domains/d HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
-        .await
-        .unwrap();
+    let keyed = keyed_headers(dir.path());
+    slow.write_all(
+        format!("POST /domains/d HTTP/1.1\r\nHost: x\r\n{keyed}Content-Length: 10\r\n\r\n{{")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
     tokio::time::sleep(Duration::from_millis(300)).await;
     let resp = exchange(
         addr,
@@ -70,13 +92,13 @@ async fn one_request_too_many_is_throttled_not_queued() {
             .contains("x-amzn-errortype: throttlingexception")
     );
     assert!(resp.to_ascii_lowercase().contains("x-amzn-requestid: "));
-    // The slow one, once whole, is refused for want of a signature.
+    // The slow one, once whole, is refused: its signature is not one.
     slow.write_all(b"\"a\":1}   \r\n").await.unwrap();
     let mut out = vec![0; 4096];
     let n = slow.read(&mut out).await.unwrap();
     let resp = String::from_utf8_lossy(&out[..n]);
     assert_eq!(status(&resp), "403", "{resp}");
-    assert!(resp.contains("MissingAuthenticationTokenException"));
+    assert!(resp.contains("InvalidSignatureException"), "{resp}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -84,15 +106,42 @@ async fn bodies_over_the_limit_and_unsigned_or_forged_calls_are_refused() {
     let dir = tempfile::tempdir().unwrap();
     let addr = start(dir.path(), 8, 64).await;
     let body = "x".repeat(100);
+    let keyed = keyed_headers(dir.path());
     let resp = exchange(
         addr,
         &format!(
-            "POST /domains/d HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{body}"
+            "POST /domains/d HTTP/1.1\r\nHost: x\r\n{keyed}Content-Length: 100\r\nConnection: close\r\n\r\n{body}"
         ),
     )
     .await;
     assert_eq!(status(&resp), "400", "{resp}");
     assert!(resp.contains("BadRequestException"));
+
+    // Unsigned, with a body that never comes: refused from the headers,
+    // at once, not after waiting for the body.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"POST /domains/d HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\n{")
+        .await
+        .unwrap();
+    let (resp, took) = until_closed(&mut s).await;
+    assert_eq!(status(&resp), "403", "{resp}");
+    assert!(
+        resp.contains("MissingAuthenticationTokenException"),
+        "{resp}"
+    );
+    assert!(took < Duration::from_secs(5), "{took:?}");
+
+    // Two Authorization headers: refused.
+    let resp = exchange(
+        addr,
+        &format!(
+            "GET /domains HTTP/1.1\r\nHost: x\r\n{keyed}Authorization: AWS4-HMAC-SHA256 x\r\n\
+             Connection: close\r\n\r\n"
+        ),
+    )
+    .await;
+    assert_eq!(status(&resp), "400", "{resp}");
+    assert!(resp.contains("more than one Authorization"), "{resp}");
 
     let resp = exchange(
         addr,
@@ -156,9 +205,13 @@ async fn slow_clients_are_cut_off_and_free_their_slot() {
     // A body that never finishes holds the only request slot for the
     // timeout, then is answered 408, and the slot serves others again.
     let mut s = TcpStream::connect(addr).await.unwrap();
-    s.write_all(b"POST /domains/d HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n{")
-        .await
-        .unwrap();
+    let keyed = keyed_headers(dir.path());
+    s.write_all(
+        format!("POST /domains/d HTTP/1.1\r\nHost: x\r\n{keyed}Content-Length: 10\r\n\r\n{{")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
     let (resp, _) = until_closed(&mut s).await;
     assert_eq!(status(&resp), "408", "{resp}");
     assert!(resp.contains("RequestTimeoutException"), "{resp}");

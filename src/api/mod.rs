@@ -350,7 +350,7 @@ mod tests {
         // XML 1.0's Char: tab, newline, CR and the rest from U+0020.
         assert!(
             s.chars()
-                .all(|c| matches!(c, '\t' | '\n' | '\r') || (c >= ' ' && c < '\u{fffe}'))
+                .all(|c| matches!(c, '\t' | '\n' | '\r') || (' '..'\u{fffe}').contains(&c))
         );
     }
 }

@@ -685,6 +685,20 @@ fn authenticate(
     sigv4::verify(&signed, signing_name, &state.credentials, (state.clock)())
 }
 
+/// What the headers alone say of a request's signature ([`sigv4::precheck`]).
+fn precheck(
+    state: &AppState,
+    parts: &axum::http::request::Parts,
+    signing_name: &str,
+) -> Result<(), sigv4::AuthError> {
+    sigv4::precheck(
+        &header_list(&parts.headers),
+        signing_name,
+        &state.credentials,
+        (state.clock)(),
+    )
+}
+
 async fn api_request(
     state: &Arc<AppState>,
     req: Request<Body>,
@@ -692,6 +706,11 @@ async fn api_request(
     id: &str,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
+    // The headers first: a request no key signed is refused before its
+    // body holds a slot.
+    if let Err(e) = precheck(state, &parts, service.signing_name()) {
+        return json_error(e.status, e.code, &e.message, id);
+    }
     let body = match read_body(state, body).await {
         Ok(b) => b,
         Err(BodyError::Slow) => {
@@ -794,6 +813,11 @@ async fn query_request(state: &Arc<AppState>, req: Request<Body>, id: &str) -> R
     use crate::api::importexport::SIGNING_NAME;
     use query::QueryRequest as Q;
     let (parts, body) = req.into_parts();
+    // The headers first: a request no key signed is refused before its
+    // body holds a slot.
+    if let Err(e) = precheck(state, &parts, SIGNING_NAME) {
+        return xml_error(e.status, e.code, &e.message, id);
+    }
     let body = match read_body(state, body).await {
         Ok(b) => b,
         Err(BodyError::Slow) => return xml_error(408, "RequestTimeout", &slow_body(state), id),

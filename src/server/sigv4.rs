@@ -166,22 +166,42 @@ fn canonical_header_value(values: &[&str]) -> String {
         .join(",")
 }
 
-/// Checks a request's SigV4 `Authorization` header for `service`;
-/// returns the access key id that signed it.
+/// What can be checked from the headers alone, before the body is read:
+/// one Authorization header, well formed, by a known key, for `service`,
+/// dated within the allowed skew, signing `host`.
 ///
 /// # Errors
 ///
-/// AWS's refusals: `MissingAuthenticationTokenException` with no
-/// signature, `IncompleteSignatureException` for a malformed one,
-/// `UnrecognizedClientException` for an unknown access key,
-/// `InvalidSignatureException` for a wrong service, a date outside the
-/// allowed skew ("Signature expired"), or a signature that does not match.
-pub fn verify(
-    req: &SignedRequest<'_>,
+/// As [`verify`], except a signature that does not match.
+pub fn precheck(
+    headers: &[(String, String)],
     service: &str,
     credentials: &Credentials,
     now_ms: i64,
-) -> Result<String, AuthError> {
+) -> Result<(), AuthError> {
+    let req = SignedRequest {
+        method: "",
+        path: "",
+        query: "",
+        headers,
+        body: &[],
+    };
+    checked_headers(&req, service, credentials, now_ms).map(|_| ())
+}
+
+fn checked_headers<'a>(
+    req: &'a SignedRequest<'a>,
+    service: &str,
+    credentials: &'a Credentials,
+    now_ms: i64,
+) -> Result<(Authorization<'a>, &'a str, &'a str), AuthError> {
+    if req.header_values("authorization").len() > 1 {
+        return Err(refuse(
+            400,
+            "IncompleteSignatureException",
+            "The request carries more than one Authorization header.",
+        ));
+    }
     let Some(auth) = req.header("authorization") else {
         return Err(refuse(
             403,
@@ -246,6 +266,28 @@ pub fn verify(
         ));
     }
 
+    Ok((auth, secret, amz))
+}
+
+/// Checks a request's SigV4 `Authorization` header for `service`;
+/// returns the access key id that signed it.
+///
+/// # Errors
+///
+/// AWS's refusals: `MissingAuthenticationTokenException` with no
+/// signature, `IncompleteSignatureException` for a malformed one,
+/// `UnrecognizedClientException` for an unknown access key,
+/// `InvalidSignatureException` for a wrong service, a date outside the
+/// allowed skew ("Signature expired"), two Authorization headers, or a
+/// signature that does not match.
+pub fn verify(
+    req: &SignedRequest<'_>,
+    service: &str,
+    credentials: &Credentials,
+    now_ms: i64,
+) -> Result<String, AuthError> {
+    let (auth, secret, amz) = checked_headers(req, service, credentials, now_ms)?;
+    let invalid = |m: String| refuse(403, "InvalidSignatureException", m);
     let mut canonical_headers = String::new();
     for name in &auth.signed_headers {
         let values = req.header_values(name);

@@ -1,6 +1,5 @@
 //! Every store port on one SQLite file (`SqliteStore`, feature `sqlite`).
 
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
@@ -2116,6 +2115,7 @@ impl BucketStore for SqliteStore {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::fs;
 
     #[test]
     fn conformance() {
