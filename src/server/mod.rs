@@ -638,15 +638,72 @@ async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
     with_id(response, &id)
 }
 
-/// An S3 call, through s3s: its answer, whose body streams.
+/// An S3 call, through s3s: its answer, whose body streams. A refusal
+/// made before the body was read (a bad signature on a PUT) first reads
+/// and drops what the client still sends ([`discard`]), so that the client
+/// gets the answer and not a connection closed under it.
 async fn s3_request(state: &AppState, req: Request<Body>) -> Response<Body> {
-    let req = req.map(s3s::Body::http_body_unsync);
-    match state.s3.call(req).await {
+    let headers = req.headers().clone();
+    let (parts, body) = req.into_parts();
+    let body = Arc::new(std::sync::Mutex::new(Some(body)));
+    let req = Request::from_parts(
+        parts,
+        s3s::Body::http_body_unsync(SharedBody(Arc::clone(&body))),
+    );
+    let response = match state.s3.call(req).await {
         Ok(r) => r.map(Body::new),
         Err(e) => {
             let id = request_id();
             xml_error(500, "InternalError", &format!("{e:?}"), &id)
         }
+    };
+    if response.status().is_client_error() || response.status().is_server_error() {
+        let left = body.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(left) = left
+            && !axum::body::HttpBody::is_end_stream(&left)
+        {
+            discard(state, &headers, left).await;
+        }
+    }
+    response
+}
+
+/// A request body that stays reachable after the handler it was given to
+/// is done with it.
+struct SharedBody(Arc<std::sync::Mutex<Option<Body>>>);
+
+impl axum::body::HttpBody for SharedBody {
+    type Data = axum::body::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        let mut inner = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        match inner.as_mut() {
+            Some(b) => std::pin::Pin::new(b).poll_frame(cx),
+            None => std::task::Poll::Ready(None),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_none_or(axum::body::HttpBody::is_end_stream)
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map_or_else(
+                hyper::body::SizeHint::default,
+                axum::body::HttpBody::size_hint,
+            )
     }
 }
 

@@ -198,6 +198,16 @@ class S3Front(unittest.TestCase):
                                             ExpiresIn=300)
             with urllib.request.urlopen(url) as r:
                 self.assertEqual(r.read(), b"presigned body")
+            # A refused PUT whose client sends the body before it reads the
+            # answer (urllib) gets the answer, not a broken pipe.
+            put = s3.generate_presigned_url("put_object", Params={"Bucket": "inbox", "Key": key},
+                                            ExpiresIn=300).replace(key, "p/other.txt")
+            req = urllib.request.Request(put, data=b"x" * (8 * MiB), method="PUT",
+                                         headers={"Content-Type": ""})
+            with self.assertRaises(urllib.error.HTTPError) as e:
+                urllib.request.urlopen(req)
+            self.assertEqual(e.exception.code, 403)
+            self.assertIn(b"SignatureDoesNotMatch", e.exception.read())
             # Tampered: another key under the same signature.
             with self.assertRaises(urllib.error.HTTPError) as e:
                 urllib.request.urlopen(url.replace(key, "data/a.bin"))
