@@ -84,9 +84,42 @@ pub(crate) struct Args {
     /// Parsing threads (default: one per core).
     #[arg(long, env = "SLUICE_THREADS")]
     threads: Option<usize>,
+    /// How the log (standard error, a line per request) is written: text
+    /// or json. What it holds is chosen by SLUICE_LOG, as
+    /// tracing-subscriber's filters (default: info,s3s=warn).
+    #[arg(long, env = "SLUICE_LOG_FORMAT", value_enum, default_value = "text")]
+    log_format: LogFormat,
+}
+
+/// How the log is written.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum LogFormat {
+    /// One readable line per event.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logs to standard error: a line per request (request id, account, key,
+/// service, operation, status, bytes, latency), and what else SLUICE_LOG
+/// lets through.
+fn start_logging(format: LogFormat) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_env("SLUICE_LOG").unwrap_or_else(|_| EnvFilter::new("info,s3s=warn"));
+    let log = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(false);
+    // Another subscriber (a test harness's) stays.
+    let _ = match format {
+        LogFormat::Text => log.try_init(),
+        LogFormat::Json => log.json().flatten_event(true).try_init(),
+    };
 }
 
 pub(crate) fn run(args: Args) -> Result<(), CliError> {
+    start_logging(args.log_format);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -211,6 +211,8 @@ struct AppState {
     s3: s3s::service::S3Service,
     /// For the health check.
     store: Arc<dyn Store>,
+    /// The account every accepted key belongs to (for logs).
+    account: AccountId,
     credentials: Credentials,
     clock: Clock,
     max_body: usize,
@@ -376,6 +378,7 @@ impl Server {
                 }
                 let mut s3 = s3s::service::S3ServiceBuilder::new(s3_front);
                 s3.set_auth(s3::Keys(credentials.clone()));
+                s3.set_access(s3::Access);
                 s3.set_host(s3::Hosts(hosts));
                 Ok((apis, credentials, file, resumed, s3.build()))
             })
@@ -387,6 +390,7 @@ impl Server {
                 apis,
                 s3,
                 store: Arc::clone(&config.store),
+                account: config.account.clone(),
                 credentials,
                 clock: config.clock,
                 max_body: config.max_body_bytes,
@@ -579,72 +583,143 @@ async fn health(state: &AppState) -> Response<Body> {
         .expect("a valid response")
 }
 
+/// What a request turned out to be, filled in as it is served, for its
+/// log line.
+#[derive(Debug, Default)]
+struct Seen {
+    service: &'static str,
+    operation: Option<String>,
+    /// The access key that signed it, once the signature is checked.
+    key: Option<String>,
+}
+
+/// Shared between a request's handler and, for S3, s3s's access check
+/// (through the request's extensions).
+#[derive(Clone, Debug, Default)]
+struct SeenSlot(Arc<std::sync::Mutex<Seen>>);
+
+impl SeenSlot {
+    fn with<T>(&self, f: impl FnOnce(&mut Seen) -> T) -> T {
+        f(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()))
+    }
+}
+
+fn content_length(h: &HeaderMap) -> u64 {
+    h.get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Serves one request and writes its log line: request id, account, key,
+/// service, operation, status, bytes in and out, latency.
 async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
+    let started = std::time::Instant::now();
     let id = request_id();
+    let seen = SeenSlot::default();
+    let (method, bytes_in) = (req.method().clone(), content_length(req.headers()));
+    let response = serve(&state, req, &id, &seen).await;
+    let response = with_id(response, &id);
+    let s = seen.with(std::mem::take);
+    let account = if s.key.is_some() {
+        state.account.as_str()
+    } else {
+        "-"
+    };
+    tracing::info!(
+        target: "sluice::request",
+        request_id = %id,
+        account,
+        key = s.key.as_deref().unwrap_or("-"),
+        service = s.service,
+        operation = s.operation.as_deref().unwrap_or("-"),
+        method = %method,
+        status = response.status().as_u16(),
+        bytes_in,
+        bytes_out = axum::body::HttpBody::size_hint(response.body())
+            .exact()
+            .unwrap_or_else(|| content_length(response.headers())),
+        latency_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+    );
+    response
+}
+
+async fn serve(
+    state: &Arc<AppState>,
+    req: Request<Body>,
+    id: &str,
+    seen: &SeenSlot,
+) -> Response<Body> {
     if req.method() == Method::GET && req.uri().path() == HEALTH_PATH {
-        return with_id(health(&state).await, &id);
+        seen.with(|s| (s.service, s.operation) = ("sluice", Some("Health".into())));
+        return health(state).await;
     }
     let upload = req.method() == Method::PUT && req.uri().path().starts_with(UPLOAD_PATH_PREFIX);
-    let response = if upload {
+    if upload {
+        seen.with(|s| (s.service, s.operation) = ("profile", Some("UploadFile".into())));
         match Arc::clone(&state.uploads).try_acquire_owned() {
-            Ok(_permit) => receive_upload(&state, req)
+            Ok(_permit) => receive_upload(state, req)
                 .await
-                .unwrap_or_else(|e| s3_error(&e, &id)),
+                .unwrap_or_else(|e| s3_error(&e, id)),
             Err(_) => s3_error(
                 &UploadError {
                     status: 503,
                     code: "SlowDown",
                     message: "Please reduce your request rate.".into(),
                 },
-                &id,
+                id,
             ),
         }
     } else if s3::signed_for_s3(req.headers(), req.uri().query()) {
+        seen.with(|s| s.service = "s3");
         match Arc::clone(&state.requests).try_acquire_owned() {
-            Ok(_permit) => s3_request(&state, req).await,
+            Ok(_permit) => s3_request(state, req, seen).await,
             Err(_) => s3_error(
                 &UploadError {
                     status: 503,
                     code: "SlowDown",
                     message: "Please reduce your request rate.".into(),
                 },
-                &id,
+                id,
             ),
         }
     } else if req.method() == Method::POST && req.uri().path() == "/" {
+        seen.with(|s| s.service = "importexport");
         match Arc::clone(&state.requests).try_acquire_owned() {
-            Ok(_permit) => query_request(&state, req, &id).await,
+            Ok(_permit) => query_request(state, req, id, seen).await,
             Err(_) => xml_error(
                 400,
                 "Throttling",
                 "too many requests at once; retry with backoff",
-                &id,
+                id,
             ),
         }
     } else {
         let service = Service::of_path(req.uri().path());
+        seen.with(|s| s.service = service.signing_name());
         match Arc::clone(&state.requests).try_acquire_owned() {
-            Ok(_permit) => api_request(&state, req, service, &id).await,
+            Ok(_permit) => api_request(state, req, service, id, seen).await,
             Err(_) => api_error(
                 &ApiError {
                     code: ErrorCode::Throttling,
                     message: "too many requests at once; retry with backoff".into(),
                 },
                 service,
-                &id,
+                id,
             ),
         }
-    };
-    with_id(response, &id)
+    }
 }
 
 /// An S3 call, through s3s: its answer, whose body streams. A refusal
 /// made before the body was read (a bad signature on a PUT) first reads
 /// and drops what the client still sends ([`discard`]), so that the client
 /// gets the answer and not a connection closed under it.
-async fn s3_request(state: &AppState, req: Request<Body>) -> Response<Body> {
+async fn s3_request(state: &AppState, req: Request<Body>, seen: &SeenSlot) -> Response<Body> {
     let headers = req.headers().clone();
-    let (parts, body) = req.into_parts();
+    let (mut parts, body) = req.into_parts();
+    // s3's access check names the operation and key here.
+    parts.extensions.insert(seen.clone());
     let body = Arc::new(std::sync::Mutex::new(Some(body)));
     let req = Request::from_parts(
         parts,
@@ -761,6 +836,7 @@ async fn api_request(
     req: Request<Body>,
     service: Service,
     id: &str,
+    seen: &SeenSlot,
 ) -> Response<Body> {
     let (parts, body) = req.into_parts();
     // The headers first: a request no key signed is refused before its
@@ -787,11 +863,13 @@ async fn api_request(
             );
         }
     };
-    if let Err(e) = authenticate(state, &parts, &body, service.signing_name()) {
-        return json_error(e.status, e.code, &e.message, id);
+    match authenticate(state, &parts, &body, service.signing_name()) {
+        Ok(key) => seen.with(|s| s.key = Some(key)),
+        Err(e) => return json_error(e.status, e.code, &e.message, id),
     }
     let apis = state.apis.clone();
     let (method, uri) = (parts.method, parts.uri);
+    let seen_op = seen.clone();
     let result = tokio::task::spawn_blocking(move || {
         rest::decode(
             method.as_str(),
@@ -799,7 +877,10 @@ async fn api_request(
             uri.query().unwrap_or(""),
             &body,
         )
-        .map(|call| call.call(&apis))
+        .map(|call| {
+            seen_op.with(|s| s.operation = Some(call.name().into()));
+            call.call(&apis)
+        })
     })
     .await;
     match result {
@@ -866,7 +947,12 @@ fn as_value<T: Serialize>(r: Result<T, ImportExportError>) -> Result<Value, Impo
 }
 
 /// An Import/Export request: the query protocol, signed like the rest.
-async fn query_request(state: &Arc<AppState>, req: Request<Body>, id: &str) -> Response<Body> {
+async fn query_request(
+    state: &Arc<AppState>,
+    req: Request<Body>,
+    id: &str,
+    seen: &SeenSlot,
+) -> Response<Body> {
     use crate::api::importexport::SIGNING_NAME;
     use query::QueryRequest as Q;
     let (parts, body) = req.into_parts();
@@ -894,6 +980,7 @@ async fn query_request(state: &Arc<AppState>, req: Request<Body>, id: &str) -> R
         Ok(k) => k,
         Err(e) => return xml_error(e.status, e.code, &e.message, id),
     };
+    seen.with(|s| s.key = Some(key_id.clone()));
     let caller = Caller {
         secret_access_key: state
             .credentials
@@ -908,6 +995,7 @@ async fn query_request(state: &Arc<AppState>, req: Request<Body>, id: &str) -> R
         Err(query::DecodeError::Protocol(code, m)) => return xml_error(400, code, &m, id),
     };
     let action = request.action();
+    seen.with(|s| s.operation = Some(action.into()));
     let apis = state.apis.clone();
     let result = tokio::task::spawn_blocking(move || {
         let (ie, c) = (&apis.importexport, &caller);

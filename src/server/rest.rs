@@ -250,6 +250,35 @@ fn reply_with<T: Serialize>(
 }
 
 impl RestCall {
+    /// The operation's name, as the model has it (for logs).
+    pub fn name(&self) -> &'static str {
+        use RestCall as C;
+        match self {
+            C::ListDomains(_) => "ListDomains",
+            C::CreateDomain(_) => "CreateDomain",
+            C::GetDomain(_) => "GetDomain",
+            C::DeleteDomain(_) => "DeleteDomain",
+            C::CreateUploadJob(_) => "CreateUploadJob",
+            C::ListUploadJobs(_) => "ListUploadJobs",
+            C::GetUploadJob(_) => "GetUploadJob",
+            C::StartUploadJob(_) => "StartUploadJob",
+            C::GetUploadJobPath(_) => "GetUploadJobPath",
+            C::StopUploadJob(_) => "StopUploadJob",
+            C::CreateApp(_) => "CreateApp",
+            C::GetApps(_) => "GetApps",
+            C::GetApp { .. } => "GetApp",
+            C::DeleteApp { .. } => "DeleteApp",
+            C::CreateImportJob { .. } => "CreateImportJob",
+            C::GetImportJobs { .. } => "GetImportJobs",
+            C::GetImportJob { .. } => "GetImportJob",
+            C::GetSegments { .. } => "GetSegments",
+            C::GetSegment { .. } => "GetSegment",
+            C::GetSegmentImportJobs { .. } => "GetSegmentImportJobs",
+            C::GetEndpoint { .. } => "GetEndpoint",
+            C::GetUserEndpoints { .. } => "GetUserEndpoints",
+        }
+    }
+
     /// Runs the operation (it may block: the store is SQLite) and returns
     /// the model's success status with the output's JSON.
     pub(crate) fn call(self, apis: &Apis) -> Result<(StatusCode, Value), ApiError> {

@@ -1229,6 +1229,28 @@ impl s3s::auth::S3Auth for Keys {
     }
 }
 
+/// s3s's access check: a request must be signed by a key (as s3s's own
+/// default check), and the operation and key go to the request's log line.
+pub(crate) struct Access;
+
+#[async_trait::async_trait]
+impl s3s::access::S3Access for Access {
+    async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
+        let key = cx.credentials().map(|c| c.access_key.clone());
+        let op = cx.s3_op().name().to_owned();
+        if let Some(seen) = cx.extensions_mut().get::<super::SeenSlot>() {
+            seen.with(|s| {
+                s.operation = Some(op);
+                s.key.clone_from(&key);
+            });
+        }
+        match key {
+            Some(_) => Ok(()),
+            None => Err(s3_error!(AccessDenied, "Signature is required")),
+        }
+    }
+}
+
 /// Virtual-host style for hosts below the server's own names
 /// (`bucket.localhost:4566`), path style for every other host — never a
 /// whole host taken as a bucket name.

@@ -368,9 +368,11 @@ class Operations(unittest.TestCase):
         tmp = tempfile.mkdtemp(prefix="sluice-env-")
         data = os.path.join(tmp, "data")
         env = dict(os.environ, SLUICE_LISTEN="127.0.0.1:0", SLUICE_DATA_DIR=data,
-                   SLUICE_MAX_JOBS="0", SLUICE_THREADS="1")
+                   SLUICE_MAX_JOBS="0", SLUICE_THREADS="1", SLUICE_LOG_FORMAT="json")
+        log_path = os.path.join(tmp, "serve.log")
+        log = open(log_path, "w")
         proc = subprocess.Popen([sluice_bin(), "serve"], env=env, stdout=subprocess.PIPE,
-                                stderr=subprocess.DEVNULL, text=True)
+                                stderr=log, text=True)
         try:
             line = proc.stdout.readline()
             self.assertIn("listening on http://127.0.0.1:", line)
@@ -383,9 +385,37 @@ class Operations(unittest.TestCase):
             self.assertEqual(health["status"], "ok")
             self.assertIn(data, health["store"])
             self.assertRegex(health["version"], r"^\d+\.\d+\.\d+")
+            # A log line per request, JSON here: who, what, how it went.
+            import boto3
+            import configparser
+            creds = configparser.ConfigParser()
+            creds.read(os.path.join(data, "credentials"))
+            key = creds["default"]["aws_access_key_id"]
+            s3 = boto3.client("s3", endpoint_url=url, region_name="us-east-1",
+                              aws_access_key_id=key,
+                              aws_secret_access_key=creds["default"]["aws_secret_access_key"])
+            listed = s3.list_buckets()
+            rid = listed["ResponseMetadata"]["HTTPHeaders"]["x-amz-request-id"]
+            with self.assertRaises(s3.exceptions.NoSuchBucket):
+                s3.list_objects_v2(Bucket="nothing-here")
+            time.sleep(0.3)
+            with open(log_path) as f:
+                lines = [json.loads(line) for line in f if line.startswith("{")]
+            requests = [line for line in lines if line.get("target") == "sluice::request"]
+            mine = [r for r in requests if r.get("request_id") == rid]
+            self.assertEqual(len(mine), 1, requests)
+            self.assertEqual((mine[0]["service"], mine[0]["operation"], mine[0]["status"],
+                              mine[0]["key"]), ("s3", "ListBuckets", 200, key), mine[0])
+            for field in ("account", "bytes_in", "bytes_out", "latency_ms"):
+                self.assertIn(field, mine[0])
+            missing = [r for r in requests if r.get("operation") == "ListObjectsV2"]
+            self.assertEqual([r["status"] for r in missing], [404], requests)
+            health_lines = [r for r in requests if r.get("operation") == "Health"]
+            self.assertEqual(health_lines[0]["key"], "-")
         finally:
             proc.terminate()
             proc.wait()
+            log.close()
             shutil.rmtree(tmp, ignore_errors=True)
 
 
