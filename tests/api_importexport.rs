@@ -275,3 +275,26 @@ fn a_device_with_a_wrong_signature_copies_nothing() {
     let e = env.run(&id, &dev.join("a.txt")).unwrap_err().to_string();
     assert!(e.contains("not a folder"), "{e}");
 }
+
+#[test]
+fn a_label_for_many_jobs_is_one_label() {
+    let env = Env::new();
+    let ids: Vec<String> = (0..40).map(|_| env.create().job_id.unwrap()).collect();
+    let out = env
+        .api
+        .get_shipping_label(
+            &Env::caller(),
+            &GetShippingLabelInput {
+                job_ids: ids.clone(),
+                ..GetShippingLabelInput::default()
+            },
+        )
+        .unwrap();
+    let url = out.shipping_label_url;
+    assert!(url.starts_with("file://"), "{url}");
+    let path = url.strip_prefix("file://").unwrap();
+    let html = fs::read_to_string(path).unwrap();
+    for id in &ids {
+        assert!(html.contains(id.as_str()), "{id} is not on the label");
+    }
+}

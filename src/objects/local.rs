@@ -540,6 +540,17 @@ fn info(key: &str, m: &fs::Metadata) -> ObjectInfo {
 }
 
 fn io_err(path: &Path, e: io::Error) -> ObjectError {
+    // A name longer than a file's may be (255 bytes a segment here, where
+    // S3 takes 1024 a key) is the caller's to change, not a failure.
+    if e.kind() == io::ErrorKind::InvalidFilename {
+        return ObjectError::new(
+            ObjectErrorKind::BadName,
+            format!(
+                "{}: a part of the key is longer than a local bucket can hold ({e})",
+                path.display()
+            ),
+        );
+    }
     ObjectError::backend(path.display(), e)
 }
 
@@ -695,6 +706,19 @@ mod tests {
                 .is_err()
         );
         assert_eq!(fs::read(&outside).unwrap(), b"secret");
+    }
+
+    #[test]
+    fn a_key_too_long_for_a_file_name_is_a_bad_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = LocalObjects::new(dir.path());
+        objects.create_bucket("bkt").unwrap();
+        let key = format!("in/{}", "k".repeat(300));
+        let e = objects
+            .write("bkt", &key, &ObjectAttributes::default())
+            .err()
+            .unwrap();
+        assert_eq!(e.kind, ObjectErrorKind::BadName, "{e}");
     }
 
     #[test]

@@ -32,6 +32,7 @@ use std::sync::Arc;
 use hmac::{Hmac, Mac};
 use serde::Serialize;
 use sha1::Sha1;
+use sha2::{Digest, Sha256};
 
 use super::escape_markup;
 use crate::crypto::to_base64;
@@ -1038,7 +1039,14 @@ impl ImportExport {
         a.check("address")?;
         let ids: Vec<&str> = jobs.iter().map(|j| j.record.id.as_str()).collect();
         let html = label_html(&a, &jobs, &iso8601(self.now()));
-        let key = format!("label-{}.html", ids.join("-"));
+        // Named by a digest of the jobs, not their ids end to end: a label
+        // for 36 jobs would be a name longer than a file's may be.
+        let digest = Sha256::digest(ids.join("\n").as_bytes());
+        let key = format!(
+            "label-{}-{}.html",
+            ids[0],
+            crate::crypto::to_hex(&digest[..12])
+        );
         let attrs = crate::objects::ObjectAttributes {
             content_type: Some("text/html; charset=utf-8".into()),
             ..crate::objects::ObjectAttributes::default()
