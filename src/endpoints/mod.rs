@@ -54,6 +54,11 @@ pub const CHANNEL_TYPES: [&str; 13] = [
 pub const MAX_NAME_CHARS: usize = 50;
 /// Longest attribute value.
 pub const MAX_VALUE_CHARS: usize = 100;
+/// Most names one endpoint has in `Attributes`, `Metrics` and
+/// `User.UserAttributes` together (Pinpoint's quota is 250 per app).
+pub const MAX_ATTRIBUTES: usize = 250;
+/// Most values of one attribute (Pinpoint's quota).
+pub const MAX_VALUES: usize = 50;
 
 /// One endpoint as a file describes it (the shape of the service's
 /// `EndpointRequest`), and as it is stored once checked.
@@ -325,6 +330,42 @@ impl Endpoint {
         }
         if let Some(l) = &self.location {
             check_coordinates(l.latitude, l.longitude)?;
+        }
+        self.check_counts()
+    }
+
+    /// At most [`MAX_ATTRIBUTES`] names in `Attributes`, `Metrics` and
+    /// `User.UserAttributes` together, and [`MAX_VALUES`] values an
+    /// attribute: one row (or rows merged into one endpoint) cannot make an
+    /// endpoint of millions of attributes.
+    ///
+    /// # Errors
+    ///
+    /// Naming the member over its limit.
+    pub fn check_counts(&self) -> Result<(), Refusal> {
+        let attributes = self.attributes.as_ref();
+        let users = self.user.as_ref().and_then(|u| u.user_attributes.as_ref());
+        for (section, map) in [("Attributes", attributes), ("User.UserAttributes", users)] {
+            for (name, values) in map.into_iter().flatten() {
+                if values.len() > MAX_VALUES {
+                    return Err(Refusal::new(
+                        format!("{section}.{name}"),
+                        format!(
+                            "an attribute has at most {MAX_VALUES} values, not {}",
+                            values.len()
+                        ),
+                    ));
+                }
+            }
+        }
+        let names = attributes.map_or(0, BTreeMap::len)
+            + self.metrics.as_ref().map_or(0, BTreeMap::len)
+            + users.map_or(0, BTreeMap::len);
+        if names > MAX_ATTRIBUTES {
+            return Err(Refusal::whole(format!(
+                "an endpoint has at most {MAX_ATTRIBUTES} names in Attributes, Metrics and \
+                 User.UserAttributes together, not {names}"
+            )));
         }
         Ok(())
     }
@@ -619,6 +660,27 @@ mod tests {
                 "User.UserAttributes.nnn",
             ),
             (r#"{"Id":" "}"#, "Id: is empty"),
+            (
+                &format!(
+                    r#"{{"Attributes":{{"a":[{}]}}}}"#,
+                    vec![r#""v""#; 51].join(",")
+                ),
+                "Attributes.a: an attribute has at most 50 values, not 51",
+            ),
+            (
+                &format!(
+                    r#"{{"Attributes":{{{}}},"Metrics":{{{}}}}}"#,
+                    (0..200)
+                        .map(|i| format!(r#""a{i}":["v"]"#))
+                        .collect::<Vec<_>>()
+                        .join(","),
+                    (0..51)
+                        .map(|i| format!(r#""m{i}":1"#))
+                        .collect::<Vec<_>>()
+                        .join(",")
+                ),
+                "at most 250 names in Attributes, Metrics and User.UserAttributes together, not 251",
+            ),
         ] {
             let err = checked(json).unwrap_err();
             assert!(err.contains(says), "{json}: {err}");

@@ -505,6 +505,8 @@ fn merged(
             let mut e: Endpoint = serde_json::from_str(&old.fields)
                 .map_err(|err| format!("the stored endpoint {} cannot be read: {err}", old.id))?;
             e.merge(new);
+            // Rows merged into one stored endpoint are bounded as one row.
+            e.check_counts().map_err(|r| r.to_string())?;
             (e, old.id, old.created_ms)
         }
         None => {
@@ -529,7 +531,38 @@ fn merged(
 
 #[cfg(test)]
 mod tests {
-    use super::batch_len;
+    use super::{batch_len, merged};
+    use crate::endpoints::Endpoint;
+    use crate::store::StoredEndpoint;
+
+    fn with_attributes(prefix: &str, n: usize) -> Endpoint {
+        let attrs = (0..n)
+            .map(|i| format!(r#""{prefix}{i}":["v"]"#))
+            .collect::<Vec<_>>()
+            .join(",");
+        serde_json::from_str(&format!(
+            r#"{{"ChannelType":"EMAIL","Address":"a@b.co","Attributes":{{{attrs}}}}}"#
+        ))
+        .unwrap()
+    }
+
+    #[test]
+    fn rows_merged_into_one_endpoint_stay_within_its_limits() {
+        let old = StoredEndpoint {
+            id: "e1".into(),
+            channel_type: Some("EMAIL".into()),
+            address: Some("a@b.co".into()),
+            user_id: None,
+            fields: serde_json::to_string(&with_attributes("a", 200)).unwrap(),
+            created_ms: 1,
+            updated_ms: 1,
+            created_by: None,
+        };
+        let fits = merged(with_attributes("b", 50), "x", Some(old.clone())).unwrap();
+        assert!(fits.fields.contains("b49"));
+        let err = merged(with_attributes("c", 51), "x", Some(old)).unwrap_err();
+        assert!(err.contains("at most 250 names"), "{err}");
+    }
 
     #[test]
     fn batches_stop_at_their_rows_or_their_bytes() {

@@ -415,6 +415,7 @@ class Operations(unittest.TestCase):
         finally:
             proc.terminate()
             proc.wait()
+            proc.stdout.close()
             log.close()
             shutil.rmtree(tmp, ignore_errors=True)
 
