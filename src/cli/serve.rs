@@ -84,6 +84,10 @@ pub(crate) struct Args {
     /// Parsing threads (default: one per core).
     #[arg(long, env = "SLUICE_THREADS")]
     threads: Option<usize>,
+    /// The region the server answers for: requests must be signed for it
+    /// (as AWS's regional endpoints refuse others), and ARNs carry it.
+    #[arg(long, env = "SLUICE_REGION", default_value = "us-east-1")]
+    region: String,
     /// How the log (standard error, a line per request) is written: text
     /// or json. What it holds is chosen by SLUICE_LOG, as
     /// tracing-subscriber's filters (default: info,s3s=warn).
@@ -133,6 +137,7 @@ pub(crate) fn run(args: Args) -> Result<(), CliError> {
             data_dir: args.at.data_dir.clone(),
             objects: Some(objects),
             max_jobs_per_app: args.max_jobs_per_app,
+            region: args.region,
             max_importexport_jobs_per_day: args.max_importexport_jobs_per_day,
             piece_size: args.piece_size,
             credentials: args.credentials,

@@ -120,6 +120,9 @@ pub struct ServerConfig {
     /// The slowest an upload body may arrive, in bytes per second, after
     /// the first `request_timeout`.
     pub min_upload_rate: u64,
+    /// The region the server answers for: requests must be signed for it,
+    /// and ARNs carry it.
+    pub region: String,
     /// Jobs run at once.
     pub max_jobs: usize,
     /// Pinpoint import jobs of one app run at once.
@@ -156,6 +159,7 @@ impl Default for ServerConfig {
             max_connections: 1024,
             request_timeout: Duration::from_secs(30),
             min_upload_rate: 64 * 1024,
+            region: "us-east-1".into(),
             max_jobs: 2,
             max_jobs_per_app: 2,
             max_importexport_jobs_per_day: ImportExportConfig::default().max_jobs_per_day,
@@ -213,6 +217,8 @@ struct AppState {
     store: Arc<dyn Store>,
     /// The account every accepted key belongs to (for logs).
     account: AccountId,
+    /// The region the server answers for: signatures are scoped to it.
+    region: String,
     credentials: Credentials,
     clock: Clock,
     max_body: usize,
@@ -302,6 +308,7 @@ impl Server {
                     ImportExportConfig {
                         max_jobs_per_day: cfg.max_importexport_jobs_per_day,
                         account: cfg.account.clone(),
+                        region: cfg.region.clone(),
                         ..ImportExportConfig::default()
                     },
                     Arc::clone(&cfg.clock),
@@ -331,7 +338,7 @@ impl Server {
                     PinpointConfig {
                         piece_size: cfg.piece_size,
                         account: cfg.account.clone(),
-                        ..PinpointConfig::default()
+                        region: cfg.region.clone(),
                     },
                     Arc::clone(&cfg.clock),
                 );
@@ -391,6 +398,7 @@ impl Server {
                 s3,
                 store: Arc::clone(&config.store),
                 account: config.account.clone(),
+                region: config.region.clone(),
                 credentials,
                 clock: config.clock,
                 max_body: config.max_body_bytes,
@@ -672,6 +680,22 @@ async fn serve(
         }
     } else if s3::signed_for_s3(req.headers(), req.uri().query()) {
         seen.with(|s| s.service = "s3");
+        if let Some(region) = s3::signed_region(req.headers(), req.uri().query())
+            && region != state.region
+        {
+            return s3_error(
+                &UploadError {
+                    status: 400,
+                    code: "AuthorizationHeaderMalformed",
+                    message: format!(
+                        "The authorization header is malformed; the region '{region}' is \
+                         wrong; expecting '{}'",
+                        state.region
+                    ),
+                },
+                id,
+            );
+        }
         match Arc::clone(&state.requests).try_acquire_owned() {
             Ok(_permit) => s3_request(state, req, seen).await,
             Err(_) => s3_error(
@@ -814,7 +838,11 @@ fn authenticate(
         headers: &headers,
         body,
     };
-    sigv4::verify(&signed, signing_name, &state.credentials, (state.clock)())
+    let scope = sigv4::Scope {
+        service: signing_name,
+        region: &state.region,
+    };
+    sigv4::verify(&signed, scope, &state.credentials, (state.clock)())
 }
 
 /// What the headers alone say of a request's signature ([`sigv4::precheck`]).
@@ -825,7 +853,10 @@ fn precheck(
 ) -> Result<(), sigv4::AuthError> {
     sigv4::precheck(
         &header_list(&parts.headers),
-        signing_name,
+        sigv4::Scope {
+            service: signing_name,
+            region: &state.region,
+        },
         &state.credentials,
         (state.clock)(),
     )

@@ -1275,34 +1275,51 @@ impl s3s::host::S3Host for Hosts {
     }
 }
 
+/// The `Credential` of a SigV4 request (`KEY/DATE/REGION/SERVICE/aws4_request`),
+/// from its Authorization header or its presigned URL.
+fn credential(headers: &http::HeaderMap, query: Option<&str>) -> Option<String> {
+    if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
+        return auth
+            .split([' ', ','])
+            .find_map(|p| p.trim().strip_prefix("Credential="))
+            .map(str::to_owned);
+    }
+    form_urlencoded::parse(query?.as_bytes())
+        .find(|(k, _)| k == "X-Amz-Credential")
+        .map(|(_, v)| v.into_owned())
+}
+
 /// Whether a request is signed for the service `s3`: its Authorization
 /// header's or presigned URL's credential scope ends `/s3/aws4_request`,
 /// or it is signed with SigV2 (`AWS key:signature`, or a URL with
 /// `AWSAccessKeyId` and `Signature`: boto3's presigned URLs by default),
 /// which of our services only S3 takes.
 pub(crate) fn signed_for_s3(headers: &http::HeaderMap, query: Option<&str>) -> bool {
-    let scope_is_s3 = |credential: &str| credential.split('/').nth(3) == Some("s3");
-    if let Some(auth) = headers.get("authorization").and_then(|v| v.to_str().ok()) {
-        if auth.starts_with("AWS ") {
-            return true;
-        }
-        return auth
-            .split([' ', ','])
-            .filter_map(|p| p.trim().strip_prefix("Credential="))
-            .any(scope_is_s3);
+    let v2_header = headers
+        .get("authorization")
+        .is_some_and(|v| v.as_bytes().starts_with(b"AWS "));
+    if v2_header {
+        return true;
+    }
+    if let Some(c) = credential(headers, query) {
+        return c.split('/').nth(3) == Some("s3");
     }
     query.is_some_and(|q| {
-        let (mut v2_key, mut v2_signature) = (false, false);
-        for (k, v) in form_urlencoded::parse(q.as_bytes()) {
-            match &*k {
-                "X-Amz-Credential" if scope_is_s3(&v) => return true,
-                "AWSAccessKeyId" => v2_key = true,
-                "Signature" => v2_signature = true,
-                _ => {}
-            }
+        let (mut key, mut signature) = (false, false);
+        for (k, _) in form_urlencoded::parse(q.as_bytes()) {
+            key |= k == "AWSAccessKeyId";
+            signature |= k == "Signature";
         }
-        v2_key && v2_signature
+        key && signature
     })
+}
+
+/// The region a SigV4 request is signed for, when it is one.
+pub(crate) fn signed_region(headers: &http::HeaderMap, query: Option<&str>) -> Option<String> {
+    credential(headers, query)?
+        .split('/')
+        .nth(2)
+        .map(str::to_owned)
 }
 
 #[cfg(test)]
@@ -1360,6 +1377,7 @@ mod tests {
                 .unwrap(),
         );
         assert!(signed_for_s3(&h, None));
+        assert_eq!(signed_region(&h, None).as_deref(), Some("us-east-1"));
         h.insert(
             "authorization",
             "AWS4-HMAC-SHA256 Credential=AK/20261203/us-east-1/profile/aws4_request, \

@@ -175,7 +175,7 @@ fn canonical_header_value(values: &[&str]) -> String {
 /// As [`verify`], except a signature that does not match.
 pub fn precheck(
     headers: &[(String, String)],
-    service: &str,
+    scope: Scope<'_>,
     credentials: &Credentials,
     now_ms: i64,
 ) -> Result<(), AuthError> {
@@ -186,15 +186,26 @@ pub fn precheck(
         headers,
         body: &[],
     };
-    checked_headers(&req, service, credentials, now_ms).map(|_| ())
+    checked_headers(&req, scope, credentials, now_ms).map(|_| ())
+}
+
+/// What a signature must be scoped to: the service's signing name and the
+/// server's region.
+#[derive(Clone, Copy, Debug)]
+pub struct Scope<'a> {
+    /// The signing name (`profile`, `mobiletargeting`, …).
+    pub service: &'a str,
+    /// The region the server answers for.
+    pub region: &'a str,
 }
 
 fn checked_headers<'a>(
     req: &'a SignedRequest<'a>,
-    service: &str,
+    scope: Scope<'_>,
     credentials: &'a Credentials,
     now_ms: i64,
 ) -> Result<(Authorization<'a>, &'a str, &'a str), AuthError> {
+    let service = scope.service;
     if req.header_values("authorization").len() > 1 {
         return Err(refuse(
             400,
@@ -221,6 +232,12 @@ fn checked_headers<'a>(
     if auth.service != service {
         return Err(invalid(format!(
             "Credential should be scoped to correct service: '{service}'. "
+        )));
+    }
+    if auth.region != scope.region {
+        return Err(invalid(format!(
+            "Credential should be scoped to a valid region, not '{}'. This server is {}.",
+            auth.region, scope.region
         )));
     }
     let Some(amz) = req.header("x-amz-date") else {
@@ -282,11 +299,11 @@ fn checked_headers<'a>(
 /// signature that does not match.
 pub fn verify(
     req: &SignedRequest<'_>,
-    service: &str,
+    scope: Scope<'_>,
     credentials: &Credentials,
     now_ms: i64,
 ) -> Result<String, AuthError> {
-    let (auth, secret, amz) = checked_headers(req, service, credentials, now_ms)?;
+    let (auth, secret, amz) = checked_headers(req, scope, credentials, now_ms)?;
     let invalid = |m: String| refuse(403, "InvalidSignatureException", m);
     let mut canonical_headers = String::new();
     for name in &auth.signed_headers {
@@ -359,6 +376,7 @@ mod tests {
     }
 
     const NOW: i64 = 1_440_938_160_000; // 2015-08-30T12:36:00Z
+    const REGION: &str = "us-east-1";
 
     fn get(headers: &[(String, String)]) -> SignedRequest<'_> {
         SignedRequest {
@@ -379,18 +397,67 @@ mod tests {
         let h = headers(auth);
         let req = get(&h);
         assert_eq!(
-            verify(&req, "service", &creds(), NOW).unwrap(),
+            verify(
+                &req,
+                Scope {
+                    service: "service",
+                    region: REGION
+                },
+                &creds(),
+                NOW
+            )
+            .unwrap(),
             "AKIDEXAMPLE"
         );
-        let e = verify(&req, "profile", &creds(), NOW).unwrap_err();
+        let e = verify(
+            &req,
+            Scope {
+                service: "profile",
+                region: REGION,
+            },
+            &creds(),
+            NOW,
+        )
+        .unwrap_err();
         assert_eq!(e.code, "InvalidSignatureException");
-        let e = verify(&req, "service", &creds(), NOW + 6 * 60 * 1000).unwrap_err();
+        // Signed for another region than the server's.
+        let e = verify(
+            &req,
+            Scope {
+                service: "service",
+                region: "eu-west-1",
+            },
+            &creds(),
+            NOW,
+        )
+        .unwrap_err();
+        assert_eq!(e.code, "InvalidSignatureException");
+        assert!(e.message.contains("not 'us-east-1'"), "{}", e.message);
+        let e = verify(
+            &req,
+            Scope {
+                service: "service",
+                region: REGION,
+            },
+            &creds(),
+            NOW + 6 * 60 * 1000,
+        )
+        .unwrap_err();
         assert!(e.message.starts_with("Signature expired"), "{}", e.message);
         let post = SignedRequest {
             method: "POST",
             ..req
         };
-        let e = verify(&post, "service", &creds(), NOW).unwrap_err();
+        let e = verify(
+            &post,
+            Scope {
+                service: "service",
+                region: REGION,
+            },
+            &creds(),
+            NOW,
+        )
+        .unwrap_err();
         assert!(e.message.contains("does not match"));
         // A body other than the one signed is refused, even when the
         // client's hash header is the signed one.
@@ -400,11 +467,29 @@ mod tests {
             body: b"{}",
             ..get(&h)
         };
-        let e = verify(&swapped, "service", &creds(), NOW).unwrap_err();
+        let e = verify(
+            &swapped,
+            Scope {
+                service: "service",
+                region: REGION,
+            },
+            &creds(),
+            NOW,
+        )
+        .unwrap_err();
         assert_eq!(e.code, "XAmzContentSHA256Mismatch");
         let h = headers(&auth.replace("AKIDEXAMPLE", "AKIDOTHER"));
         let req = get(&h);
-        let e = verify(&req, "service", &creds(), NOW).unwrap_err();
+        let e = verify(
+            &req,
+            Scope {
+                service: "service",
+                region: REGION,
+            },
+            &creds(),
+            NOW,
+        )
+        .unwrap_err();
         assert_eq!(e.code, "UnrecognizedClientException");
     }
 

@@ -360,6 +360,25 @@ class S3Front(unittest.TestCase):
         self.assertEqual(r["TotalProcessed"], 2, r)
         self.assertEqual(r["FailedPieces"], 0, r)
 
+    def test_9_signed_for_another_region(self):
+        import boto3
+        from botocore.config import Config
+
+        def client(service):
+            return boto3.client(service, endpoint_url=self.server.url, region_name="eu-west-1",
+                                aws_access_key_id=self.server.key_id,
+                                aws_secret_access_key=self.server.secret,
+                                config=Config(retries={"max_attempts": 1}))
+        s3 = client("s3")
+        with self.assertRaises(s3.exceptions.ClientError) as e:
+            s3.list_buckets()
+        self.assertEqual(self.error_code(e), "AuthorizationHeaderMalformed")
+        self.assertIn("expecting 'us-east-1'", e.exception.response["Error"]["Message"])
+        cp = client("customer-profiles")
+        with self.assertRaises(cp.exceptions.ClientError) as e:
+            cp.list_domains()
+        self.assertEqual(self.error_code(e), "InvalidSignatureException")
+
 
 class Operations(unittest.TestCase):
     def test_flags_from_the_environment_and_the_health_check(self):
