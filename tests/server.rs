@@ -254,3 +254,44 @@ async fn slow_clients_are_cut_off_and_free_their_slot() {
     let (resp, _) = until_closed(&mut open[0]).await;
     assert_eq!(status(&resp), "403", "{resp}");
 }
+
+/// A client sending slow bodies under a key id (headers that pass, a
+/// signature that will not) holds at most a quarter of the request slots;
+/// the others still serve.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_client_holds_a_quarter_of_the_slots_with_unverified_bodies() {
+    let dir = tempfile::tempdir().unwrap();
+    let addr = start(dir.path(), 4, 1 << 20).await;
+    let keyed = keyed_headers(dir.path());
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(
+        format!("POST /domains/d HTTP/1.1\r\nHost: x\r\n{keyed}Content-Length: 10\r\n\r\n{{")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Its second body-bearing request is throttled, though slots are free.
+    let resp = exchange(
+        addr,
+        &format!(
+            "POST /domains/e HTTP/1.1\r\nHost: x\r\n{keyed}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        ),
+    )
+    .await;
+    assert_eq!(status(&resp), "429", "{resp}");
+    assert!(resp.contains("from one client"), "{resp}");
+    // Once the first is whole (and refused), the client may again.
+    slow.write_all(b"\"a\":1}   \r\n").await.unwrap();
+    let mut out = vec![0; 4096];
+    let n = slow.read(&mut out).await.unwrap();
+    assert_eq!(status(&String::from_utf8_lossy(&out[..n])), "403");
+    let resp = exchange(
+        addr,
+        &format!(
+            "POST /domains/e HTTP/1.1\r\nHost: x\r\n{keyed}Content-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        ),
+    )
+    .await;
+    assert_eq!(status(&resp), "403", "{resp}");
+}

@@ -219,6 +219,11 @@ struct AppState {
     account: AccountId,
     /// The region the server answers for: signatures are scoped to it.
     region: String,
+    /// Per client address, the request bodies being read before their
+    /// signature is verified.
+    unverified: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
+    /// The most of those one client may have ([`Unverified`]).
+    unverified_per_client: usize,
     credentials: Credentials,
     clock: Clock,
     max_body: usize,
@@ -228,6 +233,43 @@ struct AppState {
     min_upload_rate: u64,
     /// The largest upload, also the most a refused one is read for.
     max_upload: u64,
+}
+
+/// One request body of a client being read before its signature is
+/// verified. A client may hold a quarter of the request slots this way, so
+/// that one sending slow bodies under a key id it does not own (the
+/// headers passed, the signature will not) cannot hold them all.
+struct Unverified<'a> {
+    state: &'a AppState,
+    peer: std::net::IpAddr,
+}
+
+impl<'a> Unverified<'a> {
+    fn take(state: &'a AppState, peer: std::net::IpAddr) -> Option<Unverified<'a>> {
+        let mut all = state.unverified.lock().unwrap_or_else(|e| e.into_inner());
+        let n = all.entry(peer).or_default();
+        if *n >= state.unverified_per_client {
+            return None;
+        }
+        *n += 1;
+        Some(Unverified { state, peer })
+    }
+}
+
+impl Drop for Unverified<'_> {
+    fn drop(&mut self) {
+        let mut all = self
+            .state
+            .unverified
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = all.get_mut(&self.peer) {
+            *n -= 1;
+            if *n == 0 {
+                all.remove(&self.peer);
+            }
+        }
+    }
 }
 
 /// A bound server, ready to [`Server::run`].
@@ -399,6 +441,8 @@ impl Server {
                 store: Arc::clone(&config.store),
                 account: config.account.clone(),
                 region: config.region.clone(),
+                unverified: std::sync::Mutex::default(),
+                unverified_per_client: (config.max_requests / 4).max(1),
                 credentials,
                 clock: config.clock,
                 max_body: config.max_body_bytes,
@@ -444,11 +488,6 @@ impl Server {
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
-        let state = Arc::clone(&self.state);
-        let app = axum::Router::new().fallback(move |req: Request<Body>| {
-            let state = Arc::clone(&state);
-            async move { handle(state, req).await }
-        });
         let mut http = hyper::server::conn::http1::Builder::new();
         http.timer(hyper_util::rt::TokioTimer::new())
             .header_read_timeout(self.state.request_timeout);
@@ -456,10 +495,10 @@ impl Server {
         let (closing, closed) = tokio::sync::watch::channel(());
         let mut shutdown = std::pin::pin!(shutdown);
         loop {
-            let stream = tokio::select! {
+            let (stream, peer) = tokio::select! {
                 () = &mut shutdown => break,
                 accepted = self.listener.accept() => match accepted {
-                    Ok((stream, _)) => stream,
+                    Ok(accepted) => accepted,
                     // Out of descriptors, or a connection reset before it
                     // was accepted: neither ends the server.
                     Err(e) => {
@@ -474,7 +513,15 @@ impl Server {
                 continue;
             };
             let _ = stream.set_nodelay(true);
-            let service = hyper_util::service::TowerToHyperService::new(app.clone());
+            let state = Arc::clone(&self.state);
+            let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
+                let state = Arc::clone(&state);
+                async move {
+                    Ok::<_, std::convert::Infallible>(
+                        handle(state, peer.ip(), req.map(Body::new)).await,
+                    )
+                }
+            });
             let conn = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
             let mut closed = closed.clone();
             tokio::spawn(async move {
@@ -621,12 +668,16 @@ fn content_length(h: &HeaderMap) -> u64 {
 
 /// Serves one request and writes its log line: request id, account, key,
 /// service, operation, status, bytes in and out, latency.
-async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
+async fn handle(
+    state: Arc<AppState>,
+    peer: std::net::IpAddr,
+    req: Request<Body>,
+) -> Response<Body> {
     let started = std::time::Instant::now();
     let id = request_id();
     let seen = SeenSlot::default();
     let (method, bytes_in) = (req.method().clone(), content_length(req.headers()));
-    let response = serve(&state, req, &id, &seen).await;
+    let response = serve(&state, peer, req, &id, &seen).await;
     let response = with_id(response, &id);
     let s = seen.with(std::mem::take);
     let account = if s.key.is_some() {
@@ -654,6 +705,7 @@ async fn handle(state: Arc<AppState>, req: Request<Body>) -> Response<Body> {
 
 async fn serve(
     state: &Arc<AppState>,
+    peer: std::net::IpAddr,
     req: Request<Body>,
     id: &str,
     seen: &SeenSlot,
@@ -710,7 +762,7 @@ async fn serve(
     } else if req.method() == Method::POST && req.uri().path() == "/" {
         seen.with(|s| s.service = "importexport");
         match Arc::clone(&state.requests).try_acquire_owned() {
-            Ok(_permit) => query_request(state, req, id, seen).await,
+            Ok(_permit) => query_request(state, peer, req, id, seen).await,
             Err(_) => xml_error(
                 400,
                 "Throttling",
@@ -722,7 +774,7 @@ async fn serve(
         let service = Service::of_path(req.uri().path());
         seen.with(|s| s.service = service.signing_name());
         match Arc::clone(&state.requests).try_acquire_owned() {
-            Ok(_permit) => api_request(state, req, service, id, seen).await,
+            Ok(_permit) => api_request(state, peer, req, service, id, seen).await,
             Err(_) => api_error(
                 &ApiError {
                     code: ErrorCode::Throttling,
@@ -864,6 +916,7 @@ fn precheck(
 
 async fn api_request(
     state: &Arc<AppState>,
+    peer: std::net::IpAddr,
     req: Request<Body>,
     service: Service,
     id: &str,
@@ -875,6 +928,13 @@ async fn api_request(
     if let Err(e) = precheck(state, &parts, service.signing_name()) {
         return json_error(e.status, e.code, &e.message, id);
     }
+    let Some(unverified) = Unverified::take(state, peer) else {
+        let e = ApiError {
+            code: ErrorCode::Throttling,
+            message: "too many requests at once from one client; retry with backoff".into(),
+        };
+        return api_error(&e, service, id);
+    };
     let body = match read_body(state, body).await {
         Ok(b) => b,
         Err(BodyError::Slow) => {
@@ -898,6 +958,7 @@ async fn api_request(
         Ok(key) => seen.with(|s| s.key = Some(key)),
         Err(e) => return json_error(e.status, e.code, &e.message, id),
     }
+    drop(unverified);
     let apis = state.apis.clone();
     let (method, uri) = (parts.method, parts.uri);
     let seen_op = seen.clone();
@@ -980,6 +1041,7 @@ fn as_value<T: Serialize>(r: Result<T, ImportExportError>) -> Result<Value, Impo
 /// An Import/Export request: the query protocol, signed like the rest.
 async fn query_request(
     state: &Arc<AppState>,
+    peer: std::net::IpAddr,
     req: Request<Body>,
     id: &str,
     seen: &SeenSlot,
@@ -992,6 +1054,14 @@ async fn query_request(
     if let Err(e) = precheck(state, &parts, SIGNING_NAME) {
         return xml_error(e.status, e.code, &e.message, id);
     }
+    let Some(unverified) = Unverified::take(state, peer) else {
+        return xml_error(
+            400,
+            "Throttling",
+            "too many requests at once from one client; retry with backoff",
+            id,
+        );
+    };
     let body = match read_body(state, body).await {
         Ok(b) => b,
         Err(BodyError::Slow) => return xml_error(408, "RequestTimeout", &slow_body(state), id),
@@ -1012,6 +1082,7 @@ async fn query_request(
         Err(e) => return xml_error(e.status, e.code, &e.message, id),
     };
     seen.with(|s| s.key = Some(key_id.clone()));
+    drop(unverified);
     let caller = Caller {
         secret_access_key: state
             .credentials
