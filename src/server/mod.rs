@@ -238,13 +238,29 @@ struct AppState {
 /// One request body of a client being read before its signature is
 /// verified. A client may hold a quarter of the request slots this way, so
 /// that one sending slow bodies under a key id it does not own (the
-/// headers passed, the signature will not) cannot hold them all.
+/// headers passed, the signature will not), or bodies of refused requests
+/// that are read only to be dropped ([`discard`]), cannot hold them all.
 struct Unverified<'a> {
     state: &'a AppState,
     peer: std::net::IpAddr,
 }
 
 impl<'a> Unverified<'a> {
+    /// For a request with these headers: one without a body holds nothing
+    /// (`Some(None)`) — it cannot trickle, and every client behind one
+    /// proxy shares an address.
+    fn take_for(
+        state: &'a AppState,
+        peer: std::net::IpAddr,
+        headers: &HeaderMap,
+    ) -> Option<Option<Unverified<'a>>> {
+        let bodiless = !headers.contains_key("transfer-encoding") && content_length(headers) == 0;
+        if bodiless {
+            return Some(None);
+        }
+        Unverified::take(state, peer).map(Some)
+    }
+
     fn take(state: &'a AppState, peer: std::net::IpAddr) -> Option<Unverified<'a>> {
         let mut all = state.unverified.lock().unwrap_or_else(|e| e.into_inner());
         let n = all.entry(peer).or_default();
@@ -718,7 +734,7 @@ async fn serve(
     if upload {
         seen.with(|s| (s.service, s.operation) = ("profile", Some("UploadFile".into())));
         match Arc::clone(&state.uploads).try_acquire_owned() {
-            Ok(_permit) => receive_upload(state, req)
+            Ok(_permit) => receive_upload(state, peer, req)
                 .await
                 .unwrap_or_else(|e| s3_error(&e, id)),
             Err(_) => s3_error(
@@ -749,7 +765,7 @@ async fn serve(
             );
         }
         match Arc::clone(&state.requests).try_acquire_owned() {
-            Ok(_permit) => s3_request(state, req, seen).await,
+            Ok(_permit) => s3_request(state, peer, req, seen).await,
             Err(_) => s3_error(
                 &UploadError {
                     status: 503,
@@ -791,7 +807,12 @@ async fn serve(
 /// made before the body was read (a bad signature on a PUT) first reads
 /// and drops what the client still sends ([`discard`]), so that the client
 /// gets the answer and not a connection closed under it.
-async fn s3_request(state: &AppState, req: Request<Body>, seen: &SeenSlot) -> Response<Body> {
+async fn s3_request(
+    state: &AppState,
+    peer: std::net::IpAddr,
+    req: Request<Body>,
+    seen: &SeenSlot,
+) -> Response<Body> {
     let headers = req.headers().clone();
     let (mut parts, body) = req.into_parts();
     // s3's access check names the operation and key here.
@@ -813,7 +834,7 @@ async fn s3_request(state: &AppState, req: Request<Body>, seen: &SeenSlot) -> Re
         if let Some(left) = left
             && !axum::body::HttpBody::is_end_stream(&left)
         {
-            discard(state, &headers, left).await;
+            discard(state, peer, &headers, left).await;
         }
     }
     response
@@ -928,7 +949,7 @@ async fn api_request(
     if let Err(e) = precheck(state, &parts, service.signing_name()) {
         return json_error(e.status, e.code, &e.message, id);
     }
-    let Some(unverified) = Unverified::take(state, peer) else {
+    let Some(unverified) = Unverified::take_for(state, peer, &parts.headers) else {
         let e = ApiError {
             code: ErrorCode::Throttling,
             message: "too many requests at once from one client; retry with backoff".into(),
@@ -1054,7 +1075,7 @@ async fn query_request(
     if let Err(e) = precheck(state, &parts, SIGNING_NAME) {
         return xml_error(e.status, e.code, &e.message, id);
     }
-    let Some(unverified) = Unverified::take(state, peer) else {
+    let Some(unverified) = Unverified::take_for(state, peer, &parts.headers) else {
         return xml_error(
             400,
             "Throttling",
@@ -1130,13 +1151,18 @@ async fn query_request(
 /// it. Not when the client asked `Expect: 100-continue` (it waits for the
 /// answer and sends nothing), and never more than the upload limit or for
 /// longer than the upload pace allows.
-async fn discard(state: &AppState, headers: &HeaderMap, mut body: Body) {
+async fn discard(state: &AppState, peer: std::net::IpAddr, headers: &HeaderMap, mut body: Body) {
     let continues = headers
         .get("expect")
         .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
     if continues {
         return;
     }
+    // What it may hold is its client's budget of unverified bodies: a
+    // client over it gets the connection closed instead.
+    let Some(_unverified) = Unverified::take(state, peer) else {
+        return;
+    };
     let started = tokio::time::Instant::now();
     let mut received: u64 = 0;
     while received <= state.max_upload {
@@ -1153,12 +1179,13 @@ async fn discard(state: &AppState, headers: &HeaderMap, mut body: Body) {
 
 async fn receive_upload(
     state: &Arc<AppState>,
+    peer: std::net::IpAddr,
     req: Request<Body>,
 ) -> Result<Response<Body>, UploadError> {
     let (parts, body) = req.into_parts();
     let seg = rest::segments(parts.uri.path());
     let [_, domain, job] = seg.as_slice() else {
-        discard(state, &parts.headers, body).await;
+        discard(state, peer, &parts.headers, body).await;
         return Err(UploadError {
             status: 404,
             code: "NoSuchKey",
@@ -1192,7 +1219,7 @@ async fn receive_upload(
     {
         Ok(slot) => slot,
         Err(refused) => {
-            discard(state, &parts.headers, body).await;
+            discard(state, peer, &parts.headers, body).await;
             return Err(refused);
         }
     };

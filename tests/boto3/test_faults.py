@@ -143,8 +143,11 @@ class Faults(unittest.TestCase):
     def load(self, server, seconds, clients):
         cp = server.client()
         cp.create_domain(DomainName="d", DefaultExpirationDays=30)
+        s3 = server.client(service="s3")
+        s3.create_bucket(Bucket="load")
         api = {"ok": 0, "throttled": 0, "other": []}
         up = {"ok": [], "throttled": [], "other": []}
+        objects = {"ok": [], "slowdown": 0}
         latencies = []
         lock = threading.Lock()
         stop_at = time.time() + seconds
@@ -152,10 +155,25 @@ class Faults(unittest.TestCase):
 
         def caller(n):
             c = server.client()
+            s3c = server.client(service="s3")
+            i = 0
             while time.time() < stop_at:
                 t = time.time()
+                i += 1
                 try:
-                    if n % 3 == 0:
+                    if n % 3 == 1:
+                        # S3 on the same port: a put and its read back.
+                        key = "load/%d/%d" % (n, i)
+                        try:
+                            s3c.put_object(Bucket="load", Key=key, Body=body[:50_000])
+                            with lock:
+                                objects["ok"].append(key)
+                        except s3c.exceptions.ClientError as e:
+                            if e.response["Error"]["Code"] != "SlowDown":
+                                raise
+                            with lock:
+                                objects["slowdown"] += 1
+                    elif n % 3 == 0:
                         job = self.new_job(c, "load")
                         p = c.get_upload_job_path(DomainName="d", JobId=job)
                         status, text = stream_put(p["Url"], body, sse_headers(p["ClientToken"]))
@@ -184,6 +202,11 @@ class Faults(unittest.TestCase):
         self.assertEqual(up["other"], [])
         self.assertGreater(api["ok"], 0)
         self.assertGreater(len(up["ok"]), 0)
+        self.assertGreater(len(objects["ok"]), 0)
+        # Every acknowledged object is there, whole.
+        for key in objects["ok"][:50]:
+            got = s3.get_object(Bucket="load", Key=key)["Body"].read()
+            self.assertEqual(got, body[:50_000], key)
         # Accepted uploads are whole; refused ones absent.
         for job, _, _ in up["ok"][:20]:
             cp.start_upload_job(DomainName="d", JobId=job)
@@ -200,6 +223,7 @@ class Faults(unittest.TestCase):
             "seconds": seconds, "clients": clients,
             "api_ok": api["ok"], "api_throttled": api["throttled"],
             "uploads_ok": len(up["ok"]), "uploads_throttled": len(up["throttled"]),
+            "s3_puts_ok": len(objects["ok"]), "s3_slowdown": objects["slowdown"],
             "calls_per_second": round(len(latencies) / seconds, 1),
             "p50_ms": round(1000 * latencies[len(latencies) // 2], 1),
             "p99_ms": round(1000 * latencies[int(len(latencies) * 0.99)], 1),
