@@ -106,12 +106,15 @@ fn jr(domain: &str, job: &str) -> JobRequest {
 
 /// The upload request a client would make from a GetUploadJobPath answer.
 fn put_request(path: &GetUploadJobPathResponse) -> UploadRequest {
-    let url = path.url.split_once("/uploads/").unwrap().1;
+    let (base, url) = path.url.split_once("/uploads/").unwrap();
     let (p, q) = url.split_once('?').unwrap();
-    let (domain, job) = p.split_once('/').unwrap();
+    // /uploads/ACCOUNT/DOMAIN/JOB
+    let (_account, rest) = p.split_once('/').unwrap();
+    let (domain, job) = rest.split_once('/').unwrap();
     let mut req = UploadRequest {
         domain_name: domain.into(),
         job_id: job.into(),
+        host: Some(base.split_once("://").unwrap().1.into()),
         sse_algorithm: Some("AES256".into()),
         sse_key: Some(path.client_token.clone()),
         sse_key_md5: Some(crypto::md5_base64(

@@ -401,6 +401,8 @@ pub struct UploadRequest {
     pub sse_key_md5: Option<String>,
     /// `Content-Length`, when sent.
     pub content_length: Option<u64>,
+    /// The `Host` it was sent to (the URL is good only there).
+    pub host: Option<String>,
 }
 
 /// An upload refused, as S3 would refuse it.
@@ -952,8 +954,14 @@ impl CustomerProfiles {
         // Whole seconds, rounded up: the URL lives at least url_ttl (rounded
         // down, a 1-second URL could be dead on arrival).
         let expires = until_ms.saturating_add(999).div_euclid(1000);
-        let path = format!("{UPLOAD_PATH_PREFIX}{}/{}", r.domain_name, job.id);
-        let sig = url_signature(&self.inner.master, &path, expires);
+        // The account in the path, and the host in what is signed: a URL
+        // is good for one account's job, at the host it was issued for.
+        let path = format!(
+            "{UPLOAD_PATH_PREFIX}{}/{}/{}",
+            self.inner.config.account, r.domain_name, job.id
+        );
+        let host = host_of(&self.inner.config.base_url);
+        let sig = url_signature(&self.inner.master, &format!("{host}{path}"), expires);
         Ok(GetUploadJobPathResponse {
             url: format!(
                 "{}{path}?{URL_EXPIRES}={expires}&{URL_SIGNATURE}={sig}",
@@ -975,10 +983,14 @@ impl CustomerProfiles {
     /// headers, `InvalidEncryptionAlgorithmError` (400),
     /// `EntityTooLarge` (400), `NoSuchUpload` (404) when the job is gone.
     pub fn authorize_upload(&self, r: &UploadRequest) -> Result<UploadSlot, UploadError> {
-        let path = format!("{UPLOAD_PATH_PREFIX}{}/{}", r.domain_name, r.job_id);
+        let path = format!(
+            "{UPLOAD_PATH_PREFIX}{}/{}/{}",
+            self.inner.config.account, r.domain_name, r.job_id
+        );
+        let host = r.host.as_deref().unwrap_or_default();
         verify_upload_url(
             &self.inner.master,
-            &path,
+            &format!("{host}{path}"),
             r.expires.as_deref(),
             r.signature.as_deref(),
             self.inner.now(),
@@ -1196,6 +1208,12 @@ fn not_created(job: &JobRecord) -> ApiError {
         job.id,
         wire_status(job.status)
     ))
+}
+
+/// The host (and port) of a base URL: what a request to it has as `Host`.
+fn host_of(base_url: &str) -> &str {
+    let rest = base_url.split_once("://").map_or(base_url, |(_, r)| r);
+    rest.split('/').next().unwrap_or(rest)
 }
 
 /// The signature of an upload URL for `path` until `expires` (seconds since

@@ -6,9 +6,11 @@
 //! aws_secret_access_key = ...
 //! ```
 //!
-//! Several profiles are several accepted keys. The format is a handful of
-//! lines of `[profile]` and `name = value`, so it is read here rather than
-//! with an INI crate; errors name the line.
+//! Several profiles are several accepted keys. A profile may also carry
+//! `sluice_account_id = 111122223333` (12 digits): the account its key
+//! belongs to; keys without one belong to the server's default account.
+//! The format is a handful of lines of `[profile]` and `name = value`, so
+//! it is read here rather than with an INI crate; errors name the line.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -16,6 +18,7 @@ use std::io::Write;
 use std::path::Path;
 
 use crate::crypto::{create_private, random, to_base64};
+use crate::store::AccountId;
 
 /// The file a server writes its generated key to, in its data directory.
 pub const GENERATED_FILE: &str = "credentials";
@@ -24,6 +27,17 @@ pub const GENERATED_FILE: &str = "credentials";
 #[derive(Clone, Default)]
 pub struct Credentials {
     secrets: HashMap<String, String>,
+    /// The account of each key that names one.
+    accounts: HashMap<String, AccountId>,
+}
+
+/// A profile being read.
+#[derive(Default)]
+struct Profile {
+    name: String,
+    id: Option<String>,
+    secret: Option<String>,
+    account: Option<AccountId>,
 }
 
 impl fmt::Debug for Credentials {
@@ -46,16 +60,30 @@ impl Credentials {
     /// at all.
     pub fn parse(text: &str) -> Result<Credentials, String> {
         let mut secrets = HashMap::new();
-        let mut profile: Option<(String, Option<String>, Option<String>)> = None;
-        let mut finish = |p: Option<(String, Option<String>, Option<String>)>| match p {
+        let mut accounts = HashMap::new();
+        let mut profile: Option<Profile> = None;
+        let mut finish = |p: Option<Profile>| match p {
             None => Ok(()),
-            Some((_, Some(id), Some(secret))) => {
+            Some(Profile {
+                id: Some(id),
+                secret: Some(secret),
+                account,
+                ..
+            }) => {
+                if let Some(a) = account {
+                    accounts.insert(id.clone(), a);
+                }
                 secrets.insert(id, secret);
                 Ok(())
             }
             // A profile of other settings (region, output, ...).
-            Some((_, None, None)) => Ok(()),
-            Some((name, _, _)) => Err(format!(
+            Some(Profile {
+                id: None,
+                secret: None,
+                account: None,
+                ..
+            }) => Ok(()),
+            Some(Profile { name, .. }) => Err(format!(
                 "profile [{name}] needs both aws_access_key_id and aws_secret_access_key"
             )),
         };
@@ -66,7 +94,10 @@ impl Credentials {
             }
             if let Some(name) = line.strip_prefix('[').and_then(|l| l.strip_suffix(']')) {
                 finish(profile.take())?;
-                profile = Some((name.trim().to_owned(), None, None));
+                profile = Some(Profile {
+                    name: name.trim().to_owned(),
+                    ..Profile::default()
+                });
                 continue;
             }
             let Some((k, v)) = line.split_once('=') else {
@@ -76,8 +107,18 @@ impl Credentials {
                 return Err(format!("line {}: a setting before any [profile]", i + 1));
             };
             match k.trim() {
-                "aws_access_key_id" => p.1 = Some(v.trim().to_owned()),
-                "aws_secret_access_key" => p.2 = Some(v.trim().to_owned()),
+                "aws_access_key_id" => p.id = Some(v.trim().to_owned()),
+                "aws_secret_access_key" => p.secret = Some(v.trim().to_owned()),
+                "sluice_account_id" => {
+                    let v = v.trim();
+                    if v.len() != 12 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                        return Err(format!(
+                            "line {}: sluice_account_id is 12 digits, not {v:?}",
+                            i + 1
+                        ));
+                    }
+                    p.account = Some(AccountId::new(v));
+                }
                 _ => {}
             }
         }
@@ -85,7 +126,7 @@ impl Credentials {
         if secrets.is_empty() {
             return Err("no profile with aws_access_key_id and aws_secret_access_key".into());
         }
-        Ok(Credentials { secrets })
+        Ok(Credentials { secrets, accounts })
     }
 
     /// Reads a shared-credentials file.
@@ -136,6 +177,12 @@ impl Credentials {
         self.secrets.get(key_id).map(String::as_str)
     }
 
+    /// The account a key's profile names, if it names one (otherwise the
+    /// key belongs to the server's default account).
+    pub fn account(&self, key_id: &str) -> Option<&AccountId> {
+        self.accounts.get(key_id)
+    }
+
     /// How many keys.
     pub fn len(&self) -> usize {
         self.secrets.len()
@@ -164,6 +211,19 @@ mod tests {
             (Some("s1"), Some("s2"), 2)
         );
         assert!(Credentials::parse("[x]\naws_access_key_id = A\n").is_err());
+        let c = Credentials::parse(
+            "[a]\naws_access_key_id = A\naws_secret_access_key = s\n\
+             sluice_account_id = 111122223333\n[b]\naws_access_key_id = B\n\
+             aws_secret_access_key = t\n",
+        )
+        .unwrap();
+        assert_eq!(c.account("A").map(AccountId::as_str), Some("111122223333"));
+        assert_eq!(c.account("B"), None);
+        let e = Credentials::parse(
+            "[a]\naws_access_key_id = A\naws_secret_access_key = s\nsluice_account_id = 12\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("line 4") && e.contains("12 digits"), "{e}");
         assert!(Credentials::parse("oops\n").unwrap_err().contains("line 1"));
         assert!(Credentials::parse("").is_err());
     }

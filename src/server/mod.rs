@@ -209,13 +209,80 @@ pub(crate) struct Apis {
     importexport: ImportExport,
 }
 
+/// The services of each account, made when an account is first seen: every
+/// accepted key belongs to one ([`Credentials::account`]), and each
+/// account's services see only its domains, apps, endpoints, segments and
+/// jobs (the store keys them all by account), with its id in their ARNs.
+struct AccountApis {
+    store: Arc<dyn Store>,
+    objects: Objects,
+    own: Objects,
+    runner: Arc<Runner>,
+    master: Arc<MasterKey>,
+    config: ServerConfig,
+    base_url: String,
+    made: std::sync::Mutex<std::collections::HashMap<AccountId, Apis>>,
+}
+
+impl AccountApis {
+    fn get(&self, account: &AccountId) -> Result<Apis, String> {
+        let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(a) = made.get(account) {
+            return Ok(a.clone());
+        }
+        let cfg = &self.config;
+        let importexport = ImportExport::new(
+            Arc::clone(&self.store),
+            Arc::clone(&self.objects),
+            Arc::clone(&self.own),
+            ImportExportConfig {
+                max_jobs_per_day: cfg.max_importexport_jobs_per_day,
+                account: account.clone(),
+                region: cfg.region.clone(),
+                ..ImportExportConfig::default()
+            },
+            Arc::clone(&cfg.clock),
+        )
+        .map_err(|e| e.to_string())?;
+        let pinpoint = Pinpoint::new(
+            Arc::clone(&self.runner),
+            PinpointConfig {
+                piece_size: cfg.piece_size,
+                account: account.clone(),
+                region: cfg.region.clone(),
+            },
+            Arc::clone(&cfg.clock),
+        );
+        let profiles = CustomerProfiles::new(
+            Arc::clone(&self.runner),
+            Arc::clone(&self.master),
+            Arc::clone(&self.own),
+            ProfilesConfig {
+                base_url: self.base_url.clone(),
+                url_ttl: cfg.url_ttl,
+                max_upload_bytes: cfg.max_upload_bytes,
+                account: account.clone(),
+            },
+            Arc::clone(&cfg.clock),
+        )
+        .map_err(|e| e.to_string())?;
+        let apis = Apis {
+            profiles,
+            pinpoint,
+            importexport,
+        };
+        made.insert(account.clone(), apis.clone());
+        Ok(apis)
+    }
+}
+
 struct AppState {
-    apis: Apis,
+    apis: AccountApis,
     /// S3 on the same port ([`s3`]).
     s3: s3s::service::S3Service,
     /// For the health check.
     store: Arc<dyn Store>,
-    /// The account every accepted key belongs to (for logs).
+    /// The account of keys whose profile names none.
     account: AccountId,
     /// The region the server answers for: signatures are scoped to it.
     region: String,
@@ -233,6 +300,14 @@ struct AppState {
     min_upload_rate: u64,
     /// The largest upload, also the most a refused one is read for.
     max_upload: u64,
+}
+
+impl AppState {
+    /// The account a key belongs to: the one its profile names, or the
+    /// server's default.
+    fn account_of(&self, key: &str) -> &AccountId {
+        self.credentials.account(key).unwrap_or(&self.account)
+    }
 }
 
 /// One request body of a client being read before its signature is
@@ -359,19 +434,6 @@ impl Server {
                         Arc::new(local)
                     }
                 };
-                let importexport = ImportExport::new(
-                    Arc::clone(&store),
-                    Arc::clone(&objects),
-                    Arc::clone(&own),
-                    ImportExportConfig {
-                        max_jobs_per_day: cfg.max_importexport_jobs_per_day,
-                        account: cfg.account.clone(),
-                        region: cfg.region.clone(),
-                        ..ImportExportConfig::default()
-                    },
-                    Arc::clone(&cfg.clock),
-                )
-                .map_err(|e| setup(&e))?;
                 let runner = Arc::new(
                     Runner::new(
                         store,
@@ -381,7 +443,7 @@ impl Server {
                             threads: cfg.threads,
                             clock: Arc::clone(&cfg.clock),
                             master_key: Some(Arc::clone(&master)),
-                            objects: Some(objects),
+                            objects: Some(Arc::clone(&objects)),
                             uploads: Some(Arc::clone(&own)),
                             // Jobs of runners that died elsewhere (other
                             // servers or workers on this store) resume.
@@ -390,15 +452,6 @@ impl Server {
                         },
                     )
                     .map_err(|e| setup(&e))?,
-                );
-                let pinpoint = Pinpoint::new(
-                    Arc::clone(&runner),
-                    PinpointConfig {
-                        piece_size: cfg.piece_size,
-                        account: cfg.account.clone(),
-                        region: cfg.region.clone(),
-                    },
-                    Arc::clone(&cfg.clock),
                 );
                 let resumed = runner
                     .recover()
@@ -414,24 +467,18 @@ impl Server {
                     .public_url
                     .clone()
                     .unwrap_or_else(|| format!("http://{}", SocketAddr::new(ip, addr.port())));
-                let profiles = CustomerProfiles::new(
+                let apis = AccountApis {
+                    store: Arc::clone(&cfg.store),
+                    objects: Arc::clone(&objects),
+                    own,
                     runner,
                     master,
-                    own,
-                    ProfilesConfig {
-                        base_url: base_url.trim_end_matches('/').to_owned(),
-                        url_ttl: cfg.url_ttl,
-                        max_upload_bytes: cfg.max_upload_bytes,
-                        account: cfg.account.clone(),
-                    },
-                    Arc::clone(&cfg.clock),
-                )
-                .map_err(|e| setup(&e))?;
-                let apis = Apis {
-                    profiles,
-                    pinpoint,
-                    importexport,
+                    config: cfg.clone(),
+                    base_url: base_url.trim_end_matches('/').to_owned(),
+                    made: std::sync::Mutex::default(),
                 };
+                // The default account's, now: a setup error shows at start.
+                apis.get(&cfg.account).map_err(|e| setup(&e))?;
                 // Virtual-host style below localhost and the public name.
                 let mut hosts = vec!["localhost".to_owned()];
                 if let Some(host) = base_url
@@ -662,6 +709,8 @@ struct Seen {
     operation: Option<String>,
     /// The access key that signed it, once the signature is checked.
     key: Option<String>,
+    /// The account of that key.
+    account: Option<AccountId>,
 }
 
 /// Shared between a request's handler and, for S3, s3s's access check
@@ -696,15 +745,17 @@ async fn handle(
     let response = serve(&state, peer, req, &id, &seen).await;
     let response = with_id(response, &id);
     let s = seen.with(std::mem::take);
-    let account = if s.key.is_some() {
-        state.account.as_str()
-    } else {
-        "-"
-    };
+    let account = match (&s.account, &s.key) {
+        (Some(a), _) => a.as_str(),
+        // An S3 key: s3s checked it; its account is the key's.
+        (None, Some(k)) => state.account_of(k).as_str(),
+        (None, None) => "-",
+    }
+    .to_owned();
     tracing::info!(
         target: "sluice::request",
         request_id = %id,
-        account,
+        account = %account,
         key = s.key.as_deref().unwrap_or("-"),
         service = s.service,
         operation = s.operation.as_deref().unwrap_or("-"),
@@ -975,12 +1026,17 @@ async fn api_request(
             );
         }
     };
-    match authenticate(state, &parts, &body, service.signing_name()) {
-        Ok(key) => seen.with(|s| s.key = Some(key)),
+    let key = match authenticate(state, &parts, &body, service.signing_name()) {
+        Ok(key) => key,
         Err(e) => return json_error(e.status, e.code, &e.message, id),
-    }
+    };
     drop(unverified);
-    let apis = state.apis.clone();
+    let account = state.account_of(&key);
+    seen.with(|s| (s.key, s.account) = (Some(key), Some(account.clone())));
+    let apis = match state.apis.get(account) {
+        Ok(a) => a,
+        Err(e) => return api_error(&ApiError::internal(&e), service, id),
+    };
     let (method, uri) = (parts.method, parts.uri);
     let seen_op = seen.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -1102,8 +1158,13 @@ async fn query_request(
         Ok(k) => k,
         Err(e) => return xml_error(e.status, e.code, &e.message, id),
     };
-    seen.with(|s| s.key = Some(key_id.clone()));
     drop(unverified);
+    let account = state.account_of(&key_id);
+    seen.with(|s| (s.key, s.account) = (Some(key_id.clone()), Some(account.clone())));
+    let apis = match state.apis.get(account) {
+        Ok(a) => a,
+        Err(e) => return xml_error(500, "InternalError", &e, id),
+    };
     let caller = Caller {
         secret_access_key: state
             .credentials
@@ -1119,7 +1180,6 @@ async fn query_request(
     };
     let action = request.action();
     seen.with(|s| s.operation = Some(action.into()));
-    let apis = state.apis.clone();
     let result = tokio::task::spawn_blocking(move || {
         let (ie, c) = (&apis.importexport, &caller);
         match request {
@@ -1184,12 +1244,20 @@ async fn receive_upload(
 ) -> Result<Response<Body>, UploadError> {
     let (parts, body) = req.into_parts();
     let seg = rest::segments(parts.uri.path());
-    let [_, domain, job] = seg.as_slice() else {
+    let account = match seg.as_slice() {
+        [_, account, _, _]
+            if account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) =>
+        {
+            Some(AccountId::new(account.clone()))
+        }
+        _ => None,
+    };
+    let (Some(account), [_, _, domain, job]) = (account, seg.as_slice()) else {
         discard(state, peer, &parts.headers, body).await;
         return Err(UploadError {
             status: 404,
             code: "NoSuchKey",
-            message: "an upload URL is /uploads/<domain>/<job>".into(),
+            message: "an upload URL is /uploads/<account>/<domain>/<job>".into(),
         });
     };
     let query = parts.uri.query().unwrap_or("");
@@ -1203,8 +1271,19 @@ async fn receive_upload(
         sse_key: header(h, "x-amz-server-side-encryption-customer-key"),
         sse_key_md5: header(h, "x-amz-server-side-encryption-customer-key-md5"),
         content_length: header(h, "content-length").and_then(|v| v.trim().parse().ok()),
+        host: header(h, "host"),
     };
-    let profiles = state.apis.profiles.clone();
+    let profiles = match state.apis.get(&account) {
+        Ok(a) => a.profiles,
+        Err(e) => {
+            eprintln!("sluice: upload: {e}");
+            return Err(UploadError {
+                status: 500,
+                code: "InternalError",
+                message: "We encountered an internal error. Please try again.".into(),
+            });
+        }
+    };
     let internal = |e: &dyn std::fmt::Display| {
         eprintln!("sluice: upload: {e}");
         UploadError {

@@ -40,8 +40,12 @@ class Server:
             path = os.path.join(self.dir, "keys")
             with open(path, "w") as f:
                 for n, (k, v) in enumerate(keys.items()):
+                    # A value is a secret, or (secret, account id).
+                    secret, account = v if isinstance(v, tuple) else (v, None)
                     f.write("[p%d]\naws_access_key_id = %s\naws_secret_access_key = %s\n"
-                            % (n, k, v))
+                            % (n, k, secret))
+                    if account:
+                        f.write("sluice_account_id = %s\n" % account)
             extra = ("--credentials", path) + extra
         # With SLUICE_BOTO3_PG (a PostgreSQL URL whose user may create
         # databases), the store is a new database of that server, kept in
@@ -71,6 +75,8 @@ class Server:
         self.data = os.path.join(self.dir, "data")
         if keys:
             self.key_id, self.secret = next(iter(keys.items()))
+            if isinstance(self.secret, tuple):
+                self.secret = self.secret[0]
         else:
             creds = configparser.ConfigParser()
             creds.read(os.path.join(self.data, "credentials"))

@@ -24,6 +24,8 @@ export PATH="$VENV/bin:$PATH"   # the aws CLI, moto_server
 "$VENV/bin/python" tests/boto3/test_faults.py
 # S3 on the same port: boto3's S3 client and aws s3 mb/cp/ls/sync/rm/rb.
 "$VENV/bin/python" tests/boto3/test_s3.py
+# Accounts: keys of different accounts see only their own resources.
+"$VENV/bin/python" tests/boto3/test_accounts.py
 # Again on a PostgreSQL store when there is a server to make databases on
 # (.ci/run starts one): each server a new database of it.
 if [ -n "${SLUICE_TEST_PG:-}" ]; then
