@@ -338,6 +338,14 @@ impl BucketStore for Faulty {
         self.check("bucket_settings")?;
         self.inner.bucket_settings(account, bucket)
     }
+    fn forget_bucket(&self, account: &AccountId, bucket: &str) -> Result<(), StoreError> {
+        self.check("forget_bucket")?;
+        self.inner.forget_bucket(account, bucket)
+    }
+    fn bucket_accounts(&self, bucket: &str) -> Result<Vec<AccountId>, StoreError> {
+        self.check("bucket_accounts")?;
+        self.inner.bucket_accounts(bucket)
+    }
 }
 
 impl fmt::Display for Fault {

@@ -426,6 +426,20 @@ impl Pinpoint {
             .objects
             .as_ref()
             .ok_or_else(|| ApiError::internal(&"the runner has no buckets"))?;
+        // Another account's bucket is one this account cannot see.
+        if let Ok(url) = ObjectUrl::parse(&s3_url) {
+            let owner = crate::store::bucket_owner(
+                self.store().as_ref(),
+                &url.bucket,
+                &crate::store::AccountId::default(),
+            )?;
+            if owner != *self.account() {
+                return Err(ApiError::not_found(format!(
+                    "S3Url: bucket {:?} does not exist",
+                    url.bucket
+                )));
+            }
+        }
         let listed = ObjectUrl::parse(&s3_url)
             .and_then(|url| resolve(&**objects, &url))
             .map_err(|e| match e.kind {

@@ -418,11 +418,14 @@ impl Server {
                     Some(o) => Arc::clone(o),
                     None => Arc::new(LocalObjects::new(dir.join(BUCKETS_DIR))),
                 };
-                let s3_front = s3::S3Front::new(
-                    Arc::clone(&objects),
-                    dir.join(S3_MULTIPART_DIR),
-                    S3_MAX_PUT_BYTES,
-                );
+                let owners = s3::Owners {
+                    store: Arc::clone(&cfg.store),
+                    objects: Arc::clone(&objects),
+                    credentials: credentials.clone(),
+                    default_account: cfg.account.clone(),
+                };
+                let s3_front =
+                    s3::S3Front::new(owners.clone(), dir.join(S3_MULTIPART_DIR), S3_MAX_PUT_BYTES);
                 let own: Objects = match &cfg.own_objects {
                     Some(o) => Arc::clone(o),
                     None => {
@@ -490,7 +493,7 @@ impl Server {
                 }
                 let mut s3 = s3s::service::S3ServiceBuilder::new(s3_front);
                 s3.set_auth(s3::Keys(credentials.clone()));
-                s3.set_access(s3::Access);
+                s3.set_access(s3::Access(owners));
                 s3.set_host(s3::Hosts(hosts));
                 Ok((apis, credentials, file, resumed, s3.build()))
             })

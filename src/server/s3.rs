@@ -49,6 +49,7 @@ use crate::objects::{
 };
 
 use super::credentials::Credentials;
+use crate::store::{AccountId, Store};
 
 /// The most keys a listing gives at once (S3's limit too).
 const MAX_KEYS: usize = 1000;
@@ -66,8 +67,56 @@ const MIN_PART_BYTES: u64 = 5 << 20;
 /// S3's greatest part number.
 const MAX_PART_NUMBER: i32 = 10_000;
 
+/// Whose buckets are: bucket names are one namespace, and a bucket belongs
+/// to the account that made it through S3 (recorded in the store); one
+/// with no such record (made by `sluice bucket mb`, or before accounts) to
+/// the default account. Another account gets S3's `AccessDenied`.
+#[derive(Clone)]
+pub(crate) struct Owners {
+    pub(crate) store: Arc<dyn Store>,
+    pub(crate) objects: Arc<dyn Objects>,
+    pub(crate) credentials: Credentials,
+    pub(crate) default_account: AccountId,
+}
+
+impl Owners {
+    /// The account of an access key.
+    fn account_of(&self, key: Option<&str>) -> AccountId {
+        key.and_then(|k| self.credentials.account(k))
+            .unwrap_or(&self.default_account)
+            .clone()
+    }
+
+    /// Whose a bucket is ([`crate::store::bucket_owner`]).
+    fn owner(store: &dyn Store, default: &AccountId, bucket: &str) -> Result<AccountId, S3Error> {
+        crate::store::bucket_owner(store, bucket, default)
+            .map_err(|e| s3_error!(InternalError, "{e}"))
+    }
+
+    /// Ok when `account` may use `bucket`; `NoSuchBucket` when there is no
+    /// such bucket, `AccessDenied` when it is another account's.
+    async fn check(&self, account: &AccountId, bucket: &str) -> S3Result<()> {
+        let (me, bucket) = (self.clone(), bucket.to_owned());
+        let account = account.clone();
+        blocking(move || {
+            if Owners::owner(me.store.as_ref(), &me.default_account, &bucket)? == account {
+                return Ok(());
+            }
+            if !me.objects.bucket_exists(&bucket).map_err(s3_err)? {
+                return Err(s3_error!(
+                    NoSuchBucket,
+                    "The specified bucket does not exist"
+                ));
+            }
+            Err(s3_error!(AccessDenied, "Access Denied"))
+        })
+        .await
+    }
+}
+
 /// The S3 operations over the object port. See the [module documentation](self).
 pub(crate) struct S3Front {
+    owners: Owners,
     objects: Arc<dyn Objects>,
     /// Where multipart uploads keep their parts.
     multipart: PathBuf,
@@ -76,13 +125,10 @@ pub(crate) struct S3Front {
 }
 
 impl S3Front {
-    pub(crate) fn new(
-        objects: Arc<dyn Objects>,
-        multipart: PathBuf,
-        max_object_bytes: u64,
-    ) -> S3Front {
+    pub(crate) fn new(owners: Owners, multipart: PathBuf, max_object_bytes: u64) -> S3Front {
         S3Front {
-            objects,
+            objects: Arc::clone(&owners.objects),
+            owners,
             multipart,
             max_object_bytes,
         }
@@ -552,9 +598,25 @@ fn max_keys(asked: Option<i32>) -> usize {
 impl S3 for S3Front {
     async fn list_buckets(
         &self,
-        _req: S3Request<ListBucketsInput>,
+        req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
+        let me = self
+            .owners
+            .account_of(req.credentials.as_ref().map(|c| c.access_key.as_str()));
+        let owners = self.owners.clone();
         let buckets = self.port(|o| o.list_buckets()).await?;
+        // Only the caller's.
+        let buckets = blocking(move || {
+            let mut mine = Vec::new();
+            for b in buckets {
+                let owner = Owners::owner(owners.store.as_ref(), &owners.default_account, &b.name)?;
+                if owner == me {
+                    mine.push(b);
+                }
+            }
+            Ok(mine)
+        })
+        .await?;
         Ok(S3Response::new(ListBucketsOutput {
             buckets: Some(
                 buckets
@@ -574,22 +636,58 @@ impl S3 for S3Front {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
+        let me = self
+            .owners
+            .account_of(req.credentials.as_ref().map(|c| c.access_key.as_str()));
         let bucket = req.input.bucket;
         let location = format!("/{bucket}");
-        self.port(move |o| o.create_bucket(&bucket))
-            .await
-            .map_err(|e| {
-                if *e.code() == S3ErrorCode::InvalidArgument {
-                    S3Error::with_message(
-                        S3ErrorCode::InvalidBucketName,
-                        e.message()
-                            .unwrap_or("The specified bucket is not valid.")
-                            .to_owned(),
-                    )
-                } else {
-                    e
-                }
-            })?;
+        let made = {
+            let bucket = bucket.clone();
+            self.port(move |o| o.create_bucket(&bucket)).await
+        };
+        if let Err(e) = &made
+            && *e.code() == S3ErrorCode::BucketAlreadyOwnedByYou
+        {
+            let owners = self.owners.clone();
+            let (b, me) = (bucket.clone(), me.clone());
+            let owner =
+                blocking(move || Owners::owner(owners.store.as_ref(), &owners.default_account, &b))
+                    .await?;
+            if owner != me {
+                return Err(s3_error!(
+                    BucketAlreadyExists,
+                    "The requested bucket name is not available. The bucket namespace is shared \
+                     by all users of the system. Please select a different name and try again."
+                ));
+            }
+        }
+        // Whose it is: recorded once made.
+        if made.is_ok() {
+            let store = Arc::clone(&self.owners.store);
+            let settings = crate::store::BucketSettings {
+                bucket: bucket.clone(),
+                region: None,
+                owner: None,
+            };
+            blocking(move || {
+                store
+                    .set_bucket_settings(&me, &settings)
+                    .map_err(|e| s3_error!(InternalError, "{e}"))
+            })
+            .await?;
+        }
+        made.map_err(|e| {
+            if *e.code() == S3ErrorCode::InvalidArgument {
+                S3Error::with_message(
+                    S3ErrorCode::InvalidBucketName,
+                    e.message()
+                        .unwrap_or("The specified bucket is not valid.")
+                        .to_owned(),
+                )
+            } else {
+                e
+            }
+        })?;
         Ok(S3Response::new(CreateBucketOutput {
             location: Some(location),
         }))
@@ -625,7 +723,23 @@ impl S3 for S3Front {
         req: S3Request<DeleteBucketInput>,
     ) -> S3Result<S3Response<DeleteBucketOutput>> {
         let bucket = req.input.bucket;
-        self.port(move |o| o.delete_bucket(&bucket)).await?;
+        {
+            let bucket = bucket.clone();
+            self.port(move |o| o.delete_bucket(&bucket)).await?;
+        }
+        let store = Arc::clone(&self.owners.store);
+        blocking(move || {
+            for a in store
+                .bucket_accounts(&bucket)
+                .map_err(|e| s3_error!(InternalError, "{e}"))?
+            {
+                store
+                    .forget_bucket(&a, &bucket)
+                    .map_err(|e| s3_error!(InternalError, "{e}"))?;
+            }
+            Ok(())
+        })
+        .await?;
         Ok(S3Response::new(DeleteBucketOutput::default()))
     }
 
@@ -918,6 +1032,10 @@ impl S3 for S3Front {
                 "Copying from an access point is not supported"
             ));
         };
+        let me = self
+            .owners
+            .account_of(req.credentials.as_ref().map(|c| c.access_key.as_str()));
+        self.owners.check(&me, &from_bucket).await?;
         let (bucket, key) = (input.bucket, input.key);
         let attributes = content_type_of(input.content_type);
         let info = self
@@ -1231,22 +1349,36 @@ impl s3s::auth::S3Auth for Keys {
 
 /// s3s's access check: a request must be signed by a key (as s3s's own
 /// default check), and the operation and key go to the request's log line.
-pub(crate) struct Access;
+/// Every operation on a bucket or its objects is checked here to be the
+/// caller's ([`Owners`]), but CreateBucket (which says whose a name is).
+pub(crate) struct Access(pub(crate) Owners);
 
 #[async_trait::async_trait]
 impl s3s::access::S3Access for Access {
     async fn check(&self, cx: &mut s3s::access::S3AccessContext<'_>) -> S3Result<()> {
         let key = cx.credentials().map(|c| c.access_key.clone());
         let op = cx.s3_op().name().to_owned();
+        let bucket = match cx.s3_path() {
+            s3s::path::S3Path::Root => None,
+            s3s::path::S3Path::Bucket { bucket } | s3s::path::S3Path::Object { bucket, .. } => {
+                Some(bucket.to_string())
+            }
+        };
         if let Some(seen) = cx.extensions_mut().get::<super::SeenSlot>() {
             seen.with(|s| {
-                s.operation = Some(op);
+                s.operation = Some(op.clone());
                 s.key.clone_from(&key);
             });
         }
-        match key {
-            Some(_) => Ok(()),
-            None => Err(s3_error!(AccessDenied, "Signature is required")),
+        let Some(key) = key else {
+            return Err(s3_error!(AccessDenied, "Signature is required"));
+        };
+        match bucket {
+            Some(b) if op != "CreateBucket" => {
+                let me = self.0.account_of(Some(&key));
+                self.0.check(&me, &b).await
+            }
+            _ => Ok(()),
         }
     }
 }

@@ -1148,7 +1148,19 @@ fn bucket_settings_round_trip(s: &dyn Store) {
     assert_eq!(s.bucket_settings(&a, "bkt").unwrap().as_ref(), Some(&b));
     b.region = None;
     s.set_bucket_settings(&a, &b).unwrap();
-    assert_eq!(s.bucket_settings(&a, "bkt").unwrap(), Some(b));
+    assert_eq!(s.bucket_settings(&a, "bkt").unwrap(), Some(b.clone()));
+    // Whose a bucket is: the accounts with a record of it.
+    assert_eq!(s.bucket_accounts("bkt").unwrap(), vec![a.clone()]);
+    assert!(s.bucket_accounts("other").unwrap().is_empty());
+    let z = AccountId::new("999999999999");
+    s.set_bucket_settings(&z, &b).unwrap();
+    assert_eq!(
+        s.bucket_accounts("bkt").unwrap(),
+        vec![a.clone(), z.clone()]
+    );
+    s.forget_bucket(&z, "bkt").unwrap();
+    assert_eq!(s.bucket_accounts("bkt").unwrap(), vec![a]);
+    assert!(s.bucket_settings(&z, "bkt").unwrap().is_none());
 }
 
 /// Split jobs ([`RangeStore`](super::RangeStore)), on stores that have

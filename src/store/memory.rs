@@ -784,6 +784,21 @@ impl BucketStore for MemoryStore {
     ) -> Result<Option<BucketSettings>, StoreError> {
         Ok(self.state().buckets.get(&key(account, bucket)).cloned())
     }
+
+    fn forget_bucket(&self, account: &AccountId, bucket: &str) -> Result<(), StoreError> {
+        self.state().buckets.remove(&key(account, bucket));
+        Ok(())
+    }
+
+    fn bucket_accounts(&self, bucket: &str) -> Result<Vec<AccountId>, StoreError> {
+        Ok(self
+            .state()
+            .buckets
+            .keys()
+            .filter(|(_, b)| b == bucket)
+            .map(|(a, _)| a.clone())
+            .collect())
+    }
 }
 
 #[cfg(test)]

@@ -1422,6 +1422,42 @@ pub trait BucketStore: Send + Sync {
         account: &AccountId,
         bucket: &str,
     ) -> Result<Option<BucketSettings>, StoreError>;
+
+    /// The accounts that have a record of a bucket, by id: bucket names
+    /// are one namespace for all accounts, so this says whose a bucket is.
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn bucket_accounts(&self, bucket: &str) -> Result<Vec<AccountId>, StoreError>;
+
+    /// Forgets what an account recorded of a bucket (it was deleted).
+    ///
+    /// # Errors
+    ///
+    /// A backend error.
+    fn forget_bucket(&self, account: &AccountId, bucket: &str) -> Result<(), StoreError>;
+}
+
+/// Whose a bucket is: bucket names are one namespace for all accounts, and
+/// a bucket belongs to the account that recorded it (an S3 CreateBucket),
+/// or — with no record but the default account's, or none — to `default`
+/// (buckets made by `sluice bucket mb`, or before accounts).
+///
+/// # Errors
+///
+/// A backend error.
+pub fn bucket_owner(
+    store: &dyn BucketStore,
+    bucket: &str,
+    default: &AccountId,
+) -> Result<AccountId, StoreError> {
+    let accounts = store.bucket_accounts(bucket)?;
+    Ok(accounts
+        .iter()
+        .find(|a| *a != default)
+        .unwrap_or(default)
+        .clone())
 }
 
 /// One byte range of one of a job's inputs, as planned.

@@ -1787,6 +1787,28 @@ impl BucketStore for PgStore {
             }))
         })
     }
+
+    fn forget_bucket(&self, account: &AccountId, bucket: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            tx.execute(
+                "DELETE FROM bucket_settings WHERE account = $1 AND bucket = $2",
+                &[&account.as_str(), &bucket],
+            )?;
+            Ok(())
+        })
+    }
+
+    fn bucket_accounts(&self, bucket: &str) -> Result<Vec<AccountId>, StoreError> {
+        self.read(|c| {
+            Ok(c.query(
+                "SELECT account FROM bucket_settings WHERE bucket = $1 ORDER BY account",
+                &[&bucket],
+            )?
+            .iter()
+            .map(|r| AccountId::new(r.get::<_, String>(0)))
+            .collect())
+        })
+    }
 }
 
 /// Databases of a PostgreSQL server for tests: `SLUICE_TEST_PG` names a

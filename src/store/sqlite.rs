@@ -2110,6 +2110,30 @@ impl BucketStore for SqliteStore {
             .map_err(self.db())
         })
     }
+    fn forget_bucket(&self, account: &AccountId, bucket: &str) -> Result<(), StoreError> {
+        self.writer()
+            .execute(
+                "DELETE FROM bucket_settings WHERE account = ?1 AND bucket = ?2",
+                [account.as_str(), bucket],
+            )
+            .map_err(self.db())?;
+        Ok(())
+    }
+
+    fn bucket_accounts(&self, bucket: &str) -> Result<Vec<AccountId>, StoreError> {
+        self.read(|c| {
+            let mut q = c
+                .prepare_cached(
+                    "SELECT account FROM bucket_settings WHERE bucket = ?1 ORDER BY account",
+                )
+                .map_err(self.db())?;
+            let rows = q
+                .query_map([bucket], |r| r.get::<_, String>(0))
+                .map_err(self.db())?;
+            rows.map(|r| r.map(AccountId::new).map_err(self.db()))
+                .collect()
+        })
+    }
 }
 
 #[cfg(test)]

@@ -123,6 +123,51 @@ class Accounts(unittest.TestCase):
         self.assertNotIn(job, [j["JobId"] for j in bob.list_jobs()["Jobs"]])
         self.assertEqual(ann.get_status(JobId=job)["JobId"], job)
 
+    def test_buckets(self):
+        ann, bob = self.client(ANN, "s3"), self.client(BOB, "s3")
+        ann.create_bucket(Bucket="ann-bucket")
+        ann.put_object(Bucket="ann-bucket", Key="in/e.csv",
+                       Body=b"ChannelType,Address\nEMAIL,a@b.co\n")
+        self.assertNotIn("ann-bucket", [b["Name"] for b in bob.list_buckets()["Buckets"]])
+        self.assertIn("ann-bucket", [b["Name"] for b in ann.list_buckets()["Buckets"]])
+
+        def denied(call, **kw):
+            with self.assertRaises(bob.exceptions.ClientError) as e:
+                call(**kw)
+            err = e.exception.response["Error"]
+            self.assertIn(err["Code"], ("AccessDenied", "403"), (call, err))
+        denied(bob.head_bucket, Bucket="ann-bucket")
+        denied(bob.get_object, Bucket="ann-bucket", Key="in/e.csv")
+        denied(bob.put_object, Bucket="ann-bucket", Key="x", Body=b"x")
+        denied(bob.list_objects_v2, Bucket="ann-bucket")
+        denied(bob.delete_object, Bucket="ann-bucket", Key="in/e.csv")
+        denied(bob.delete_bucket, Bucket="ann-bucket")
+        bob.create_bucket(Bucket="bob-bucket")
+        denied(bob.copy_object, Bucket="bob-bucket", Key="stolen",
+               CopySource={"Bucket": "ann-bucket", "Key": "in/e.csv"})
+        with self.assertRaises(bob.exceptions.BucketAlreadyExists):
+            bob.create_bucket(Bucket="ann-bucket")
+        with self.assertRaises(bob.exceptions.NoSuchBucket):
+            bob.get_object(Bucket="no-such-bucket-here", Key="x")
+        # Ann's object is untouched; her jobs may read it, Bob's may not.
+        self.assertEqual(ann.get_object(Bucket="ann-bucket", Key="in/e.csv")["Body"].read(),
+                         b"ChannelType,Address\nEMAIL,a@b.co\n")
+        pp = self.client(BOB, "pinpoint")
+        app = pp.create_app(CreateApplicationRequest={"Name": "b"})["ApplicationResponse"]["Id"]
+        with self.assertRaises(pp.exceptions.NotFoundException):
+            pp.create_import_job(ApplicationId=app, ImportJobRequest={
+                "Format": "CSV", "S3Url": "s3://ann-bucket/in/",
+                "RoleArn": "arn:aws:iam::444455556666:role/Import"})
+        ie = self.client(BOB, "importexport")
+        with self.assertRaises(ie.exceptions.BucketPermissionException):
+            ie.create_job(JobType="Import", ValidateOnly=False,
+                          Manifest=MANIFEST.format(key=BOB[0]).replace("inbox", "ann-bucket"))
+        # Once Ann deletes it, the name is free for Bob.
+        ann.delete_object(Bucket="ann-bucket", Key="in/e.csv")
+        ann.delete_bucket(Bucket="ann-bucket")
+        bob.create_bucket(Bucket="ann-bucket")
+        self.assertIn("ann-bucket", [b["Name"] for b in bob.list_buckets()["Buckets"]])
+
 
 if __name__ == "__main__":
     unittest.main(verbosity=2)

@@ -562,6 +562,17 @@ impl ImportExport {
                     format!("{field}: the bucket {bucket} does not exist"),
                 ));
             }
+            let owner = crate::store::bucket_owner(
+                self.store.as_ref(),
+                &bucket,
+                &crate::store::AccountId::default(),
+            )?;
+            if owner != self.config.account {
+                return Err(ImportExportError::new(
+                    Exception::BucketPermission,
+                    format!("{field}: the bucket {bucket} belongs to another account"),
+                ));
+            }
             let settings = self.store.bucket_settings(&self.config.account, &bucket)?;
             if let Some(owner) = settings.as_ref().and_then(|s| s.owner.as_deref())
                 && owner != caller.access_key_id
