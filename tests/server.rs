@@ -164,7 +164,7 @@ async fn bodies_over_the_limit_and_unsigned_or_forged_calls_are_refused() {
     // An upload URL that was never signed.
     let resp = exchange(
         addr,
-        "PUT /uploads/d/0123456789abcdef0123456789abcdef?X-Sluice-Expires=9999999999&\
+        "PUT /uploads/000000000000/d/0123456789abcdef0123456789abcdef?X-Sluice-Expires=9999999999&\
          X-Sluice-Signature=00 HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nConnection: close\r\n\r\na",
     )
     .await;

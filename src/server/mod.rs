@@ -791,14 +791,7 @@ async fn serve(
             Ok(_permit) => receive_upload(state, peer, req)
                 .await
                 .unwrap_or_else(|e| s3_error(&e, id)),
-            Err(_) => s3_error(
-                &UploadError {
-                    status: 503,
-                    code: "SlowDown",
-                    message: "Please reduce your request rate.".into(),
-                },
-                id,
-            ),
+            Err(_) => s3_error(&slow_down(), id),
         }
     } else if s3::signed_for_s3(req.headers(), req.uri().query()) {
         seen.with(|s| s.service = "s3");
@@ -820,14 +813,7 @@ async fn serve(
         }
         match Arc::clone(&state.requests).try_acquire_owned() {
             Ok(_permit) => s3_request(state, peer, req, seen).await,
-            Err(_) => s3_error(
-                &UploadError {
-                    status: 503,
-                    code: "SlowDown",
-                    message: "Please reduce your request rate.".into(),
-                },
-                id,
-            ),
+            Err(_) => s3_error(&slow_down(), id),
         }
     } else if req.method() == Method::POST && req.uri().path() == "/" {
         seen.with(|s| s.service = "importexport");
@@ -854,6 +840,15 @@ async fn serve(
                 id,
             ),
         }
+    }
+}
+
+/// S3's answer when every slot is taken (the SDKs back off and retry).
+fn slow_down() -> UploadError {
+    UploadError {
+        status: 503,
+        code: "SlowDown",
+        message: "Please reduce your request rate.".into(),
     }
 }
 

@@ -143,6 +143,53 @@ impl S3Front {
         blocking(move || f(objects.as_ref()).map_err(s3_err)).await
     }
 
+    /// One page of a bucket's listing, as both ListObjects answer it.
+    async fn listing(
+        &self,
+        bucket: &str,
+        prefix: Option<String>,
+        delimiter: Option<&str>,
+        after: Option<&str>,
+        max_keys: Option<i32>,
+        encoding: Option<&s3s::dto::EncodingType>,
+    ) -> S3Result<Listing> {
+        let prefix = prefix.unwrap_or_default();
+        let all = {
+            let (bucket, prefix) = (bucket.to_owned(), prefix.clone());
+            self.port(move |o| o.list(&bucket, &prefix)).await?
+        };
+        let max = max_keys_of(max_keys);
+        let p = page(all, &prefix, delimiter, after, max);
+        let url = encoding.is_some_and(|e| e.as_str() == "url");
+        let key_count = p.objects.len() + p.prefixes.len();
+        Ok(Listing {
+            prefix: encode(prefix, url),
+            url,
+            max_keys: i32::try_from(max).unwrap_or(1000),
+            key_count: i32::try_from(key_count).unwrap_or(i32::MAX),
+            is_truncated: p.next.is_some(),
+            next: p.next,
+            contents: p
+                .objects
+                .into_iter()
+                .map(|o| Object {
+                    e_tag: etag(&o),
+                    last_modified: timestamp(o.modified_ms),
+                    size: Some(length(o.size)),
+                    key: Some(encode(o.key, url)),
+                    ..Object::default()
+                })
+                .collect(),
+            common_prefixes: p
+                .prefixes
+                .into_iter()
+                .map(|p| CommonPrefix {
+                    prefix: Some(encode(p, url)),
+                })
+                .collect(),
+        })
+    }
+
     /// The folder of an upload's parts, when the upload exists and is for
     /// this bucket and key.
     async fn upload(&self, bucket: &str, key: &str, id: &str) -> S3Result<LocalFolder> {
@@ -244,7 +291,21 @@ struct Checks {
 }
 
 impl Checks {
-    fn new(expected: Checksum, algorithm: Option<&str>, content_md5: Option<String>) -> Checks {
+    /// From a request's CRC32, CRC32C, SHA1, SHA256 and CRC64NVME members.
+    fn new(
+        given: [Option<String>; 5],
+        algorithm: Option<&str>,
+        content_md5: Option<String>,
+    ) -> Checks {
+        let [crc32, crc32c, sha1, sha256, crc64nvme] = given;
+        let expected = Checksum {
+            checksum_crc32: crc32,
+            checksum_crc32c: crc32c,
+            checksum_sha1: sha1,
+            checksum_sha256: sha256,
+            checksum_crc64nvme: crc64nvme,
+            ..Checksum::default()
+        };
         let mut hasher = s3s::checksum::ChecksumHasher::default();
         let wants = |given: bool, name: &str| given || algorithm == Some(name);
         if wants(expected.checksum_crc32.is_some(), "CRC32") {
@@ -590,7 +651,19 @@ fn encode(s: String, url: bool) -> String {
     }
 }
 
-fn max_keys(asked: Option<i32>) -> usize {
+/// A listing's page, its keys and prefixes encoded as asked.
+struct Listing {
+    prefix: String,
+    url: bool,
+    max_keys: i32,
+    key_count: i32,
+    is_truncated: bool,
+    next: Option<String>,
+    contents: Vec<Object>,
+    common_prefixes: Vec<CommonPrefix>,
+}
+
+fn max_keys_of(asked: Option<i32>) -> usize {
     asked.map_or(MAX_KEYS, |n| usize::try_from(n).unwrap_or(0).min(MAX_KEYS))
 }
 
@@ -748,60 +821,34 @@ impl S3 for S3Front {
         req: S3Request<ListObjectsV2Input>,
     ) -> S3Result<S3Response<ListObjectsV2Output>> {
         let input = req.input;
-        let prefix = input.prefix.clone().unwrap_or_default();
         let after = match &input.continuation_token {
             Some(t) => Some(untoken(t)?),
             None => input.start_after.clone(),
         };
-        let bucket = input.bucket.clone();
-        let all = {
-            let prefix = prefix.clone();
-            self.port(move |o| o.list(&bucket, &prefix)).await?
-        };
-        let max = max_keys(input.max_keys);
-        let p = page(
-            all,
-            &prefix,
-            input.delimiter.as_deref(),
-            after.as_deref(),
-            max,
-        );
-        let url = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == "url");
-        let count = p.objects.len() + p.prefixes.len();
+        let l = self
+            .listing(
+                &input.bucket,
+                input.prefix.clone(),
+                input.delimiter.as_deref(),
+                after.as_deref(),
+                input.max_keys,
+                input.encoding_type.as_ref(),
+            )
+            .await?;
+        let url = l.url;
         Ok(S3Response::new(ListObjectsV2Output {
             name: Some(input.bucket),
-            prefix: Some(encode(prefix, url)),
+            prefix: Some(l.prefix),
             delimiter: input.delimiter.map(|d| encode(d, url)),
             start_after: input.start_after.map(|s| encode(s, url)),
-            max_keys: Some(i32::try_from(max).unwrap_or(1000)),
-            key_count: Some(i32::try_from(count).unwrap_or(i32::MAX)),
+            max_keys: Some(l.max_keys),
+            key_count: Some(l.key_count),
             continuation_token: input.continuation_token,
-            is_truncated: Some(p.next.is_some()),
-            next_continuation_token: p.next.as_deref().map(token),
+            is_truncated: Some(l.next.is_some()),
+            next_continuation_token: l.next.as_deref().map(token),
             encoding_type: input.encoding_type,
-            contents: Some(
-                p.objects
-                    .into_iter()
-                    .map(|o| Object {
-                        e_tag: etag(&o),
-                        last_modified: timestamp(o.modified_ms),
-                        size: Some(length(o.size)),
-                        key: Some(encode(o.key, url)),
-                        ..Object::default()
-                    })
-                    .collect(),
-            ),
-            common_prefixes: Some(
-                p.prefixes
-                    .into_iter()
-                    .map(|p| CommonPrefix {
-                        prefix: Some(encode(p, url)),
-                    })
-                    .collect(),
-            ),
+            contents: Some(l.contents),
+            common_prefixes: Some(l.common_prefixes),
             ..ListObjectsV2Output::default()
         }))
     }
@@ -811,56 +858,31 @@ impl S3 for S3Front {
         req: S3Request<ListObjectsInput>,
     ) -> S3Result<S3Response<ListObjectsOutput>> {
         let input = req.input;
-        let prefix = input.prefix.clone().unwrap_or_default();
-        let bucket = input.bucket.clone();
-        let all = {
-            let prefix = prefix.clone();
-            self.port(move |o| o.list(&bucket, &prefix)).await?
-        };
-        let max = max_keys(input.max_keys);
-        let p = page(
-            all,
-            &prefix,
-            input.delimiter.as_deref(),
-            input.marker.as_deref(),
-            max,
-        );
-        let url = input
-            .encoding_type
-            .as_ref()
-            .is_some_and(|e| e.as_str() == "url");
-        let has_delimiter = input.delimiter.is_some();
+        let l = self
+            .listing(
+                &input.bucket,
+                input.prefix.clone(),
+                input.delimiter.as_deref(),
+                input.marker.as_deref(),
+                input.max_keys,
+                input.encoding_type.as_ref(),
+            )
+            .await?;
+        let url = l.url;
+        // S3 gives NextMarker only with a delimiter; without one the
+        // client takes the last key.
+        let next_marker = l.next.filter(|_| input.delimiter.is_some());
         Ok(S3Response::new(ListObjectsOutput {
             name: Some(input.bucket),
-            prefix: Some(encode(prefix, url)),
+            prefix: Some(l.prefix),
             delimiter: input.delimiter.map(|d| encode(d, url)),
             marker: input.marker.map(|m| encode(m, url)),
-            max_keys: Some(i32::try_from(max).unwrap_or(1000)),
-            is_truncated: Some(p.next.is_some()),
-            // S3 gives NextMarker only with a delimiter; without one the
-            // client takes the last key.
-            next_marker: p.next.filter(|_| has_delimiter).map(|m| encode(m, url)),
+            max_keys: Some(l.max_keys),
+            is_truncated: Some(l.is_truncated),
+            next_marker: next_marker.map(|m| encode(m, url)),
             encoding_type: input.encoding_type,
-            contents: Some(
-                p.objects
-                    .into_iter()
-                    .map(|o| Object {
-                        e_tag: etag(&o),
-                        last_modified: timestamp(o.modified_ms),
-                        size: Some(length(o.size)),
-                        key: Some(encode(o.key, url)),
-                        ..Object::default()
-                    })
-                    .collect(),
-            ),
-            common_prefixes: Some(
-                p.prefixes
-                    .into_iter()
-                    .map(|p| CommonPrefix {
-                        prefix: Some(encode(p, url)),
-                    })
-                    .collect(),
-            ),
+            contents: Some(l.contents),
+            common_prefixes: Some(l.common_prefixes),
             ..ListObjectsOutput::default()
         }))
     }
@@ -872,14 +894,13 @@ impl S3 for S3Front {
         let trailers = req.trailing_headers;
         let input = req.input;
         let checks = Checks::new(
-            Checksum {
-                checksum_crc32: input.checksum_crc32.clone(),
-                checksum_crc32c: input.checksum_crc32c.clone(),
-                checksum_sha1: input.checksum_sha1.clone(),
-                checksum_sha256: input.checksum_sha256.clone(),
-                checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-                ..Checksum::default()
-            },
+            [
+                input.checksum_crc32.clone(),
+                input.checksum_crc32c.clone(),
+                input.checksum_sha1.clone(),
+                input.checksum_sha256.clone(),
+                input.checksum_crc64nvme.clone(),
+            ],
             input.checksum_algorithm.as_ref().map(|a| a.as_str()),
             input.content_md5.clone(),
         );
@@ -1122,14 +1143,13 @@ impl S3 for S3Front {
             .upload(&input.bucket, &input.key, &input.upload_id)
             .await?;
         let checks = Checks::new(
-            Checksum {
-                checksum_crc32: input.checksum_crc32.clone(),
-                checksum_crc32c: input.checksum_crc32c.clone(),
-                checksum_sha1: input.checksum_sha1.clone(),
-                checksum_sha256: input.checksum_sha256.clone(),
-                checksum_crc64nvme: input.checksum_crc64nvme.clone(),
-                ..Checksum::default()
-            },
+            [
+                input.checksum_crc32.clone(),
+                input.checksum_crc32c.clone(),
+                input.checksum_sha1.clone(),
+                input.checksum_sha256.clone(),
+                input.checksum_crc64nvme.clone(),
+            ],
             input.checksum_algorithm.as_ref().map(|a| a.as_str()),
             input.content_md5.clone(),
         );
