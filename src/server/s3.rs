@@ -143,6 +143,15 @@ impl S3Front {
         blocking(move || f(objects.as_ref()).map_err(s3_err)).await
     }
 
+    /// `NoSuchBucket` unless the bucket exists.
+    async fn existing(&self, bucket: String) -> S3Result<()> {
+        if self.port(move |o| o.bucket_exists(&bucket)).await? {
+            Ok(())
+        } else {
+            Err(s3_error!(NoSuchBucket))
+        }
+    }
+
     /// One page of a bucket's listing, as both ListObjects answer it.
     async fn listing(
         &self,
@@ -770,11 +779,7 @@ impl S3 for S3Front {
         &self,
         req: S3Request<HeadBucketInput>,
     ) -> S3Result<S3Response<HeadBucketOutput>> {
-        let bucket = req.input.bucket;
-        let exists = self.port(move |o| o.bucket_exists(&bucket)).await?;
-        if !exists {
-            return Err(s3_error!(NoSuchBucket));
-        }
+        self.existing(req.input.bucket).await?;
         Ok(S3Response::new(HeadBucketOutput::default()))
     }
 
@@ -782,11 +787,7 @@ impl S3 for S3Front {
         &self,
         req: S3Request<GetBucketLocationInput>,
     ) -> S3Result<S3Response<GetBucketLocationOutput>> {
-        let bucket = req.input.bucket;
-        let exists = self.port(move |o| o.bucket_exists(&bucket)).await?;
-        if !exists {
-            return Err(s3_error!(NoSuchBucket));
-        }
+        self.existing(req.input.bucket).await?;
         // us-east-1 is the empty constraint.
         Ok(S3Response::new(GetBucketLocationOutput::default()))
     }
