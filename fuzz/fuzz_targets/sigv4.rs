@@ -10,7 +10,15 @@ use hmac::{Hmac, Mac};
 use libfuzzer_sys::fuzz_target;
 use sha2::{Digest, Sha256};
 use sluice::server::credentials::Credentials;
-use sluice::server::sigv4::{SignedRequest, verify};
+use sluice::server::sigv4::{Scope, SignedRequest, verify};
+
+/// What a signature must be scoped to here: `service` in us-east-1.
+fn scope(service: &str) -> Scope<'_> {
+    Scope {
+        service,
+        region: "us-east-1",
+    }
+}
 use sluice::time::amz_date;
 
 const KEY: &str = "AKIDFUZZ";
@@ -169,7 +177,7 @@ fuzz_target!(|input: &[u8]| {
         headers: &headers,
         body: body.as_bytes(),
     };
-    assert!(verify(&arbitrary, "profile", &good, NOW).is_err());
+    assert!(verify(&arbitrary, scope("profile"), &good, NOW).is_err());
 
     // Signed requests: accepted exactly when they are what was signed.
     let method = ["GET", "POST", "PUT", "DELETE"][usize::from(m) % 4];
@@ -201,14 +209,22 @@ fuzz_target!(|input: &[u8]| {
     let at = NOW + (i64::from(skew as i8) * 2_000);
     let req = sign(method, &segs, &pairs, &custom, body, at, SECRET);
     assert_eq!(
-        verify(&req.signed(), "profile", &good, NOW).as_deref(),
+        verify(&req.signed(), scope("profile"), &good, NOW).as_deref(),
         Ok(KEY),
         "{:?} {:?}",
         req.path,
         req.query
     );
-    assert!(verify(&req.signed(), "profile", &creds("another secret"), NOW).is_err());
-    assert!(verify(&req.signed(), "mobiletargeting", &good, NOW).is_err());
+    assert!(
+        verify(
+            &req.signed(),
+            scope("profile"),
+            &creds("another secret"),
+            NOW
+        )
+        .is_err()
+    );
+    assert!(verify(&req.signed(), scope("mobiletargeting"), &good, NOW).is_err());
     let mut longer = req.body.clone();
     longer.push(b'x');
     assert!(
@@ -217,7 +233,7 @@ fuzz_target!(|input: &[u8]| {
                 body: &longer,
                 ..req.signed()
             },
-            "profile",
+            scope("profile"),
             &good,
             NOW
         )
@@ -230,7 +246,7 @@ fuzz_target!(|input: &[u8]| {
                 method: other,
                 ..req.signed()
             },
-            "profile",
+            scope("profile"),
             &good,
             NOW
         )
@@ -245,5 +261,5 @@ fuzz_target!(|input: &[u8]| {
         NOW - 6 * 60_000,
         SECRET,
     );
-    assert!(verify(&old.signed(), "profile", &good, NOW).is_err());
+    assert!(verify(&old.signed(), scope("profile"), &good, NOW).is_err());
 });
