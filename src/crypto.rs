@@ -375,14 +375,7 @@ pub fn create_private(path: &Path) -> io::Result<fs::File> {
 ///
 /// As [`fs::DirBuilder::create`].
 pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
-    let mut b = fs::DirBuilder::new();
-    b.recursive(true);
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::DirBuilderExt;
-        b.mode(0o700);
-    }
-    b.create(path)
+    private_dirs().recursive(true).create(path)
 }
 
 /// Makes the folder `path` (its parent must exist), readable only by its
@@ -392,13 +385,18 @@ pub fn create_private_dir_all(path: &Path) -> io::Result<()> {
 ///
 /// As [`fs::DirBuilder::create`] (`AlreadyExists` when it is there).
 pub fn create_private_dir(path: &Path) -> io::Result<()> {
+    private_dirs().create(path)
+}
+
+/// A builder of folders only their owner may enter (0700).
+fn private_dirs() -> fs::DirBuilder {
     let mut b = fs::DirBuilder::new();
     #[cfg(unix)]
     {
         use std::os::unix::fs::DirBuilderExt;
         b.mode(0o700);
     }
-    b.create(path)
+    b
 }
 
 /// What sealing and opening share: the cipher, the header (the AAD of

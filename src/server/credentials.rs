@@ -111,13 +111,13 @@ impl Credentials {
                 "aws_secret_access_key" => p.secret = Some(v.trim().to_owned()),
                 "sluice_account_id" => {
                     let v = v.trim();
-                    if v.len() != 12 || !v.bytes().all(|b| b.is_ascii_digit()) {
+                    let Some(a) = AccountId::parse(v) else {
                         return Err(format!(
                             "line {}: sluice_account_id is 12 digits, not {v:?}",
                             i + 1
                         ));
-                    }
-                    p.account = Some(AccountId::new(v));
+                    };
+                    p.account = Some(a);
                 }
                 _ => {}
             }

@@ -224,7 +224,27 @@ struct AccountApis {
     made: std::sync::Mutex<std::collections::HashMap<AccountId, Apis>>,
 }
 
+/// An account's services; made on a blocking thread the first time, as
+/// making them may write (the buckets they keep uploads and labels in).
+async fn apis_for(state: &Arc<AppState>, account: &AccountId) -> Result<Apis, String> {
+    if let Some(a) = state.apis.made(account) {
+        return Ok(a);
+    }
+    let (state, account) = (Arc::clone(state), account.clone());
+    tokio::task::spawn_blocking(move || state.apis.get(&account))
+        .await
+        .map_err(|e| e.to_string())?
+}
+
 impl AccountApis {
+    fn made(&self, account: &AccountId) -> Option<Apis> {
+        self.made
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(account)
+            .cloned()
+    }
+
     fn get(&self, account: &AccountId) -> Result<Apis, String> {
         let mut made = self.made.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(a) = made.get(account) {
@@ -712,8 +732,6 @@ struct Seen {
     operation: Option<String>,
     /// The access key that signed it, once the signature is checked.
     key: Option<String>,
-    /// The account of that key.
-    account: Option<AccountId>,
 }
 
 /// Shared between a request's handler and, for S3, s3s's access check
@@ -748,17 +766,14 @@ async fn handle(
     let response = serve(&state, peer, req, &id, &seen).await;
     let response = with_id(response, &id);
     let s = seen.with(std::mem::take);
-    let account = match (&s.account, &s.key) {
-        (Some(a), _) => a.as_str(),
-        // An S3 key: s3s checked it; its account is the key's.
-        (None, Some(k)) => state.account_of(k).as_str(),
-        (None, None) => "-",
-    }
-    .to_owned();
+    let account = s
+        .key
+        .as_deref()
+        .map_or("-", |k| state.account_of(k).as_str());
     tracing::info!(
         target: "sluice::request",
         request_id = %id,
-        account = %account,
+        account,
         key = s.key.as_deref().unwrap_or("-"),
         service = s.service,
         operation = s.operation.as_deref().unwrap_or("-"),
@@ -812,7 +827,7 @@ async fn serve(
             );
         }
         match Arc::clone(&state.requests).try_acquire_owned() {
-            Ok(_permit) => s3_request(state, peer, req, seen).await,
+            Ok(_permit) => s3_request(state, peer, req, id, seen).await,
             Err(_) => s3_error(&slow_down(), id),
         }
     } else if req.method() == Method::POST && req.uri().path() == "/" {
@@ -860,6 +875,7 @@ async fn s3_request(
     state: &AppState,
     peer: std::net::IpAddr,
     req: Request<Body>,
+    id: &str,
     seen: &SeenSlot,
 ) -> Response<Body> {
     let headers = req.headers().clone();
@@ -873,10 +889,7 @@ async fn s3_request(
     );
     let response = match state.s3.call(req).await {
         Ok(r) => r.map(Body::new),
-        Err(e) => {
-            let id = request_id();
-            xml_error(500, "InternalError", &format!("{e:?}"), &id)
-        }
+        Err(e) => xml_error(500, "InternalError", &format!("{e:?}"), id),
     };
     if response.status().is_client_error() || response.status().is_server_error() {
         let left = body.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -1029,9 +1042,9 @@ async fn api_request(
         Err(e) => return json_error(e.status, e.code, &e.message, id),
     };
     drop(unverified);
-    let account = state.account_of(&key);
-    seen.with(|s| (s.key, s.account) = (Some(key), Some(account.clone())));
-    let apis = match state.apis.get(account) {
+    let account = state.account_of(&key).clone();
+    seen.with(|s| s.key = Some(key));
+    let apis = match apis_for(state, &account).await {
         Ok(a) => a,
         Err(e) => return api_error(&ApiError::internal(&e), service, id),
     };
@@ -1157,9 +1170,9 @@ async fn query_request(
         Err(e) => return xml_error(e.status, e.code, &e.message, id),
     };
     drop(unverified);
-    let account = state.account_of(&key_id);
-    seen.with(|s| (s.key, s.account) = (Some(key_id.clone()), Some(account.clone())));
-    let apis = match state.apis.get(account) {
+    let account = state.account_of(&key_id).clone();
+    seen.with(|s| s.key = Some(key_id.clone()));
+    let apis = match apis_for(state, &account).await {
         Ok(a) => a,
         Err(e) => return xml_error(500, "InternalError", &e, id),
     };
@@ -1243,11 +1256,7 @@ async fn receive_upload(
     let (parts, body) = req.into_parts();
     let seg = rest::segments(parts.uri.path());
     let account = match seg.as_slice() {
-        [_, account, _, _]
-            if account.len() == 12 && account.bytes().all(|b| b.is_ascii_digit()) =>
-        {
-            Some(AccountId::new(account.clone()))
-        }
+        [_, account, _, _] => AccountId::parse(account),
         _ => None,
     };
     let (Some(account), [_, _, domain, job]) = (account, seg.as_slice()) else {
@@ -1271,17 +1280,6 @@ async fn receive_upload(
         content_length: header(h, "content-length").and_then(|v| v.trim().parse().ok()),
         host: header(h, "host"),
     };
-    let profiles = match state.apis.get(&account) {
-        Ok(a) => a.profiles,
-        Err(e) => {
-            eprintln!("sluice: upload: {e}");
-            return Err(UploadError {
-                status: 500,
-                code: "InternalError",
-                message: "We encountered an internal error. Please try again.".into(),
-            });
-        }
-    };
     let internal = |e: &dyn std::fmt::Display| {
         eprintln!("sluice: upload: {e}");
         UploadError {
@@ -1290,6 +1288,10 @@ async fn receive_upload(
             message: "We encountered an internal error. Please try again.".into(),
         }
     };
+    let profiles = apis_for(state, &account)
+        .await
+        .map_err(|e| internal(&e))?
+        .profiles;
     let slot = match tokio::task::spawn_blocking(move || profiles.authorize_upload(&request))
         .await
         .map_err(|e| internal(&e))?

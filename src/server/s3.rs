@@ -49,6 +49,7 @@ use crate::objects::{
 };
 
 use super::credentials::Credentials;
+use crate::crypto::to_hex;
 use crate::store::{AccountId, Store};
 
 /// The most keys a listing gives at once (S3's limit too).
@@ -87,6 +88,11 @@ impl Owners {
             .clone()
     }
 
+    /// The account of the key that signed a request.
+    fn caller<T>(&self, req: &S3Request<T>) -> AccountId {
+        self.account_of(req.credentials.as_ref().map(|c| c.access_key.as_str()))
+    }
+
     /// Whose a bucket is ([`crate::store::bucket_owner`]).
     fn owner(store: &dyn Store, default: &AccountId, bucket: &str) -> Result<AccountId, S3Error> {
         crate::store::bucket_owner(store, bucket, default)
@@ -117,7 +123,6 @@ impl Owners {
 /// The S3 operations over the object port. See the [module documentation](self).
 pub(crate) struct S3Front {
     owners: Owners,
-    objects: Arc<dyn Objects>,
     /// Where multipart uploads keep their parts.
     multipart: PathBuf,
     /// The largest object or part a request may put.
@@ -127,7 +132,6 @@ pub(crate) struct S3Front {
 impl S3Front {
     pub(crate) fn new(owners: Owners, multipart: PathBuf, max_object_bytes: u64) -> S3Front {
         S3Front {
-            objects: Arc::clone(&owners.objects),
             owners,
             multipart,
             max_object_bytes,
@@ -139,7 +143,7 @@ impl S3Front {
         &self,
         f: impl FnOnce(&dyn Objects) -> Result<T, ObjectError> + Send + 'static,
     ) -> S3Result<T> {
-        let objects = Arc::clone(&self.objects);
+        let objects = Arc::clone(&self.owners.objects);
         blocking(move || f(objects.as_ref()).map_err(s3_err)).await
     }
 
@@ -176,7 +180,6 @@ impl S3Front {
             url,
             max_keys: i32::try_from(max).unwrap_or(1000),
             key_count: i32::try_from(key_count).unwrap_or(i32::MAX),
-            is_truncated: p.next.is_some(),
             next: p.next,
             contents: p
                 .objects
@@ -499,7 +502,7 @@ async fn receive(
     Ok(Received {
         info,
         size,
-        tag: format!("{}{size:016x}", hex(&crc.finalize())),
+        tag: format!("{}{size:016x}", to_hex(&crc.finalize())),
     })
 }
 
@@ -567,7 +570,7 @@ fn content_type_of(attributes: Option<String>) -> ObjectAttributes {
 
 /// A listing's token: the last key (or common prefix) given, in hex.
 fn token(after: &str) -> String {
-    hex(after.as_bytes())
+    to_hex(after.as_bytes())
 }
 
 fn untoken(t: &str) -> S3Result<String> {
@@ -666,7 +669,6 @@ struct Listing {
     url: bool,
     max_keys: i32,
     key_count: i32,
-    is_truncated: bool,
     next: Option<String>,
     contents: Vec<Object>,
     common_prefixes: Vec<CommonPrefix>,
@@ -682,9 +684,7 @@ impl S3 for S3Front {
         &self,
         req: S3Request<ListBucketsInput>,
     ) -> S3Result<S3Response<ListBucketsOutput>> {
-        let me = self
-            .owners
-            .account_of(req.credentials.as_ref().map(|c| c.access_key.as_str()));
+        let me = self.owners.caller(&req);
         let owners = self.owners.clone();
         let buckets = self.port(|o| o.list_buckets()).await?;
         // Only the caller's.
@@ -718,9 +718,7 @@ impl S3 for S3Front {
         &self,
         req: S3Request<CreateBucketInput>,
     ) -> S3Result<S3Response<CreateBucketOutput>> {
-        let me = self
-            .owners
-            .account_of(req.credentials.as_ref().map(|c| c.access_key.as_str()));
+        let me = self.owners.caller(&req);
         let bucket = req.input.bucket;
         let location = format!("/{bucket}");
         let made = {
@@ -869,7 +867,7 @@ impl S3 for S3Front {
                 input.encoding_type.as_ref(),
             )
             .await?;
-        let url = l.url;
+        let (url, is_truncated) = (l.url, l.next.is_some());
         // S3 gives NextMarker only with a delimiter; without one the
         // client takes the last key.
         let next_marker = l.next.filter(|_| input.delimiter.is_some());
@@ -879,7 +877,7 @@ impl S3 for S3Front {
             delimiter: input.delimiter.map(|d| encode(d, url)),
             marker: input.marker.map(|m| encode(m, url)),
             max_keys: Some(l.max_keys),
-            is_truncated: Some(l.is_truncated),
+            is_truncated: Some(is_truncated),
             next_marker: next_marker.map(|m| encode(m, url)),
             encoding_type: input.encoding_type,
             contents: Some(l.contents),
@@ -995,10 +993,7 @@ impl S3 for S3Front {
         let results = self
             .port(move |o| {
                 if !o.bucket_exists(&bucket)? {
-                    return Err(ObjectError::new(
-                        ObjectErrorKind::NoSuchBucket,
-                        format!("bucket {bucket:?} does not exist"),
-                    ));
+                    return Err(ObjectError::no_bucket(&bucket));
                 }
                 Ok(keys
                     .into_iter()
@@ -1042,6 +1037,7 @@ impl S3 for S3Front {
         &self,
         req: S3Request<CopyObjectInput>,
     ) -> S3Result<S3Response<CopyObjectOutput>> {
+        let me = self.owners.caller(&req);
         let input = req.input;
         let CopySource::Bucket {
             bucket: from_bucket,
@@ -1054,9 +1050,6 @@ impl S3 for S3Front {
                 "Copying from an access point is not supported"
             ));
         };
-        let me = self
-            .owners
-            .account_of(req.credentials.as_ref().map(|c| c.access_key.as_str()));
         self.owners.check(&me, &from_bucket).await?;
         let (bucket, key) = (input.bucket, input.key);
         let attributes = content_type_of(input.content_type);
@@ -1065,7 +1058,7 @@ impl S3 for S3Front {
                 let size = o.head(&from_bucket, &from_key)?.size;
                 let mut reader = o.read(&from_bucket, &from_key, 0..size)?;
                 let mut writer = o.write(&bucket, &key, &attributes)?;
-                std::io::copy(&mut reader, &mut writer).map_err(|e| {
+                copy_all(&mut reader, &mut writer).map_err(|e| {
                     ObjectError::backend(format!("copying to s3://{bucket}/{key}"), e)
                 })?;
                 writer.finish()
@@ -1092,20 +1085,14 @@ impl S3 for S3Front {
             let (bucket, key) = (bucket.clone(), key.clone());
             self.port(move |o| {
                 if !o.bucket_exists(&bucket)? {
-                    return Err(ObjectError::new(
-                        ObjectErrorKind::NoSuchBucket,
-                        format!("bucket {bucket:?} does not exist"),
-                    ));
+                    return Err(ObjectError::no_bucket(&bucket));
                 }
                 crate::objects::check_key(&key)
                     .map_err(|m| ObjectError::new(ObjectErrorKind::BadName, m))
             })
             .await?;
         }
-        let id: String = crate::crypto::random::<16>()
-            .iter()
-            .map(|b| format!("{b:02x}"))
-            .collect();
+        let id = to_hex(&crate::crypto::random::<16>());
         let meta = UploadMeta {
             bucket: bucket.clone(),
             key: key.clone(),
@@ -1259,7 +1246,7 @@ impl S3 for S3Front {
         };
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
         let attributes = content_type_of(meta.content_type);
-        let objects = Arc::clone(&self.objects);
+        let objects = Arc::clone(&self.owners.objects);
         let tag = blocking(move || {
             let have = parts_of(&folder)?;
             let mut chosen = Vec::with_capacity(asked.len());
@@ -1291,7 +1278,7 @@ impl S3 for S3Front {
             writer.finish().map_err(s3_err)?;
             // Done: the parts go.
             let _ = std::fs::remove_dir_all(folder.dir());
-            Ok(format!("{}-{}", hex(&md5s.finalize()), chosen.len()))
+            Ok(format!("{}-{}", to_hex(&md5s.finalize()), chosen.len()))
         })
         .await?;
         Ok(S3Response::new(CompleteMultipartUploadOutput {
@@ -1335,10 +1322,6 @@ fn parts_of(folder: &LocalFolder) -> S3Result<Vec<StoredPart>> {
     }
     out.sort_by_key(|p| p.number);
     Ok(out)
-}
-
-fn hex(b: &[u8]) -> String {
-    b.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 fn unhex(s: &str) -> Option<Vec<u8>> {

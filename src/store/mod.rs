@@ -77,6 +77,12 @@ impl AccountId {
         AccountId(id.into())
     }
 
+    /// An account id as AWS writes them, 12 digits; `None` for anything
+    /// else.
+    pub fn parse(id: &str) -> Option<AccountId> {
+        (id.len() == 12 && id.bytes().all(|b| b.is_ascii_digit())).then(|| AccountId::new(id))
+    }
+
     /// The id as text.
     pub fn as_str(&self) -> &str {
         &self.0
