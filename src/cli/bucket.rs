@@ -166,7 +166,7 @@ pub(crate) fn run(cmd: Command) -> Result<(), CliError> {
             let mut from = std::fs::File::open(&file)
                 .map_err(|e| CliError(format!("{}: {e}", file.display())))?;
             let mut to = objects.write(&u.bucket, &u.key, &ObjectAttributes::default())?;
-            let n = std::io::copy(&mut from, &mut to)
+            let n = sluice::objects::copy(&mut from, &mut to)
                 .map_err(|e| CliError(format!("{}: {e}", file.display())))?;
             to.finish()?;
             println!("upload: {} to {u} ({n} bytes)", file.display());

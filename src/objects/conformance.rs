@@ -22,6 +22,7 @@ pub fn all(objects: &dyn Objects) {
     big_objects_stream(objects);
     unfinished_writes_leave_nothing(objects);
     names_are_checked(objects);
+    adopted_files_become_objects_or_stay(objects);
 }
 
 fn buckets(o: &dyn Objects) {
@@ -189,6 +190,35 @@ fn unfinished_writes_leave_nothing(o: &dyn Objects) {
         ObjectErrorKind::NoSuchKey
     );
     assert!(o.list("bkt", "half").unwrap().is_empty());
+}
+
+/// A file is either moved in as the object, whole, or left as it was.
+fn adopted_files_become_objects_or_stay(o: &dyn Objects) {
+    let dir = std::env::temp_dir().join(format!(
+        "sluice-adopt-{}-{}",
+        std::process::id(),
+        crate::crypto::to_hex(&crate::crypto::random::<6>())
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("whole");
+    std::fs::write(&file, b"adopted bytes").unwrap();
+    let attributes = ObjectAttributes::default();
+    match o.adopt("bkt", "adopted/k", &file, &attributes).unwrap() {
+        Some(info) => {
+            assert_eq!(info.size, 13);
+            assert!(!file.exists(), "a moved file is not left behind");
+            assert_eq!(get(o, "bkt", "adopted/k").unwrap(), b"adopted bytes");
+            o.delete("bkt", "adopted/k").unwrap();
+        }
+        None => {
+            assert_eq!(std::fs::read(&file).unwrap(), b"adopted bytes");
+            assert_eq!(
+                o.head("bkt", "adopted/k").unwrap_err().kind,
+                ObjectErrorKind::NoSuchKey
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 fn names_are_checked(o: &dyn Objects) {

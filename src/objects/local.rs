@@ -2,12 +2,14 @@
 //! below it; no symbolic link is ever followed.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Seek, SeekFrom, Write};
+use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use crate::crypto::{create_private, create_private_dir, create_private_dir_all};
+
+use super::direct::{DIRECT_READ_MIN, DirectReader, DirectWriter};
 
 use super::{
     BucketInfo, ObjectAttributes, ObjectError, ObjectErrorKind, ObjectInfo, ObjectWriter, Objects,
@@ -182,6 +184,17 @@ impl Objects for LocalObjects {
         self.folder(bucket)?.delete(key)
     }
 
+    fn adopt(
+        &self,
+        bucket: &str,
+        key: &str,
+        from: &Path,
+        _attributes: &ObjectAttributes,
+    ) -> Result<Option<ObjectInfo>, ObjectError> {
+        checked(bucket, key)?;
+        self.folder(bucket)?.adopt(key, from)
+    }
+
     fn locate(&self, bucket: &str, key: &str) -> String {
         let path = self.root.join(bucket).join(key);
         let abs = std::path::absolute(&path).unwrap_or(path);
@@ -317,6 +330,17 @@ impl LocalFolder {
             return Err(refused_link(&path));
         }
         let r = clamp(&range, opened.len());
+        // Large reads past the page cache (see `direct`), from the same
+        // file: opened again and checked again.
+        if r.end - r.start >= DIRECT_READ_MIN
+            && let Some(direct) = DirectReader::open(&path).map_err(|e| io_err(&path, e))?
+        {
+            let again = direct.metadata().map_err(|e| io_err(&path, e))?;
+            if (again.dev(), again.ino()) != (seen.dev(), seen.ino()) {
+                return Err(refused_link(&path));
+            }
+            return Ok(Box::new(DirectReader::new(direct, r.start, r.end)));
+        }
         file.seek(SeekFrom::Start(r.start))
             .map_err(|e| io_err(&path, e))?;
         Ok(Box::new(file.take(r.end - r.start)))
@@ -347,13 +371,73 @@ impl LocalFolder {
         // Only its owner reads it: objects hold people's data.
         let file = create_private(&part).map_err(|e| io_err(&part, e))?;
         Ok(LocalWriter {
-            file: Some(BufWriter::with_capacity(256 * 1024, file)),
+            file: Some(DirectWriter::new(&part, file)),
             part,
             dest,
             key: key.to_owned(),
             unsynced: 0,
             syncing: None,
         })
+    }
+
+    /// A writer of at most `limit` bytes into the file at `key` from
+    /// `offset` on (the file is made when missing; what is around the
+    /// span stays), for files assembled in place such as the parts of a
+    /// multipart upload.
+    ///
+    /// # Errors
+    ///
+    /// A symbolic link or folder on the way or at `key`, or an I/O error.
+    pub fn write_at(&self, key: &str, offset: u64, limit: u64) -> Result<SpanWriter, ObjectError> {
+        let at = self.folder_of(key, true)?.ok_or_else(|| bad_key(key))?;
+        let path = at.join(key.rsplit('/').next().unwrap_or(key));
+        let file = match create_private(&path) {
+            Ok(f) => f,
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+                let Place::File(seen) = self.place(key)? else {
+                    return Err(refused_file(&path));
+                };
+                let f = fs::OpenOptions::new()
+                    .write(true)
+                    .open(&path)
+                    .map_err(|e| io_err(&path, e))?;
+                let opened = f.metadata().map_err(|e| io_err(&path, e))?;
+                if (opened.dev(), opened.ino()) != (seen.dev(), seen.ino()) {
+                    return Err(refused_link(&path));
+                }
+                f
+            }
+            Err(e) => return Err(io_err(&path, e)),
+        };
+        Ok(SpanWriter {
+            inner: Some(DirectWriter::at(&path, file, offset, limit)),
+            path,
+            key: key.to_owned(),
+        })
+    }
+
+    /// Moves the file `from` (on this machine, written and synced) to
+    /// `key`, as a finished writer would put its file there; `None` when
+    /// `from` is on another file system (nothing moved).
+    ///
+    /// # Errors
+    ///
+    /// What [`LocalFolder::write`] refuses, or an I/O error.
+    pub fn adopt(&self, key: &str, from: &Path) -> Result<Option<ObjectInfo>, ObjectError> {
+        let at = self.folder_of(key, true)?.ok_or_else(|| bad_key(key))?;
+        let dest = at.join(key.rsplit('/').next().unwrap_or(key));
+        if let Place::Folder(at) = self.place(key)? {
+            return Err(ObjectError::new(
+                ObjectErrorKind::Refused,
+                format!("{} exists and is not a file", at.display()),
+            ));
+        }
+        match move_into(from, &dest) {
+            Err(e) if e.kind() == io::ErrorKind::CrossesDevices => return Ok(None),
+            r => r.map_err(|e| io_err(&dest, e))?,
+        }
+        let meta = fs::symlink_metadata(&dest).map_err(|e| io_err(&dest, e))?;
+        Ok(Some(info(key, &meta)))
     }
 
     /// Deletes the file at `key`, if there is one.
@@ -408,15 +492,16 @@ impl LocalFolder {
 /// Bytes written between two syncs started in the background.
 const SYNC_EVERY: u64 = 64 << 20;
 
-/// A file being written below a [`LocalFolder`].
+/// A file being written below a [`LocalFolder`]: large ones past the
+/// page cache (see `direct`).
 ///
-/// Every [`SYNC_EVERY`] bytes it starts syncing what is written so far on
-/// a thread of its own, so the disk takes the object while the rest
-/// arrives and [`ObjectWriter::finish`] waits only for the last part (a
-/// 1 GiB upload waited about 0.4 s for its sync on the development VM).
-#[derive(Debug)]
+/// Written through the page cache, every [`SYNC_EVERY`] bytes it starts
+/// syncing what is written so far on a thread of its own, so the disk
+/// takes the object while the rest arrives and [`ObjectWriter::finish`]
+/// waits only for the last part (a 1 GiB upload waited about 0.4 s for
+/// its sync on the development VM).
 pub struct LocalWriter {
-    file: Option<BufWriter<File>>,
+    file: Option<DirectWriter>,
     part: PathBuf,
     dest: PathBuf,
     key: String,
@@ -433,10 +518,10 @@ impl LocalWriter {
             return Ok(());
         }
         self.sync_done()?;
-        if let Some(f) = &self.file {
+        if let Some(f) = self.file.as_ref().filter(|f| !f.is_direct()) {
             // The same open file: an error the sync meets is seen here
             // (at `finish`, through `sync_done`), not lost to a copy.
-            let f = f.get_ref().try_clone()?;
+            let f = f.file().try_clone()?;
             self.syncing = Some(std::thread::spawn(move || f.sync_data()));
             self.unsynced = 0;
         }
@@ -488,25 +573,65 @@ impl ObjectWriter for LocalWriter {
             .file
             .take()
             .ok_or_else(|| ObjectError::backend(part.display(), "finished twice"))?;
-        let file = file
-            .into_inner()
-            .map_err(|e| io_err(&part, e.into_error()))?;
+        let (file, _) = file.finish().map_err(|e| io_err(&part, e))?;
         self.sync_done().map_err(|e| io_err(&part, e))?;
         file.sync_all().map_err(|e| io_err(&part, e))?;
         let meta = file.metadata().map_err(|e| io_err(&part, e))?;
         drop(file);
-        // What is at the destination now may not be replaced unless it is
-        // a file (never a folder or a link).
-        if let Ok(m) = fs::symlink_metadata(&self.dest)
-            && !m.is_file()
-        {
-            return Err(ObjectError::new(
-                ObjectErrorKind::Refused,
-                format!("{} exists and is not a file", self.dest.display()),
-            ));
-        }
-        fs::rename(&part, &self.dest).map_err(|e| io_err(&self.dest, e))?;
+        move_into(&part, &self.dest).map_err(|e| io_err(&self.dest, e))?;
         Ok(info(&self.key, &meta))
+    }
+}
+
+/// Renames `from` to `dest`, unless what is at `dest` now is something
+/// other than a file (never a folder or a link is replaced).
+fn move_into(from: &Path, dest: &Path) -> io::Result<()> {
+    if let Ok(m) = fs::symlink_metadata(dest)
+        && !m.is_file()
+    {
+        return Err(io::Error::other(format!(
+            "{} exists and is not a file",
+            dest.display()
+        )));
+    }
+    fs::rename(from, dest)
+}
+
+/// Bytes written into a span of a file (see [`LocalFolder::write_at`]).
+pub struct SpanWriter {
+    inner: Option<DirectWriter>,
+    path: PathBuf,
+    key: String,
+}
+
+impl Write for SpanWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match &mut self.inner {
+            Some(w) => w.write(buf),
+            None => Err(io::Error::other("the span was finished")),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl ObjectWriter for SpanWriter {
+    /// Writes and syncs the span; the object it describes is the span
+    /// (its key and the bytes written).
+    fn finish(mut self: Box<Self>) -> Result<ObjectInfo, ObjectError> {
+        let w = self
+            .inner
+            .take()
+            .ok_or_else(|| ObjectError::backend(self.path.display(), "finished twice"))?;
+        let (file, size) = w.finish().map_err(|e| io_err(&self.path, e))?;
+        file.sync_data().map_err(|e| io_err(&self.path, e))?;
+        let meta = file.metadata().map_err(|e| io_err(&self.path, e))?;
+        Ok(ObjectInfo {
+            size,
+            ..info(&self.key, &meta)
+        })
     }
 }
 

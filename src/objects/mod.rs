@@ -20,6 +20,7 @@ a URL means the same thing wherever its objects live and no key reaches
 outside its bucket. The local backend never follows a symbolic link.
 */
 
+mod direct;
 mod local;
 mod memory;
 #[cfg(feature = "s3")]
@@ -28,8 +29,10 @@ mod s3;
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::ops::Range;
+use std::path::Path;
 
-pub use local::{LocalFolder, LocalObjects, Walked};
+pub use direct::copy;
+pub use local::{LocalFolder, LocalObjects, LocalWriter, SpanWriter, Walked};
 pub use memory::MemoryObjects;
 #[cfg(feature = "s3")]
 pub use s3::{PARTS_IN_FLIGHT, READ_AHEAD, S3Config, S3Objects};
@@ -258,6 +261,26 @@ pub trait Objects: Send + Sync + fmt::Debug {
         key: &str,
         attributes: &ObjectAttributes,
     ) -> Result<Box<dyn ObjectWriter>, ObjectError>;
+
+    /// Makes the file `from` on this machine (whole and synced) the
+    /// object `key` by moving it, when the backend keeps objects as files
+    /// on the same file system; `None` when it cannot (the file is left,
+    /// and the caller writes the object instead).
+    ///
+    /// # Errors
+    ///
+    /// [`ObjectErrorKind::NoSuchBucket`], what [`Objects::write`] would
+    /// refuse, or the store's error.
+    fn adopt(
+        &self,
+        bucket: &str,
+        key: &str,
+        from: &Path,
+        attributes: &ObjectAttributes,
+    ) -> Result<Option<ObjectInfo>, ObjectError> {
+        let _ = (bucket, key, from, attributes);
+        Ok(None)
+    }
 
     /// Deletes an object (deleting one that is not there is no error).
     ///
