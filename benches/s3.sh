@@ -77,5 +77,12 @@ else
   echo "round trip: DIFFERENT" >&2
   exit 1
 fi
+# For scale, on the same machine in the same run: the CPU a plain `cp`
+# spends writing the file through the page cache (on a VM that hands
+# freed memory back to its host, first-touching fresh pages alone can
+# cost seconds per GiB; local buckets write large objects with O_DIRECT).
+"$TIME" -f "%U %S" -o "$WORK/cp.time" cp "$FILE" "$WORK/copy.csv"
+awk -v g="$GIB" '{ printf "peer: cp of the file, %.2f CPU-s per GiB\n", ($1 + $2) / g }' "$WORK/cp.time"
+rm -f "$WORK/copy.csv"
 peak=$(awk '/VmHWM/ { printf "%.0f", $2 / 1024 }' "/proc/$SERVE/status")
 echo "server peak memory: ${peak} MiB (target <= 256 MiB)"

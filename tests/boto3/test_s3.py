@@ -298,6 +298,65 @@ class S3Front(unittest.TestCase):
             s3.upload_part(Bucket="inbox", Key="big/small.bin", UploadId="f" * 32,
                            PartNumber=1, Body=b"x")
 
+    def test_6b_parts_in_any_order_numbering_and_size(self):
+        """Parts land in one spool file at their slots when they can; every
+        other shape (numbers with gaps, a part sent again, unaligned or
+        uneven sizes, the short last part first) is assembled as well."""
+        s3 = self.s3
+        five = 5 * MiB
+        data = blob(3 * five + 777, 6)
+        pieces = [data[:five], data[five:2 * five], data[2 * five:3 * five], data[3 * five:]]
+
+        def upload(key, parts, order=None):
+            up = s3.create_multipart_upload(Bucket="inbox", Key=key)["UploadId"]
+            tags = {}
+            for n in order or sorted(parts):
+                tags[n] = s3.upload_part(Bucket="inbox", Key=key, UploadId=up, PartNumber=n,
+                                         Body=parts[n])["ETag"]
+            return up, tags
+
+        def complete(key, up, tags):
+            s3.complete_multipart_upload(
+                Bucket="inbox", Key=key, UploadId=up,
+                MultipartUpload={"Parts": [{"PartNumber": n, "ETag": t}
+                                           for n, t in sorted(tags.items())]})
+            return s3.get_object(Bucket="inbox", Key=key)["Body"].read()
+
+        # Out of order, the short last part first.
+        parts = {n + 1: p for n, p in enumerate(pieces)}
+        up, tags = upload("lay/order.bin", parts, order=[4, 3, 1, 2])
+        self.assertEqual(complete("lay/order.bin", up, tags), data)
+        # A part sent again: the newer one is the part, the older ETag is gone.
+        up, tags = upload("lay/again.bin", parts)
+        other = bytes(reversed(pieces[1]))
+        old = tags[2]
+        tags[2] = s3.upload_part(Bucket="inbox", Key="lay/again.bin", UploadId=up, PartNumber=2,
+                                 Body=other)["ETag"]
+        self.assertNotEqual(old, tags[2])
+        listed = s3.list_parts(Bucket="inbox", Key="lay/again.bin", UploadId=up)["Parts"]
+        self.assertEqual([(p["PartNumber"], p["ETag"]) for p in listed], sorted(tags.items()))
+        with self.assertRaises(s3.exceptions.ClientError) as e:
+            complete("lay/again.bin", up, {**tags, 2: old})
+        self.assertEqual(self.error_code(e), "InvalidPart")
+        self.assertEqual(complete("lay/again.bin", up, tags),
+                         pieces[0] + other + pieces[2] + pieces[3])
+        # Numbers with gaps.
+        gappy = {1: pieces[0], 3: pieces[1], 7: pieces[2] + pieces[3]}
+        up, tags = upload("lay/gaps.bin", gappy)
+        self.assertEqual(complete("lay/gaps.bin", up, tags), data)
+        # Sizes that are not whole blocks, and parts of uneven sizes.
+        uneven = {1: data[:five + 1], 2: data[five + 1:3 * five], 3: data[3 * five:]}
+        up, tags = upload("lay/uneven.bin", uneven)
+        self.assertEqual(complete("lay/uneven.bin", up, tags), data)
+        # A last part larger than the others.
+        big_last = {1: data[:five], 2: data[five:]}
+        up, tags = upload("lay/big-last.bin", big_last)
+        self.assertEqual(complete("lay/big-last.bin", up, tags), data)
+        # Completed with fewer parts than were sent: only those.
+        up, tags = upload("lay/fewer.bin", parts)
+        del tags[4], tags[3]
+        self.assertEqual(complete("lay/fewer.bin", up, tags), data[:2 * five])
+
     def test_7_the_aws_cli(self):
         aws = shutil.which("aws")
         self.assertIsNotNone(aws, "the aws CLI is installed by tests/boto3/venv.sh")
