@@ -1,6 +1,7 @@
 //! Objects in folders on this machine: a bucket is a folder, a key a path
 //! below it; no symbolic link is ever followed.
 
+use std::borrow::Cow;
 use std::fs::{self, File};
 use std::io::{self, Read, Seek, SeekFrom, Write};
 use std::ops::Range;
@@ -196,7 +197,7 @@ impl Objects for LocalObjects {
     }
 
     fn locate(&self, bucket: &str, key: &str) -> String {
-        let path = self.root.join(bucket).join(key);
+        let path = LocalFolder::new(self.root.join(bucket)).path_of(key);
         let abs = std::path::absolute(&path).unwrap_or(path);
         format!("file://{}", abs.display())
     }
@@ -231,6 +232,15 @@ impl LocalFolder {
         &self.dir
     }
 
+    /// Where the file of `key` is (or would be).
+    pub fn path_of(&self, key: &str) -> PathBuf {
+        let mut at = self.dir.clone();
+        for seg in key.split('/') {
+            at.push(&*file_name(seg));
+        }
+        at
+    }
+
     /// Every file below the folder as an object, by key, and what could
     /// not be listed (a symbolic link, a name that is not UTF-8, something
     /// that is not a regular file, a folder that cannot be read), with its
@@ -241,7 +251,7 @@ impl LocalFolder {
     /// When the folder itself cannot be read.
     pub fn walk(&self) -> Result<Walked, ObjectError> {
         let (mut files, mut problems) = (Vec::new(), Vec::new());
-        walk(&self.dir, "", &mut files, &mut problems).map_err(|e| io_err(&self.dir, e))?;
+        walk(&self.dir, None, &mut files, &mut problems).map_err(|e| io_err(&self.dir, e))?;
         files.sort_by(|a, b| a.key.cmp(&b.key));
         Ok((files, problems))
     }
@@ -254,7 +264,7 @@ impl LocalFolder {
         let (_, dirs) = segs.split_last().ok_or_else(|| bad_key(key))?;
         let mut at = self.dir.clone();
         for d in dirs {
-            at.push(d);
+            at.push(&*file_name(d));
             match fs::symlink_metadata(&at) {
                 Ok(m) if m.is_dir() => {}
                 Ok(m) if m.file_type().is_symlink() => return Err(refused_link(&at)),
@@ -281,7 +291,7 @@ impl LocalFolder {
         let Some(mut at) = self.folder_of(key, false)? else {
             return Ok(Place::Free);
         };
-        at.push(key.rsplit('/').next().unwrap_or(key));
+        at.push(&*file_name(last_segment(key)));
         match fs::symlink_metadata(&at) {
             Ok(m) if m.is_file() && m.nlink() > 1 => Err(refused_hard_link(&at)),
             Ok(m) if m.is_file() => Ok(Place::File(m)),
@@ -318,10 +328,10 @@ impl LocalFolder {
         let Place::File(seen) = self.place(key)? else {
             return Err(ObjectError::new(
                 ObjectErrorKind::NoSuchKey,
-                format!("{} does not exist", self.dir.join(key).display()),
+                format!("{} does not exist", self.path_of(key).display()),
             ));
         };
-        let path = self.dir.join(key);
+        let path = self.path_of(key);
         let mut file = File::open(&path).map_err(|e| io_err(&path, e))?;
         // The file opened must be the one looked at: a link swapped in
         // between is refused.
@@ -355,7 +365,7 @@ impl LocalFolder {
     /// than a file at `key`, or an I/O error.
     pub fn write(&self, key: &str) -> Result<LocalWriter, ObjectError> {
         let at = self.folder_of(key, true)?.ok_or_else(|| bad_key(key))?;
-        let dest = at.join(key.rsplit('/').next().unwrap_or(key));
+        let dest = at.join(&*file_name(last_segment(key)));
         // Something other than a file at the place refuses it now.
         if let Place::Folder(at) = self.place(key)? {
             return Err(ObjectError::new(
@@ -390,7 +400,7 @@ impl LocalFolder {
     /// A symbolic link or folder on the way or at `key`, or an I/O error.
     pub fn write_at(&self, key: &str, offset: u64, limit: u64) -> Result<SpanWriter, ObjectError> {
         let at = self.folder_of(key, true)?.ok_or_else(|| bad_key(key))?;
-        let path = at.join(key.rsplit('/').next().unwrap_or(key));
+        let path = at.join(&*file_name(last_segment(key)));
         let file = match create_private(&path) {
             Ok(f) => f,
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
@@ -425,7 +435,7 @@ impl LocalFolder {
     /// What [`LocalFolder::write`] refuses, or an I/O error.
     pub fn adopt(&self, key: &str, from: &Path) -> Result<Option<ObjectInfo>, ObjectError> {
         let at = self.folder_of(key, true)?.ok_or_else(|| bad_key(key))?;
-        let dest = at.join(key.rsplit('/').next().unwrap_or(key));
+        let dest = at.join(&*file_name(last_segment(key)));
         if let Place::Folder(at) = self.place(key)? {
             return Err(ObjectError::new(
                 ObjectErrorKind::Refused,
@@ -447,7 +457,7 @@ impl LocalFolder {
     /// A symbolic link on the way, or an I/O error.
     pub fn delete(&self, key: &str) -> Result<(), ObjectError> {
         if let Place::File(_) = self.place(key)? {
-            let path = self.dir.join(key);
+            let path = self.path_of(key);
             match fs::remove_file(&path) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -715,7 +725,7 @@ fn refused_file(at: &Path) -> ObjectError {
 /// and what could not be walked (with why).
 fn walk(
     dir: &Path,
-    relative: &str,
+    relative: Option<&str>,
     files: &mut Vec<ObjectInfo>,
     problems: &mut Vec<(String, String)>,
 ) -> io::Result<()> {
@@ -732,10 +742,17 @@ fn walk(
         if name.starts_with(PART_PREFIX) {
             continue;
         }
-        let rel = join(relative, &name);
+        let Some(segment) = key_segment(&name) else {
+            problems.push((
+                join(relative, &name),
+                format!("a name starting with {ESCAPE} that is not an escaped key segment"),
+            ));
+            continue;
+        };
+        let rel = join(relative, &segment);
         match entry.file_type() {
             Ok(t) if t.is_dir() => {
-                if let Err(e) = walk(&entry.path(), &rel, files, problems) {
+                if let Err(e) = walk(&entry.path(), Some(&rel), files, problems) {
                     problems.push((rel, format!("the folder cannot be read: {e}")));
                 }
             }
@@ -756,12 +773,58 @@ fn walk(
     Ok(())
 }
 
-fn join(relative: &str, name: &str) -> String {
-    if relative.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{relative}/{name}")
+/// A key below the folder's top (`None`) or below the key `relative`.
+fn join(relative: Option<&str>, segment: &str) -> String {
+    match relative {
+        None => segment.to_owned(),
+        Some(r) => format!("{r}/{segment}"),
     }
+}
+
+/// Starts the file name of a key segment that is kept escaped.
+const ESCAPE: char = '%';
+
+fn last_segment(key: &str) -> &str {
+    key.rsplit('/').next().unwrap_or(key)
+}
+
+/// The file name of a key segment: the segment itself, unless a folder
+/// cannot hold it as a name (empty, as in `s3://inbox//x.csv` or a key
+/// ending in `/`; `.`; `..`) or it would be read as something else (a
+/// name that starts with [`ESCAPE`], or an unfinished write's): then
+/// [`ESCAPE`] and its bytes in hex (`""` is `%`, `..` is `%2e2e`).
+fn file_name(segment: &str) -> Cow<'_, str> {
+    if segment.is_empty()
+        || segment == "."
+        || segment == ".."
+        || segment.starts_with(ESCAPE)
+        || segment.starts_with(PART_PREFIX)
+    {
+        Cow::Owned(format!(
+            "{ESCAPE}{}",
+            crate::crypto::to_hex(segment.as_bytes())
+        ))
+    } else {
+        Cow::Borrowed(segment)
+    }
+}
+
+/// The key segment a file name holds; `None` for a name that starts
+/// with [`ESCAPE`] but is not one [`file_name`] makes.
+fn key_segment(name: &str) -> Option<Cow<'_, str>> {
+    let Some(hex) = name.strip_prefix(ESCAPE) else {
+        return Some(Cow::Borrowed(name));
+    };
+    if !hex.len().is_multiple_of(2) {
+        return None;
+    }
+    let bytes = (0..hex.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(hex.get(i..i + 2)?, 16).ok())
+        .collect::<Option<Vec<u8>>>()?;
+    let segment = String::from_utf8(bytes).ok()?;
+    // Only what `file_name` escapes: one name per segment.
+    (file_name(&segment) == name).then_some(Cow::Owned(segment))
 }
 
 #[cfg(test)]
@@ -831,6 +894,49 @@ mod tests {
                 .is_err()
         );
         assert_eq!(fs::read(&outside).unwrap(), b"secret");
+    }
+
+    #[test]
+    fn keys_a_folder_cannot_name_are_kept_escaped_inside_the_bucket() {
+        let dir = tempfile::tempdir().unwrap();
+        let objects = LocalObjects::new(dir.path().join("buckets"));
+        objects.create_bucket("bkt").unwrap();
+        let keys = ["/x.csv", "a//b", "dir/", "../../x", "%41", ".sluice-part-1"];
+        for k in keys {
+            super::super::put(&objects, "bkt", k, k.as_bytes(), &ObjectAttributes::default()).unwrap();
+        }
+        let bkt = dir.path().join("buckets/bkt");
+        for (key, file) in [
+            ("/x.csv", "%/x.csv"),
+            ("a//b", "a/%/b"),
+            ("dir/", "dir/%"),
+            ("../../x", "%2e2e/%2e2e/x"),
+            ("%41", "%253431"),
+            (".sluice-part-1", "%2e736c756963652d706172742d31"),
+        ] {
+            assert_eq!(fs::read(bkt.join(file)).unwrap(), key.as_bytes(), "{key}");
+        }
+        // Nothing beside the bucket; a crash clean-up keeps the key that
+        // looks like an unfinished write.
+        assert_eq!(fs::read_dir(dir.path().join("buckets")).unwrap().count(), 1);
+        assert!(!dir.path().join("x").exists());
+        assert_eq!(objects.remove_partial().unwrap(), 0);
+        let mut listed: Vec<String> = objects
+            .list("bkt", "")
+            .unwrap()
+            .into_iter()
+            .map(|o| o.key)
+            .collect();
+        listed.sort();
+        let mut want: Vec<String> = keys.iter().map(|k| k.to_string()).collect();
+        want.sort();
+        assert_eq!(listed, want);
+        // A name no key makes is reported, not listed as one.
+        fs::write(bkt.join("%zz"), b"by hand").unwrap();
+        let (files, problems) = LocalFolder::new(&bkt).walk().unwrap();
+        assert_eq!(files.len(), keys.len());
+        assert_eq!(problems.len(), 1);
+        assert_eq!(problems[0].0, "%zz");
     }
 
     #[test]

@@ -14,10 +14,11 @@ through paths: a folder of folders on this machine ([`LocalObjects`]), memory
   it visible only when [`ObjectWriter::finish`] succeeds: an object is whole
   or absent, and one dropped half-written leaves nothing.
 
-Bucket names follow S3's rules ([`check_bucket_name`]) and keys are paths of
-non-empty segments without `.` or `..` ([`check_key`]), in every backend, so
-a URL means the same thing wherever its objects live and no key reaches
-outside its bucket. The local backend never follows a symbolic link.
+Bucket names follow S3's rules ([`check_bucket_name`]) and keys S3's, less
+control characters ([`check_key`]), in every backend, so a URL means the
+same thing wherever its objects live. The local backend keeps segments a
+folder cannot hold as names (empty, `.`, `..`) escaped, so no key reaches
+outside its bucket, and never follows a symbolic link.
 */
 
 mod direct;
@@ -427,9 +428,12 @@ pub fn check_bucket_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// The keys every backend takes: at most [`MAX_KEY_BYTES`] bytes of
-/// `/`-separated segments, none empty, `.` or `..`, and no control
-/// characters.
+/// The keys every backend takes: what S3 takes (at most
+/// [`MAX_KEY_BYTES`] bytes; `a//b`, `/x.csv`, `dir/` and `../x` are keys
+/// like any other), without control characters. A backend that cannot
+/// hold some of them says so ([`ObjectErrorKind::BadName`]): the S3 one
+/// refuses empty, `.` and `..` segments, which its client cannot send.
+/// The local one keeps every key, never outside its bucket.
 ///
 /// # Errors
 ///
@@ -444,11 +448,8 @@ pub fn check_key(key: &str) -> Result<(), String> {
             key.len()
         ));
     }
-    if key.split('/').any(|seg| seg == "." || seg == "..") {
-        return Err("a key has no . or .. segments".into());
-    }
-    if key.split('/').any(str::is_empty) || key.chars().any(char::is_control) {
-        return Err("a key has no empty segments or control characters".into());
+    if key.chars().any(char::is_control) {
+        return Err("a key has no control characters".into());
     }
     Ok(())
 }
@@ -490,13 +491,14 @@ mod tests {
         );
         assert_eq!(ObjectUrl::parse("s3://bkt").unwrap().key, "");
         assert_eq!(ObjectUrl::parse("s3://bkt/in/").unwrap().key, "in/");
+        // S3's keys, as S3 keeps them.
+        assert_eq!(ObjectUrl::parse("s3://inbox//x.csv").unwrap().key, "/x.csv");
+        assert_eq!(ObjectUrl::parse("s3://bkt/a/../x").unwrap().key, "a/../x");
         for (bad, says) in [
             ("http://b/k", "does not start with s3://"),
             ("s3://B/k", "bucket name"),
             ("s3://ab/k", "bucket name"),
-            ("s3://bkt/../x", ". or .."),
-            ("s3://bkt/a/./x", ". or .."),
-            ("s3://bkt/a//x", "empty segments"),
+            ("s3://bkt/a\u{7}", "control characters"),
             ("s3://../etc", "bucket name"),
         ] {
             let err = ObjectUrl::parse(bad).unwrap_err().to_string();

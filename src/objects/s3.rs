@@ -243,6 +243,16 @@ fn buckets_of(xml: &str) -> Vec<BucketInfo> {
 }
 
 fn path(bucket: &str, key: &str) -> Result<ObjectPath, ObjectError> {
+    // object_store's paths have no empty segments: it would drop a
+    // leading or trailing `/` and keep the object under another key.
+    if key.starts_with('/') || key.ends_with('/') || key.contains("//") {
+        return Err(ObjectError::new(
+            ObjectErrorKind::BadName,
+            format!(
+                "s3://{bucket}/{key}: keys with empty segments cannot be kept in an S3-compatible store here"
+            ),
+        ));
+    }
     ObjectPath::parse(key).map_err(|e| {
         ObjectError::new(
             ObjectErrorKind::BadName,

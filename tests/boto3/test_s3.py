@@ -392,6 +392,18 @@ class S3Front(unittest.TestCase):
         self.assertIn("PRE in/", run("ls", "s3://cli/"))
         # A second sync has nothing to do.
         self.assertEqual(run("sync", tree, "s3://cli/tree/").strip(), "")
+        # S3 keys that a folder cannot name as they are keep their keys.
+        small = os.path.join(tree, "a.csv")
+        run("cp", small, "s3://cli//x.csv")
+        run("cp", small, "s3://cli/odd/../dots.csv")
+        keys = [o["Key"] for o in self.s3.list_objects_v2(Bucket="cli")["Contents"]]
+        self.assertIn("/x.csv", keys)
+        self.assertIn("odd/../dots.csv", keys)
+        self.assertNotIn("x.csv", keys)
+        self.assertNotIn("dots.csv", keys)
+        run("cp", "s3://cli//x.csv", os.path.join(self.tmp, "x-back.csv"))
+        with open(os.path.join(self.tmp, "x-back.csv")) as f:
+            self.assertEqual(f.read(), "a\n")
         run("rm", "--recursive", "s3://cli/")
         self.assertEqual(run("ls", "--recursive", "s3://cli/").strip(), "")
         run("rb", "s3://cli")
@@ -418,6 +430,22 @@ class S3Front(unittest.TestCase):
         self.assertEqual(r["JobStatus"], "COMPLETED", r)
         self.assertEqual(r["TotalProcessed"], 2, r)
         self.assertEqual(r["FailedPieces"], 0, r)
+        # s3://endpoints//x.csv is the key "/x.csv", not "x.csv".
+        s3.put_object(Bucket="endpoints", Key="/x.csv",
+                      Body=b"ChannelType,Address,User.UserId\nEMAIL,cy@example.com,u3\n")
+        s3.put_object(Bucket="endpoints", Key="x.csv", Body=b"not,this\n")
+        job = pp.create_import_job(ApplicationId=app, ImportJobRequest={
+            "Format": "CSV", "S3Url": "s3://endpoints//x.csv",
+            "RoleArn": "arn:aws:iam::123456789012:role/PinpointImport"})["ImportJobResponse"]
+        deadline = time.time() + 60
+        while True:
+            r = pp.get_import_job(ApplicationId=app, JobId=job["Id"])["ImportJobResponse"]
+            if r["JobStatus"] in ("COMPLETED", "FAILED"):
+                break
+            self.assertLess(time.time(), deadline, r)
+            time.sleep(0.1)
+        self.assertEqual((r["JobStatus"], r["TotalProcessed"], r["FailedPieces"]),
+                         ("COMPLETED", 1, 0), r)
 
     def test_9_signed_for_another_region(self):
         import boto3
