@@ -10,12 +10,13 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use sluice::ingest::{IngestBuilder, Input};
 use sluice::job::{
-    Clock, JobError, JobSpec, JobStatus, ProfileJob, Runner, RunnerConfig, Source, new_job_id,
+    Clock, Holder, JobError, JobSpec, JobStatus, ProfileJob, Runner, RunnerConfig, Source,
+    job_lease, new_job_id,
 };
 use sluice::mapping::MappingFile;
 use sluice::store::{
-    AccountId, Domain, JobRecord, JobRef, JobStore, ProfileStore, SqliteStore, StoreError,
-    Transition,
+    AccountId, Domain, JobRecord, JobRef, JobStore, LeaseStore, ProfileStore, SqliteStore,
+    StoreError, Transition,
 };
 
 const ROOT: &str = env!("CARGO_MANIFEST_DIR");
@@ -417,6 +418,58 @@ fn illegal_transitions_are_errors_and_stops_are_checked() {
     let err = e.runner.start(e.job_ref(&created.id)).unwrap_err();
     assert!(err.to_string().contains("is STOPPED"), "{err}");
     assert_eq!(e.store.count_profiles(&e.acct, "customers", T0).unwrap(), 0);
+}
+
+#[test]
+fn a_job_whose_runner_died_can_be_stopped() {
+    // This runner runs nothing: the job's runner was another process.
+    let e = env(0, 100);
+    e.domain("customers", 14);
+    let spec = JobSpec::Profiles(e.job("customers", &[sample()], None));
+    let job = |id: &str| e.runner.create(&e.acct, id, &spec, None).unwrap().id;
+    let running = |id: &str| {
+        for (from, to) in [
+            (JobStatus::Created, JobStatus::Queued),
+            (JobStatus::Queued, JobStatus::Running),
+        ] {
+            e.store
+                .transition(e.job_ref(id), &Transition::new(from, to, T0))
+                .unwrap();
+        }
+    };
+    // Held by a live runner: it stops between pieces, not here.
+    let held = job(&new_job_id());
+    running(&held);
+    let lease = e
+        .store
+        .acquire_lease(
+            &e.acct,
+            &job_lease(&held),
+            Holder::this_process().as_str(),
+            T0,
+            60_000,
+        )
+        .unwrap()
+        .unwrap();
+    let j = e.runner.stop(e.job_ref(&held)).unwrap();
+    assert_eq!(j.status, JobStatus::Running);
+    assert!(j.stop_requested, "{j:#?}");
+    // Its runner died: no lease is held (or the holder is gone).
+    e.store.release_lease(&lease).unwrap();
+    let j = e.runner.stop(e.job_ref(&held)).unwrap();
+    assert_eq!(j.status, JobStatus::Stopped, "{j:#?}");
+    assert!(
+        j.status_reason
+            .as_deref()
+            .unwrap()
+            .contains("after its runner stopped"),
+        "{j:#?}"
+    );
+    // A stopped job stays stopped; stopping again changes nothing.
+    assert_eq!(
+        e.runner.stop(e.job_ref(&held)).unwrap().status,
+        JobStatus::Stopped
+    );
 }
 
 #[test]

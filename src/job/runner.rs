@@ -329,12 +329,50 @@ impl Runner {
             }
         }
         let key = (job.account.clone(), job.id.to_owned());
-        if let Some(p) = self.shared.state().running.get(&key) {
+        let here = self.shared.state().running.get(&key).map(|p| {
             p.stop();
+        });
+        if here.is_none() && record.status == JobStatus::Running {
+            self.stop_orphan(job, &record)?;
         }
         Ok(store
             .job(job)?
             .ok_or_else(|| StoreError::NoJob(job.id.to_owned()))?)
+    }
+
+    /// Stops a `RUNNING` job that no live runner holds (its process died):
+    /// nothing would see its stop flag until a runner took it up again,
+    /// which on a store whose workers are all gone is never. What it wrote
+    /// stays; what a split job staged and did not merge goes.
+    fn stop_orphan(&self, job: JobRef<'_>, record: &JobRecord) -> Result<(), JobError> {
+        let store = &*self.shared.store;
+        let now = self.shared.now();
+        let lease = store.lease(job.account, &job_lease(job.id))?;
+        if lease.is_some_and(|l| l.deadline_ms > now && !Holder::is_gone(&l.holder)) {
+            // Held: its runner sees the flag between pieces.
+            return Ok(());
+        }
+        let reason = format!(
+            "stopped on request after its runner stopped during attempt {}; \
+             what it wrote before stays",
+            record.attempts
+        );
+        let t = Transition {
+            reason: Some(&reason),
+            fence: Some(record.attempts),
+            ..Transition::new(JobStatus::Running, JobStatus::Stopped, now)
+        };
+        match store.transition(job, &t) {
+            Ok(_) => {
+                if let Some(ranges) = store.range_store() {
+                    ranges.drop_ranges(job)?;
+                }
+                Ok(())
+            }
+            // A runner took it up meanwhile: it sees the flag.
+            Err(StoreError::Transition { .. } | StoreError::Fenced { .. }) => Ok(()),
+            Err(e) => Err(e.into()),
+        }
     }
 
     /// Blocks until a job is in a terminal state, or `timeout` passes;

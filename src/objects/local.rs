@@ -903,7 +903,14 @@ mod tests {
         objects.create_bucket("bkt").unwrap();
         let keys = ["/x.csv", "a//b", "dir/", "../../x", "%41", ".sluice-part-1"];
         for k in keys {
-            super::super::put(&objects, "bkt", k, k.as_bytes(), &ObjectAttributes::default()).unwrap();
+            super::super::put(
+                &objects,
+                "bkt",
+                k,
+                k.as_bytes(),
+                &ObjectAttributes::default(),
+            )
+            .unwrap();
         }
         let bkt = dir.path().join("buckets/bkt");
         for (key, file) in [
