@@ -428,11 +428,7 @@ impl Pinpoint {
             .ok_or_else(|| ApiError::internal(&"the runner has no buckets"))?;
         // Another account's bucket is one this account cannot see.
         if let Ok(url) = ObjectUrl::parse(&s3_url) {
-            let owner = crate::store::bucket_owner(
-                self.store().as_ref(),
-                &url.bucket,
-                &crate::store::AccountId::default(),
-            )?;
+            let owner = crate::store::bucket_owner(self.store().as_ref(), &url.bucket)?;
             if owner != *self.account() {
                 return Err(ApiError::not_found(format!(
                     "S3Url: bucket {:?} does not exist",

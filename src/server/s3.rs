@@ -80,7 +80,9 @@ const MAX_PART_NUMBER: i32 = 10_000;
 /// Whose buckets are: bucket names are one namespace, and a bucket belongs
 /// to the account that made it through S3 (recorded in the store); one
 /// with no such record (made by `sluice bucket mb`, or before accounts) to
-/// the default account. Another account gets S3's `AccessDenied`.
+/// the default account ([`crate::store::bucket_owner`]), as for the other
+/// services. Another account gets S3's `AccessDenied`. Keys without an
+/// account act for `default_account`.
 #[derive(Clone)]
 pub(crate) struct Owners {
     pub(crate) store: Arc<dyn Store>,
@@ -103,9 +105,8 @@ impl Owners {
     }
 
     /// Whose a bucket is ([`crate::store::bucket_owner`]).
-    fn owner(store: &dyn Store, default: &AccountId, bucket: &str) -> Result<AccountId, S3Error> {
-        crate::store::bucket_owner(store, bucket, default)
-            .map_err(|e| s3_error!(InternalError, "{e}"))
+    fn owner(store: &dyn Store, bucket: &str) -> Result<AccountId, S3Error> {
+        crate::store::bucket_owner(store, bucket).map_err(|e| s3_error!(InternalError, "{e}"))
     }
 
     /// Ok when `account` may use `bucket`; `NoSuchBucket` when there is no
@@ -114,7 +115,7 @@ impl Owners {
         let (me, bucket) = (self.clone(), bucket.to_owned());
         let account = account.clone();
         blocking(move || {
-            if Owners::owner(me.store.as_ref(), &me.default_account, &bucket)? == account {
+            if Owners::owner(me.store.as_ref(), &bucket)? == account {
                 return Ok(());
             }
             if !me.objects.bucket_exists(&bucket).map_err(s3_err)? {
@@ -688,7 +689,7 @@ impl S3 for S3Front {
         let buckets = blocking(move || {
             let mut mine = Vec::new();
             for b in buckets {
-                let owner = Owners::owner(owners.store.as_ref(), &owners.default_account, &b.name)?;
+                let owner = Owners::owner(owners.store.as_ref(), &b.name)?;
                 if owner == me {
                     mine.push(b);
                 }
@@ -727,9 +728,7 @@ impl S3 for S3Front {
         {
             let owners = self.owners.clone();
             let (b, me) = (bucket.clone(), me.clone());
-            let owner =
-                blocking(move || Owners::owner(owners.store.as_ref(), &owners.default_account, &b))
-                    .await?;
+            let owner = blocking(move || Owners::owner(owners.store.as_ref(), &b)).await?;
             if owner != me {
                 return Err(s3_error!(
                     BucketAlreadyExists,

@@ -1447,23 +1447,20 @@ pub trait BucketStore: Send + Sync {
 
 /// Whose a bucket is: bucket names are one namespace for all accounts, and
 /// a bucket belongs to the account that recorded it (an S3 CreateBucket),
-/// or — with no record but the default account's, or none — to `default`
-/// (buckets made by `sluice bucket mb`, or before accounts).
+/// or — with no record but the default account's, or none — to the
+/// default account (buckets made by `sluice bucket mb`, or before
+/// accounts), for every service alike.
 ///
 /// # Errors
 ///
 /// A backend error.
-pub fn bucket_owner(
-    store: &dyn BucketStore,
-    bucket: &str,
-    default: &AccountId,
-) -> Result<AccountId, StoreError> {
+pub fn bucket_owner(store: &dyn BucketStore, bucket: &str) -> Result<AccountId, StoreError> {
+    let default = AccountId::default();
     let accounts = store.bucket_accounts(bucket)?;
     Ok(accounts
-        .iter()
+        .into_iter()
         .find(|a| *a != default)
-        .unwrap_or(default)
-        .clone())
+        .unwrap_or(default))
 }
 
 /// One byte range of one of a job's inputs, as planned.

@@ -562,11 +562,7 @@ impl ImportExport {
                     format!("{field}: the bucket {bucket} does not exist"),
                 ));
             }
-            let owner = crate::store::bucket_owner(
-                self.store.as_ref(),
-                &bucket,
-                &crate::store::AccountId::default(),
-            )?;
+            let owner = crate::store::bucket_owner(self.store.as_ref(), &bucket)?;
             if owner != self.config.account {
                 return Err(ImportExportError::new(
                     Exception::BucketPermission,
