@@ -27,7 +27,7 @@ BUILD=""
 # shellcheck source=benches/common.sh
 . benches/common.sh
 # shellcheck source=tests/pg/cluster.sh
-. tests/pg/cluster.sh
+PG_SSL=${PG_SSL:-0} . tests/pg/cluster.sh   # plain, as the figures were measured
 WORK=$(mktemp -d /tmp/sluice-distributed.XXXXXX)
 PIDS=()
 cleanup() {

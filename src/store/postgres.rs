@@ -16,6 +16,7 @@ use postgres::error::SqlState;
 use postgres::{Client, IsolationLevel, NoTls, Row, Transaction};
 
 mod ranges;
+mod tls;
 
 use super::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, EndpointBatch,
@@ -225,7 +226,8 @@ const POOL_SIZE: usize = 8;
 
 /// Every port on one PostgreSQL database.
 pub struct PgStore {
-    url: String,
+    /// The URL as the client takes it, and the TLS it connects with.
+    connection: tls::Connection,
     location: String,
     pool: Mutex<Vec<Client>>,
 }
@@ -328,9 +330,15 @@ impl PgStore {
     /// names the URL without its password), or the schema is newer than
     /// this build's.
     pub fn open(url: &str) -> Result<PgStore, StoreError> {
+        let location = redact(url);
+        let connection = tls::prepare(url).map_err(|message| StoreError::Backend {
+            location: location.clone(),
+            message,
+            transient: false,
+        })?;
         let store = PgStore {
-            url: url.to_owned(),
-            location: redact(url),
+            connection,
+            location,
             pool: Mutex::new(Vec::new()),
         };
         blocking(|| {
@@ -343,10 +351,12 @@ impl PgStore {
     }
 
     fn connect(&self) -> Result<Client, StoreError> {
-        Client::connect(&self.url, NoTls).map_err(|e| StoreError::Backend {
-            location: self.location.clone(),
-            message: format!("cannot connect: {}", full(&e)),
-            transient: true,
+        Client::connect(&self.connection.url, self.connection.tls.clone()).map_err(|e| {
+            StoreError::Backend {
+                location: self.location.clone(),
+                message: format!("cannot connect: {}", full(&e)),
+                transient: true,
+            }
         })
     }
 
@@ -1939,6 +1949,58 @@ mod tests {
         assert!(err.contains("postgresql://ann@127.0.0.1:9/sluice"), "{err}");
         assert!(!err.contains("secret"), "{err}");
         assert!(err.contains("cannot connect"), "{err}");
+    }
+
+    #[test]
+    fn connections_are_encrypted_and_checked_as_sslmode_says() {
+        let Some(server) = TestServer::from_env("store::postgres::tls") else {
+            return;
+        };
+        let Ok(ca) = std::env::var("SLUICE_TEST_PG_CA") else {
+            assert!(
+                std::env::var("SLUICE_REQUIRE_PG").as_deref() != Ok("1"),
+                "SLUICE_TEST_PG_CA: the CA of a cluster with TLS (tests/pg/cluster.sh)"
+            );
+            eprintln!("store::postgres::tls skipped: SLUICE_TEST_PG_CA is not set");
+            return;
+        };
+        let url = server.fresh();
+        let with = |url: &str, extra: &str| {
+            let sep = if url.contains('?') { '&' } else { '?' };
+            format!("{url}{sep}{extra}")
+        };
+        let encrypted = |url: &str| -> Result<bool, String> {
+            let store = PgStore::open(url).map_err(|e| e.to_string())?;
+            let mut c = store.connect().map_err(|e| e.to_string())?;
+            let row = c
+                .query_one(
+                    "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+                    &[],
+                )
+                .map_err(|e| e.to_string())?;
+            Ok(row.get(0))
+        };
+        let full = format!("sslmode=verify-full&sslrootcert={ca}");
+        assert_eq!(encrypted(&url), Ok(true), "prefer, the default");
+        assert_eq!(encrypted(&with(&url, &full)), Ok(true));
+        assert_eq!(encrypted(&with(&url, "sslmode=require")), Ok(true));
+        assert_eq!(encrypted(&with(&url, "sslmode=disable")), Ok(false));
+        // Not signed by the system's roots: refused, saying why.
+        let err = encrypted(&with(&url, "sslmode=verify-full&sslrootcert=system")).unwrap_err();
+        assert!(
+            err.contains("cannot connect") && err.contains("certificate"),
+            "{err}"
+        );
+        // A host name the certificate does not carry (the address is
+        // right): verify-ca takes it, verify-full does not.
+        let renamed = with(
+            &url.replacen("@127.0.0.1:", "@db.invalid:", 1),
+            "hostaddr=127.0.0.1",
+        );
+        let ca_only = format!("sslmode=verify-ca&sslrootcert={ca}");
+        assert_eq!(encrypted(&with(&renamed, &ca_only)), Ok(true));
+        let err = encrypted(&with(&renamed, &full)).unwrap_err();
+        assert!(err.contains("certificate"), "{err}");
     }
 
     #[test]

@@ -256,8 +256,9 @@ class ImportJobs(unittest.TestCase):
              "no CSV object at s3://inbox/nothing-here/"),
             ("BadRequestException", dict(Format="CSV", S3Url="https://inbox/x.csv"),
              "is not an s3:// URL"),
-            ("BadRequestException", dict(Format="CSV", S3Url="s3://inbox/../etc/x.csv"),
-             ". or .."),
+            # An S3 key like any other, inside the bucket: not there.
+            ("NotFoundException", dict(Format="CSV", S3Url="s3://inbox/../etc/x.csv"),
+             "no CSV object at s3://inbox/../etc/x.csv"),
             ("BadRequestException", dict(Format="XML", S3Url="s3://inbox/csv/"),
              'Format "XML" is not CSV or JSON'),
             ("BadRequestException", dict(Format="CSV", S3Url="s3://inbox/csv/",
