@@ -356,6 +356,20 @@ impl LocalFolder {
         Ok(Box::new(file.take(r.end - r.start)))
     }
 
+    /// The folder `key`'s file goes in (made when missing) and the file's
+    /// path; refused now when something other than a file is there.
+    fn destination(&self, key: &str) -> Result<(PathBuf, PathBuf), ObjectError> {
+        let at = self.folder_of(key, true)?.ok_or_else(|| bad_key(key))?;
+        let dest = at.join(&*file_name(last_segment(key)));
+        if let Place::Folder(at) = self.place(key)? {
+            return Err(ObjectError::new(
+                ObjectErrorKind::Refused,
+                format!("{} exists and is not a file", at.display()),
+            ));
+        }
+        Ok((at, dest))
+    }
+
     /// A writer of the file at `key`: to a hidden file beside it, renamed
     /// into place by [`ObjectWriter::finish`]. Folders on the way are made.
     ///
@@ -364,15 +378,7 @@ impl LocalFolder {
     /// A file or symbolic link where a folder must be, something other
     /// than a file at `key`, or an I/O error.
     pub fn write(&self, key: &str) -> Result<LocalWriter, ObjectError> {
-        let at = self.folder_of(key, true)?.ok_or_else(|| bad_key(key))?;
-        let dest = at.join(&*file_name(last_segment(key)));
-        // Something other than a file at the place refuses it now.
-        if let Place::Folder(at) = self.place(key)? {
-            return Err(ObjectError::new(
-                ObjectErrorKind::Refused,
-                format!("{} exists and is not a file", at.display()),
-            ));
-        }
+        let (at, dest) = self.destination(key)?;
         let part = at.join(format!(
             "{PART_PREFIX}{}-{}",
             std::process::id(),
@@ -434,14 +440,7 @@ impl LocalFolder {
     ///
     /// What [`LocalFolder::write`] refuses, or an I/O error.
     pub fn adopt(&self, key: &str, from: &Path) -> Result<Option<ObjectInfo>, ObjectError> {
-        let at = self.folder_of(key, true)?.ok_or_else(|| bad_key(key))?;
-        let dest = at.join(&*file_name(last_segment(key)));
-        if let Place::Folder(at) = self.place(key)? {
-            return Err(ObjectError::new(
-                ObjectErrorKind::Refused,
-                format!("{} exists and is not a file", at.display()),
-            ));
-        }
+        let (_, dest) = self.destination(key)?;
         match move_into(from, &dest) {
             Err(e) if e.kind() == io::ErrorKind::CrossesDevices => return Ok(None),
             r => r.map_err(|e| io_err(&dest, e))?,

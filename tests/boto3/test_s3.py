@@ -417,16 +417,19 @@ class S3Front(unittest.TestCase):
                            b"EMAIL,ann@example.com,u1\nEMAIL,bob@example.com,u2\n")
         pp = self.server.client(service="pinpoint")
         app = pp.create_app(CreateApplicationRequest={"Name": "s3"})["ApplicationResponse"]["Id"]
-        job = pp.create_import_job(ApplicationId=app, ImportJobRequest={
-            "Format": "CSV", "S3Url": "s3://endpoints/in/",
-            "RoleArn": "arn:aws:iam::123456789012:role/PinpointImport"})["ImportJobResponse"]
-        deadline = time.time() + 60
-        while True:
-            r = pp.get_import_job(ApplicationId=app, JobId=job["Id"])["ImportJobResponse"]
-            if r["JobStatus"] in ("COMPLETED", "FAILED"):
-                break
-            self.assertLess(time.time(), deadline, r)
-            time.sleep(0.1)
+
+        def imported(url):
+            job = pp.create_import_job(ApplicationId=app, ImportJobRequest={
+                "Format": "CSV", "S3Url": url,
+                "RoleArn": "arn:aws:iam::123456789012:role/PinpointImport"})["ImportJobResponse"]
+            deadline = time.time() + 60
+            while True:
+                r = pp.get_import_job(ApplicationId=app, JobId=job["Id"])["ImportJobResponse"]
+                if r["JobStatus"] in ("COMPLETED", "FAILED"):
+                    return r
+                self.assertLess(time.time(), deadline, r)
+                time.sleep(0.1)
+        r = imported("s3://endpoints/in/")
         self.assertEqual(r["JobStatus"], "COMPLETED", r)
         self.assertEqual(r["TotalProcessed"], 2, r)
         self.assertEqual(r["FailedPieces"], 0, r)
@@ -434,16 +437,7 @@ class S3Front(unittest.TestCase):
         s3.put_object(Bucket="endpoints", Key="/x.csv",
                       Body=b"ChannelType,Address,User.UserId\nEMAIL,cy@example.com,u3\n")
         s3.put_object(Bucket="endpoints", Key="x.csv", Body=b"not,this\n")
-        job = pp.create_import_job(ApplicationId=app, ImportJobRequest={
-            "Format": "CSV", "S3Url": "s3://endpoints//x.csv",
-            "RoleArn": "arn:aws:iam::123456789012:role/PinpointImport"})["ImportJobResponse"]
-        deadline = time.time() + 60
-        while True:
-            r = pp.get_import_job(ApplicationId=app, JobId=job["Id"])["ImportJobResponse"]
-            if r["JobStatus"] in ("COMPLETED", "FAILED"):
-                break
-            self.assertLess(time.time(), deadline, r)
-            time.sleep(0.1)
+        r = imported("s3://endpoints//x.csv")
         self.assertEqual((r["JobStatus"], r["TotalProcessed"], r["FailedPieces"]),
                          ("COMPLETED", 1, 0), r)
 
