@@ -79,6 +79,8 @@ pub fn all(fresh: Fresh<'_>) {
     let store = fresh();
     if store.range_store().is_some() {
         ranges_lease_once_fence_and_merge_by_place(&*store);
+        let store = fresh();
+        merges_tell_new_keys_from_keys_there_or_written_meanwhile(&*store);
     }
 }
 
@@ -1331,4 +1333,83 @@ fn ranges_lease_once_fence_and_merge_by_place(s: &dyn Store) {
     assert!(r.ranges(at.job).unwrap().is_empty());
     go(s, &a, "k", JobStatus::Running, JobStatus::Stopped);
     r.plan_ranges(kat, &plan, 1).unwrap_err();
+}
+
+/// A merge counts a key as created or updated by what the domain holds
+/// when it writes, whatever it saw when the job started: two jobs into an
+/// empty domain, the second finding a key the first merged meanwhile; then
+/// jobs into the domain as it is.
+fn merges_tell_new_keys_from_keys_there_or_written_meanwhile(s: &dyn Store) {
+    use super::{MergePart, PlannedRange, RangeResult, StagedRow};
+    let r = s.range_store().expect("a store with ranges");
+    let a = acct();
+    s.create_domain(&a, &Domain::new("e", 14, T0)).unwrap();
+    let targets = ["FirstName"];
+    let plan = [PlannedRange {
+        input: 0,
+        body_start: 0,
+        start: 0,
+        end: 100,
+        newlines_before: 0,
+    }];
+    // A running job `id` with `rows` staged in its one range, its merge
+    // prepared.
+    let staged = |id: &'static str, rows: &[(&str, &str)]| {
+        let attempt = running(s, &a, id, Some("e"));
+        let at = Attempt {
+            job: job_ref(&a, id),
+            attempt,
+        };
+        r.plan_ranges(at, &plan, 1).unwrap();
+        let l = r
+            .lease_range(Some(at.job), "w", T0, 1000, 3)
+            .unwrap()
+            .unwrap();
+        let rows: Vec<StagedRow> = rows
+            .iter()
+            .enumerate()
+            .map(|(i, (key, values))| StagedRow {
+                part: 0,
+                ordinal: i as u64,
+                key,
+                values,
+            })
+            .collect();
+        let result = RangeResult {
+            processed: rows.len() as u64,
+            ..RangeResult::default()
+        };
+        assert!(r.complete_range(&l, &result, &rows).unwrap());
+        r.prepare_merge(at, "e", T0, T0 + 1000, &targets).unwrap();
+        at
+    };
+    let merged = |at| {
+        let c = r
+            .merge_part(&MergePart {
+                attempt: at,
+                domain: "e",
+                part: 0,
+                now_ms: T0,
+                expires_ms: T0 + 1000,
+                targets: &targets,
+            })
+            .unwrap()
+            .unwrap();
+        (c.created, c.updated)
+    };
+    let fields = |key| s.profile(&a, "e", key, T0).unwrap().unwrap().fields;
+    // Both prepared while the domain was empty.
+    let x = staged("x", &[("k1", "[\"x1\"]"), ("k2", "[\"x2\"]")]);
+    let y = staged("y", &[("k2", "[\"y2\"]"), ("k3", "[\"y3\"]")]);
+    assert_eq!(merged(x), (2, 0));
+    assert_eq!(merged(y), (1, 1));
+    assert_eq!(fields("k2"), r#"{"FirstName":"y2"}"#);
+    // Into the domain as it is: some keys there, then all.
+    let z = staged("z", &[("k1", "[\"z1\"]"), ("k4", "[\"z4\"]")]);
+    assert_eq!(merged(z), (1, 1));
+    let w = staged("w", &[("k3", "[\"w3\"]"), ("k4", "[\"w4\"]")]);
+    assert_eq!(merged(w), (0, 2));
+    assert_eq!(fields("k1"), r#"{"FirstName":"z1"}"#);
+    assert_eq!(fields("k4"), r#"{"FirstName":"w4"}"#);
+    assert_eq!(s.count_profiles(&a, "e", T0).unwrap(), 4);
 }

@@ -23,6 +23,72 @@ use crate::store::{
 const RUNNING: &str = JobStatus::Running.as_str();
 
 /// The staging table of a job's part: made only from numbers.
+/// Merges a part's winners into a domain that has profiles: once into a
+/// temporary table, then the keys the domain has updated and the others
+/// inserted — two plain statements, which took 6 s for 1.9 M new keys
+/// where one upsert (INSERT … ON CONFLICT, its speculative insertion per
+/// row) took 10.5 s — or, when another job inserted one of the keys in
+/// between (or `conflicted`: the plain insert met one), one upsert that
+/// tells inserts from updates. Returns (created, updated).
+fn merge_winners(
+    tx: &mut Transaction<'_>,
+    winners_of: &str,
+    params: &[&(dyn postgres::types::ToSql + Sync); 4],
+    conflicted: bool,
+) -> Result<(i64, i64), postgres::Error> {
+    let winners = tx.execute(
+        &format!("CREATE TEMPORARY TABLE sluice_merge ON COMMIT DROP AS {winners_of}"),
+        &[],
+    )?;
+    tx.batch_execute("ANALYZE sluice_merge")?;
+    if !conflicted {
+        let mut plain = tx.savepoint("sluice_plain")?;
+        let two = (|| -> Result<(u64, u64), postgres::Error> {
+            let updated = plain.execute(
+                "UPDATE profiles p SET shape_id = $2, field_values = s.vals, \
+                 updated_ms = $3, expires_ms = greatest(p.expires_ms, $4) \
+                 FROM sluice_merge s WHERE p.domain_id = $1 AND p.profile_key = s.key",
+                params,
+            )?;
+            if updated == winners {
+                // Every key was there (the second pass over a file took
+                // 8 s a part to find nothing to insert).
+                return Ok((0, updated));
+            }
+            let created = plain.execute(
+                "INSERT INTO profiles(domain_id, profile_key, shape_id, field_values, \
+                 created_ms, updated_ms, expires_ms) \
+                 SELECT $1, key, $2, vals, $3, $3, $4 FROM sluice_merge s WHERE NOT EXISTS \
+                 (SELECT 1 FROM profiles p WHERE p.domain_id = $1 AND p.profile_key = s.key)",
+                params,
+            )?;
+            Ok((created, updated))
+        })();
+        match two {
+            Ok((created, updated)) => {
+                plain.commit()?;
+                return Ok((n(created), n(updated)));
+            }
+            Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let row = tx.query_one(
+        "WITH w AS (INSERT INTO profiles(domain_id, profile_key, shape_id, \
+         field_values, created_ms, updated_ms, expires_ms) \
+         SELECT $1, key, $2, vals, $3, $3, $4 FROM sluice_merge \
+         ON CONFLICT(domain_id, profile_key) DO UPDATE SET \
+         shape_id = excluded.shape_id, field_values = excluded.field_values, \
+         updated_ms = excluded.updated_ms, \
+         expires_ms = greatest(profiles.expires_ms, excluded.expires_ms) \
+         RETURNING xmax = 0 AS inserted) \
+         SELECT count(*) FILTER (WHERE inserted), count(*) FROM w",
+        params,
+    )?;
+    let (created, all): (i64, i64) = (row.get(0), row.get(1));
+    Ok((created, all - created))
+}
+
 fn stage_table(stage_no: i64, part: u32) -> String {
     format!("sluice_stage.s{stage_no}_p{part}")
 }
@@ -426,7 +492,8 @@ impl RangeStore for PgStore {
             let shape = shape_id(tx, m.targets)?;
             let new_domain = tx
                 .query_opt(
-                    "SELECT created = 1 FROM job_merges                      WHERE account = $1 AND job_id = $2 AND part = -1",
+                    "SELECT created = 1 FROM job_merges \
+                     WHERE account = $1 AND job_id = $2 AND part = -1",
                     &[&a.job.account.as_str(), &a.job.id],
                 )?
                 .is_some_and(|r| r.get::<_, bool>(0));
@@ -438,81 +505,41 @@ impl RangeStore for PgStore {
             tx.batch_execute(
                 "SET LOCAL work_mem = '1GB'; SET LOCAL max_parallel_workers_per_gather = 0",
             )?;
-            // The winners, once: per key the row of the greatest place.
-            let winners = tx.execute(
-                &format!(
-                    "CREATE TEMPORARY TABLE sluice_merge ON COMMIT DROP AS \
-                     SELECT DISTINCT ON (key) key, vals FROM {} \
-                     ORDER BY key, piece DESC, ordinal DESC",
-                    stage_table(stage, m.part)
-                ),
-                &[],
-            )?;
-            tx.batch_execute("ANALYZE sluice_merge")?;
-            // Keys the domain has are updated, the others inserted: two
-            // plain statements, which took 6 s for 1.9 M new keys where
-            // one upsert (INSERT … ON CONFLICT, its speculative insertion
-            // per row) took 10.5 s.
+            // The winners: per key the row of the greatest place.
+            let winners_of = format!(
+                "SELECT DISTINCT ON (key) key, vals FROM {} \
+                 ORDER BY key, piece DESC, ordinal DESC",
+                stage_table(stage, m.part)
+            );
             let params: [&(dyn postgres::types::ToSql + Sync); 4] =
                 [&domain_id, &shape, &m.now_ms, &m.expires_ms];
-            let mut plain = tx.savepoint("sluice_plain")?;
-            let two = (|| -> Result<(u64, u64), postgres::Error> {
-                if new_domain {
-                    // Another job's key in between is a unique violation:
-                    // the upsert below takes over.
-                    let created = plain.execute(
+            // Into a domain that had no profiles every winner is new: one
+            // INSERT from the sort (writing the winners to a temporary
+            // table first cost ~9 s a part). A key another job inserted
+            // meanwhile is a unique violation: then as below.
+            let direct = if new_domain {
+                let mut plain = tx.savepoint("sluice_new")?;
+                match plain.execute(
+                    &format!(
                         "INSERT INTO profiles(domain_id, profile_key, shape_id, field_values, \
                          created_ms, updated_ms, expires_ms) \
-                         SELECT $1, key, $2, vals, $3, $3, $4 FROM sluice_merge",
-                        &params,
-                    )?;
-                    return Ok((created, 0));
-                }
-                let updated = plain.execute(
-                    "UPDATE profiles p SET shape_id = $2, field_values = s.vals, \
-                     updated_ms = $3, expires_ms = greatest(p.expires_ms, $4) \
-                     FROM sluice_merge s WHERE p.domain_id = $1 AND p.profile_key = s.key",
+                         SELECT $1, key, $2, vals, $3, $3, $4 FROM ({winners_of}) w"
+                    ),
                     &params,
-                )?;
-                if updated == winners {
-                    // Every key was there (the second pass over a file
-                    // took 8 s a part to find nothing to insert).
-                    return Ok((0, updated));
+                ) {
+                    Ok(created) => {
+                        plain.commit()?;
+                        Some((n(created), 0))
+                    }
+                    Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => None,
+                    Err(e) => return Err(e.into()),
                 }
-                let created = plain.execute(
-                    "INSERT INTO profiles(domain_id, profile_key, shape_id, field_values, \
-                     created_ms, updated_ms, expires_ms) \
-                     SELECT $1, key, $2, vals, $3, $3, $4 FROM sluice_merge s WHERE NOT EXISTS \
-                     (SELECT 1 FROM profiles p WHERE p.domain_id = $1 AND p.profile_key = s.key)",
-                    &params,
-                )?;
-                Ok((created, updated))
-            })();
-            let (created, updated) = match two {
-                Ok((created, updated)) => {
-                    plain.commit()?;
-                    (n(created), n(updated))
-                }
-                // Another job inserted one of these keys in between: all
-                // of it again as one upsert, telling inserts from updates.
-                Err(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION) => {
-                    drop(plain);
-                    let row = tx.query_one(
-                        "WITH w AS (INSERT INTO profiles(domain_id, profile_key, shape_id, \
-                         field_values, created_ms, updated_ms, expires_ms) \
-                         SELECT $1, key, $2, vals, $3, $3, $4 FROM sluice_merge \
-                         ON CONFLICT(domain_id, profile_key) DO UPDATE SET \
-                         shape_id = excluded.shape_id, field_values = excluded.field_values, \
-                         updated_ms = excluded.updated_ms, \
-                         expires_ms = greatest(profiles.expires_ms, excluded.expires_ms) \
-                         RETURNING xmax = 0 AS inserted) \
-                         SELECT count(*) FILTER (WHERE inserted), count(*) FROM w",
-                        &params,
-                    )?;
-                    let (created, all): (i64, i64) = (row.get(0), row.get(1));
-                    (created, all - created)
-                }
-                Err(e) => return Err(e.into()),
+            } else {
+                None
+            };
+            let (created, updated) = match direct {
+                Some(counts) => counts,
+                None => merge_winners(tx, &winners_of, &params, new_domain)?,
             };
             let total = created + updated;
             let counts = WriteCounts {
