@@ -345,7 +345,7 @@ impl Read for DirectReader {
 }
 
 /// Copies `from` into `to` through one aligned buffer: between a
-/// [`DirectReader`] and a [`DirectWriter`] the bytes go from disk to
+/// direct reader and writer of a local bucket the bytes go from disk to
 /// buffer to disk without another copy.
 ///
 /// # Errors

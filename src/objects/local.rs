@@ -504,7 +504,7 @@ const SYNC_EVERY: u64 = 64 << 20;
 /// A file being written below a [`LocalFolder`]: large ones past the
 /// page cache (see `direct`).
 ///
-/// Written through the page cache, every [`SYNC_EVERY`] bytes it starts
+/// Written through the page cache, every 64 MiB it starts
 /// syncing what is written so far on a thread of its own, so the disk
 /// takes the object while the rest arrives and [`ObjectWriter::finish`]
 /// waits only for the last part (a 1 GiB upload waited about 0.4 s for
