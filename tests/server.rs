@@ -62,6 +62,28 @@ fn keyed_headers(dir: &std::path::Path) -> String {
     )
 }
 
+/// A request under a key id (headers that pass, a signature that will
+/// not) whose body has begun to arrive and stops: it holds its slot.
+async fn slow_body(addr: std::net::SocketAddr, keyed: &str) -> TcpStream {
+    let mut slow = TcpStream::connect(addr).await.unwrap();
+    slow.write_all(
+        format!("POST /domains/d HTTP/1.1\r\nHost: x\r\n{keyed}Content-Length: 10\r\n\r\n{{")
+            .as_bytes(),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    slow
+}
+
+/// Sends the rest of a [`slow_body`]; its answer.
+async fn finish_slow_body(slow: &mut TcpStream) -> String {
+    slow.write_all(b"\"a\":1}   \r\n").await.unwrap();
+    let mut out = vec![0; 4096];
+    let n = slow.read(&mut out).await.unwrap();
+    String::from_utf8_lossy(&out[..n]).into_owned()
+}
+
 fn status(resp: &str) -> &str {
     resp.split(' ').nth(1).unwrap_or("")
 }
@@ -72,15 +94,8 @@ async fn one_request_too_many_is_throttled_not_queued() {
     let addr = start(dir.path(), 1, 1 << 20).await;
     // The first request (by a known key) holds the only slot while its
     // body trickles in.
-    let mut slow = TcpStream::connect(addr).await.unwrap();
     let keyed = keyed_headers(dir.path());
-    slow.write_all(
-        format!("POST /domains/d HTTP/1.1\r\nHost: x\r\n{keyed}Content-Length: 10\r\n\r\n{{")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut slow = slow_body(addr, &keyed).await;
     let resp = exchange(
         addr,
         "GET /domains HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
@@ -93,10 +108,7 @@ async fn one_request_too_many_is_throttled_not_queued() {
     );
     assert!(resp.to_ascii_lowercase().contains("x-amzn-requestid: "));
     // The slow one, once whole, is refused: its signature is not one.
-    slow.write_all(b"\"a\":1}   \r\n").await.unwrap();
-    let mut out = vec![0; 4096];
-    let n = slow.read(&mut out).await.unwrap();
-    let resp = String::from_utf8_lossy(&out[..n]);
+    let resp = finish_slow_body(&mut slow).await;
     assert_eq!(status(&resp), "403", "{resp}");
     assert!(resp.contains("InvalidSignatureException"), "{resp}");
 }
@@ -263,14 +275,7 @@ async fn one_client_holds_a_quarter_of_the_slots_with_unverified_bodies() {
     let dir = tempfile::tempdir().unwrap();
     let addr = start(dir.path(), 4, 1 << 20).await;
     let keyed = keyed_headers(dir.path());
-    let mut slow = TcpStream::connect(addr).await.unwrap();
-    slow.write_all(
-        format!("POST /domains/d HTTP/1.1\r\nHost: x\r\n{keyed}Content-Length: 10\r\n\r\n{{")
-            .as_bytes(),
-    )
-    .await
-    .unwrap();
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut slow = slow_body(addr, &keyed).await;
     // Its second body-bearing request is throttled, though slots are free.
     let resp = exchange(
         addr,
@@ -282,10 +287,7 @@ async fn one_client_holds_a_quarter_of_the_slots_with_unverified_bodies() {
     assert_eq!(status(&resp), "429", "{resp}");
     assert!(resp.contains("from one client"), "{resp}");
     // Once the first is whole (and refused), the client may again.
-    slow.write_all(b"\"a\":1}   \r\n").await.unwrap();
-    let mut out = vec![0; 4096];
-    let n = slow.read(&mut out).await.unwrap();
-    assert_eq!(status(&String::from_utf8_lossy(&out[..n])), "403");
+    assert_eq!(status(&finish_slow_body(&mut slow).await), "403");
     let resp = exchange(
         addr,
         &format!(

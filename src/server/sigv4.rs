@@ -377,6 +377,11 @@ mod tests {
 
     const NOW: i64 = 1_440_938_160_000; // 2015-08-30T12:36:00Z
     const REGION: &str = "us-east-1";
+    /// The scope the AWS test suite signs for.
+    const SUITE: Scope<'static> = Scope {
+        service: "service",
+        region: REGION,
+    };
 
     fn get(headers: &[(String, String)]) -> SignedRequest<'_> {
         SignedRequest {
@@ -396,19 +401,7 @@ mod tests {
             Signature=5fa00fa31553b73ebf1942676e86291e8372ff2a2260956d9b8aae1d763fbf31";
         let h = headers(auth);
         let req = get(&h);
-        assert_eq!(
-            verify(
-                &req,
-                Scope {
-                    service: "service",
-                    region: REGION
-                },
-                &creds(),
-                NOW
-            )
-            .unwrap(),
-            "AKIDEXAMPLE"
-        );
+        assert_eq!(verify(&req, SUITE, &creds(), NOW).unwrap(), "AKIDEXAMPLE");
         let e = verify(
             &req,
             Scope {
@@ -433,31 +426,13 @@ mod tests {
         .unwrap_err();
         assert_eq!(e.code, "InvalidSignatureException");
         assert!(e.message.contains("not 'us-east-1'"), "{}", e.message);
-        let e = verify(
-            &req,
-            Scope {
-                service: "service",
-                region: REGION,
-            },
-            &creds(),
-            NOW + 6 * 60 * 1000,
-        )
-        .unwrap_err();
+        let e = verify(&req, SUITE, &creds(), NOW + 6 * 60 * 1000).unwrap_err();
         assert!(e.message.starts_with("Signature expired"), "{}", e.message);
         let post = SignedRequest {
             method: "POST",
             ..req
         };
-        let e = verify(
-            &post,
-            Scope {
-                service: "service",
-                region: REGION,
-            },
-            &creds(),
-            NOW,
-        )
-        .unwrap_err();
+        let e = verify(&post, SUITE, &creds(), NOW).unwrap_err();
         assert!(e.message.contains("does not match"));
         // A body other than the one signed is refused, even when the
         // client's hash header is the signed one.
@@ -467,29 +442,11 @@ mod tests {
             body: b"{}",
             ..get(&h)
         };
-        let e = verify(
-            &swapped,
-            Scope {
-                service: "service",
-                region: REGION,
-            },
-            &creds(),
-            NOW,
-        )
-        .unwrap_err();
+        let e = verify(&swapped, SUITE, &creds(), NOW).unwrap_err();
         assert_eq!(e.code, "XAmzContentSHA256Mismatch");
         let h = headers(&auth.replace("AKIDEXAMPLE", "AKIDOTHER"));
         let req = get(&h);
-        let e = verify(
-            &req,
-            Scope {
-                service: "service",
-                region: REGION,
-            },
-            &creds(),
-            NOW,
-        )
-        .unwrap_err();
+        let e = verify(&req, SUITE, &creds(), NOW).unwrap_err();
         assert_eq!(e.code, "UnrecognizedClientException");
     }
 
