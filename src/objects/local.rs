@@ -333,22 +333,14 @@ impl LocalFolder {
         };
         let path = self.path_of(key);
         let mut file = File::open(&path).map_err(|e| io_err(&path, e))?;
-        // The file opened must be the one looked at: a link swapped in
-        // between is refused.
-        let opened = file.metadata().map_err(|e| io_err(&path, e))?;
-        if (opened.dev(), opened.ino()) != (seen.dev(), seen.ino()) {
-            return Err(refused_link(&path));
-        }
+        let opened = same_file(&path, &file, &seen)?;
         let r = clamp(&range, opened.len());
         // Large reads past the page cache (see `direct`), from the same
         // file: opened again and checked again.
         if r.end - r.start >= DIRECT_READ_MIN
             && let Some(direct) = DirectReader::open(&path).map_err(|e| io_err(&path, e))?
         {
-            let again = direct.metadata().map_err(|e| io_err(&path, e))?;
-            if (again.dev(), again.ino()) != (seen.dev(), seen.ino()) {
-                return Err(refused_link(&path));
-            }
+            same_file(&path, &direct, &seen)?;
             return Ok(Box::new(DirectReader::new(direct, r.start, r.end)));
         }
         file.seek(SeekFrom::Start(r.start))
@@ -417,10 +409,7 @@ impl LocalFolder {
                     .write(true)
                     .open(&path)
                     .map_err(|e| io_err(&path, e))?;
-                let opened = f.metadata().map_err(|e| io_err(&path, e))?;
-                if (opened.dev(), opened.ino()) != (seen.dev(), seen.ino()) {
-                    return Err(refused_link(&path));
-                }
+                same_file(&path, &f, &seen)?;
                 f
             }
             Err(e) => return Err(io_err(&path, e)),
@@ -590,6 +579,16 @@ impl ObjectWriter for LocalWriter {
         move_into(&part, &self.dest).map_err(|e| io_err(&self.dest, e))?;
         Ok(info(&self.key, &meta))
     }
+}
+
+/// The metadata of `file`, opened at `path`, when it is the file `seen`
+/// there a moment before: a link swapped in between is refused.
+fn same_file(path: &Path, file: &File, seen: &fs::Metadata) -> Result<fs::Metadata, ObjectError> {
+    let opened = file.metadata().map_err(|e| io_err(path, e))?;
+    if (opened.dev(), opened.ino()) != (seen.dev(), seen.ino()) {
+        return Err(refused_link(path));
+    }
+    Ok(opened)
 }
 
 /// Renames `from` to `dest`, unless what is at `dest` now is something
