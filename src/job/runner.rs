@@ -106,6 +106,13 @@ impl Shared {
         self.wake.notify_all();
     }
 
+    /// Whether a live runner holds a job: its lease has not lapsed and
+    /// its holder's process is not known to be gone.
+    fn held(&self, job: JobRef<'_>) -> Result<bool, JobError> {
+        let lease = self.store.lease(job.account, &job_lease(job.id))?;
+        Ok(lease.is_some_and(|l| l.deadline_ms > self.now() && !Holder::is_gone(&l.holder)))
+    }
+
     /// Queues again the jobs left `RUNNING` or `QUEUED` that no live runner
     /// holds; returns them.
     fn recover(&self) -> Result<Vec<JobRecord>, JobError> {
@@ -130,11 +137,7 @@ impl Shared {
                 id: &job.id,
             };
             if job.status == JobStatus::Running {
-                // A live holder keeps it; a lapsed lease, or one whose
-                // holder is gone, does not.
-                let lease = store.lease(&job.account, &job_lease(&job.id))?;
-                if lease.is_some_and(|l| l.deadline_ms > self.now() && !Holder::is_gone(&l.holder))
-                {
+                if self.held(job_ref)? {
                     continue;
                 }
                 let reason = format!(
@@ -347,8 +350,7 @@ impl Runner {
     fn stop_orphan(&self, job: JobRef<'_>, record: &JobRecord) -> Result<(), JobError> {
         let store = &*self.shared.store;
         let now = self.shared.now();
-        let lease = store.lease(job.account, &job_lease(job.id))?;
-        if lease.is_some_and(|l| l.deadline_ms > now && !Holder::is_gone(&l.holder)) {
+        if self.shared.held(job)? {
             // Held: its runner sees the flag between pieces.
             return Ok(());
         }
