@@ -73,7 +73,14 @@ pub(super) fn prepare(url: &str) -> Result<Connection, String> {
                     }
                 };
             }
-            "sslrootcert" => root = Some(decode(value)),
+            "sslrootcert" => {
+                // A path may carry `%XX` escapes in a URL.
+                root = Some(
+                    percent_encoding::percent_decode_str(value)
+                        .decode_utf8_lossy()
+                        .into_owned(),
+                );
+            }
             "sslcert" | "sslkey" | "sslpassword" => {
                 return Err(format!(
                     "{name}: client certificates are not supported; use a password"
@@ -120,30 +127,6 @@ pub(super) fn prepare(url: &str) -> Result<Connection, String> {
         url: format!("{base}?{}", kept.join("&")),
         tls: MakeRustlsConnect::new(config),
     })
-}
-
-/// A query value with its `%XX` escapes undone (a path may hold them).
-fn decode(v: &str) -> String {
-    let bytes = v.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = bytes
-            .get(i + 1..i + 3)
-            .and_then(|h| std::str::from_utf8(h).ok())
-            .and_then(|h| u8::from_str_radix(h, 16).ok());
-        match (bytes[i], hex) {
-            (b'%', Some(b)) => {
-                out.push(b);
-                i += 3;
-            }
-            (b, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// The roots a server's chain is checked against.
