@@ -1191,7 +1191,7 @@ impl S3 for S3Front {
         let folder = self
             .upload(&input.bucket, &input.key, &input.upload_id)
             .await?;
-        let parts = blocking(move || parts_of(&folder)).await?;
+        let (parts, _) = blocking(move || parts_of(&folder)).await?;
         Ok(S3Response::new(ListPartsOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -1265,7 +1265,7 @@ impl S3 for S3Front {
         let attributes = content_type_of(meta.content_type);
         let objects = Arc::clone(&self.owners.objects);
         let tag = blocking(move || {
-            let have = parts_of(&folder)?;
+            let (have, slot) = parts_of(&folder)?;
             let mut chosen = Vec::with_capacity(asked.len());
             for (i, (n, tag)) in asked.iter().enumerate() {
                 let found = have.iter().find(|p| p.number == *n);
@@ -1284,7 +1284,7 @@ impl S3 for S3Front {
                 }
                 chosen.push(p);
             }
-            assemble(&folder, &chosen, &*objects, &bucket, &key, &attributes)?;
+            assemble(&folder, &chosen, slot, &*objects, &bucket, &key, &attributes)?;
             let mut md5s = Md5::new();
             for p in &chosen {
                 md5s.update(unhex(&p.tag).unwrap_or_default());
@@ -1319,9 +1319,10 @@ enum PartAt {
     Spool(u64),
 }
 
-/// The parts of an upload. A part number uploaded again went to a file
-/// of its own (its slot was taken), so a file is always the newer one.
-fn parts_of(folder: &LocalFolder) -> S3Result<Vec<StoredPart>> {
+/// The parts of an upload, and its slot size. A part number uploaded
+/// again went to a file of its own (its slot was taken), so a file is
+/// always the newer one.
+fn parts_of(folder: &LocalFolder) -> S3Result<(Vec<StoredPart>, Option<u64>)> {
     let (files, _) = folder.walk().map_err(s3_err)?;
     let slot = slot_size(folder, None)?;
     let mut out: Vec<StoredPart> = Vec::new();
@@ -1368,7 +1369,7 @@ fn parts_of(folder: &LocalFolder) -> S3Result<Vec<StoredPart>> {
         }
     }
     out.sort_by_key(|p| p.number);
-    Ok(out)
+    Ok((out, slot))
 }
 
 /// The spool: one file of the upload where part N is written from
@@ -1453,6 +1454,7 @@ fn claim_slot(
 fn assemble(
     folder: &LocalFolder,
     chosen: &[&StoredPart],
+    slot: Option<u64>,
     objects: &dyn Objects,
     bucket: &str,
     key: &str,
@@ -1460,7 +1462,6 @@ fn assemble(
 ) -> S3Result<ObjectInfo> {
     let failed =
         |e: std::io::Error| s3_error!(InternalError, "assembling s3://{bucket}/{key}: {e}");
-    let slot = slot_size(folder, None)?;
     let (last, rest) = chosen
         .split_last()
         .ok_or_else(|| s3_error!(MalformedXML, "no parts"))?;
