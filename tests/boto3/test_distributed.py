@@ -152,7 +152,8 @@ class Distributed(unittest.TestCase):
                     self.assertEqual(got["TotalPieces"], got["CompletedPieces"])
                     self.assertEqual(got["FailedPieces"], "0")
                     self.assertGreater(int(got["TotalPieces"]), 3)
-                    self.assertEqual(killed_range, "1", "the killed worker held a range")
+                    # A process's runner and its helpers lease under one holder: one range or more.
+                    self.assertGreaterEqual(int(killed_range), 1, "the killed worker held a range")
                     lines = subprocess.run(
                         ["psql", store, "-tAq", "-F", "\t", "-c",
                          "SELECT p.profile_key, s.targets, p.field_values FROM profiles p "
