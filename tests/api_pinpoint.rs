@@ -192,7 +192,7 @@ fn the_same_answer_at_every_piece_size() {
             .api
             .create_import_job(&a, &request("s3://bkt/in/"))
             .unwrap();
-        assert_eq!(job.job_status, "CREATED");
+        assert_eq!(job.job_status, "PENDING_JOB");
         let done = wait(&e.api, &a, &job.id);
         assert_eq!(done.job_status, "COMPLETED", "{done:?}");
         assert_eq!(done.completed_pieces, done.total_pieces);
@@ -250,6 +250,9 @@ fn at_most_n_jobs_of_an_app_run_at_once() {
             ((*app).clone(), j.id)
         })
         .collect();
+    // The third of app a waits for its slot: the service's PENDING_JOB.
+    let third = e.api.get_import_job(&a, &jobs[2].1).unwrap();
+    assert_eq!(third.job_status, "PENDING_JOB", "{third:?}");
     for (app, id) in &jobs {
         assert_eq!(wait(&e.api, app, id).job_status, "COMPLETED");
     }
@@ -319,7 +322,7 @@ fn create_import_job_refusals() {
         (
             request("s3://bkt/"),
             ErrorCode::ResourceNotFound,
-            "no CSV object at s3://bkt/ (1 objects there",
+            "no CSV object at s3://bkt/ (in a folder, objects named .csv or with no extension)",
         ),
         (
             ImportJobRequest {
@@ -350,6 +353,65 @@ fn create_import_job_refusals() {
     assert!(
         e.api
             .get_import_jobs(&a, &PageRequest::default())
+            .unwrap()
+            .item
+            .is_empty()
+    );
+}
+
+#[test]
+fn the_format_is_the_jobs_not_the_files_name() {
+    let objects = Arc::new(Objects::default());
+    objects.put("s3://bkt/one/endpoints.txt", &csv(20, 5));
+    objects.put("s3://bkt/spark/part-00000", &csv(14, 3));
+    objects.put("s3://bkt/spark/part-00001.csv", &csv(7, 3));
+    objects.put("s3://bkt/spark/_SUCCESS.json", "{}\n");
+    objects.put("s3://bkt/spark/notes.txt", "not endpoints\n");
+    let e = env(objects, 2, 2, None);
+    let a = app(&e.api);
+    // A URL naming one object: that object, read as the Format says.
+    let one = e
+        .api
+        .create_import_job(&a, &request("s3://bkt/one/endpoints.txt"))
+        .unwrap();
+    let done = wait(&e.api, &a, &one.id);
+    assert_eq!(done.job_status, "COMPLETED", "{done:?}");
+    assert_eq!(done.total_processed, 20);
+    // A folder: the files named for the format and those named for none.
+    let folder = e
+        .api
+        .create_import_job(&a, &request("s3://bkt/spark/"))
+        .unwrap();
+    let done = wait(&e.api, &a, &folder.id);
+    assert_eq!(done.job_status, "COMPLETED", "{done:?}");
+    assert_eq!((done.total_pieces, done.total_processed), (2, 21));
+    // The same folder as JSON holds only the marker file, read as JSON.
+    let json = ImportJobRequest {
+        format: Some("JSON".into()),
+        ..request("s3://bkt/spark/_SUCCESS.json")
+    };
+    let j = e.api.create_import_job(&a, &json).unwrap();
+    assert_eq!(wait(&e.api, &a, &j.id).total_pieces, 1);
+}
+
+#[test]
+fn a_segment_name_without_define_segment_makes_no_segment() {
+    let objects = Arc::new(Objects::default());
+    objects.put("s3://bkt/x.csv", &csv(10, 5));
+    let e = env(objects, 2, 2, None);
+    let a = app(&e.api);
+    let r = ImportJobRequest {
+        segment_name: Some("named".into()),
+        ..request("s3://bkt/x.csv")
+    };
+    let job = e.api.create_import_job(&a, &r).unwrap();
+    assert_eq!(job.definition.segment_name.as_deref(), Some("named"));
+    let done = wait(&e.api, &a, &job.id);
+    assert_eq!(done.job_status, "COMPLETED", "{done:?}");
+    assert!(done.definition.segment_id.is_none(), "{done:?}");
+    assert!(
+        e.api
+            .get_segments(&a, &PageRequest::default())
             .unwrap()
             .item
             .is_empty()

@@ -8,7 +8,8 @@ GetSegments. Import jobs read endpoint files from buckets
 ([`crate::endpoints`] describes the format) and run on the job runner, at
 most two per app at once unless configured otherwise.
 
-`JobStatus` follows the service: `CREATED` while queued, then the phase
+`JobStatus` follows the service: `PENDING_JOB` while it waits for a
+slot, then the phase
 the runner records (`INITIALIZING`, `PROCESSING`, `COMPLETING` or
 `FAILING`), then `COMPLETED` or `FAILED`. A job is `FAILED` when a piece
 could not be processed (an object that cannot be read, a CSV header that
@@ -25,7 +26,9 @@ use serde::{Deserialize, Serialize};
 
 use super::{ApiError, check_len, keyset_page};
 use crate::endpoints::{Endpoint, Format};
-use crate::job::{Clock, ImportJob, JobSpec, JobStatus, Runner, new_job_id};
+use crate::job::{
+    Clock, ImportJob, JobSpec, JobStatus, Runner, new_job_id, nothing_to_import, objects_to_import,
+};
 use crate::objects::{ObjectErrorKind, ObjectUrl, resolve};
 use crate::store::{
     AccountId, App, JobFilter, JobKind, JobRecord, JobRef, Segment, Store, StoredEndpoint,
@@ -131,7 +134,9 @@ pub struct ImportJobRequest {
     /// Add the endpoints to this existing segment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment_id: Option<String>,
-    /// The name of the segment `DefineSegment` makes.
+    /// The name of the segment `DefineSegment` makes; without
+    /// `DefineSegment` kept and given back, and no segment made (as the
+    /// service documents it: a name "if DefineSegment is true").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub segment_name: Option<String>,
 }
@@ -406,11 +411,6 @@ impl Pinpoint {
                 "DefineSegment makes a new segment and SegmentId names an existing one; give one",
             ));
         }
-        if !define && r.segment_name.is_some() {
-            return Err(ApiError::bad_request(
-                "SegmentName names the segment DefineSegment makes; DefineSegment is not true",
-            ));
-        }
         if let Some(n) = &r.segment_name {
             check_len("SegmentName", n, 1, 256)?;
         }
@@ -426,34 +426,27 @@ impl Pinpoint {
             .objects
             .as_ref()
             .ok_or_else(|| ApiError::internal(&"the runner has no buckets"))?;
+        let url = ObjectUrl::parse(&s3_url)
+            .map_err(|e| ApiError::bad_request(format!("S3Url: {}", e.message)))?;
         // Another account's bucket is one this account cannot see.
-        if let Ok(url) = ObjectUrl::parse(&s3_url) {
-            let owner = crate::store::bucket_owner(self.store().as_ref(), &url.bucket)?;
-            if owner != *self.account() {
-                return Err(ApiError::not_found(format!(
-                    "S3Url: bucket {:?} does not exist",
-                    url.bucket
-                )));
-            }
-        }
-        let listed = ObjectUrl::parse(&s3_url)
-            .and_then(|url| resolve(&**objects, &url))
-            .map_err(|e| match e.kind {
-                ObjectErrorKind::BadName => ApiError::bad_request(format!("S3Url: {}", e.message)),
-                ObjectErrorKind::NoSuchBucket | ObjectErrorKind::NoSuchKey => {
-                    ApiError::not_found(format!("S3Url: {}", e.message))
-                }
-                _ => ApiError::internal(&e.message),
-            })?;
-        if !listed.iter().any(|o| format.matches(&o.key)) {
+        let owner = crate::store::bucket_owner(self.store().as_ref(), &url.bucket)?;
+        if owner != *self.account() {
             return Err(ApiError::not_found(format!(
-                "S3Url: no {} object at {s3_url} ({} objects there, none named .{})",
-                format.as_str(),
-                listed.len(),
-                match format {
-                    Format::Csv => "csv",
-                    Format::Json => "json, .ndjson or .jsonl",
-                }
+                "S3Url: bucket {:?} does not exist",
+                url.bucket
+            )));
+        }
+        let listed = resolve(&**objects, &url).map_err(|e| match e.kind {
+            ObjectErrorKind::BadName => ApiError::bad_request(format!("S3Url: {}", e.message)),
+            ObjectErrorKind::NoSuchBucket | ObjectErrorKind::NoSuchKey => {
+                ApiError::not_found(format!("S3Url: {}", e.message))
+            }
+            _ => ApiError::internal(&e.message),
+        })?;
+        if objects_to_import(format, &url, listed).is_empty() {
+            return Err(ApiError::not_found(format!(
+                "S3Url: {}",
+                nothing_to_import(format, &s3_url)
             )));
         }
         let spec = ImportJob {
@@ -738,7 +731,9 @@ fn spec_of(job: &JobRecord) -> Result<ImportJob, ApiError> {
 /// The service's `JobStatus` of a job.
 fn job_status(job: &JobRecord) -> String {
     match job.status {
-        JobStatus::Created | JobStatus::Queued => "CREATED".into(),
+        JobStatus::Created => "CREATED".into(),
+        // Waiting for one of the app's job slots.
+        JobStatus::Queued => "PENDING_JOB".into(),
         JobStatus::Running => job.phase.clone().unwrap_or_else(|| "INITIALIZING".into()),
         JobStatus::Succeeded | JobStatus::PartiallySucceeded => "COMPLETED".into(),
         JobStatus::Failed | JobStatus::Stopped => "FAILED".into(),

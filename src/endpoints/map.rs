@@ -32,15 +32,22 @@ impl Format {
         }
     }
 
-    /// Whether an object of this name is a file of this format, by its
-    /// extension: `.csv`, or `.json`, `.ndjson` and `.jsonl`.
-    pub fn matches(self, name: &str) -> bool {
-        let lower = name.to_ascii_lowercase();
+    /// Whether an object of this name in a folder is read as a file of
+    /// this format: one named for it (`.csv`; `.json`, `.ndjson` or
+    /// `.jsonl`), or one whose name has no extension at all
+    /// (`part-00000`), which only the job's `Format` can tell. Files named
+    /// for something else (`.txt`, the other format) are skipped, as the
+    /// service skips files "that use different formats"; so are folder
+    /// markers (names ending in `/`).
+    pub fn takes(self, name: &str) -> bool {
+        let file = name.rsplit('/').next().unwrap_or(name);
+        let Some((_, ext)) = file.rsplit_once('.') else {
+            return !file.is_empty();
+        };
+        let ext = ext.to_ascii_lowercase();
         match self {
-            Format::Csv => lower.ends_with(".csv"),
-            Format::Json => [".json", ".ndjson", ".jsonl"]
-                .iter()
-                .any(|e| lower.ends_with(e)),
+            Format::Csv => ext == "csv",
+            Format::Json => ["json", "ndjson", "jsonl"].contains(&ext.as_str()),
         }
     }
 }
@@ -316,11 +323,25 @@ mod tests {
     }
 
     #[test]
-    fn formats_match_by_extension() {
-        assert!(Format::Csv.matches("a/b/C.CSV"));
-        assert!(!Format::Csv.matches("a.json"));
-        for n in ["x.json", "x.ndjson", "x.JSONL"] {
-            assert!(Format::Json.matches(n));
+    fn a_folder_gives_files_named_for_the_format_or_for_none() {
+        for n in ["a/b/C.CSV", "part-00000", "out/part-00001"] {
+            assert!(Format::Csv.takes(n), "{n}");
+        }
+        for n in [
+            "a.json",
+            "a.NDJSON",
+            "README.txt",
+            "x.csv.gz",
+            "folder/",
+            "",
+        ] {
+            assert!(!Format::Csv.takes(n), "{n}");
+        }
+        for n in ["x.json", "x.ndjson", "x.JSONL", "part-00000"] {
+            assert!(Format::Json.takes(n), "{n}");
+        }
+        for n in ["x.csv", "X.Csv", "notes.txt", "folder/"] {
+            assert!(!Format::Json.takes(n), "{n}");
         }
     }
 

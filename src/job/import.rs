@@ -39,6 +39,38 @@ use crate::store::{
 /// (`benches/memory.sh` keeps the job's peak within 400 MiB).
 const BATCH_BYTES: usize = 8 << 20;
 
+/// The objects an import job of `format` reads at `url`, of those
+/// `listed` there: the one object the URL names, whatever its name (the
+/// format is the job's `Format`, not the file's extension), else those of
+/// the folder that [`Format::takes`].
+pub fn objects_to_import(
+    format: Format,
+    url: &ObjectUrl,
+    listed: Vec<ObjectInfo>,
+) -> Vec<ObjectInfo> {
+    if let [one] = listed.as_slice()
+        && one.key == url.key
+    {
+        return listed;
+    }
+    listed
+        .into_iter()
+        .filter(|o| format.takes(&o.key))
+        .collect()
+}
+
+/// Why there is nothing to import at `url`, for a job of `format`.
+pub fn nothing_to_import(format: Format, url: &str) -> String {
+    let named = match format {
+        Format::Csv => ".csv",
+        Format::Json => ".json, .ndjson or .jsonl",
+    };
+    format!(
+        "no {} object at {url} (in a folder, objects named {named} or with no extension)",
+        format.as_str()
+    )
+}
+
 /// An import job: what is stored as the job's request, and all a runner
 /// needs to run it again.
 #[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
@@ -154,20 +186,9 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ImportJob) -> End {
         Err(e) if e.kind != ObjectErrorKind::Backend => return invalid(e.message),
         Err(e) => return fail(e.message),
     };
-    let matching: Vec<_> = listed
-        .into_iter()
-        .filter(|o| spec.format.matches(&o.key))
-        .collect();
+    let matching = objects_to_import(spec.format, &url, listed);
     if matching.is_empty() {
-        return invalid(format!(
-            "no {} object at {} (by extension: {})",
-            spec.format.as_str(),
-            spec.s3_url,
-            match spec.format {
-                Format::Csv => ".csv",
-                Format::Json => ".json, .ndjson or .jsonl",
-            }
-        ));
+        return invalid(nothing_to_import(spec.format, &spec.s3_url));
     }
     let mut builder = IngestBuilder::with_mapper(EndpointMapper::new(spec.format));
     builder

@@ -94,6 +94,7 @@ def fill_bucket(cli):
     cli.put_text(PART2, "s3://inbox/csv/sub/part2.csv")
     cli.put_text("not an endpoint file", "s3://inbox/csv/README.txt")
     cli.put_text(NDJSON, "s3://inbox/json/endpoints.ndjson")
+    cli.put_text(NDJSON, "s3://inbox/exported/part-00000")
     cli.put_text("Nickname,Address\nx,y\nz,w\n", "s3://inbox/bad/header.csv")
     cli.put_text("ChannelType,Address\nEMAIL,ok@example.com\nEMAIL,nope\n",
                  "s3://inbox/some-bad/rows.csv")
@@ -146,7 +147,7 @@ class ImportJobs(unittest.TestCase):
 
     def test_csv_folder_with_a_segment(self):
         app, created, done, seen, users, seg = csv_job(self.pp)
-        self.assertEqual(created["JobStatus"], "CREATED")
+        self.assertEqual(created["JobStatus"], "PENDING_JOB", "waiting for one of the app's job slots")
         self.assertEqual(created["Type"], "IMPORT")
         self.assertEqual(seen[-1], "COMPLETED", done)
         # One piece per file (they are small); README.txt is not CSV.
@@ -223,6 +224,26 @@ class ImportJobs(unittest.TestCase):
             self.pp.get_endpoint(ApplicationId=app, EndpointId="ep-3")
         jobs = self.pp.get_import_jobs(ApplicationId=app)["ImportJobsResponse"]["Item"]
         self.assertEqual([j["Id"] for j in jobs], [created["Id"]])
+
+    def test_the_format_is_the_jobs_and_a_segment_name_alone_makes_no_segment(self):
+        app = self.pp.create_app(CreateApplicationRequest={"Name": "named"})
+        app = app["ApplicationResponse"]["Id"]
+        # A file with no extension, named by its URL or found in its folder,
+        # is read as the Format says; SegmentName without DefineSegment is
+        # kept and makes no segment.
+        for url in ("s3://inbox/exported/part-00000", "s3://inbox/exported/"):
+            created = import_job(self.pp, app, Format="JSON", S3Url=url,
+                                 RegisterEndpoints=True, SegmentName="ignored")
+            self.assertEqual(created["Definition"]["SegmentName"], "ignored")
+            done, _ = wait(self.pp, app, created["Id"])
+            self.assertEqual(done["JobStatus"], "COMPLETED", done)
+            self.assertEqual((done["TotalPieces"], done["TotalProcessed"]), (1, 4))
+            self.assertNotIn("SegmentId", done["Definition"])
+        self.assertEqual(self.pp.get_segments(ApplicationId=app)["SegmentsResponse"]["Item"], [])
+        # The same file as CSV is read as CSV: no header it can use.
+        created = import_job(self.pp, app, Format="CSV", S3Url="s3://inbox/exported/part-00000")
+        done, _ = wait(self.pp, app, created["Id"])
+        self.assertEqual(done["JobStatus"], "FAILED", done)
 
     def test_bad_files(self):
         app = self.pp.create_app(CreateApplicationRequest={"Name": "bad"})
