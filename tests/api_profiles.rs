@@ -85,13 +85,17 @@ fn domain(e: &Env, name: &str) {
 }
 
 fn job(e: &Env, domain: &str) -> String {
+    job_expiring(e, domain, Some(7))
+}
+
+fn job_expiring(e: &Env, domain: &str, data_expiry: Option<i64>) -> String {
     e.api
         .create_upload_job(&CreateUploadJobRequest {
             domain_name: domain.into(),
             display_name: "people".into(),
             fields: fields(),
             unique_key: "Email".into(),
-            data_expiry: Some(7),
+            data_expiry,
         })
         .unwrap()
         .job_id
@@ -142,8 +146,17 @@ fn upload(e: &Env, path: &GetUploadJobPathResponse, body: &[u8]) {
 }
 
 fn run(e: &Env, domain: &str, body: &[u8]) -> GetUploadJobResponse {
+    run_expiring(e, domain, body, Some(7))
+}
+
+fn run_expiring(
+    e: &Env,
+    domain: &str,
+    body: &[u8],
+    data_expiry: Option<i64>,
+) -> GetUploadJobResponse {
     e.now.fetch_add(1000, Ordering::SeqCst);
-    let id = job(e, domain);
+    let id = job_expiring(e, domain, data_expiry);
     let path = e.api.get_upload_job_path(&jr(domain, &id)).unwrap();
     upload(e, &path, body);
     e.api.start_upload_job(&jr(domain, &id)).unwrap();
@@ -499,5 +512,138 @@ fn domains_list_by_name_in_pages_and_delete_with_their_profiles() {
     assert_eq!(
         (got.settings.tags, got.default_expiration_days),
         (Some(tags), 5)
+    );
+}
+
+#[test]
+fn without_data_expiry_profiles_live_14_days_and_update_domain_changes_what_it_is_given() {
+    const DAY: i64 = 86_400_000;
+    let e = env();
+    let account = AccountId::default();
+    e.api
+        .create_domain(&CreateDomainRequest {
+            domain_name: "d".into(),
+            default_expiration_days: Some(30),
+            settings: DomainSettings {
+                dead_letter_queue_url: Some("https://sqs.us-east-1.amazonaws.com/1/q".into()),
+                tags: Some(BTreeMap::from([("a".into(), "1".into())])),
+                ..DomainSettings::default()
+            },
+        })
+        .unwrap();
+    // The service's default, not the domain's 30 days.
+    let done = run_expiring(&e, "d", CSV, None);
+    assert_eq!(done.data_expiry, Some(14));
+    let store = e.api.runner().store();
+    let started = store
+        .job(JobRef {
+            account: &account,
+            id: &done.job_id,
+        })
+        .unwrap()
+        .unwrap()
+        .started_ms
+        .unwrap();
+    let now = e.now.load(Ordering::SeqCst);
+    let expires = |key: &str| {
+        store
+            .profile(&account, "d", key, now)
+            .unwrap()
+            .unwrap()
+            .expires_ms
+    };
+    assert_eq!(expires("a@x.com"), started + 14 * DAY);
+
+    e.now.store(T0 + 5000, Ordering::SeqCst);
+    let created = e
+        .api
+        .get_domain(&DomainRequest {
+            domain_name: "d".into(),
+        })
+        .unwrap();
+    let updated = e
+        .api
+        .update_domain(&UpdateDomainRequest {
+            domain_name: "d".into(),
+            default_expiration_days: Some(60),
+            settings: DomainSettings {
+                dead_letter_queue_url: Some(String::new()),
+                tags: Some(BTreeMap::from([("b".into(), "2".into())])),
+                ..DomainSettings::default()
+            },
+        })
+        .unwrap();
+    assert_eq!(updated.default_expiration_days, 60);
+    assert_eq!(
+        updated.settings.dead_letter_queue_url, None,
+        "an empty URL clears it"
+    );
+    assert_eq!(
+        updated.settings.tags,
+        Some(BTreeMap::from([("b".into(), "2".into())]))
+    );
+    assert_eq!(updated.created_at, created.created_at);
+    assert_eq!(updated.last_updated_at.0, T0 + 5000);
+    let got = e
+        .api
+        .get_domain(&DomainRequest {
+            domain_name: "d".into(),
+        })
+        .unwrap();
+    assert_eq!(
+        (got.default_expiration_days, &got.settings),
+        (60, &updated.settings)
+    );
+    // What it was not given stays; profiles written before keep their expiry.
+    let again = e
+        .api
+        .update_domain(&UpdateDomainRequest {
+            domain_name: "d".into(),
+            ..UpdateDomainRequest::default()
+        })
+        .unwrap();
+    assert_eq!(
+        (again.default_expiration_days, &again.settings),
+        (60, &updated.settings)
+    );
+    assert_eq!(expires("a@x.com"), started + 14 * DAY);
+
+    let refused = |r: UpdateDomainRequest| e.api.update_domain(&r).unwrap_err();
+    let nf = refused(UpdateDomainRequest {
+        domain_name: "nope".into(),
+        ..UpdateDomainRequest::default()
+    });
+    assert_eq!(nf.code, ErrorCode::ResourceNotFound);
+    for (days, tags) in [
+        (Some(0), None),
+        (Some(1099), None),
+        (None, Some(BTreeMap::new())),
+    ] {
+        let err = refused(UpdateDomainRequest {
+            domain_name: "d".into(),
+            default_expiration_days: days,
+            settings: DomainSettings {
+                tags,
+                ..DomainSettings::default()
+            },
+        });
+        assert_eq!(err.code, ErrorCode::BadRequest);
+        let member = if days.is_some() {
+            "DefaultExpirationDays"
+        } else {
+            "Tags"
+        };
+        assert!(err.message.contains(member), "{err}");
+    }
+    // Refusals changed nothing.
+    let last = e
+        .api
+        .get_domain(&DomainRequest {
+            domain_name: "d".into(),
+        })
+        .unwrap();
+    assert_eq!(
+        (last.default_expiration_days, last.settings),
+        (60, updated.settings)
     );
 }

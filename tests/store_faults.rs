@@ -205,6 +205,15 @@ impl ProfileStore for Faulty {
         self.check("domains")?;
         self.inner.domains(account)
     }
+    fn update_domain(
+        &self,
+        account: &AccountId,
+        name: &str,
+        change: &(dyn Fn(&mut Domain) + Sync),
+    ) -> Result<Domain, StoreError> {
+        self.check("update_domain")?;
+        self.inner.update_domain(account, name, change)
+    }
     fn delete_domain(&self, account: &AccountId, name: &str) -> Result<u64, StoreError> {
         self.check("delete_domain")?;
         self.inner.delete_domain(account, name)

@@ -56,6 +56,9 @@ pub const DEFAULT_MAX_UPLOAD_BYTES: u64 = 1_000_000_000;
 /// The path prefix of upload URLs.
 pub const UPLOAD_PATH_PREFIX: &str = "/uploads/";
 
+/// Days an upload job's profiles live when it gives no DataExpiry.
+pub const UPLOAD_DATA_EXPIRY_DAYS: i64 = 14;
+
 /// The query parameter of an upload URL that says when it expires (Unix
 /// seconds).
 pub const URL_EXPIRES: &str = "X-Sluice-Expires";
@@ -122,6 +125,21 @@ pub struct DomainSettings {
     pub tags: Option<BTreeMap<String, String>>,
 }
 
+/// `UpdateDomainRequest`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct UpdateDomainRequest {
+    /// The domain's name (in the URI).
+    #[serde(default)]
+    pub domain_name: String,
+    /// Days a profile lives unless its job says otherwise, 1 to 1098.
+    #[serde(default)]
+    pub default_expiration_days: Option<i64>,
+    /// The members to change; those not given stay.
+    #[serde(flatten)]
+    pub settings: DomainSettings,
+}
+
 /// A domain as `CreateDomain` and `GetDomain` return it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
@@ -146,6 +164,8 @@ pub struct DomainResponse {
 pub type CreateDomainResponse = DomainResponse;
 /// `GetDomainResponse`.
 pub type GetDomainResponse = DomainResponse;
+/// `UpdateDomainResponse`.
+pub type UpdateDomainResponse = DomainResponse;
 
 /// `DomainStats`.
 #[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
@@ -657,6 +677,36 @@ fn domain_response(d: &Domain, stats: Option<DomainStats>) -> DomainResponse {
     }
 }
 
+/// Checks what CreateDomain and UpdateDomain may set besides the expiry.
+fn check_settings(st: &DomainSettings) -> Result<(), ApiError> {
+    for (member, v) in [
+        ("DefaultEncryptionKey", &st.default_encryption_key),
+        ("DeadLetterQueueUrl", &st.dead_letter_queue_url),
+    ] {
+        if let Some(v) = v {
+            check_len(member, v, 0, 255)?;
+        }
+    }
+    if let Some(tags) = &st.tags {
+        if tags.is_empty() || tags.len() > 50 {
+            return Err(ApiError::bad_request(format!(
+                "Tags must have 1 to 50 entries; it has {}",
+                tags.len()
+            )));
+        }
+        for (k, v) in tags {
+            check_len("a tag key", k, 1, 128)?;
+            if k.starts_with("aws:") {
+                return Err(ApiError::bad_request(format!(
+                    "tag key {k:?}: the aws: prefix is reserved"
+                )));
+            }
+            check_len(&format!("the value of tag {k:?}"), v, 0, 256)?;
+        }
+    }
+    Ok(())
+}
+
 /// `UploadJobStatus` of a job.
 fn wire_status(s: JobStatus) -> &'static str {
     match s {
@@ -750,34 +800,73 @@ impl CustomerProfiles {
         })?;
         check_range("DefaultExpirationDays", days, 1, MAX_EXPIRATION_DAYS)?;
         let st = &r.settings;
-        for (member, v) in [
-            ("DefaultEncryptionKey", &st.default_encryption_key),
-            ("DeadLetterQueueUrl", &st.dead_letter_queue_url),
-        ] {
-            if let Some(v) = v {
-                check_len(member, v, 0, 255)?;
-            }
-        }
-        if let Some(tags) = &st.tags {
-            if tags.is_empty() || tags.len() > 50 {
-                return Err(ApiError::bad_request(format!(
-                    "Tags must have 1 to 50 entries; it has {}",
-                    tags.len()
-                )));
-            }
-            for (k, v) in tags {
-                check_len("a tag key", k, 1, 128)?;
-                if k.starts_with("aws:") {
-                    return Err(ApiError::bad_request(format!(
-                        "tag key {k:?}: the aws: prefix is reserved"
-                    )));
-                }
-                check_len(&format!("the value of tag {k:?}"), v, 0, 256)?;
-            }
-        }
+        check_settings(st)?;
         let mut d = Domain::new(&r.domain_name, days as u32, self.inner.now());
         d.settings = serde_json::to_string(st).map_err(|e| ApiError::internal(&e))?;
         self.store().create_domain(self.inner.account(), &d)?;
+        Ok(domain_response(&d, None))
+    }
+
+    /// `UpdateDomain`: the members given replace the domain's (an empty
+    /// `DefaultEncryptionKey` or `DeadLetterQueueUrl` clears it, `Tags`
+    /// replace its tags); those not given stay. A new
+    /// `DefaultExpirationDays` holds for profiles written afterwards by
+    /// jobs that name no `DataExpiry` of their own; profiles already
+    /// written keep the expiry they were written with.
+    ///
+    /// # Errors
+    ///
+    /// `ResourceNotFoundException` for an unknown domain;
+    /// `BadRequestException` for a bad expiry or tags, naming them.
+    pub fn update_domain(&self, r: &UpdateDomainRequest) -> Result<DomainResponse, ApiError> {
+        if let Some(days) = r.default_expiration_days {
+            check_range("DefaultExpirationDays", days, 1, MAX_EXPIRATION_DAYS)?;
+        }
+        check_settings(&r.settings)?;
+        let now = self.inner.now();
+        let given = &r.settings;
+        let bad_settings = Mutex::new(None);
+        let d = self
+            .store()
+            .update_domain(self.inner.account(), &r.domain_name, &|d| {
+                let mut st: DomainSettings = match serde_json::from_str(&d.settings) {
+                    Ok(st) => st,
+                    Err(e) => {
+                        *bad_settings.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        return;
+                    }
+                };
+                let cleared = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
+                if given.default_encryption_key.is_some() {
+                    st.default_encryption_key = cleared(&given.default_encryption_key);
+                }
+                if given.dead_letter_queue_url.is_some() {
+                    st.dead_letter_queue_url = cleared(&given.dead_letter_queue_url);
+                }
+                for (to, from) in [
+                    (&mut st.matching, &given.matching),
+                    (&mut st.rule_based_matching, &given.rule_based_matching),
+                    (&mut st.data_store, &given.data_store),
+                ] {
+                    if from.is_some() {
+                        to.clone_from(from);
+                    }
+                }
+                if given.tags.is_some() {
+                    st.tags.clone_from(&given.tags);
+                }
+                if let Some(days) = r.default_expiration_days {
+                    d.default_expiration_days = days as u32;
+                }
+                // A domain's settings are written from this type.
+                d.settings = serde_json::to_string(&st).unwrap_or_else(|_| d.settings.clone());
+                d.updated_ms = now;
+            })?;
+        if let Some(e) = bad_settings.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(ApiError::internal(&format!(
+                "the domain's stored settings: {e}"
+            )));
+        }
         Ok(domain_response(&d, None))
     }
 
@@ -883,9 +972,10 @@ impl CustomerProfiles {
         mapping.insert("DisplayName".into(), json!(r.display_name));
         mapping.insert("Fields".into(), json!(r.fields));
         mapping.insert("UniqueKey".into(), json!(r.unique_key));
-        if let Some(d) = r.data_expiry {
-            mapping.insert("DataExpiry".into(), json!(d));
-        }
+        // "If not provided, the system default of 2 weeks is used": the
+        // job's, not the domain's DefaultExpirationDays.
+        let days = r.data_expiry.unwrap_or(UPLOAD_DATA_EXPIRY_DAYS);
+        mapping.insert("DataExpiry".into(), json!(days));
         let mapping = Value::Object(mapping);
         MappingFile::from_json(mapping.to_string().as_bytes())
             .map_err(|e| ApiError::bad_request(e.to_string()))?;

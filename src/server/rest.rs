@@ -26,6 +26,7 @@ pub enum RestCall {
     CreateDomain(cp::CreateDomainRequest),
     GetDomain(cp::DomainRequest),
     DeleteDomain(cp::DomainRequest),
+    UpdateDomain(cp::UpdateDomainRequest),
     CreateUploadJob(cp::CreateUploadJobRequest),
     ListUploadJobs(cp::ListUploadJobsRequest),
     GetUploadJob(cp::JobRequest),
@@ -162,6 +163,10 @@ fn profiles(method: &str, s: &[&str], q: &str, body: &[u8]) -> Result<Option<Res
         }),
         ("GET", ["domains", d]) => C::GetDomain(domain(d)),
         ("DELETE", ["domains", d]) => C::DeleteDomain(domain(d)),
+        ("PUT", ["domains", d]) => C::UpdateDomain(cp::UpdateDomainRequest {
+            domain_name: (*d).to_owned(),
+            ..body_as(body)?
+        }),
         ("POST", ["domains", d, "upload-jobs"]) => C::CreateUploadJob(cp::CreateUploadJobRequest {
             domain_name: (*d).to_owned(),
             ..body_as(body)?
@@ -258,6 +263,7 @@ impl RestCall {
             C::CreateDomain(_) => "CreateDomain",
             C::GetDomain(_) => "GetDomain",
             C::DeleteDomain(_) => "DeleteDomain",
+            C::UpdateDomain(_) => "UpdateDomain",
             C::CreateUploadJob(_) => "CreateUploadJob",
             C::ListUploadJobs(_) => "ListUploadJobs",
             C::GetUploadJob(_) => "GetUploadJob",
@@ -289,6 +295,7 @@ impl RestCall {
             C::CreateDomain(r) => reply(p.create_domain(&r)),
             C::GetDomain(r) => reply(p.get_domain(&r)),
             C::DeleteDomain(r) => reply(p.delete_domain(&r)),
+            C::UpdateDomain(r) => reply(p.update_domain(&r)),
             C::CreateUploadJob(r) => reply(p.create_upload_job(&r)),
             C::ListUploadJobs(r) => reply(p.list_upload_jobs(&r)),
             C::GetUploadJob(r) => reply(p.get_upload_job(&r)),

@@ -29,7 +29,7 @@ type Check = (&'static str, fn(&dyn Store));
 
 /// Runs every check, each on a fresh store.
 pub fn all(fresh: Fresh<'_>) {
-    let checks: [Check; 14] = [
+    let checks: [Check; 15] = [
         (
             "transitions follow the state machine",
             transitions_follow_the_state_machine,
@@ -63,6 +63,10 @@ pub fn all(fresh: Fresh<'_>) {
         ),
         ("endpoints, segments and apps", endpoints_segments_and_apps),
         ("domains: busy, then deleted", domains_busy_then_deleted),
+        (
+            "domains change in place, by account",
+            domains_change_in_place_by_account,
+        ),
         ("concurrent writers", concurrent_writers),
         ("lists come in their order", lists_come_in_their_order),
     ];
@@ -1003,6 +1007,48 @@ fn endpoints_segments_and_apps(s: &dyn Store) {
             }
         ),
         Err(StoreError::NoApp(_))
+    ));
+}
+
+fn domains_change_in_place_by_account(s: &dyn Store) {
+    let (a, b) = (acct(), AccountId::new("222222222222"));
+    let mut d = Domain::new("d", 14, T0);
+    d.settings = r#"{"Tags":{"k":"v"}}"#.into();
+    s.create_domain(&a, &d).unwrap();
+    s.create_domain(&b, &Domain::new("d", 5, T0)).unwrap();
+    let changed = s
+        .update_domain(&a, "d", &|d| {
+            d.default_expiration_days = 30;
+            d.updated_ms = T0 + 7;
+            // What a store keeps of itself is not the caller's to change.
+            d.name = "renamed".into();
+            d.created_ms = 1;
+        })
+        .unwrap();
+    let want = Domain {
+        default_expiration_days: 30,
+        updated_ms: T0 + 7,
+        ..d.clone()
+    };
+    assert_eq!(changed, want);
+    assert_eq!(s.domain(&a, "d").unwrap(), Some(want.clone()));
+    assert!(s.domain(&a, "renamed").unwrap().is_none());
+    // Each change starts from what the one before wrote.
+    let again = s
+        .update_domain(&a, "d", &|d| d.settings = "{}".into())
+        .unwrap();
+    assert_eq!(
+        (again.default_expiration_days, again.settings.as_str()),
+        (30, "{}")
+    );
+    // The other account's domain of that name is untouched.
+    assert_eq!(
+        s.domain(&b, "d").unwrap().unwrap().default_expiration_days,
+        5
+    );
+    assert!(matches!(
+        s.update_domain(&a, "nope", &|_| {}),
+        Err(StoreError::NoDomain(_))
     ));
 }
 

@@ -391,6 +391,25 @@ impl ProfileStore for MemoryStore {
             .collect())
     }
 
+    fn update_domain(
+        &self,
+        account: &AccountId,
+        name: &str,
+        change: &(dyn Fn(&mut Domain) + Sync),
+    ) -> Result<Domain, StoreError> {
+        let mut st = self.state();
+        let row = st
+            .domains
+            .get_mut(&key(account, name))
+            .ok_or_else(|| StoreError::NoDomain(name.to_owned()))?;
+        let mut d = row.domain.clone();
+        change(&mut d);
+        d.name.clone_from(&row.domain.name);
+        d.created_ms = row.domain.created_ms;
+        row.domain = d.clone();
+        Ok(d)
+    }
+
     fn delete_domain(&self, account: &AccountId, name: &str) -> Result<u64, StoreError> {
         let mut st = self.state();
         let id = st.domain_row(account, name)?.id;

@@ -1113,6 +1113,21 @@ pub trait ProfileStore: Send + Sync {
     /// A backend error.
     fn domains(&self, account: &AccountId) -> Result<Vec<Domain>, StoreError>;
 
+    /// Changes a domain in one transaction: `change` is given the domain
+    /// as stored and its changes are written (name and creation time
+    /// kept), so that two updates of different members both land. Returns
+    /// the domain as written.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoDomain`], or a backend error.
+    fn update_domain(
+        &self,
+        account: &AccountId,
+        name: &str,
+        change: &(dyn Fn(&mut Domain) + Sync),
+    ) -> Result<Domain, StoreError>;
+
     /// Deletes a domain with its profiles and its finished jobs; returns
     /// how many profiles went.
     ///

@@ -1072,6 +1072,42 @@ impl ProfileStore for PgStore {
         })
     }
 
+    fn update_domain(
+        &self,
+        account: &AccountId,
+        name: &str,
+        change: &(dyn Fn(&mut Domain) + Sync),
+    ) -> Result<Domain, StoreError> {
+        self.write(|tx| {
+            let old = tx
+                .query_opt(
+                    &format!(
+                        "SELECT {DOMAIN_COLUMNS} FROM domains WHERE account = $1 AND name = $2 \
+                         FOR UPDATE"
+                    ),
+                    &[&account.as_str(), &name],
+                )?
+                .map(|r| domain_from_row(&r))
+                .ok_or_else(|| StoreError::NoDomain(name.to_owned()))?;
+            let mut d = old.clone();
+            change(&mut d);
+            d.name = old.name;
+            d.created_ms = old.created_ms;
+            tx.execute(
+                "UPDATE domains SET default_expiration_days = $3, updated_ms = $4, \
+                 settings = $5 WHERE account = $1 AND name = $2",
+                &[
+                    &account.as_str(),
+                    &name,
+                    &i64::from(d.default_expiration_days),
+                    &d.updated_ms,
+                    &d.settings,
+                ],
+            )?;
+            Ok(d)
+        })
+    }
+
     fn domain(&self, account: &AccountId, name: &str) -> Result<Option<Domain>, StoreError> {
         self.read(|c| {
             Ok(c.query_opt(

@@ -1508,6 +1508,44 @@ impl ProfileStore for SqliteStore {
         })
     }
 
+    fn update_domain(
+        &self,
+        account: &AccountId,
+        name: &str,
+        change: &(dyn Fn(&mut Domain) + Sync),
+    ) -> Result<Domain, StoreError> {
+        self.write(|tx| {
+            let old = tx
+                .query_row(
+                    &format!(
+                        "SELECT {DOMAIN_COLUMNS} FROM domains WHERE account = ?1 AND name = ?2"
+                    ),
+                    [account.as_str(), name],
+                    domain_from_row,
+                )
+                .optional()
+                .map_err(self.db())?
+                .ok_or_else(|| StoreError::NoDomain(name.to_owned()))?;
+            let mut d = old.clone();
+            change(&mut d);
+            d.name = old.name;
+            d.created_ms = old.created_ms;
+            tx.execute(
+                "UPDATE domains SET default_expiration_days = ?3, updated_ms = ?4, \
+                 settings = ?5 WHERE account = ?1 AND name = ?2",
+                params![
+                    account.as_str(),
+                    name,
+                    d.default_expiration_days,
+                    d.updated_ms,
+                    d.settings
+                ],
+            )
+            .map_err(self.db())?;
+            Ok(d)
+        })
+    }
+
     fn delete_domain(&self, account: &AccountId, name: &str) -> Result<u64, StoreError> {
         self.write(|tx| {
             let id = self.domain_id(tx, account, name)?;

@@ -297,6 +297,34 @@ class UploadJobs(unittest.TestCase):
         with self.assertRaises(self.cp.exceptions.BadRequestException):
             self.cp.create_domain(DomainName="toolong", DefaultExpirationDays=5000)
 
+    def test_9_update_domain_and_the_default_expiry(self):
+        cp = self.cp
+        made = cp.create_domain(DomainName="upd", DefaultExpirationDays=30, Tags={"a": "1"},
+                                DeadLetterQueueUrl="https://sqs.us-east-1.amazonaws.com/1/q")
+        # An upload job that names no DataExpiry gets the service's 14 days.
+        job = cp.create_upload_job(DomainName="upd", DisplayName="no expiry", Fields=FIELDS,
+                                   UniqueKey="Email")["JobId"]
+        self.assertEqual(cp.get_upload_job(DomainName="upd", JobId=job)["DataExpiry"], 14)
+        got = cp.update_domain(DomainName="upd", DefaultExpirationDays=60,
+                               DeadLetterQueueUrl="", Tags={"b": "2"})
+        self.assertEqual(got["DomainName"], "upd")
+        self.assertEqual(got["DefaultExpirationDays"], 60)
+        self.assertNotIn("DeadLetterQueueUrl", got)
+        self.assertEqual(got["Tags"], {"b": "2"})
+        self.assertEqual(got["CreatedAt"], made["CreatedAt"])
+        self.assertGreaterEqual(got["LastUpdatedAt"], made["LastUpdatedAt"])
+        # What an update does not name stays.
+        again = cp.update_domain(DomainName="upd", DefaultEncryptionKey="arn:aws:kms:k")
+        self.assertEqual((again["DefaultExpirationDays"], again["Tags"],
+                          again["DefaultEncryptionKey"]), (60, {"b": "2"}, "arn:aws:kms:k"))
+        d = cp.get_domain(DomainName="upd")
+        self.assertEqual((d["DefaultExpirationDays"], d["Tags"]), (60, {"b": "2"}))
+        with self.assertRaises(cp.exceptions.ResourceNotFoundException):
+            cp.update_domain(DomainName="nope", DefaultExpirationDays=3)
+        with self.assertRaises(cp.exceptions.BadRequestException) as e:
+            cp.update_domain(DomainName="upd", DefaultExpirationDays=5000)
+        self.assertIn("DefaultExpirationDays", str(e.exception))
+
     def test_8_the_aws_cli(self):
         aws = shutil.which("aws")
         if not aws:
