@@ -125,20 +125,9 @@ pub struct DomainSettings {
     pub tags: Option<BTreeMap<String, String>>,
 }
 
-/// `UpdateDomainRequest`.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct UpdateDomainRequest {
-    /// The domain's name (in the URI).
-    #[serde(default)]
-    pub domain_name: String,
-    /// Days a profile lives unless its job says otherwise, 1 to 1098.
-    #[serde(default)]
-    pub default_expiration_days: Option<i64>,
-    /// The members to change; those not given stay.
-    #[serde(flatten)]
-    pub settings: DomainSettings,
-}
+/// `UpdateDomainRequest`: the members of CreateDomain's; those not given
+/// stay as they are.
+pub type UpdateDomainRequest = CreateDomainRequest;
 
 /// A domain as `CreateDomain` and `GetDomain` return it.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

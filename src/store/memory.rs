@@ -402,10 +402,7 @@ impl ProfileStore for MemoryStore {
             .domains
             .get_mut(&key(account, name))
             .ok_or_else(|| StoreError::NoDomain(name.to_owned()))?;
-        let mut d = row.domain.clone();
-        change(&mut d);
-        d.name.clone_from(&row.domain.name);
-        d.created_ms = row.domain.created_ms;
+        let d = row.domain.changed(change);
         row.domain = d.clone();
         Ok(d)
     }

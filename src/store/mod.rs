@@ -266,6 +266,17 @@ impl Domain {
             settings: "{}".to_owned(),
         }
     }
+
+    /// This domain after `change`, with what a store keeps of its own (the
+    /// name and the creation time) as they were: what
+    /// [`ProfileStore::update_domain`] writes.
+    pub fn changed(&self, change: &(dyn Fn(&mut Domain) + Sync)) -> Domain {
+        let mut d = self.clone();
+        change(&mut d);
+        d.name.clone_from(&self.name);
+        d.created_ms = self.created_ms;
+        d
+    }
 }
 
 /// What kind of job a job is.

@@ -1526,10 +1526,7 @@ impl ProfileStore for SqliteStore {
                 .optional()
                 .map_err(self.db())?
                 .ok_or_else(|| StoreError::NoDomain(name.to_owned()))?;
-            let mut d = old.clone();
-            change(&mut d);
-            d.name = old.name;
-            d.created_ms = old.created_ms;
+            let d = old.changed(change);
             tx.execute(
                 "UPDATE domains SET default_expiration_days = ?3, updated_ms = ?4, \
                  settings = ?5 WHERE account = ?1 AND name = ?2",
