@@ -17,10 +17,10 @@ use std::time::Duration;
 use sluice::objects::{MemoryObjects, ObjectAttributes, put};
 use sluice::store::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, EndpointBatch,
-    EndpointMerge, EndpointWrite, JobCounters, JobFilter, JobRecord, JobRef, JobStatus, JobStore,
-    Lease, LeaseChange, LeaseStore, MemoryStore, NewJob, PieceCounts, PieceStore, Profile,
-    ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint, Transition,
-    WriteCounts,
+    EndpointMerge, EndpointWrite, EndpointsOf, JobCounters, JobFilter, JobRecord, JobRef,
+    JobStatus, JobStore, Lease, LeaseChange, LeaseStore, MemoryStore, NewJob, PieceCounts,
+    PieceStore, Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint,
+    Transition, WriteCounts,
 };
 use sluice::synth::{EndpointSpec, Spec, write_customers, write_endpoints};
 use sluice::{ImportJob, JobSpec, Objects, ProfileJob, Runner, RunnerConfig, Source};
@@ -248,6 +248,15 @@ impl ProfileStore for Faulty {
 }
 
 impl AppStore for Faulty {
+    fn delete_endpoints(
+        &self,
+        account: &AccountId,
+        app: &str,
+        which: EndpointsOf<'_>,
+    ) -> Result<Vec<StoredEndpoint>, StoreError> {
+        self.check("delete_endpoints")?;
+        self.inner.delete_endpoints(account, app, which)
+    }
     fn create_app(&self, account: &AccountId, app: &App) -> Result<(), StoreError> {
         self.check("create_app")?;
         self.inner.create_app(account, app)

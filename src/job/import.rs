@@ -30,7 +30,8 @@ use crate::ingest::{
 };
 use crate::objects::{ObjectErrorKind, ObjectInfo, ObjectUrl, resolve};
 use crate::store::{
-    EndpointBatch, EndpointKey, EndpointWrite, JobCounters, JobStatus, Segment, StoredEndpoint,
+    EndpointBatch, EndpointKey, EndpointWrite, EndpointWriter, JobCounters, JobStatus, Segment,
+    StoredEndpoint,
 };
 
 /// Stored bytes of the endpoints (as the engine keeps them) in one write
@@ -462,7 +463,7 @@ fn write_batch(
         }
     };
     let batch = EndpointBatch {
-        attempt: ctx.attempt(),
+        by: EndpointWriter::Job(ctx.attempt()),
         app: &spec.app,
         now_ms: ctx.now(),
         keys: &keys,

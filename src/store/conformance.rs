@@ -17,8 +17,9 @@ use std::sync::{Arc, Barrier};
 
 use super::{
     AccountId, App, Attempt, BucketSettings, Domain, EndpointBatch, EndpointKey, EndpointMerge,
-    EndpointWrite, JobCounters, JobFilter, JobKind, JobRef, JobStatus, Lease, NewJob, PieceCounts,
-    ProfileBatch, ProfileRow, Segment, Store, StoreError, StoredEndpoint, Transition,
+    EndpointWrite, EndpointWriter, EndpointsOf, JobCounters, JobFilter, JobKind, JobRef, JobStatus,
+    Lease, NewJob, PieceCounts, ProfileBatch, ProfileRow, Segment, Store, StoreError,
+    StoredEndpoint, Transition,
 };
 
 /// Makes a fresh, empty store.
@@ -29,7 +30,7 @@ type Check = (&'static str, fn(&dyn Store));
 
 /// Runs every check, each on a fresh store.
 pub fn all(fresh: Fresh<'_>) {
-    let checks: [Check; 15] = [
+    let checks: [Check; 16] = [
         (
             "transitions follow the state machine",
             transitions_follow_the_state_machine,
@@ -62,6 +63,10 @@ pub fn all(fresh: Fresh<'_>) {
             expiry_the_longest_wins_and_purges,
         ),
         ("endpoints, segments and apps", endpoints_segments_and_apps),
+        (
+            "endpoints: written by requests, deleted by id and user",
+            endpoints_written_by_requests_deleted_by_id_and_user,
+        ),
         ("domains: busy, then deleted", domains_busy_then_deleted),
         (
             "domains change in place, by account",
@@ -753,6 +758,101 @@ fn endpoint(id: &str, channel: &str, address: &str, user: &str) -> StoredEndpoin
     }
 }
 
+fn endpoints_written_by_requests_deleted_by_id_and_user(s: &dyn Store) {
+    let (a, b) = (acct(), AccountId::new("222222222222"));
+    s.create_app(&a, &app("app1", T0)).unwrap();
+    s.create_segment(
+        &a,
+        &Segment {
+            app: "app1".into(),
+            id: "seg".into(),
+            name: None,
+            definition: "{}".into(),
+            created_ms: T0,
+            updated_ms: T0,
+            version: 1,
+        },
+    )
+    .unwrap();
+    let keys = [
+        EndpointKey::Id("e1"),
+        EndpointKey::Id("e2"),
+        EndpointKey::Id("e3"),
+    ];
+    let made = [
+        endpoint("e1", "EMAIL", "a@x.co", "u1"),
+        endpoint("e2", "SMS", "+14155550100", "u1"),
+        endpoint("e3", "EMAIL", "c@x.co", "u3"),
+    ];
+    let batch = EndpointBatch {
+        by: EndpointWriter::Request(&a),
+        app: "app1",
+        now_ms: T0 + 1,
+        keys: &keys,
+        segment: Some("seg"),
+    };
+    let w = s
+        .write_endpoints(&batch, &mut |n, old| {
+            assert!(old.is_none());
+            Ok(made[n].clone())
+        })
+        .unwrap();
+    assert_eq!(w[0], EndpointWrite::Created("e1".into()));
+    // A request's write of an endpoint that is there is an update, and no
+    // job is needed for either.
+    let again = EndpointBatch {
+        keys: &keys[..1],
+        now_ms: T0 + 2,
+        ..batch
+    };
+    let w = s
+        .write_endpoints(&again, &mut |_, old| Ok(old.expect("e1 is there")))
+        .unwrap();
+    assert_eq!(w, [EndpointWrite::Updated("e1".into())]);
+    let e1 = s.endpoint(&a, "app1", "e1").unwrap().unwrap();
+    assert_eq!(
+        (e1.created_ms, e1.updated_ms, e1.created_by),
+        (T0 + 1, T0 + 2, None)
+    );
+    // Another account deletes nothing of this one's.
+    assert!(matches!(
+        s.delete_endpoints(&b, "app1", EndpointsOf::Id("e1")),
+        Err(StoreError::NoApp(_))
+    ));
+    let gone = s
+        .delete_endpoints(&a, "app1", EndpointsOf::Id("e3"))
+        .unwrap();
+    assert_eq!(
+        gone.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["e3"]
+    );
+    assert!(s.endpoint(&a, "app1", "e3").unwrap().is_none());
+    assert!(
+        s.delete_endpoints(&a, "app1", EndpointsOf::Id("e3"))
+            .unwrap()
+            .is_empty()
+    );
+    let gone = s
+        .delete_endpoints(&a, "app1", EndpointsOf::User("u1"))
+        .unwrap();
+    assert_eq!(
+        gone.iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+        ["e1", "e2"]
+    );
+    assert_eq!(gone[0].fields, made[0].fields);
+    assert!(s.user_endpoints(&a, "app1", "u1").unwrap().is_empty());
+    // Their segment memberships went with them.
+    assert!(
+        s.segment_channel_counts(&a, "app1", "seg")
+            .unwrap()
+            .is_empty()
+    );
+    assert!(matches!(
+        s.delete_endpoints(&a, "nope", EndpointsOf::User("u1")),
+        Err(StoreError::NoApp(_))
+    ));
+}
+
 fn endpoints_segments_and_apps(s: &dyn Store) {
     let a = acct();
     s.create_app(&a, &app("app1", T0)).unwrap();
@@ -790,7 +890,7 @@ fn endpoints_segments_and_apps(s: &dyn Store) {
         _ => Err("a new endpoint needs a ChannelType and an Address".to_owned()),
     };
     let batch = EndpointBatch {
-        attempt: at,
+        by: EndpointWriter::Job(at),
         app: "app1",
         now_ms: T0 + 1,
         keys: &keys,
@@ -833,10 +933,10 @@ fn endpoints_segments_and_apps(s: &dyn Store) {
     let a2 = go(s, &a, "imp2", JobStatus::Queued, JobStatus::Running);
     // The address finds e2, the id finds e1.
     let later = EndpointBatch {
-        attempt: Attempt {
+        by: EndpointWriter::Job(Attempt {
             job: job_ref(&a, "imp2"),
             attempt: a2,
-        },
+        }),
         now_ms: T0 + 2,
         ..batch
     };

@@ -6,9 +6,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, EndpointBatch,
-    EndpointKey, EndpointMerge, EndpointWrite, JobCounters, JobFilter, JobRecord, JobRef,
-    JobStatus, JobStore, Lease, LeaseChange, LeaseStore, NewJob, PieceCounts, PieceStore, Profile,
-    ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint, Transition,
+    EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf, JobCounters, JobFilter, JobRecord,
+    JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, NewJob, PieceCounts, PieceStore,
+    Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint, Transition,
     WriteCounts, fields_object,
 };
 
@@ -71,9 +71,9 @@ impl AppEndpoints {
         Some((e.channel_type.clone()?, e.address.clone()?))
     }
 
-    fn insert(&mut self, e: StoredEndpoint) {
-        if let Some(old) = self.by_id.get(&e.id)
-            && let Some(at) = Self::address_of(old)
+    fn remove(&mut self, id: &str) -> Option<StoredEndpoint> {
+        let old = self.by_id.remove(id)?;
+        if let Some(at) = Self::address_of(&old)
             && let Some(ids) = self.by_address.get_mut(&at)
         {
             ids.remove(&(old.created_ms, old.id.clone()));
@@ -81,6 +81,11 @@ impl AppEndpoints {
                 self.by_address.remove(&at);
             }
         }
+        Some(old)
+    }
+
+    fn insert(&mut self, e: StoredEndpoint) {
+        self.remove(&e.id);
         if let Some(at) = Self::address_of(&e) {
             self.by_address
                 .entry(at)
@@ -601,9 +606,11 @@ impl AppStore for MemoryStore {
         merge: &mut EndpointMerge<'_>,
     ) -> Result<Vec<EndpointWrite>, StoreError> {
         let mut st = self.state();
-        let account = b.attempt.job.account;
+        let account = b.by.account();
         st.app_exists(account, b.app)?;
-        st.running(b.attempt)?;
+        if let Some(attempt) = b.by.attempt() {
+            st.running(attempt)?;
+        }
         let k = key(account, b.app);
         if let Some(seg) = b.segment
             && !st.segments.get(&k).is_some_and(|s| s.contains_key(seg))
@@ -621,10 +628,7 @@ impl AppStore for MemoryStore {
                 EndpointKey::Id(id) => endpoints.get(id).cloned(),
                 EndpointKey::Address(ch, addr) => endpoints.by_address(ch, addr).cloned(),
             };
-            let ours = b.attempt.job.id;
-            let existed = found
-                .as_ref()
-                .is_some_and(|f| f.created_by.as_deref() != Some(ours));
+            let existed = b.by.existed(found.as_ref());
             let e = match merge(n, found) {
                 Ok(e) => e,
                 Err(why) => {
@@ -633,7 +637,7 @@ impl AppStore for MemoryStore {
                 }
             };
             let (created_ms, created_by) = endpoints.get(&e.id).map_or_else(
-                || (b.now_ms, Some(ours.to_owned())),
+                || (b.now_ms, b.by.job().map(str::to_owned)),
                 |old| (old.created_ms, old.created_by.clone()),
             );
             endpoints.insert(StoredEndpoint {
@@ -658,9 +662,11 @@ impl AppStore for MemoryStore {
                 out.push(EndpointWrite::Created(e.id));
             }
         }
-        let job = st.running(b.attempt)?;
-        job.counters.created += created;
-        job.counters.updated += updated;
+        if let Some(attempt) = b.by.attempt() {
+            let job = st.running(attempt)?;
+            job.counters.created += created;
+            job.counters.updated += updated;
+        }
         Ok(out)
     }
 
@@ -696,6 +702,38 @@ impl AppStore for MemoryStore {
                     .collect()
             })
             .unwrap_or_default())
+    }
+
+    fn delete_endpoints(
+        &self,
+        account: &AccountId,
+        app: &str,
+        which: EndpointsOf<'_>,
+    ) -> Result<Vec<StoredEndpoint>, StoreError> {
+        let mut st = self.state();
+        st.app_exists(account, app)?;
+        let k = key(account, app);
+        let Some(endpoints) = st.endpoints.get_mut(&k) else {
+            return Ok(Vec::new());
+        };
+        let ids: Vec<String> = match which {
+            EndpointsOf::Id(id) => vec![id.to_owned()],
+            EndpointsOf::User(user) => endpoints
+                .by_id
+                .values()
+                .filter(|e| e.user_id.as_deref() == Some(user))
+                .map(|e| e.id.clone())
+                .collect(),
+        };
+        let gone: Vec<StoredEndpoint> = ids.iter().filter_map(|id| endpoints.remove(id)).collect();
+        if let Some(segments) = st.members.get_mut(&k) {
+            for members in segments.values_mut() {
+                for e in &gone {
+                    members.remove(&e.id);
+                }
+            }
+        }
+        Ok(gone)
     }
 
     fn create_segment(&self, account: &AccountId, seg: &Segment) -> Result<(), StoreError> {

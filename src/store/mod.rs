@@ -1238,12 +1238,61 @@ pub enum EndpointKey<'a> {
     Address(&'a str, &'a str),
 }
 
+/// Which endpoints of an app.
+#[derive(Clone, Copy, Debug, Eq, PartialEq)]
+pub enum EndpointsOf<'a> {
+    /// The one with this id.
+    Id(&'a str),
+    /// Every one of this user.
+    User(&'a str),
+}
+
+/// Who writes a batch of endpoints.
+#[derive(Clone, Copy, Debug)]
+pub enum EndpointWriter<'a> {
+    /// A job's attempt: fenced by it, and its job's `created` and `updated`
+    /// move in the same transaction.
+    Job(Attempt<'a>),
+    /// A request of the account (UpdateEndpoint and the like).
+    Request(&'a AccountId),
+}
+
+impl<'a> EndpointWriter<'a> {
+    /// The account written to.
+    pub fn account(&self) -> &'a AccountId {
+        match *self {
+            EndpointWriter::Job(a) => a.job.account,
+            EndpointWriter::Request(account) => account,
+        }
+    }
+
+    /// The attempt, when a job writes.
+    pub fn attempt(&self) -> Option<Attempt<'a>> {
+        match *self {
+            EndpointWriter::Job(a) => Some(a),
+            EndpointWriter::Request(_) => None,
+        }
+    }
+
+    /// The job, when a job writes: what an endpoint it creates records as
+    /// `created_by`.
+    pub fn job(&self) -> Option<&'a str> {
+        self.attempt().map(|a| a.job.id)
+    }
+
+    /// Whether `found`, the stored endpoint a key found, counts as one
+    /// that existed: for a job, unless the job itself created it (in an
+    /// earlier attempt).
+    pub fn existed(&self, found: Option<&StoredEndpoint>) -> bool {
+        found.is_some_and(|f| self.job().is_none() || f.created_by.as_deref() != self.job())
+    }
+}
+
 /// Endpoints to write in one transaction.
 #[derive(Clone, Copy, Debug)]
 pub struct EndpointBatch<'a> {
-    /// The attempt writing; its job's `created` and `updated` move in the
-    /// same transaction.
-    pub attempt: Attempt<'a>,
+    /// Who writes.
+    pub by: EndpointWriter<'a>,
     /// The app.
     pub app: &'a str,
     /// When.
@@ -1362,6 +1411,20 @@ pub trait AppStore: Send + Sync {
         account: &AccountId,
         app: &str,
         user_id: &str,
+    ) -> Result<Vec<StoredEndpoint>, StoreError>;
+
+    /// Deletes the endpoints `which` names, with their segment
+    /// memberships; returns them as they were, by id (none when none
+    /// matched).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoApp`], or a backend error.
+    fn delete_endpoints(
+        &self,
+        account: &AccountId,
+        app: &str,
+        which: EndpointsOf<'_>,
     ) -> Result<Vec<StoredEndpoint>, StoreError>;
 
     /// Records a segment; one that exists with the same id is left as it

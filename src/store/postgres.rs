@@ -20,10 +20,10 @@ mod tls;
 
 use super::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, EndpointBatch,
-    EndpointKey, EndpointMerge, EndpointWrite, FailureKind, JobCounters, JobFilter, JobKind,
-    JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, NewJob, PieceCounts,
-    PieceStore, Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint,
-    Transition, WriteCounts, fields_object,
+    EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf, FailureKind, JobCounters, JobFilter,
+    JobKind, JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, NewJob,
+    PieceCounts, PieceStore, Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError,
+    StoredEndpoint, Transition, WriteCounts, fields_object,
 };
 
 /// Migrations, in order; the table `sluice_schema` says how many have run.
@@ -1433,9 +1433,9 @@ impl EndpointState {
         }
     }
 
-    /// Records `e` as written at `now_ms` by job `ours` (its creation kept
+    /// Records `e` as written at `now_ms` by job `ours`, if a job (its creation kept
     /// if it was stored or written before).
-    fn put(&mut self, mut e: StoredEndpoint, now_ms: i64, ours: &str) {
+    fn put(&mut self, mut e: StoredEndpoint, now_ms: i64, ours: Option<&str>) {
         match self.by_id.get(&e.id) {
             Some(old) => {
                 e.created_ms = old.created_ms;
@@ -1443,7 +1443,7 @@ impl EndpointState {
             }
             None => {
                 e.created_ms = now_ms;
-                e.created_by = Some(ours.to_owned());
+                e.created_by = ours.map(str::to_owned);
             }
         }
         e.updated_ms = now_ms;
@@ -1464,7 +1464,7 @@ impl EndpointState {
         tx: &mut Transaction<'_>,
         no: i64,
         now_ms: i64,
-        ours: &str,
+        ours: Option<&str>,
         segment: Option<&str>,
     ) -> TxResult<()> {
         let mut seen = std::collections::HashSet::new();
@@ -1594,12 +1594,14 @@ impl AppStore for PgStore {
         b: &EndpointBatch<'_>,
         merge: &mut EndpointMerge<'_>,
     ) -> Result<Vec<EndpointWrite>, StoreError> {
-        let account = b.attempt.job.account;
-        let ours = b.attempt.job.id;
+        let account = b.by.account();
+        let ours = b.by.job();
         self.write(|tx| {
             let no = Self::app_no(tx, account, b.app)?
                 .ok_or_else(|| StoreError::NoApp(b.app.to_owned()))?;
-            Self::require_running(tx, b.attempt)?;
+            if let Some(attempt) = b.by.attempt() {
+                Self::require_running(tx, attempt)?;
+            }
             if let Some(seg) = b.segment
                 && tx
                     .query_opt(
@@ -1619,9 +1621,7 @@ impl AppStore for PgStore {
             let (mut created, mut updated) = (0i64, 0i64);
             for (i, key) in b.keys.iter().enumerate() {
                 let found = batch.find(*key);
-                let existed = found
-                    .as_ref()
-                    .is_some_and(|f| f.created_by.as_deref() != Some(ours));
+                let existed = b.by.existed(found.as_ref());
                 let e = match merge(i, found) {
                     Ok(e) => e,
                     Err(why) => {
@@ -1640,11 +1640,13 @@ impl AppStore for PgStore {
                 }
             }
             batch.write(tx, no, b.now_ms, ours, b.segment)?;
-            tx.execute(
-                "UPDATE jobs SET created = created + $3, updated = updated + $4 \
-                 WHERE account = $1 AND id = $2",
-                &[&account.as_str(), &ours, &created, &updated],
-            )?;
+            if let Some(job) = ours {
+                tx.execute(
+                    "UPDATE jobs SET created = created + $3, updated = updated + $4 \
+                     WHERE account = $1 AND id = $2",
+                    &[&account.as_str(), &job, &created, &updated],
+                )?;
+            }
             Ok(out)
         })
     }
@@ -1689,6 +1691,40 @@ impl AppStore for PgStore {
             .iter()
             .map(endpoint_from_row)
             .collect())
+        })
+    }
+
+    fn delete_endpoints(
+        &self,
+        account: &AccountId,
+        app: &str,
+        which: EndpointsOf<'_>,
+    ) -> Result<Vec<StoredEndpoint>, StoreError> {
+        self.write(|tx| {
+            let no =
+                Self::app_no(tx, account, app)?.ok_or_else(|| StoreError::NoApp(app.to_owned()))?;
+            let (column, value) = match which {
+                EndpointsOf::Id(id) => ("endpoint_id", id),
+                EndpointsOf::User(user) => ("user_id", user),
+            };
+            let mut gone: Vec<StoredEndpoint> = tx
+                .query(
+                    &format!(
+                        "DELETE FROM endpoints WHERE app_no = $1 AND {column} = $2 \
+                         RETURNING {ENDPOINT_COLUMNS}"
+                    ),
+                    &[&no, &value],
+                )?
+                .iter()
+                .map(endpoint_from_row)
+                .collect();
+            gone.sort_by(|a, b| a.id.cmp(&b.id));
+            let ids: Vec<&str> = gone.iter().map(|e| e.id.as_str()).collect();
+            tx.execute(
+                "DELETE FROM segment_members WHERE app_no = $1 AND endpoint_id = ANY($2)",
+                &[&no, &ids],
+            )?;
+            Ok(gone)
         })
     }
 

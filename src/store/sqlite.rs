@@ -9,10 +9,10 @@ use rusqlite::{
 
 use super::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, EndpointBatch,
-    EndpointKey, EndpointMerge, EndpointWrite, FailureKind, JobCounters, JobFilter, JobKind,
-    JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, NewJob, PieceCounts,
-    PieceStore, Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint,
-    Transition, WriteCounts, fields_object,
+    EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf, FailureKind, JobCounters, JobFilter,
+    JobKind, JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, NewJob,
+    PieceCounts, PieceStore, Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError,
+    StoredEndpoint, Transition, WriteCounts, fields_object,
 };
 
 /// The database file's name inside the data directory.
@@ -1827,14 +1827,16 @@ impl AppStore for SqliteStore {
         b: &EndpointBatch<'_>,
         merge: &mut EndpointMerge<'_>,
     ) -> Result<Vec<EndpointWrite>, StoreError> {
-        let account = b.attempt.job.account;
+        let account = b.by.account();
         self.write(|tx| {
             tx.pragma_update(None, "cache_size", -ENDPOINT_CACHE_KIB)
                 .map_err(self.db())?;
             let no = app_no(tx, account, b.app)
                 .map_err(self.db())?
                 .ok_or_else(|| StoreError::NoApp(b.app.to_owned()))?;
-            self.require_running(tx, b.attempt)?;
+            if let Some(attempt) = b.by.attempt() {
+                self.require_running(tx, attempt)?;
+            }
             if let Some(seg) = b.segment {
                 tx.query_row(
                     "SELECT 1 FROM segments WHERE app_id = ?1 AND segment_id = ?2",
@@ -1892,10 +1894,7 @@ impl AppStore for SqliteStore {
                         }
                     }
                     .map_err(self.db())?;
-                    let ours = b.attempt.job.id;
-                    let existed = found
-                        .as_ref()
-                        .is_some_and(|f| f.created_by.as_deref() != Some(ours));
+                    let existed = b.by.existed(found.as_ref());
                     let e = match merge(n, found) {
                         Ok(e) => e,
                         Err(why) => {
@@ -1912,7 +1911,7 @@ impl AppStore for SqliteStore {
                             e.user_id,
                             e.fields,
                             b.now_ms,
-                            ours
+                            b.by.job()
                         ])
                         .map_err(self.db())?;
                     if let Some(seg) = b.segment {
@@ -1927,12 +1926,14 @@ impl AppStore for SqliteStore {
                     }
                 }
             }
-            tx.execute(
-                "UPDATE jobs SET created = created + ?3, updated = updated + ?4 \
-                 WHERE account = ?1 AND id = ?2",
-                params![account.as_str(), b.attempt.job.id, created, updated],
-            )
-            .map_err(self.db())?;
+            if let Some(job) = b.by.job() {
+                tx.execute(
+                    "UPDATE jobs SET created = created + ?3, updated = updated + ?4 \
+                     WHERE account = ?1 AND id = ?2",
+                    params![account.as_str(), job, created, updated],
+                )
+                .map_err(self.db())?;
+            }
             Ok(out)
         })
     }
@@ -1979,6 +1980,49 @@ impl AppStore for SqliteStore {
                 endpoint_from_row,
             )
             .map_err(self.db())
+        })
+    }
+
+    fn delete_endpoints(
+        &self,
+        account: &AccountId,
+        app: &str,
+        which: EndpointsOf<'_>,
+    ) -> Result<Vec<StoredEndpoint>, StoreError> {
+        self.write(|tx| {
+            let no = app_no(tx, account, app)
+                .map_err(self.db())?
+                .ok_or_else(|| StoreError::NoApp(app.to_owned()))?;
+            let gone = match which {
+                EndpointsOf::Id(id) => all(
+                    tx,
+                    &format!(
+                        "SELECT {ENDPOINT_COLUMNS} FROM endpoints \
+                         WHERE app_no = ?1 AND endpoint_id = ?2"
+                    ),
+                    params![no, id],
+                    endpoint_from_row,
+                ),
+                EndpointsOf::User(user) => all(
+                    tx,
+                    &format!(
+                        "SELECT {ENDPOINT_COLUMNS} FROM endpoints INDEXED BY endpoints_by_user \
+                         WHERE app_no = ?1 AND user_id = ?2 ORDER BY endpoint_id"
+                    ),
+                    params![no, user],
+                    endpoint_from_row,
+                ),
+            }
+            .map_err(self.db())?;
+            for e in &gone {
+                for sql in [
+                    "DELETE FROM segment_members WHERE app_no = ?1 AND endpoint_id = ?2",
+                    "DELETE FROM endpoints WHERE app_no = ?1 AND endpoint_id = ?2",
+                ] {
+                    tx.execute(sql, params![no, e.id]).map_err(self.db())?;
+                }
+            }
+            Ok(gone)
         })
     }
 
