@@ -3,7 +3,8 @@ Amazon Pinpoint's apps, import jobs, endpoints and segments.
 
 Operations and members are those of `pinpoint.json`: CreateApp, GetApp,
 GetApps, DeleteApp, CreateImportJob, GetImportJob, GetImportJobs,
-GetSegmentImportJobs, GetEndpoint, GetUserEndpoints, GetSegment and
+GetSegmentImportJobs, GetEndpoint, GetUserEndpoints, UpdateEndpoint,
+UpdateEndpointsBatch, DeleteEndpoint, DeleteUserEndpoints, GetSegment and
 GetSegments. Import jobs read endpoint files from buckets
 ([`crate::endpoints`] describes the format) and run on the job runner, at
 most two per app at once unless configured otherwise.
@@ -27,11 +28,13 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, check_len, keyset_page};
 use crate::endpoints::{Endpoint, Format};
 use crate::job::{
-    Clock, ImportJob, JobSpec, JobStatus, Runner, new_job_id, nothing_to_import, objects_to_import,
+    Clock, EndpointRequestError, ImportJob, JobSpec, JobStatus, Runner, new_job_id,
+    nothing_to_import, objects_to_import, write_requested_endpoints,
 };
 use crate::objects::{ObjectErrorKind, ObjectUrl, resolve};
 use crate::store::{
-    AccountId, App, JobFilter, JobKind, JobRecord, JobRef, Segment, Store, StoredEndpoint,
+    AccountId, App, EndpointsOf, JobFilter, JobKind, JobRecord, JobRef, Segment, Store,
+    StoredEndpoint,
 };
 use crate::time::iso8601;
 
@@ -190,6 +193,29 @@ pub struct EndpointResponse {
     #[serde(flatten)]
     pub endpoint: Endpoint,
 }
+
+/// `MessageBody`: what UpdateEndpoint and UpdateEndpointsBatch answer.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+pub struct MessageBody {
+    /// `Accepted`.
+    #[serde(rename = "Message")]
+    pub message: String,
+    /// A fresh id of the request.
+    #[serde(rename = "RequestID")]
+    pub request_id: String,
+}
+
+/// `EndpointBatchRequest`: the endpoints of UpdateEndpointsBatch.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+pub struct EndpointBatchRequest {
+    /// `EndpointBatchItem`s: an endpoint with its `Id`.
+    #[serde(default)]
+    pub item: Vec<Endpoint>,
+}
+
+/// Most endpoints one UpdateEndpointsBatch writes (the service's quota).
+pub const MAX_BATCH_ENDPOINTS: usize = 100;
 
 /// `EndpointsResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -609,6 +635,127 @@ impl Pinpoint {
         })
     }
 
+    /// UpdateEndpoint: creates the endpoint `id` or lays `request` over
+    /// it (attributes, metrics, demographic and location by name), with
+    /// the checks of an imported row.
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException` for an unknown app; `BadRequestException`
+    /// naming the member that breaks a rule, an `Id` in the body that is
+    /// not the one in the path, or a new endpoint without `ChannelType`
+    /// and `Address`.
+    pub fn update_endpoint(
+        &self,
+        app_id: &str,
+        id: &str,
+        mut request: Endpoint,
+    ) -> Result<MessageBody, ApiError> {
+        if request.id.as_deref().is_some_and(|given| given != id) {
+            return Err(ApiError::bad_request(format!(
+                "the body's Id {:?} is not the endpoint {id:?} of the path",
+                request.id.unwrap_or_default()
+            )));
+        }
+        request.id = Some(id.to_owned());
+        self.write_endpoints(app_id, vec![request], &[format!("endpoint {id}")])
+    }
+
+    /// UpdateEndpointsBatch: up to [`MAX_BATCH_ENDPOINTS`] endpoints in
+    /// one transaction, each as UpdateEndpoint writes one; a later item of
+    /// the same endpoint is laid over an earlier one.
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException` for an unknown app; `BadRequestException` for
+    /// no items or too many, or naming the item (`Item[3]`) and member
+    /// that break a rule; then nothing is written.
+    pub fn update_endpoints_batch(
+        &self,
+        app_id: &str,
+        request: EndpointBatchRequest,
+    ) -> Result<MessageBody, ApiError> {
+        let n = request.item.len();
+        if n == 0 || n > MAX_BATCH_ENDPOINTS {
+            return Err(ApiError::bad_request(format!(
+                "Item must hold 1 to {MAX_BATCH_ENDPOINTS} endpoints; it holds {n}"
+            )));
+        }
+        let names: Vec<String> = (0..n).map(|i| format!("Item[{i}]")).collect();
+        self.write_endpoints(app_id, request.item, &names)
+    }
+
+    fn write_endpoints(
+        &self,
+        app_id: &str,
+        endpoints: Vec<Endpoint>,
+        names: &[String],
+    ) -> Result<MessageBody, ApiError> {
+        self.app(app_id)?;
+        let now = (self.clock)();
+        write_requested_endpoints(
+            self.store().as_ref(),
+            self.account(),
+            app_id,
+            endpoints,
+            names,
+            now,
+        )
+        .map_err(|e| match e {
+            EndpointRequestError::Invalid(why) => ApiError::bad_request(why),
+            EndpointRequestError::Store(e) => e.into(),
+        })?;
+        Ok(MessageBody {
+            message: "Accepted".into(),
+            request_id: uuid::Uuid::new_v4().to_string(),
+        })
+    }
+
+    /// DeleteEndpoint: the endpoint as it was.
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException` for an unknown app or endpoint.
+    pub fn delete_endpoint(&self, app_id: &str, id: &str) -> Result<EndpointResponse, ApiError> {
+        self.app(app_id)?;
+        let gone = self
+            .store()
+            .delete_endpoints(self.account(), app_id, EndpointsOf::Id(id))?;
+        let e = gone
+            .into_iter()
+            .next()
+            .ok_or_else(|| not_found("Endpoint", id))?;
+        endpoint_response(app_id, e)
+    }
+
+    /// DeleteUserEndpoints: every endpoint of the user, as they were.
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException` for an unknown app, or a user with no
+    /// endpoints (as GetUserEndpoints).
+    pub fn delete_user_endpoints(
+        &self,
+        app_id: &str,
+        user_id: &str,
+    ) -> Result<EndpointsResponse, ApiError> {
+        self.app(app_id)?;
+        let gone =
+            self.store()
+                .delete_endpoints(self.account(), app_id, EndpointsOf::User(user_id))?;
+        if gone.is_empty() {
+            return Err(ApiError::not_found(format!(
+                "User {user_id} has no endpoints in application {app_id}"
+            )));
+        }
+        Ok(EndpointsResponse {
+            item: gone
+                .into_iter()
+                .map(|e| endpoint_response(app_id, e))
+                .collect::<Result<_, _>>()?,
+        })
+    }
+
     fn segment_response(&self, s: Segment) -> Result<SegmentResponse, ApiError> {
         let def: serde_json::Value =
             serde_json::from_str(&s.definition).map_err(|e| ApiError::internal(&e))?;
@@ -777,8 +924,16 @@ fn job_response(job: &JobRecord, spec: &ImportJob) -> ImportJobResponse {
 }
 
 fn endpoint_response(app_id: &str, e: StoredEndpoint) -> Result<EndpointResponse, ApiError> {
-    let endpoint: Endpoint =
+    let mut endpoint: Endpoint =
         serde_json::from_str(&e.fields).map_err(|err| ApiError::internal(&err))?;
+    // What the service sets on every endpoint that does not say.
+    endpoint
+        .endpoint_status
+        .get_or_insert_with(|| "ACTIVE".into());
+    endpoint.opt_out.get_or_insert_with(|| "NONE".into());
+    endpoint
+        .effective_date
+        .get_or_insert_with(|| iso8601(e.updated_ms));
     let cohort =
         e.id.bytes()
             .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))

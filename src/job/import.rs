@@ -24,14 +24,15 @@ use super::context::{End, RunContext, counters_of};
 use super::write::prefix;
 use crate::crypto::HmacKey;
 use crate::endpoints::{Endpoint, EndpointMapper, Format, Identity, decode};
+use crate::ingest::normalize::PhoneNormalizer;
 use crate::ingest::{
     Failure, FailureReason, IngestBuilder, Input, MAX_FAILURES, MAX_PIECE_SIZE, RecordHandle,
     Records, UniqueRecord,
 };
 use crate::objects::{ObjectErrorKind, ObjectInfo, ObjectUrl, resolve};
 use crate::store::{
-    EndpointBatch, EndpointKey, EndpointWrite, EndpointWriter, JobCounters, JobStatus, Segment,
-    StoredEndpoint,
+    AccountId, EndpointBatch, EndpointKey, EndpointWrite, EndpointWriter, JobCounters, JobStatus,
+    Segment, Store, StoreError, StoredEndpoint,
 };
 
 /// Stored bytes of the endpoints (as the engine keeps them) in one write
@@ -147,6 +148,105 @@ pub fn derived_endpoint_id(channel: &str, address: &str) -> String {
     static KEY: LazyLock<HmacKey> = LazyLock::new(|| HmacKey::new(b"sluice endpoint id"));
     let mac = KEY.mac(&[channel.as_bytes(), b"\n", address.as_bytes()]);
     crate::crypto::to_hex(&mac[..16])
+}
+
+/// Why a request's endpoints were not written.
+#[derive(Debug)]
+pub enum EndpointRequestError {
+    /// An endpoint breaks a rule (the message names it and the member).
+    Invalid(String),
+    /// The store failed; nothing was written.
+    Store(StoreError),
+}
+
+impl From<StoreError> for EndpointRequestError {
+    fn from(e: StoreError) -> EndpointRequestError {
+        EndpointRequestError::Store(e)
+    }
+}
+
+/// Writes the endpoints of a request (UpdateEndpoint, UpdateEndpointsBatch)
+/// into `app`, in one transaction, with the rules an imported row meets:
+/// each is checked and normalized, found by its `Id` (or else its channel
+/// and address), laid over the stored endpoint, and a new one needs a
+/// `ChannelType` and an `Address`. `names[n]` says how an error names
+/// endpoint n (`Item[3]`, or the endpoint's id). A request with an
+/// endpoint that breaks a rule writes nothing; should the store still
+/// refuse one (a stored endpoint deleted meanwhile), the others are
+/// written and the error says so.
+///
+/// # Errors
+///
+/// [`EndpointRequestError::Invalid`] naming the endpoint and member;
+/// [`EndpointRequestError::Store`] (`NoApp` among them).
+pub fn write_requested_endpoints(
+    store: &dyn Store,
+    account: &AccountId,
+    app: &str,
+    mut endpoints: Vec<Endpoint>,
+    names: &[String],
+    now_ms: i64,
+) -> Result<Vec<EndpointWrite>, EndpointRequestError> {
+    let invalid = |n: usize, why: &dyn std::fmt::Display| {
+        EndpointRequestError::Invalid(format!("{}: {why}", names[n]))
+    };
+    let phone = PhoneNormalizer::new();
+    let mut ids = Vec::with_capacity(endpoints.len());
+    for (n, e) in endpoints.iter_mut().enumerate() {
+        e.check(&phone).map_err(|r| invalid(n, &r))?;
+        let id = match e.identity() {
+            Some(Identity::Id(id)) => id,
+            Some(Identity::Address { channel, address }) => derived_endpoint_id(&channel, &address),
+            None => {
+                return Err(invalid(
+                    n,
+                    &"it needs an Id, or a ChannelType and an Address",
+                ));
+            }
+        };
+        // Refused before anything is written: a new endpoint without what
+        // a new one needs (the store refuses it too, should one be deleted
+        // in between).
+        if (e.channel_type.is_none() || e.address.is_none())
+            && store.endpoint(account, app, &id)?.is_none()
+        {
+            return Err(invalid(
+                n,
+                &"a new endpoint needs a ChannelType and an Address",
+            ));
+        }
+        ids.push(id);
+    }
+    let keys: Vec<EndpointKey<'_>> = endpoints
+        .iter()
+        .zip(&ids)
+        .map(|(e, id)| match (&e.id, &e.channel_type, &e.address) {
+            (None, Some(c), Some(a)) => EndpointKey::Address(c, a),
+            _ => EndpointKey::Id(id),
+        })
+        .collect();
+    let batch = EndpointBatch {
+        by: EndpointWriter::Request(account),
+        app,
+        now_ms,
+        keys: &keys,
+        segment: None,
+    };
+    let written = store.write_endpoints(&batch, &mut |n, old| {
+        merged(endpoints[n].clone(), &ids[n], old)
+    })?;
+    if let Some((n, EndpointWrite::Refused(why))) = written
+        .iter()
+        .enumerate()
+        .find(|(_, w)| matches!(w, EndpointWrite::Refused(_)))
+    {
+        let others = written.len() - 1;
+        return Err(invalid(
+            n,
+            &format!("{why} (the request's {others} other endpoints were written)"),
+        ));
+    }
+    Ok(written)
 }
 
 /// Runs an import job: the objects through the engine, then the kept

@@ -59,7 +59,10 @@ use rayon::ThreadPool;
 use serde::{Deserialize, Serialize};
 
 pub use device::run_device;
-pub use import::{ImportJob, derived_endpoint_id, nothing_to_import, objects_to_import};
+pub use import::{
+    EndpointRequestError, ImportJob, derived_endpoint_id, nothing_to_import, objects_to_import,
+    write_requested_endpoints,
+};
 pub use lease::{Holder, LEASE_TTL, job_lease};
 pub use profiles::ProfileJob;
 pub use runner::Runner;

@@ -74,6 +74,23 @@ pub enum RestCall {
         app: String,
         user: String,
     },
+    UpdateEndpoint {
+        app: String,
+        endpoint: String,
+        request: Box<crate::endpoints::Endpoint>,
+    },
+    UpdateEndpointsBatch {
+        app: String,
+        request: pp::EndpointBatchRequest,
+    },
+    DeleteEndpoint {
+        app: String,
+        endpoint: String,
+    },
+    DeleteUserEndpoints {
+        app: String,
+        user: String,
+    },
 }
 
 /// Why a request was not decoded.
@@ -238,6 +255,23 @@ fn pinpoint(method: &str, s: &[&str], q: &str, body: &[u8]) -> Result<Option<Res
             app: own(a),
             user: own(u),
         },
+        ("PUT", ["apps", a, "endpoints", e]) => C::UpdateEndpoint {
+            app: own(a),
+            endpoint: own(e),
+            request: Box::new(body_as(body)?),
+        },
+        ("PUT", ["apps", a, "endpoints"]) => C::UpdateEndpointsBatch {
+            app: own(a),
+            request: body_as(body)?,
+        },
+        ("DELETE", ["apps", a, "endpoints", e]) => C::DeleteEndpoint {
+            app: own(a),
+            endpoint: own(e),
+        },
+        ("DELETE", ["apps", a, "users", u]) => C::DeleteUserEndpoints {
+            app: own(a),
+            user: own(u),
+        },
         _ => return Ok(None),
     }))
 }
@@ -282,6 +316,10 @@ impl RestCall {
             C::GetSegmentImportJobs { .. } => "GetSegmentImportJobs",
             C::GetEndpoint { .. } => "GetEndpoint",
             C::GetUserEndpoints { .. } => "GetUserEndpoints",
+            C::UpdateEndpoint { .. } => "UpdateEndpoint",
+            C::UpdateEndpointsBatch { .. } => "UpdateEndpointsBatch",
+            C::DeleteEndpoint { .. } => "DeleteEndpoint",
+            C::DeleteUserEndpoints { .. } => "DeleteUserEndpoints",
         }
     }
 
@@ -318,6 +356,24 @@ impl RestCall {
             }
             C::GetEndpoint { app, endpoint } => reply(pp.get_endpoint(&app, &endpoint)),
             C::GetUserEndpoints { app, user } => reply(pp.get_user_endpoints(&app, &user)),
+            C::UpdateEndpoint {
+                app,
+                endpoint,
+                request,
+            } => reply_with(
+                StatusCode::ACCEPTED,
+                pp.update_endpoint(&app, &endpoint, *request),
+            ),
+            C::UpdateEndpointsBatch { app, request } => reply_with(
+                StatusCode::ACCEPTED,
+                pp.update_endpoints_batch(&app, request),
+            ),
+            C::DeleteEndpoint { app, endpoint } => {
+                reply_with(StatusCode::ACCEPTED, pp.delete_endpoint(&app, &endpoint))
+            }
+            C::DeleteUserEndpoints { app, user } => {
+                reply_with(StatusCode::ACCEPTED, pp.delete_user_endpoints(&app, &user))
+            }
         }
     }
 }

@@ -163,7 +163,7 @@ class ImportJobs(unittest.TestCase):
         # Ann's two rows are one endpoint (address normalized); the later
         # row, in the subfolder's file, set OptOut.
         self.assertEqual(users["u1"], [("EMAIL", "ann@example.com", "ALL")])
-        self.assertEqual(users["u2"], [("SMS", "+14155550132", None)])
+        self.assertEqual(users["u2"], [("SMS", "+14155550132", "NONE")])  # the default
         self.assertEqual(users["u7"], [("EMAIL", "dee@example.com", "NONE"),
                                        ("VOICE", "+14155550199", "NONE")])
         # The segment holds the 4 surviving endpoints.
@@ -244,6 +244,85 @@ class ImportJobs(unittest.TestCase):
         created = import_job(self.pp, app, Format="CSV", S3Url="s3://inbox/exported/part-00000")
         done, _ = wait(self.pp, app, created["Id"])
         self.assertEqual(done["JobStatus"], "FAILED", done)
+
+    def test_endpoints_updated_and_deleted(self):
+        pp = self.pp
+        app = pp.create_app(CreateApplicationRequest={"Name": "edit"})["ApplicationResponse"]["Id"]
+        r = pp.update_endpoint(ApplicationId=app, EndpointId="ep-a", EndpointRequest={
+            "ChannelType": "EMAIL", "Address": " Ann@Example.com ", "User": {"UserId": "u1"},
+            "Attributes": {"team": ["red"]}})
+        self.assertEqual(r["ResponseMetadata"]["HTTPStatusCode"], 202)
+        self.assertEqual(r["MessageBody"]["Message"], "Accepted")
+        self.assertRegex(r["MessageBody"]["RequestID"], "^[0-9a-f-]{36}$")
+        ep = pp.get_endpoint(ApplicationId=app, EndpointId="ep-a")["EndpointResponse"]
+        self.assertEqual(ep["Address"], "ann@example.com")
+        # What the service sets on an endpoint that does not say.
+        self.assertEqual((ep["EndpointStatus"], ep["OptOut"]), ("ACTIVE", "NONE"))
+        for member in ("EffectiveDate", "CreationDate", "CohortId"):
+            self.assertIn(member, ep)
+        # An update lays its members over the endpoint's.
+        pp.update_endpoint(ApplicationId=app, EndpointId="ep-a", EndpointRequest={
+            "Attributes": {"size": ["L"]}, "OptOut": "ALL"})
+        ep2 = pp.get_endpoint(ApplicationId=app, EndpointId="ep-a")["EndpointResponse"]
+        self.assertEqual(ep2["Attributes"], {"team": ["red"], "size": ["L"]})
+        self.assertEqual((ep2["OptOut"], ep2["CreationDate"]), ("ALL", ep["CreationDate"]))
+        with self.assertRaises(pp.exceptions.BadRequestException) as e:
+            pp.update_endpoint(ApplicationId=app, EndpointId="ep-new",
+                               EndpointRequest={"Attributes": {"a": ["b"]}})
+        self.assertIn("ChannelType and an Address", str(e.exception))
+        with self.assertRaises(pp.exceptions.BadRequestException) as e:
+            pp.update_endpoint(ApplicationId=app, EndpointId="ep-new",
+                               EndpointRequest={"ChannelType": "EMAIL", "Address": "nope"})
+        self.assertIn("Address", str(e.exception))
+        with self.assertRaises(pp.exceptions.NotFoundException):
+            pp.update_endpoint(ApplicationId="f" * 32, EndpointId="ep-a",
+                               EndpointRequest={"OptOut": "ALL"})
+
+        batch = [{"Id": "ep-b", "ChannelType": "SMS", "Address": "+1 415 555 0100",
+                  "User": {"UserId": "u1"}},
+                 {"Id": "ep-c", "ChannelType": "EMAIL", "Address": "c@example.com",
+                  "User": {"UserId": "u2"}}]
+        r = pp.update_endpoints_batch(ApplicationId=app, EndpointBatchRequest={"Item": batch})
+        self.assertEqual(r["ResponseMetadata"]["HTTPStatusCode"], 202)
+        u1 = pp.get_user_endpoints(ApplicationId=app, UserId="u1")["EndpointsResponse"]["Item"]
+        self.assertEqual(sorted((e["Id"], e["Address"]) for e in u1),
+                         [("ep-a", "ann@example.com"), ("ep-b", "+14155550100")])
+        # One bad item: nothing of the batch is written, and the item is named.
+        bad = [{"Id": "ep-d", "ChannelType": "EMAIL", "Address": "d@example.com"},
+               {"Id": "ep-e", "ChannelType": "EMAIL", "Address": "e@example.com",
+                "Location": {"Latitude": 123.0}}]
+        with self.assertRaises(pp.exceptions.BadRequestException) as e:
+            pp.update_endpoints_batch(ApplicationId=app, EndpointBatchRequest={"Item": bad})
+        self.assertIn("Item[1]", str(e.exception))
+        self.assertIn("Latitude", str(e.exception))
+        with self.assertRaises(pp.exceptions.NotFoundException):
+            pp.get_endpoint(ApplicationId=app, EndpointId="ep-d")
+        many = [{"Id": "m%d" % i, "ChannelType": "EMAIL", "Address": "m%d@x.com" % i}
+                for i in range(101)]
+        with self.assertRaises(pp.exceptions.BadRequestException):
+            pp.update_endpoints_batch(ApplicationId=app, EndpointBatchRequest={"Item": many})
+
+        gone = pp.delete_endpoint(ApplicationId=app, EndpointId="ep-c")
+        self.assertEqual(gone["ResponseMetadata"]["HTTPStatusCode"], 202)
+        self.assertEqual(gone["EndpointResponse"]["Address"], "c@example.com")
+        for call in (pp.get_endpoint, pp.delete_endpoint):
+            with self.assertRaises(pp.exceptions.NotFoundException):
+                call(ApplicationId=app, EndpointId="ep-c")
+        gone = pp.delete_user_endpoints(ApplicationId=app, UserId="u1")
+        self.assertEqual(sorted(e["Id"] for e in gone["EndpointsResponse"]["Item"]),
+                         ["ep-a", "ep-b"])
+        for call in (pp.get_user_endpoints, pp.delete_user_endpoints):
+            with self.assertRaises(pp.exceptions.NotFoundException):
+                call(ApplicationId=app, UserId="u1")
+
+    def test_deleted_endpoints_leave_their_segment(self):
+        app, _, done, _, _, seg = csv_job(self.pp)
+        self.assertEqual(seg["ImportDefinition"]["Size"], 4)
+        gone = self.pp.delete_user_endpoints(ApplicationId=app, UserId="u7")
+        self.assertEqual(len(gone["EndpointsResponse"]["Item"]), 2)
+        after = self.pp.get_segment(ApplicationId=app, SegmentId=seg["Id"])["SegmentResponse"]
+        self.assertEqual(after["ImportDefinition"]["Size"], 2)
+        self.assertEqual(after["ImportDefinition"]["ChannelCounts"], {"EMAIL": 1, "SMS": 1})
 
     def test_bad_files(self):
         app = self.pp.create_app(CreateApplicationRequest={"Name": "bad"})
