@@ -248,6 +248,18 @@ impl ProfileStore for Faulty {
 }
 
 impl AppStore for Faulty {
+    fn endpoints_after(
+        &self,
+        account: &AccountId,
+        app: &str,
+        segment: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredEndpoint>, StoreError> {
+        self.check("endpoints_after")?;
+        self.inner
+            .endpoints_after(account, app, segment, after, limit)
+    }
     fn delete_endpoints(
         &self,
         account: &AccountId,

@@ -814,6 +814,18 @@ fn endpoints_written_by_requests_deleted_by_id_and_user(s: &dyn Store) {
         (e1.created_ms, e1.updated_ms, e1.created_by),
         (T0 + 1, T0 + 2, None)
     );
+    // Pages in id order, of the app or of a segment.
+    let ids = |v: Vec<StoredEndpoint>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
+    let page = |seg, after, limit| ids(s.endpoints_after(&a, "app1", seg, after, limit).unwrap());
+    assert_eq!(page(None, None, 2), ["e1", "e2"]);
+    assert_eq!(page(None, Some("e2"), 2), ["e3"]);
+    assert!(page(None, Some("e3"), 2).is_empty());
+    assert_eq!(page(Some("seg"), Some("e1"), 1), ["e2"]);
+    assert!(page(Some("nope"), None, 5).is_empty());
+    assert!(matches!(
+        s.endpoints_after(&b, "app1", None, None, 5),
+        Err(StoreError::NoApp(_))
+    ));
     // Another account deletes nothing of this one's.
     assert!(matches!(
         s.delete_endpoints(&b, "app1", EndpointsOf::Id("e1")),
@@ -842,6 +854,7 @@ fn endpoints_written_by_requests_deleted_by_id_and_user(s: &dyn Store) {
     assert_eq!(gone[0].fields, made[0].fields);
     assert!(s.user_endpoints(&a, "app1", "u1").unwrap().is_empty());
     // Their segment memberships went with them.
+    assert!(page(Some("seg"), None, 5).is_empty());
     assert!(
         s.segment_channel_counts(&a, "app1", "seg")
             .unwrap()

@@ -704,6 +704,43 @@ impl AppStore for MemoryStore {
             .unwrap_or_default())
     }
 
+    fn endpoints_after(
+        &self,
+        account: &AccountId,
+        app: &str,
+        segment: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredEndpoint>, StoreError> {
+        let st = self.state();
+        st.app_exists(account, app)?;
+        let k = key(account, app);
+        let Some(endpoints) = st.endpoints.get(&k) else {
+            return Ok(Vec::new());
+        };
+        let from = std::ops::Bound::Excluded(after.unwrap_or("").to_owned());
+        let from_member = from.clone();
+        let all = endpoints
+            .by_id
+            .range::<String, _>((from, std::ops::Bound::Unbounded))
+            .map(|(_, e)| e);
+        Ok(match segment {
+            None => all.take(limit).cloned().collect(),
+            Some(seg) => st
+                .members
+                .get(&k)
+                .and_then(|m| m.get(seg))
+                .map(|m| {
+                    m.range::<String, _>((from_member, std::ops::Bound::Unbounded))
+                        .filter_map(|id| endpoints.get(id))
+                        .take(limit)
+                        .cloned()
+                        .collect()
+                })
+                .unwrap_or_default(),
+        })
+    }
+
     fn delete_endpoints(
         &self,
         account: &AccountId,

@@ -1413,6 +1413,22 @@ pub trait AppStore: Send + Sync {
         user_id: &str,
     ) -> Result<Vec<StoredEndpoint>, StoreError>;
 
+    /// The endpoints of an app, or of one of its segments, in id order:
+    /// those after `after` (from the first when `None`), at most `limit`.
+    /// A page shorter than `limit` is the last.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoApp`], or a backend error.
+    fn endpoints_after(
+        &self,
+        account: &AccountId,
+        app: &str,
+        segment: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredEndpoint>, StoreError>;
+
     /// Deletes the endpoints `which` names, with their segment
     /// memberships; returns them as they were, by id (none when none
     /// matched).

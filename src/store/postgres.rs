@@ -1694,6 +1694,41 @@ impl AppStore for PgStore {
         })
     }
 
+    fn endpoints_after(
+        &self,
+        account: &AccountId,
+        app: &str,
+        segment: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredEndpoint>, StoreError> {
+        self.read(|c| {
+            let no =
+                Self::app_no(c, account, app)?.ok_or_else(|| StoreError::NoApp(app.to_owned()))?;
+            let after = after.unwrap_or("");
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            let rows = match segment {
+                None => c.query(
+                    &format!(
+                        "SELECT {ENDPOINT_COLUMNS} FROM endpoints \
+                         WHERE app_no = $1 AND endpoint_id > $2 ORDER BY endpoint_id LIMIT $3"
+                    ),
+                    &[&no, &after, &limit],
+                )?,
+                Some(seg) => c.query(
+                    &format!(
+                        "SELECT {ENDPOINT_COLUMNS} FROM segment_members \
+                         JOIN endpoints USING (app_no, endpoint_id) \
+                         WHERE app_no = $1 AND segment_id = $2 AND endpoint_id > $3 \
+                         ORDER BY endpoint_id LIMIT $4"
+                    ),
+                    &[&no, &seg, &after, &limit],
+                )?,
+            };
+            Ok(rows.iter().map(endpoint_from_row).collect())
+        })
+    }
+
     fn delete_endpoints(
         &self,
         account: &AccountId,

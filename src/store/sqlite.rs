@@ -1983,6 +1983,46 @@ impl AppStore for SqliteStore {
         })
     }
 
+    fn endpoints_after(
+        &self,
+        account: &AccountId,
+        app: &str,
+        segment: Option<&str>,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<StoredEndpoint>, StoreError> {
+        self.read(|c| {
+            let no = app_no(c, account, app)
+                .map_err(self.db())?
+                .ok_or_else(|| StoreError::NoApp(app.to_owned()))?;
+            let after = after.unwrap_or("");
+            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+            match segment {
+                None => all(
+                    c,
+                    &format!(
+                        "SELECT {ENDPOINT_COLUMNS} FROM endpoints \
+                         WHERE app_no = ?1 AND endpoint_id > ?2 ORDER BY endpoint_id LIMIT ?3"
+                    ),
+                    params![no, after, limit],
+                    endpoint_from_row,
+                ),
+                Some(seg) => all(
+                    c,
+                    &format!(
+                        "SELECT {ENDPOINT_COLUMNS} FROM segment_members \
+                         JOIN endpoints USING (app_no, endpoint_id) \
+                         WHERE app_no = ?1 AND segment_id = ?2 AND endpoint_id > ?3 \
+                         ORDER BY endpoint_id LIMIT ?4"
+                    ),
+                    params![no, seg, after, limit],
+                    endpoint_from_row,
+                ),
+            }
+            .map_err(self.db())
+        })
+    }
+
     fn delete_endpoints(
         &self,
         account: &AccountId,
