@@ -3,7 +3,9 @@
 # the canonical file (common.sh) as an endpoint CSV (EMAIL address, user id,
 # user attributes, location, a metric), put into a local bucket with
 # `sluice bucket put`, imported with RegisterEndpoints and polled to the end
-# with boto3. Prints the job's time and counters.
+# with boto3. Prints the job's time and counters; then exports every endpoint
+# with an export job (gzip NDJSON into a local bucket) and prints its time
+# and the server's memory before and during it.
 #
 #   benches/import.sh                  # IMPORT_ROWS=1000000
 #   IMPORT_ROWS=9560000 benches/import.sh

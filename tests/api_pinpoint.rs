@@ -3,6 +3,7 @@
 //! boto3 suite): the same answer at every piece size, the per-app limit on
 //! jobs at once, the phases, and each refusal of CreateImportJob.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -120,6 +121,8 @@ fn env(objects: Arc<Objects>, max_jobs: usize, per_app: usize, piece: Option<u64
         Arc::clone(&runner),
         PinpointConfig {
             piece_size: piece,
+            // Several files from a few endpoints.
+            export_piece_endpoints: Some(7),
             ..PinpointConfig::default()
         },
         system_clock(),
@@ -412,6 +415,224 @@ fn a_segment_name_without_define_segment_makes_no_segment() {
     assert!(
         e.api
             .get_segments(&a, &PageRequest::default())
+            .unwrap()
+            .item
+            .is_empty()
+    );
+}
+
+fn wait_export(api: &Pinpoint, app: &str, job: &str) -> ExportJobResponse {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = api.get_export_job(app, job).unwrap();
+        if r.job_status == "COMPLETED" || r.job_status == "FAILED" {
+            return r;
+        }
+        assert!(Instant::now() < deadline, "{r:?}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn export_request(url: &str, segment: Option<&str>) -> ExportJobRequest {
+    ExportJobRequest {
+        role_arn: Some("arn:aws:iam::123456789012:role/Export".into()),
+        s3_url_prefix: Some(url.into()),
+        segment_id: segment.map(str::to_owned),
+        segment_version: None,
+    }
+}
+
+/// Every line of every file of an export, by endpoint id.
+fn exported(objects: &Objects, prefix: &str) -> BTreeMap<String, EndpointResponse> {
+    use std::io::Read;
+    let mut out = BTreeMap::new();
+    for o in objects.list("bkt", prefix).unwrap() {
+        assert!(o.key.ends_with(".ndjson.gz"), "{}", o.key);
+        let gz = sluice::objects::get(objects, "bkt", &o.key).unwrap();
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_string(&mut text)
+            .unwrap();
+        for line in text.lines() {
+            let doc: EndpointResponse = serde_json::from_str(line).unwrap();
+            let id = doc.endpoint.id.clone().unwrap();
+            assert!(out.insert(id, doc).is_none(), "an endpoint exported twice");
+        }
+    }
+    out
+}
+
+#[test]
+fn an_export_imported_into_another_app_gives_the_same_endpoints() {
+    let objects = Arc::new(Objects::default());
+    objects.put("s3://bkt/in/a.csv", &csv(300, 40));
+    let e = env(Arc::clone(&objects), 2, 2, None);
+    let a = app(&e.api);
+    let import = ImportJobRequest {
+        define_segment: Some(true),
+        ..request("s3://bkt/in/")
+    };
+    let job = e.api.create_import_job(&a, &import).unwrap();
+    let done = wait(&e.api, &a, &job.id);
+    assert_eq!(done.job_status, "COMPLETED", "{done:?}");
+    let segment = done.definition.segment_id.clone().unwrap();
+    e.api
+        .update_endpoint(
+            &a,
+            "by-request",
+            sluice::endpoints::Endpoint {
+                channel_type: Some("SMS".into()),
+                address: Some("+14155550111".into()),
+                ..Default::default()
+            },
+        )
+        .unwrap();
+
+    let out = e
+        .api
+        .create_export_job(&a, &export_request("s3://bkt/out/", None))
+        .unwrap();
+    assert_eq!(
+        (out.job_type.as_str(), out.job_status.as_str()),
+        ("EXPORT", "PENDING_JOB")
+    );
+    let out = wait_export(&e.api, &a, &out.id);
+    assert_eq!(out.job_status, "COMPLETED", "{out:?}");
+    let first = exported(&objects, &format!("out/{}/", out.id));
+    // 40 addresses from the file, one endpoint by request.
+    assert_eq!(first.len(), 41);
+    assert_eq!(out.total_processed, 41);
+    assert_eq!((out.total_pieces, out.completed_pieces), (6, 6));
+    for doc in first.values() {
+        assert_eq!(doc.application_id, a);
+        assert_eq!(doc.endpoint.endpoint_status.as_deref(), Some("ACTIVE"));
+        let got = e
+            .api
+            .get_endpoint(&a, doc.endpoint.id.as_deref().unwrap())
+            .unwrap();
+        assert_eq!(&got, doc);
+    }
+
+    // Read back by an import job into another app, then exported again.
+    let b = app(&e.api);
+    let back = ImportJobRequest {
+        format: Some("JSON".into()),
+        ..request(&format!("s3://bkt/out/{}/", out.id))
+    };
+    let job = e.api.create_import_job(&b, &back).unwrap();
+    let done = wait(&e.api, &b, &job.id);
+    assert_eq!(
+        (done.job_status.as_str(), done.total_processed),
+        ("COMPLETED", 41),
+        "{done:?}"
+    );
+    let again = e
+        .api
+        .create_export_job(&b, &export_request("s3://bkt/again", None))
+        .unwrap();
+    let again = wait_export(&e.api, &b, &again.id);
+    let second = exported(&objects, &format!("again/{}/", again.id));
+    let endpoints = |m: &BTreeMap<String, EndpointResponse>| {
+        m.iter()
+            .map(|(id, d)| (id.clone(), d.endpoint.clone(), d.cohort_id.clone()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(endpoints(&second), endpoints(&first));
+
+    // A segment's endpoints alone, listed under the segment.
+    let seg = e
+        .api
+        .create_export_job(&a, &export_request("s3://bkt/seg/", Some(&segment)))
+        .unwrap();
+    let seg = wait_export(&e.api, &a, &seg.id);
+    assert_eq!(seg.definition.segment_version, Some(1));
+    let of_segment = exported(&objects, &format!("seg/{}/", seg.id));
+    assert_eq!(of_segment.len(), 40);
+    assert!(!of_segment.contains_key("by-request"));
+    let listed = e
+        .api
+        .get_segment_export_jobs(&a, &segment, &PageRequest::default())
+        .unwrap();
+    assert_eq!(
+        listed.item.iter().map(|j| &j.id).collect::<Vec<_>>(),
+        [&seg.id]
+    );
+    let all = e.api.get_export_jobs(&a, &PageRequest::default()).unwrap();
+    assert_eq!(all.item.len(), 2);
+    // Import jobs and export jobs are listed apart.
+    assert_eq!(
+        e.api
+            .get_import_jobs(&a, &PageRequest::default())
+            .unwrap()
+            .item
+            .len(),
+        1
+    );
+}
+
+#[test]
+fn create_export_job_refusals() {
+    let objects = Arc::new(Objects::default());
+    let e = env(objects, 1, 1, None);
+    let a = app(&e.api);
+    let refused = |r: ExportJobRequest, app: &str| e.api.create_export_job(app, &r).unwrap_err();
+    let cases: Vec<(ExportJobRequest, ErrorCode, &str)> = vec![
+        (
+            ExportJobRequest {
+                s3_url_prefix: None,
+                ..export_request("s3://bkt/", None)
+            },
+            ErrorCode::BadRequest,
+            "S3UrlPrefix is required",
+        ),
+        (
+            ExportJobRequest {
+                role_arn: Some("nope".into()),
+                ..export_request("s3://bkt/", None)
+            },
+            ErrorCode::BadRequest,
+            "is not an ARN",
+        ),
+        (
+            export_request("http://bkt/", None),
+            ErrorCode::BadRequest,
+            "S3UrlPrefix",
+        ),
+        (
+            export_request("s3://missing/out/", None),
+            ErrorCode::ResourceNotFound,
+            "bucket \"missing\" does not exist",
+        ),
+        (
+            export_request("s3://bkt/", Some("nope")),
+            ErrorCode::ResourceNotFound,
+            "Segment nope not found",
+        ),
+        (
+            ExportJobRequest {
+                segment_version: Some(1),
+                ..export_request("s3://bkt/", None)
+            },
+            ErrorCode::BadRequest,
+            "give both",
+        ),
+    ];
+    for (r, code, says) in cases {
+        let err = refused(r.clone(), &a);
+        assert_eq!(err.code, code, "{r:?}: {err}");
+        assert!(err.message.contains(says), "{r:?}: {err}");
+    }
+    assert_eq!(
+        refused(export_request("s3://bkt/", None), "nope").code,
+        ErrorCode::ResourceNotFound
+    );
+    assert_eq!(
+        e.api.get_export_job(&a, "nope").unwrap_err().code,
+        ErrorCode::ResourceNotFound
+    );
+    assert!(
+        e.api
+            .get_export_jobs(&a, &PageRequest::default())
             .unwrap()
             .item
             .is_empty()

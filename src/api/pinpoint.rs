@@ -28,8 +28,8 @@ use serde::{Deserialize, Serialize};
 use super::{ApiError, check_len, keyset_page};
 use crate::endpoints::{Endpoint, Format};
 use crate::job::{
-    Clock, EndpointRequestError, ImportJob, JobSpec, JobStatus, Runner, new_job_id,
-    nothing_to_import, objects_to_import, write_requested_endpoints,
+    Clock, EndpointDocument, EndpointRequestError, ExportJob, ImportJob, JobSpec, JobStatus,
+    Runner, new_job_id, nothing_to_import, objects_to_import, write_requested_endpoints,
 };
 use crate::objects::{ObjectErrorKind, ObjectUrl, resolve};
 use crate::store::{
@@ -51,6 +51,9 @@ pub struct PinpointConfig {
     /// Bytes per piece of an import job (the engine's default when
     /// `None`).
     pub piece_size: Option<u64>,
+    /// Endpoints per piece (per file) of an export job
+    /// ([`crate::job::PIECE_ENDPOINTS`] when `None`).
+    pub export_piece_endpoints: Option<usize>,
 }
 
 impl Default for PinpointConfig {
@@ -59,6 +62,7 @@ impl Default for PinpointConfig {
             region: "us-east-1".into(),
             account: AccountId::default(),
             piece_size: None,
+            export_piece_endpoints: None,
         }
     }
 }
@@ -144,19 +148,21 @@ pub struct ImportJobRequest {
     pub segment_name: Option<String>,
 }
 
-/// `ImportJobResponse`.
+/// `ImportJobResponse` and `ExportJobResponse`: a job with its request
+/// as `Definition` (the model's `ImportJobResource` or
+/// `ExportJobResource`).
 #[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 #[allow(missing_docs)]
-pub struct ImportJobResponse {
+pub struct JobResponse<D> {
     pub application_id: String,
     pub completed_pieces: u64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub completion_date: Option<String>,
     pub creation_date: String,
-    /// The request as it came (the model's `ImportJobResource`), with
-    /// the id of the segment the job defined or filled.
-    pub definition: ImportJobRequest,
+    /// The request as it came, with what the job settled (the id of the
+    /// segment an import defined or filled, the version an export read).
+    pub definition: D,
     pub failed_pieces: u64,
     pub failures: Vec<String>,
     pub id: String,
@@ -164,35 +170,35 @@ pub struct ImportJobResponse {
     pub total_failures: u64,
     pub total_pieces: u64,
     pub total_processed: u64,
+    /// `IMPORT` or `EXPORT`.
     #[serde(rename = "Type")]
     pub job_type: String,
 }
 
-/// `ImportJobsResponse`.
+/// `ImportJobResponse`.
+pub type ImportJobResponse = JobResponse<ImportJobRequest>;
+/// `ExportJobResponse`.
+pub type ExportJobResponse = JobResponse<ExportJobRequest>;
+
+/// `ImportJobsResponse` and `ExportJobsResponse`.
 #[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
-pub struct ImportJobsResponse {
+pub struct JobsResponse<D> {
     /// This page, newest first.
-    pub item: Vec<ImportJobResponse>,
+    pub item: Vec<JobResponse<D>>,
     /// The next page's token.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub next_token: Option<String>,
 }
 
-/// `EndpointResponse`: the stored endpoint with what the service adds.
-#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct EndpointResponse {
-    /// The app.
-    pub application_id: String,
-    /// 0 to 99, from the id: a stable random split of endpoints.
-    pub cohort_id: String,
-    /// When it was first imported (ISO 8601).
-    pub creation_date: String,
-    /// Everything known of it.
-    #[serde(flatten)]
-    pub endpoint: Endpoint,
-}
+/// `ImportJobsResponse`.
+pub type ImportJobsResponse = JobsResponse<ImportJobRequest>;
+/// `ExportJobsResponse`.
+pub type ExportJobsResponse = JobsResponse<ExportJobRequest>;
+
+/// `EndpointResponse`: the stored endpoint with what the service adds
+/// (also each line of an export job's files).
+pub type EndpointResponse = EndpointDocument;
 
 /// `MessageBody`: what UpdateEndpoint and UpdateEndpointsBatch answer.
 #[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
@@ -216,6 +222,24 @@ pub struct EndpointBatchRequest {
 
 /// Most endpoints one UpdateEndpointsBatch writes (the service's quota).
 pub const MAX_BATCH_ENDPOINTS: usize = 100;
+
+/// `ExportJobRequest` (and, given back, `ExportJobResource`).
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ExportJobRequest {
+    /// An IAM role ARN; checked to be an ARN, otherwise unused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role_arn: Option<String>,
+    /// `s3://bucket/prefix/`: the files go under `prefix/JOB-ID/`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub s3_url_prefix: Option<String>,
+    /// Only this segment's endpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_id: Option<String>,
+    /// The segment's version: its current one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_version: Option<i64>,
+}
 
 /// `EndpointsResponse`.
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
@@ -524,12 +548,18 @@ impl Pinpoint {
         Ok(job_response(&job, &spec))
     }
 
-    fn jobs_page(
+    /// A page of the app's jobs of one kind, newest first, with their
+    /// specs (`spec` reads one); with `segment`, those `of_segment` says
+    /// are the segment's.
+    fn jobs_page<T>(
         &self,
         app_id: &str,
+        kind: JobKind,
         segment: Option<&str>,
         page: &PageRequest,
-    ) -> Result<ImportJobsResponse, ApiError> {
+        spec: fn(&JobRecord) -> Result<T, ApiError>,
+        of_segment: fn(&JobRecord, &T) -> Option<String>,
+    ) -> Result<JobsPage<T>, ApiError> {
         self.app(app_id)?;
         if let Some(seg) = segment
             && self.store().segment(self.account(), app_id, seg)?.is_none()
@@ -539,23 +569,39 @@ impl Pinpoint {
         let jobs = self.store().jobs(&JobFilter {
             account: Some(self.account().clone()),
             app: Some(app_id.to_owned()),
-            kind: Some(JobKind::Import),
+            kind: Some(kind),
             ..JobFilter::default()
         })?;
         let mut with_specs = Vec::with_capacity(jobs.len());
         for j in jobs {
-            let spec = spec_of(&j)?;
-            if segment.is_none_or(|s| spec.segment(&j.id).as_deref() == Some(s)) {
+            let spec = spec(&j)?;
+            if segment.is_none_or(|s| of_segment(&j, &spec).as_deref() == Some(s)) {
                 with_specs.push((j, spec));
             }
         }
-        let (items, next_token) = keyset_page(
+        keyset_page(
             with_specs,
             |(j, _)| (j.created_ms, j.id.clone()),
             page_size(page)?,
             page.token.as_deref(),
             "Token",
             true,
+        )
+    }
+
+    fn import_jobs_page(
+        &self,
+        app_id: &str,
+        segment: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<ImportJobsResponse, ApiError> {
+        let (items, next_token) = self.jobs_page(
+            app_id,
+            JobKind::Import,
+            segment,
+            page,
+            spec_of,
+            |j, s: &ImportJob| s.segment(&j.id),
         )?;
         Ok(ImportJobsResponse {
             item: items.iter().map(|(j, s)| job_response(j, s)).collect(),
@@ -574,7 +620,7 @@ impl Pinpoint {
         app_id: &str,
         page: &PageRequest,
     ) -> Result<ImportJobsResponse, ApiError> {
-        self.jobs_page(app_id, None, page)
+        self.import_jobs_page(app_id, None, page)
     }
 
     /// GetSegmentImportJobs: the import jobs that defined or filled a
@@ -590,7 +636,160 @@ impl Pinpoint {
         segment_id: &str,
         page: &PageRequest,
     ) -> Result<ImportJobsResponse, ApiError> {
-        self.jobs_page(app_id, Some(segment_id), page)
+        self.import_jobs_page(app_id, Some(segment_id), page)
+    }
+
+    /// CreateExportJob: the app's endpoints, or a segment's, out to
+    /// `S3UrlPrefix` as gzip newline-delimited JSON files (see
+    /// [`crate::job::ExportJob`]).
+    ///
+    /// # Errors
+    ///
+    /// `BadRequestException` for a missing or malformed member (naming
+    /// it), a URL that is not `s3://`, a `SegmentVersion` without
+    /// `SegmentId` or other than the segment's current one;
+    /// `NotFoundException` for an unknown app or segment, or a bucket
+    /// that does not exist.
+    pub fn create_export_job(
+        &self,
+        app_id: &str,
+        r: &ExportJobRequest,
+    ) -> Result<ExportJobResponse, ApiError> {
+        let prefix = r
+            .s3_url_prefix
+            .clone()
+            .ok_or_else(|| ApiError::bad_request("S3UrlPrefix is required"))?;
+        let role_arn = r
+            .role_arn
+            .clone()
+            .ok_or_else(|| ApiError::bad_request("RoleArn is required"))?;
+        check_arn(&role_arn)?;
+        self.app(app_id)?;
+        let segment_version = match (&r.segment_id, r.segment_version) {
+            (None, Some(_)) => {
+                return Err(ApiError::bad_request(
+                    "SegmentVersion names a version of the segment SegmentId names; give both",
+                ));
+            }
+            (None, None) => None,
+            (Some(seg), version) => {
+                let found = self
+                    .store()
+                    .segment(self.account(), app_id, seg)?
+                    .ok_or_else(|| not_found("Segment", seg))?;
+                if version.is_some_and(|v| v != i64::from(found.version)) {
+                    return Err(ApiError::bad_request(format!(
+                        "SegmentVersion {}: segment {seg} is at version {}, the only one kept",
+                        version.unwrap_or_default(),
+                        found.version
+                    )));
+                }
+                Some(found.version)
+            }
+        };
+        let url = ObjectUrl::parse(&prefix)
+            .map_err(|e| ApiError::bad_request(format!("S3UrlPrefix: {}", e.message)))?;
+        let objects = self
+            .runner
+            .config()
+            .objects
+            .as_ref()
+            .ok_or_else(|| ApiError::internal(&"the runner has no buckets"))?;
+        let owner = crate::store::bucket_owner(self.store().as_ref(), &url.bucket)?;
+        let exists = objects
+            .bucket_exists(&url.bucket)
+            .map_err(|e| ApiError::internal(&e.message))?;
+        if owner != *self.account() || !exists {
+            return Err(ApiError::not_found(format!(
+                "S3UrlPrefix: bucket {:?} does not exist",
+                url.bucket
+            )));
+        }
+        let spec = ExportJob {
+            app: app_id.to_owned(),
+            s3_url_prefix: prefix,
+            role_arn,
+            segment_id: r.segment_id.clone(),
+            segment_version,
+            piece_endpoints: self.config.export_piece_endpoints,
+        };
+        let id = new_job_id();
+        let account = self.account();
+        self.runner
+            .create(account, &id, &JobSpec::Export(spec.clone()), None)?;
+        let job = self.runner.start(JobRef { account, id: &id })?;
+        Ok(export_response(&job, &spec))
+    }
+
+    /// GetExportJob.
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException` for an unknown app or job.
+    pub fn get_export_job(
+        &self,
+        app_id: &str,
+        job_id: &str,
+    ) -> Result<ExportJobResponse, ApiError> {
+        self.app(app_id)?;
+        let job = self
+            .store()
+            .job(JobRef {
+                account: self.account(),
+                id: job_id,
+            })?
+            .filter(|j| j.kind == JobKind::Export && j.app.as_deref() == Some(app_id))
+            .ok_or_else(|| not_found("Export job", job_id))?;
+        Ok(export_response(&job, &export_spec_of(&job)?))
+    }
+
+    fn export_jobs_page(
+        &self,
+        app_id: &str,
+        segment: Option<&str>,
+        page: &PageRequest,
+    ) -> Result<ExportJobsResponse, ApiError> {
+        let (items, next_token) = self.jobs_page(
+            app_id,
+            JobKind::Export,
+            segment,
+            page,
+            export_spec_of,
+            |_, s: &ExportJob| s.segment_id.clone(),
+        )?;
+        Ok(ExportJobsResponse {
+            item: items.iter().map(|(j, s)| export_response(j, s)).collect(),
+            next_token,
+        })
+    }
+
+    /// GetExportJobs, newest first.
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException` for an unknown app; `BadRequestException` for a
+    /// bad page size or token.
+    pub fn get_export_jobs(
+        &self,
+        app_id: &str,
+        page: &PageRequest,
+    ) -> Result<ExportJobsResponse, ApiError> {
+        self.export_jobs_page(app_id, None, page)
+    }
+
+    /// GetSegmentExportJobs: the export jobs of a segment, newest first.
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException` for an unknown app or segment;
+    /// `BadRequestException` for a bad page size or token.
+    pub fn get_segment_export_jobs(
+        &self,
+        app_id: &str,
+        segment_id: &str,
+        page: &PageRequest,
+    ) -> Result<ExportJobsResponse, ApiError> {
+        self.export_jobs_page(app_id, Some(segment_id), page)
     }
 
     /// GetEndpoint.
@@ -875,6 +1074,61 @@ fn spec_of(job: &JobRecord) -> Result<ImportJob, ApiError> {
     }
 }
 
+/// A page of jobs with their specs, and the next page's token.
+type JobsPage<T> = (Vec<(JobRecord, T)>, Option<String>);
+
+fn export_spec_of(job: &JobRecord) -> Result<ExportJob, ApiError> {
+    match JobSpec::of(job)? {
+        JobSpec::Export(e) => Ok(e),
+        _ => Err(ApiError::internal(&format!(
+            "job {} is not an export job",
+            job.id
+        ))),
+    }
+}
+
+fn export_response(job: &JobRecord, spec: &ExportJob) -> ExportJobResponse {
+    let definition = ExportJobRequest {
+        role_arn: Some(spec.role_arn.clone()),
+        s3_url_prefix: Some(spec.s3_url_prefix.clone()),
+        segment_id: spec.segment_id.clone(),
+        segment_version: spec.segment_version.map(i64::from),
+    };
+    response_of(job, &spec.app, definition, "EXPORT")
+}
+
+/// A job's answer, of `kind` (`IMPORT`, `EXPORT`), with its definition.
+fn response_of<D>(job: &JobRecord, app: &str, definition: D, kind: &str) -> JobResponse<D> {
+    let c = &job.counters;
+    JobResponse {
+        application_id: app.to_owned(),
+        completed_pieces: c.completed_pieces,
+        completion_date: job.completed_ms.map(iso8601),
+        creation_date: iso8601(job.created_ms),
+        definition,
+        failed_pieces: c.failed_pieces,
+        failures: failures_of(job),
+        id: job.id.clone(),
+        job_status: job_status(job),
+        total_failures: c.failed,
+        total_pieces: c.total_pieces,
+        total_processed: c.processed,
+        job_type: kind.to_owned(),
+    }
+}
+
+/// A job's `Failures`: its rows', or why it failed as a whole.
+fn failures_of(job: &JobRecord) -> Vec<String> {
+    let mut failures = job.counters.failures.clone();
+    if job.status == JobStatus::Failed
+        && failures.is_empty()
+        && let Some(reason) = &job.status_reason
+    {
+        failures.push(reason.clone());
+    }
+    failures
+}
+
 /// The service's `JobStatus` of a job.
 fn job_status(job: &JobRecord) -> String {
     match job.status {
@@ -888,60 +1142,19 @@ fn job_status(job: &JobRecord) -> String {
 }
 
 fn job_response(job: &JobRecord, spec: &ImportJob) -> ImportJobResponse {
-    let c = &job.counters;
-    let mut failures = c.failures.clone();
-    // A job that failed as a whole says why, when its rows did not.
-    if job.status == JobStatus::Failed
-        && failures.is_empty()
-        && let Some(reason) = &job.status_reason
-    {
-        failures.push(reason.clone());
-    }
-    ImportJobResponse {
-        application_id: spec.app.clone(),
-        completed_pieces: c.completed_pieces,
-        completion_date: job.completed_ms.map(iso8601),
-        creation_date: iso8601(job.created_ms),
-        definition: ImportJobRequest {
-            define_segment: Some(spec.define_segment),
-            external_id: spec.external_id.clone(),
-            format: Some(spec.format.as_str().into()),
-            register_endpoints: Some(spec.register_endpoints),
-            role_arn: Some(spec.role_arn.clone()),
-            s3_url: Some(spec.s3_url.clone()),
-            segment_id: spec.segment(&job.id),
-            segment_name: spec.segment_name.clone(),
-        },
-        failed_pieces: c.failed_pieces,
-        failures,
-        id: job.id.clone(),
-        job_status: job_status(job),
-        total_failures: c.failed,
-        total_pieces: c.total_pieces,
-        total_processed: c.processed,
-        job_type: "IMPORT".into(),
-    }
+    let definition = ImportJobRequest {
+        define_segment: Some(spec.define_segment),
+        external_id: spec.external_id.clone(),
+        format: Some(spec.format.as_str().into()),
+        register_endpoints: Some(spec.register_endpoints),
+        role_arn: Some(spec.role_arn.clone()),
+        s3_url: Some(spec.s3_url.clone()),
+        segment_id: spec.segment(&job.id),
+        segment_name: spec.segment_name.clone(),
+    };
+    response_of(job, &spec.app, definition, "IMPORT")
 }
 
 fn endpoint_response(app_id: &str, e: StoredEndpoint) -> Result<EndpointResponse, ApiError> {
-    let mut endpoint: Endpoint =
-        serde_json::from_str(&e.fields).map_err(|err| ApiError::internal(&err))?;
-    // What the service sets on every endpoint that does not say.
-    endpoint
-        .endpoint_status
-        .get_or_insert_with(|| "ACTIVE".into());
-    endpoint.opt_out.get_or_insert_with(|| "NONE".into());
-    endpoint
-        .effective_date
-        .get_or_insert_with(|| iso8601(e.updated_ms));
-    let cohort =
-        e.id.bytes()
-            .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)))
-            % 100;
-    Ok(EndpointResponse {
-        application_id: app_id.to_owned(),
-        cohort_id: cohort.to_string(),
-        creation_date: iso8601(e.created_ms),
-        endpoint,
-    })
+    EndpointDocument::of(app_id, &e).map_err(|why| ApiError::internal(&why))
 }

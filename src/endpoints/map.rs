@@ -41,6 +41,13 @@ impl Format {
     /// markers (names ending in `/`).
     pub fn takes(self, name: &str) -> bool {
         let file = name.rsplit('/').next().unwrap_or(name);
+        // A compressed file is named for what it holds (`x.ndjson.gz`).
+        let file = match file.len().checked_sub(3) {
+            Some(at) if file.is_char_boundary(at) && file[at..].eq_ignore_ascii_case(".gz") => {
+                &file[..at]
+            }
+            _ => file,
+        };
         let Some((_, ext)) = file.rsplit_once('.') else {
             return !file.is_empty();
         };
@@ -324,20 +331,26 @@ mod tests {
 
     #[test]
     fn a_folder_gives_files_named_for_the_format_or_for_none() {
-        for n in ["a/b/C.CSV", "part-00000", "out/part-00001"] {
+        for n in ["a/b/C.CSV", "part-00000", "out/part-00001", "x.csv.gz"] {
             assert!(Format::Csv.takes(n), "{n}");
         }
         for n in [
             "a.json",
             "a.NDJSON",
             "README.txt",
-            "x.csv.gz",
+            "x.ndjson.gz",
             "folder/",
             "",
         ] {
             assert!(!Format::Csv.takes(n), "{n}");
         }
-        for n in ["x.json", "x.ndjson", "x.JSONL", "part-00000"] {
+        for n in [
+            "x.json",
+            "x.ndjson",
+            "x.JSONL",
+            "part-00000",
+            "e/part-00001.ndjson.gz",
+        ] {
             assert!(Format::Json.takes(n), "{n}");
         }
         for n in ["x.csv", "X.Csv", "notes.txt", "folder/"] {

@@ -102,6 +102,24 @@ pub struct Endpoint {
     /// The person.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<User>,
+    /// What an export file says besides (`ApplicationId`, `CohortId`,
+    /// `CreationDate`): read and dropped, so that an export imports as it
+    /// came; the app, cohort and creation are those of the importing app.
+    #[serde(flatten, skip_serializing)]
+    pub exported: Exported,
+}
+
+/// The members of an exported endpoint that are not the endpoint's own.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)]
+pub struct Exported {
+    #[serde(default, skip_serializing)]
+    pub application_id: Option<serde::de::IgnoredAny>,
+    #[serde(default, skip_serializing)]
+    pub cohort_id: Option<serde::de::IgnoredAny>,
+    #[serde(default, skip_serializing)]
+    pub creation_date: Option<serde::de::IgnoredAny>,
 }
 
 /// The device of an endpoint.
@@ -606,6 +624,24 @@ fn trim_in_place(s: &mut String) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn an_exported_endpoint_reads_back_and_unknown_members_are_refused() {
+        let e: Endpoint = serde_json::from_str(
+            r#"{"ApplicationId":"a1","CohortId":"7","CreationDate":"2026-01-01T00:00:00.000Z","Id":"e","Address":"x@y.z"}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (e.id.as_deref(), e.address.as_deref()),
+            (Some("e"), Some("x@y.z"))
+        );
+        assert_eq!(
+            serde_json::to_string(&e).unwrap(),
+            r#"{"Address":"x@y.z","Id":"e"}"#
+        );
+        let err = serde_json::from_str::<Endpoint>(r#"{"Address":"x","Bogus":1}"#).unwrap_err();
+        assert!(err.to_string().contains("Bogus"), "{err}");
+    }
     use super::*;
 
     fn checked(json: &str) -> Result<Endpoint, String> {

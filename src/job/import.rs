@@ -14,6 +14,7 @@
 //! Writes are upserts keyed by endpoint id, so a run that is interrupted
 //! and resumed from the start ends where an uninterrupted one would.
 
+use std::io::Read;
 use std::sync::{Arc, LazyLock};
 
 use rayon::prelude::*;
@@ -362,16 +363,61 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ImportJob) -> End {
     }
 }
 
-/// An object as the engine reads it: streamed, opened when its turn comes.
+/// An object as the engine reads it: streamed, opened when its turn comes;
+/// a `.gz` object (what export jobs write) decompressed as it is read.
 pub(super) fn object_input(objects: &Objects, bucket: &str, o: ObjectInfo) -> Input {
     let objects = Arc::clone(objects);
     let name = format!("s3://{bucket}/{}", o.key);
     let (bucket, key, size) = (bucket.to_owned(), o.key, o.size);
+    if is_gzip(&key) {
+        let open = move || -> std::io::Result<Box<dyn Read + Send>> {
+            let raw = objects
+                .read(&bucket, &key, 0..size)
+                .map_err(std::io::Error::from)?;
+            Ok(Box::new(flate2::read::MultiGzDecoder::new(raw)))
+        };
+        return Input::reader(&name, OpenedLate::new(open), None);
+    }
     Input::reopenable(&name, size, move |offset| {
         objects
             .read(&bucket, &key, offset..size)
             .map_err(std::io::Error::from)
     })
+}
+
+/// Whether an object's name says it is gzip-compressed (`.gz`).
+pub(crate) fn is_gzip(key: &str) -> bool {
+    key.len() > 3 && key[key.len() - 3..].eq_ignore_ascii_case(".gz")
+}
+
+/// A reader opened at its first read, so that the inputs of a job do not
+/// all hold a stream open from the start.
+struct OpenedLate<F> {
+    open: Option<F>,
+    inner: Option<Box<dyn Read + Send>>,
+}
+
+impl<F> OpenedLate<F> {
+    fn new(open: F) -> OpenedLate<F> {
+        OpenedLate {
+            open: Some(open),
+            inner: None,
+        }
+    }
+}
+
+impl<F: FnOnce() -> std::io::Result<Box<dyn Read + Send>>> Read for OpenedLate<F> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        if self.inner.is_none()
+            && let Some(open) = self.open.take()
+        {
+            self.inner = Some(open()?);
+        }
+        match &mut self.inner {
+            Some(r) => r.read(buf),
+            None => Err(std::io::Error::other("the object could not be opened")),
+        }
+    }
 }
 
 /// Writes the surviving endpoints, in batches, into the app (and its

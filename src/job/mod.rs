@@ -42,6 +42,7 @@ while it was alive) can no longer write: its attempt is fenced.
 
 mod context;
 mod device;
+mod export;
 mod import;
 mod lease;
 mod profiles;
@@ -59,6 +60,7 @@ use rayon::ThreadPool;
 use serde::{Deserialize, Serialize};
 
 pub use device::run_device;
+pub use export::{EndpointDocument, ExportJob, PIECE_ENDPOINTS};
 pub use import::{
     EndpointRequestError, ImportJob, derived_endpoint_id, nothing_to_import, objects_to_import,
     write_requested_endpoints,

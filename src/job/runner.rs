@@ -13,7 +13,8 @@ use super::context::{End, RunContext};
 use super::lease::{Holder, LeaseGuard, job_lease};
 use super::split::RangeWorker;
 use super::{
-    JobError, JobSpec, ProfileJob, RANGE_ATTEMPTS, RunnerConfig, import, new_job_id, profiles,
+    JobError, JobSpec, ProfileJob, RANGE_ATTEMPTS, RunnerConfig, export, import, new_job_id,
+    profiles,
 };
 use crate::ingest::{Ingest, Progress, ProgressSnapshot};
 use crate::store::{
@@ -253,12 +254,12 @@ impl Runner {
     ) -> Result<JobRecord, JobError> {
         match spec {
             JobSpec::Profiles(p) => p.check().map_err(JobError::Invalid)?,
-            JobSpec::Import(_) if self.shared.config.objects.is_none() => {
+            JobSpec::Import(_) | JobSpec::Export(_) if self.shared.config.objects.is_none() => {
                 return Err(JobError::Invalid(
-                    "this runner has no buckets to import from".into(),
+                    "this runner has no buckets to import from or export to".into(),
                 ));
             }
-            JobSpec::Import(_) => {}
+            JobSpec::Import(_) | JobSpec::Export(_) => {}
             JobSpec::Transfer(_) => {
                 return Err(JobError::Invalid(
                     "Import/Export jobs run when their device arrives, not in a runner".into(),
@@ -631,6 +632,7 @@ fn run_one(shared: &Shared, key: &Key) {
     let end = match JobSpec::of(&job) {
         Ok(JobSpec::Profiles(spec)) => profiles::run(&ctx, &spec),
         Ok(JobSpec::Import(spec)) => import::run(&ctx, &spec),
+        Ok(JobSpec::Export(spec)) => export::run(&ctx, &spec),
         Ok(JobSpec::Transfer(_)) => {
             End::internal("an Import/Export job runs when its device arrives".into())
         }

@@ -1,6 +1,7 @@
 //! What a job is: [`JobSpec`], one typed spec per kind. The one place specs
 //! meet JSON.
 
+use super::export::ExportJob;
 use super::import::ImportJob;
 use super::profiles::ProfileJob;
 use super::transfer::TransferJob;
@@ -18,6 +19,8 @@ pub enum JobSpec {
     Import(ImportJob),
     /// An Import/Export device run.
     Transfer(TransferJob),
+    /// A Pinpoint app's endpoints out to a bucket.
+    Export(ExportJob),
 }
 
 impl JobSpec {
@@ -27,6 +30,7 @@ impl JobSpec {
             JobSpec::Profiles(_) => JobKind::Profiles,
             JobSpec::Import(_) => JobKind::Import,
             JobSpec::Transfer(_) => JobKind::Transfer,
+            JobSpec::Export(_) => JobKind::Export,
         }
     }
 
@@ -38,10 +42,11 @@ impl JobSpec {
         }
     }
 
-    /// The app it writes into, if any.
+    /// The app it writes into or reads, if any.
     pub fn app(&self) -> Option<&str> {
         match self {
             JobSpec::Import(i) => Some(&i.app),
+            JobSpec::Export(e) => Some(&e.app),
             _ => None,
         }
     }
@@ -52,6 +57,7 @@ impl JobSpec {
             JobSpec::Profiles(p) => serde_json::to_string(p),
             JobSpec::Import(i) => serde_json::to_string(i),
             JobSpec::Transfer(t) => serde_json::to_string(t),
+            JobSpec::Export(e) => serde_json::to_string(e),
         };
         // These types always serialize: strings, numbers, maps of them.
         json.unwrap_or_default()
@@ -67,6 +73,7 @@ impl JobSpec {
             JobKind::Profiles => JobSpec::Profiles(serde_json::from_str(text)?),
             JobKind::Import => JobSpec::Import(serde_json::from_str(text)?),
             JobKind::Transfer => JobSpec::Transfer(serde_json::from_str(text)?),
+            JobKind::Export => JobSpec::Export(serde_json::from_str(text)?),
         })
     }
 

@@ -270,6 +270,7 @@ impl AccountApis {
                 piece_size: cfg.piece_size,
                 account: account.clone(),
                 region: cfg.region.clone(),
+                export_piece_endpoints: None,
             },
             Arc::clone(&cfg.clock),
         );

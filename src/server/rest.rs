@@ -91,6 +91,23 @@ pub enum RestCall {
         app: String,
         user: String,
     },
+    CreateExportJob {
+        app: String,
+        request: pp::ExportJobRequest,
+    },
+    GetExportJob {
+        app: String,
+        job: String,
+    },
+    GetExportJobs {
+        app: String,
+        page: pp::PageRequest,
+    },
+    GetSegmentExportJobs {
+        app: String,
+        segment: String,
+        page: pp::PageRequest,
+    },
 }
 
 /// Why a request was not decoded.
@@ -272,6 +289,23 @@ fn pinpoint(method: &str, s: &[&str], q: &str, body: &[u8]) -> Result<Option<Res
             app: own(a),
             user: own(u),
         },
+        ("POST", ["apps", a, "jobs", "export"]) => C::CreateExportJob {
+            app: own(a),
+            request: body_as(body)?,
+        },
+        ("GET", ["apps", a, "jobs", "export"]) => C::GetExportJobs {
+            app: own(a),
+            page: page(),
+        },
+        ("GET", ["apps", a, "jobs", "export", j]) => C::GetExportJob {
+            app: own(a),
+            job: own(j),
+        },
+        ("GET", ["apps", a, "segments", g, "jobs", "export"]) => C::GetSegmentExportJobs {
+            app: own(a),
+            segment: own(g),
+            page: page(),
+        },
         _ => return Ok(None),
     }))
 }
@@ -320,6 +354,10 @@ impl RestCall {
             C::UpdateEndpointsBatch { .. } => "UpdateEndpointsBatch",
             C::DeleteEndpoint { .. } => "DeleteEndpoint",
             C::DeleteUserEndpoints { .. } => "DeleteUserEndpoints",
+            C::CreateExportJob { .. } => "CreateExportJob",
+            C::GetExportJob { .. } => "GetExportJob",
+            C::GetExportJobs { .. } => "GetExportJobs",
+            C::GetSegmentExportJobs { .. } => "GetSegmentExportJobs",
         }
     }
 
@@ -373,6 +411,14 @@ impl RestCall {
             }
             C::DeleteUserEndpoints { app, user } => {
                 reply_with(StatusCode::ACCEPTED, pp.delete_user_endpoints(&app, &user))
+            }
+            C::CreateExportJob { app, request } => {
+                reply_with(StatusCode::ACCEPTED, pp.create_export_job(&app, &request))
+            }
+            C::GetExportJob { app, job } => reply(pp.get_export_job(&app, &job)),
+            C::GetExportJobs { app, page } => reply(pp.get_export_jobs(&app, &page)),
+            C::GetSegmentExportJobs { app, segment, page } => {
+                reply(pp.get_segment_export_jobs(&app, &segment, &page))
             }
         }
     }

@@ -289,11 +289,18 @@ pub enum JobKind {
     Import,
     /// An Import/Export device run.
     Transfer,
+    /// A Pinpoint app's endpoints out to a bucket.
+    Export,
 }
 
 impl JobKind {
     /// Every kind.
-    pub const ALL: [JobKind; 3] = [JobKind::Profiles, JobKind::Import, JobKind::Transfer];
+    pub const ALL: [JobKind; 4] = [
+        JobKind::Profiles,
+        JobKind::Import,
+        JobKind::Transfer,
+        JobKind::Export,
+    ];
 
     /// The name used in stores.
     pub fn as_str(self) -> &'static str {
@@ -301,6 +308,7 @@ impl JobKind {
             JobKind::Profiles => "profiles",
             JobKind::Import => "import",
             JobKind::Transfer => "importexport",
+            JobKind::Export => "export",
         }
     }
 

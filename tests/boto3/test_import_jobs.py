@@ -12,6 +12,7 @@ which must give the same answer.
     SLUICE_BIN=target/debug/sluice python tests/boto3/test_import_jobs.py
 """
 
+import gzip
 import json
 import os
 import subprocess
@@ -314,6 +315,64 @@ class ImportJobs(unittest.TestCase):
         for call in (pp.get_user_endpoints, pp.delete_user_endpoints):
             with self.assertRaises(pp.exceptions.NotFoundException):
                 call(ApplicationId=app, UserId="u1")
+
+    def test_export_then_import_into_another_app(self):
+        pp = self.pp
+        app = pp.create_app(CreateApplicationRequest={"Name": "out"})["ApplicationResponse"]["Id"]
+        items = [{"Id": "x%d" % i, "ChannelType": "EMAIL", "Address": "x%d@example.com" % i,
+                  "User": {"UserId": "u%d" % (i % 2)}, "Attributes": {"n": [str(i)]}}
+                 for i in range(5)]
+        pp.update_endpoints_batch(ApplicationId=app, EndpointBatchRequest={"Item": items})
+        r = pp.create_export_job(ApplicationId=app, ExportJobRequest={
+            "S3UrlPrefix": "s3://inbox/exports/", "RoleArn": ROLE})
+        self.assertEqual(r["ResponseMetadata"]["HTTPStatusCode"], 202)
+        job = r["ExportJobResponse"]
+        self.assertEqual(job["Type"], "EXPORT")
+        deadline = time.time() + 60
+        while True:
+            done = pp.get_export_job(ApplicationId=app, JobId=job["Id"])["ExportJobResponse"]
+            if done["JobStatus"] in ("COMPLETED", "FAILED"):
+                break
+            self.assertLess(time.time(), deadline, done)
+            time.sleep(0.1)
+        self.assertEqual(done["JobStatus"], "COMPLETED", done)
+        self.assertEqual((done["TotalProcessed"], done["TotalPieces"], done["CompletedPieces"]),
+                         (5, 1, 1))
+        self.assertEqual(done["Definition"]["S3UrlPrefix"], "s3://inbox/exports/")
+        listed = pp.get_export_jobs(ApplicationId=app)["ExportJobsResponse"]["Item"]
+        self.assertEqual([j["Id"] for j in listed], [job["Id"]])
+        # The file, through S3: gzip, one GetEndpoint-shaped endpoint a line.
+        s3 = self.server.client(service="s3")
+        keys = [o["Key"] for o in s3.list_objects_v2(
+            Bucket="inbox", Prefix="exports/%s/" % job["Id"])["Contents"]]
+        self.assertEqual(keys, ["exports/%s/part-00000.ndjson.gz" % job["Id"]])
+        body = s3.get_object(Bucket="inbox", Key=keys[0])["Body"].read()
+        lines = [json.loads(l) for l in gzip.decompress(body).decode().splitlines()]
+        self.assertEqual(sorted(l["Id"] for l in lines), ["x0", "x1", "x2", "x3", "x4"])
+        for line in lines:
+            got = pp.get_endpoint(ApplicationId=app, EndpointId=line["Id"])["EndpointResponse"]
+            self.assertEqual(line, got)
+        # Read back into another app: the same endpoints.
+        other = pp.create_app(CreateApplicationRequest={"Name": "in"})["ApplicationResponse"]["Id"]
+        back = import_job(pp, other, Format="JSON", S3Url="s3://inbox/exports/%s/" % job["Id"],
+                          RegisterEndpoints=True)
+        done2, _ = wait(pp, other, back["Id"])
+        self.assertEqual((done2["JobStatus"], done2["TotalProcessed"]), ("COMPLETED", 5), done2)
+        for line in lines:
+            got = pp.get_endpoint(ApplicationId=other, EndpointId=line["Id"])["EndpointResponse"]
+            for member in ("ApplicationId", "CreationDate"):
+                got.pop(member)
+                line.pop(member)
+            self.assertEqual(got, line)
+        with self.assertRaises(pp.exceptions.NotFoundException) as e:
+            pp.create_export_job(ApplicationId=app, ExportJobRequest={
+                "S3UrlPrefix": "s3://no-such-bucket/x/", "RoleArn": ROLE})
+        self.assertIn("no-such-bucket", str(e.exception))
+        with self.assertRaises(pp.exceptions.BadRequestException):
+            pp.create_export_job(ApplicationId=app, ExportJobRequest={
+                "S3UrlPrefix": "s3://inbox/x/", "RoleArn": "nope"})
+        with self.assertRaises(pp.exceptions.NotFoundException):
+            pp.get_export_job(ApplicationId=app, JobId="0" * 32)
 
     def test_deleted_endpoints_leave_their_segment(self):
         app, _, done, _, _, seg = csv_job(self.pp)
