@@ -21,13 +21,20 @@ use sluice::store::{AccountId, JobRef, SqliteStore, Store};
 struct Objects {
     inner: MemoryObjects,
     delay: Option<Duration>,
+    /// Writes that may still begin; the others fail (a bucket that cannot
+    /// be written).
+    writes_left: std::sync::atomic::AtomicUsize,
 }
 
 impl Default for Objects {
     fn default() -> Objects {
         let inner = MemoryObjects::new();
         inner.create_bucket("bkt").unwrap();
-        Objects { inner, delay: None }
+        Objects {
+            inner,
+            delay: None,
+            writes_left: usize::MAX.into(),
+        }
     }
 }
 
@@ -84,6 +91,16 @@ impl ObjectPort for Objects {
         key: &str,
         attributes: &ObjectAttributes,
     ) -> Result<Box<dyn ObjectWriter>, ObjectError> {
+        use std::sync::atomic::Ordering;
+        let left = self
+            .writes_left
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        if left.is_err() {
+            return Err(ObjectError::new(
+                sluice::objects::ObjectErrorKind::Backend,
+                format!("s3://{bucket}/{key}: the disk is full"),
+            ));
+        }
         self.inner.write(bucket, key, attributes)
     }
     fn delete(&self, bucket: &str, key: &str) -> Result<(), ObjectError> {
@@ -636,5 +653,45 @@ fn create_export_job_refusals() {
             .unwrap()
             .item
             .is_empty()
+    );
+}
+
+#[test]
+fn an_export_that_cannot_write_fails_and_names_the_files_it_wrote() {
+    let objects = Arc::new(Objects::default());
+    objects.put("s3://bkt/in/a.csv", &csv(300, 40));
+    let e = env(Arc::clone(&objects), 2, 2, None);
+    let a = app(&e.api);
+    let job = e
+        .api
+        .create_import_job(&a, &request("s3://bkt/in/"))
+        .unwrap();
+    assert_eq!(wait(&e.api, &a, &job.id).job_status, "COMPLETED");
+    // Two more files can be written; the export needs six.
+    objects
+        .writes_left
+        .store(2, std::sync::atomic::Ordering::SeqCst);
+    let out = e
+        .api
+        .create_export_job(&a, &export_request("s3://bkt/out/", None))
+        .unwrap();
+    let out = wait_export(&e.api, &a, &out.id);
+    assert_eq!(out.job_status, "FAILED", "{out:?}");
+    assert_eq!(out.failed_pieces, 1, "{out:?}");
+    let why = &out.failures[0];
+    assert!(why.contains("the disk is full"), "{why}");
+    let written: Vec<String> = objects
+        .list("bkt", &format!("out/{}/", out.id))
+        .unwrap()
+        .into_iter()
+        .map(|o| format!("s3://bkt/{}", o.key))
+        .collect();
+    assert_eq!(written.len(), 2);
+    assert!(
+        why.contains(&format!(
+            "it wrote 2 files, which stay: {}",
+            written.join(", ")
+        )),
+        "{why}"
     );
 }
