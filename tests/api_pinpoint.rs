@@ -566,6 +566,19 @@ fn an_export_imported_into_another_app_gives_the_same_endpoints() {
     let of_segment = exported(&objects, &format!("seg/{}/", seg.id));
     assert_eq!(of_segment.len(), 40);
     assert!(!of_segment.contains_key("by-request"));
+    // Only the segment's current version is kept, so only it is exported.
+    let err = e
+        .api
+        .create_export_job(
+            &a,
+            &ExportJobRequest {
+                segment_version: Some(2),
+                ..export_request("s3://bkt/seg/", Some(&segment))
+            },
+        )
+        .unwrap_err();
+    assert_eq!(err.code, ErrorCode::BadRequest);
+    assert!(err.message.contains("is at version 1"), "{err}");
     let listed = e
         .api
         .get_segment_export_jobs(&a, &segment, &PageRequest::default())
