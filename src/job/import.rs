@@ -193,6 +193,8 @@ pub fn write_requested_endpoints(
     };
     let phone = PhoneNormalizer::new();
     let mut ids = Vec::with_capacity(endpoints.len());
+    // Ids an earlier item of the request makes (it has what a new one needs).
+    let mut made = std::collections::HashSet::new();
     for (n, e) in endpoints.iter_mut().enumerate() {
         e.check(&phone).map_err(|r| invalid(n, &r))?;
         let id = match e.identity() {
@@ -208,13 +210,15 @@ pub fn write_requested_endpoints(
         // Refused before anything is written: a new endpoint without what
         // a new one needs (the store refuses it too, should one be deleted
         // in between).
-        if (e.channel_type.is_none() || e.address.is_none())
-            && store.endpoint(account, app, &id)?.is_none()
-        {
-            return Err(invalid(
-                n,
-                &"a new endpoint needs a ChannelType and an Address",
-            ));
+        if e.channel_type.is_none() || e.address.is_none() {
+            if !made.contains(&id) && store.endpoint(account, app, &id)?.is_none() {
+                return Err(invalid(
+                    n,
+                    &"a new endpoint needs a ChannelType and an Address",
+                ));
+            }
+        } else {
+            made.insert(id.clone());
         }
         ids.push(id);
     }

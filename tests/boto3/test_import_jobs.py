@@ -288,6 +288,13 @@ class ImportJobs(unittest.TestCase):
         u1 = pp.get_user_endpoints(ApplicationId=app, UserId="u1")["EndpointsResponse"]["Item"]
         self.assertEqual(sorted((e["Id"], e["Address"]) for e in u1),
                          [("ep-a", "ann@example.com"), ("ep-b", "+14155550100")])
+        # A later item may update what an earlier one makes.
+        pp.update_endpoints_batch(ApplicationId=app, EndpointBatchRequest={"Item": [
+            {"Id": "ep-f", "ChannelType": "EMAIL", "Address": "f@example.com"},
+            {"Id": "ep-f", "Attributes": {"late": ["yes"]}}]})
+        ep_f = pp.get_endpoint(ApplicationId=app, EndpointId="ep-f")["EndpointResponse"]
+        self.assertEqual((ep_f["Address"], ep_f["Attributes"]),
+                         ("f@example.com", {"late": ["yes"]}))
         # One bad item: nothing of the batch is written, and the item is named.
         bad = [{"Id": "ep-d", "ChannelType": "EMAIL", "Address": "d@example.com"},
                {"Id": "ep-e", "ChannelType": "EMAIL", "Address": "e@example.com",
