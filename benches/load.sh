@@ -10,7 +10,10 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 . tests/boto3/venv.sh
 cargo build --release --locked --bin sluice
-export SLUICE_BIN="${CARGO_TARGET_DIR:-target}/release/sluice"
+# Absolute: the test runs from tests/boto3.
+target="${CARGO_TARGET_DIR:-target}"
+[ "${target#/}" != "$target" ] || target="$PWD/$target"
+export SLUICE_BIN="$target/release/sluice"
 export SLUICE_LOAD_SECONDS="${SECONDS_:-30}" SLUICE_LOAD_CLIENTS="${CLIENTS:-64}"
 cd tests/boto3
 "$VENV/bin/python" -m unittest -v test_faults.Faults.test_load 2>&1 | grep -aE 'load: |^OK|FAIL|Error'
