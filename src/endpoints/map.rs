@@ -42,12 +42,7 @@ impl Format {
     pub fn takes(self, name: &str) -> bool {
         let file = name.rsplit('/').next().unwrap_or(name);
         // A compressed file is named for what it holds (`x.ndjson.gz`).
-        let file = match file.len().checked_sub(3) {
-            Some(at) if file.is_char_boundary(at) && file[at..].eq_ignore_ascii_case(".gz") => {
-                &file[..at]
-            }
-            _ => file,
-        };
+        let file = gzip_inner(file).unwrap_or(file);
         let Some((_, ext)) = file.rsplit_once('.') else {
             return !file.is_empty();
         };
@@ -57,6 +52,13 @@ impl Format {
             Format::Json => ["json", "ndjson", "jsonl"].contains(&ext.as_str()),
         }
     }
+}
+
+/// The name a gzip-compressed object's name (`x.ndjson.gz`) holds
+/// (`x.ndjson`), or `None` when the name does not end in `.gz`.
+pub fn gzip_inner(name: &str) -> Option<&str> {
+    let at = name.len().checked_sub(3)?;
+    (name.is_char_boundary(at) && name[at..].eq_ignore_ascii_case(".gz")).then(|| &name[..at])
 }
 
 /// Endpoint rows: checked and normalized ([`Endpoint::check`]), keyed by
@@ -327,6 +329,15 @@ mod tests {
                  the input ends inside it",
             ]
         );
+    }
+
+    #[test]
+    fn gzip_names_are_told_by_their_last_three_bytes_on_char_boundaries() {
+        assert_eq!(gzip_inner("a/x.ndjson.GZ"), Some("a/x.ndjson"));
+        assert_eq!(gzip_inner(".gz"), Some(""));
+        for n in ["gz", "x.gzip", "x.tgz", "\u{20ac}gz", "x\u{e9}"] {
+            assert_eq!(gzip_inner(n), None, "{n}");
+        }
     }
 
     #[test]

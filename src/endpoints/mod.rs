@@ -28,7 +28,7 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 
 pub use csv::{Column, Columns, Layout, Scratch};
-pub use map::{EndpointMapper, Format, decode};
+pub use map::{EndpointMapper, Format, decode, gzip_inner};
 
 use crate::ingest::FailureReason;
 use crate::ingest::normalize::{PhoneNormalizer, normalize_email};

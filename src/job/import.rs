@@ -24,7 +24,7 @@ use super::Objects;
 use super::context::{End, RunContext, counters_of};
 use super::write::prefix;
 use crate::crypto::HmacKey;
-use crate::endpoints::{Endpoint, EndpointMapper, Format, Identity, decode};
+use crate::endpoints::{Endpoint, EndpointMapper, Format, Identity, decode, gzip_inner};
 use crate::ingest::normalize::PhoneNormalizer;
 use crate::ingest::{
     Failure, FailureReason, IngestBuilder, Input, MAX_FAILURES, MAX_PIECE_SIZE, RecordHandle,
@@ -373,7 +373,7 @@ pub(super) fn object_input(objects: &Objects, bucket: &str, o: ObjectInfo) -> In
     let objects = Arc::clone(objects);
     let name = format!("s3://{bucket}/{}", o.key);
     let (bucket, key, size) = (bucket.to_owned(), o.key, o.size);
-    if is_gzip(&key) {
+    if gzip_inner(&key).is_some() {
         let open = move || -> std::io::Result<Box<dyn Read + Send>> {
             let raw = objects
                 .read(&bucket, &key, 0..size)
@@ -387,11 +387,6 @@ pub(super) fn object_input(objects: &Objects, bucket: &str, o: ObjectInfo) -> In
             .read(&bucket, &key, offset..size)
             .map_err(std::io::Error::from)
     })
-}
-
-/// Whether an object's name says it is gzip-compressed (`.gz`).
-pub(crate) fn is_gzip(key: &str) -> bool {
-    key.len() > 3 && key[key.len() - 3..].eq_ignore_ascii_case(".gz")
 }
 
 /// A reader opened at its first read, so that the inputs of a job do not
