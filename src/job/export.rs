@@ -20,6 +20,7 @@ use std::sync::mpsc::sync_channel;
 use serde::{Deserialize, Serialize};
 
 use super::context::{End, RunContext};
+use super::import::app_and_segment;
 use crate::endpoints::Endpoint;
 use crate::objects::{ObjectAttributes, ObjectUrl, Objects};
 use crate::store::{JobCounters, JobStatus, StoredEndpoint};
@@ -122,17 +123,8 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ExportJob) -> End {
     let Some(objects) = ctx.config.objects.as_ref() else {
         return End::internal("this runner has no buckets to export to".into());
     };
-    match store.app(account, &spec.app) {
-        Ok(Some(_)) => {}
-        Ok(None) => return End::invalid(format!("app {} does not exist", spec.app)),
-        Err(e) => return ctx.store_failed("reading the app", e),
-    }
-    if let Some(seg) = &spec.segment_id {
-        match store.segment(account, &spec.app, seg) {
-            Ok(Some(_)) => {}
-            Ok(None) => return End::invalid(format!("app {} has no segment {seg}", spec.app)),
-            Err(e) => return ctx.store_failed("reading the segment", e),
-        }
+    if let Err(end) = app_and_segment(ctx, &spec.app, spec.segment_id.as_deref()) {
+        return end;
     }
     let url = match ObjectUrl::parse(&spec.s3_url_prefix) {
         Ok(u) => u,

@@ -254,11 +254,32 @@ pub fn write_requested_endpoints(
     Ok(written)
 }
 
+/// Checks that a job's app, and its segment if it names one, are there.
+pub(super) fn app_and_segment(
+    ctx: &RunContext<'_>,
+    app: &str,
+    segment: Option<&str>,
+) -> Result<(), End> {
+    let account = &ctx.job.account;
+    match ctx.store.app(account, app) {
+        Ok(Some(_)) => {}
+        Ok(None) => return Err(End::invalid(format!("app {app} does not exist"))),
+        Err(e) => return Err(ctx.store_failed("reading the app", e)),
+    }
+    if let Some(seg) = segment {
+        match ctx.store.segment(account, app, seg) {
+            Ok(Some(_)) => {}
+            Ok(None) => return Err(End::invalid(format!("app {app} has no segment {seg}"))),
+            Err(e) => return Err(ctx.store_failed("reading the segment", e)),
+        }
+    }
+    Ok(())
+}
+
 /// Runs an import job: the objects through the engine, then the kept
 /// endpoints into the app (and its segment).
 pub(super) fn run(ctx: &RunContext<'_>, spec: &ImportJob) -> End {
     let store = ctx.store;
-    let account = &ctx.job.account;
     let (invalid, fail) = (End::invalid, End::internal);
     let phase = |p: &str| {
         store
@@ -271,17 +292,8 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ImportJob) -> End {
     let Some(objects) = ctx.config.objects.as_ref() else {
         return fail("this runner has no buckets to read from".into());
     };
-    match store.app(account, &spec.app) {
-        Ok(Some(_)) => {}
-        Ok(None) => return invalid(format!("app {} does not exist", spec.app)),
-        Err(e) => return ctx.store_failed("reading the app", e),
-    }
-    if let Some(seg) = &spec.segment_id {
-        match store.segment(account, &spec.app, seg) {
-            Ok(Some(_)) => {}
-            Ok(None) => return invalid(format!("app {} has no segment {seg}", spec.app)),
-            Err(e) => return ctx.store_failed("reading the segment", e),
-        }
+    if let Err(end) = app_and_segment(ctx, &spec.app, spec.segment_id.as_deref()) {
+        return end;
     }
     let url = match ObjectUrl::parse(&spec.s3_url) {
         Ok(u) => u,
