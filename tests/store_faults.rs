@@ -16,9 +16,9 @@ use std::time::Duration;
 
 use sluice::objects::{MemoryObjects, ObjectAttributes, put};
 use sluice::store::{
-    AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, EndpointBatch,
-    EndpointMerge, EndpointWrite, EndpointsOf, JobCounters, JobFilter, JobRecord, JobRef,
-    JobStatus, JobStore, Lease, LeaseChange, LeaseStore, MemoryStore, NewJob, PieceCounts,
+    AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, DomainChange,
+    EndpointBatch, EndpointMerge, EndpointWrite, EndpointsOf, JobCounters, JobFilter, JobRecord,
+    JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, MemoryStore, NewJob, PieceCounts,
     PieceStore, Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint,
     Transition, WriteCounts,
 };
@@ -209,7 +209,7 @@ impl ProfileStore for Faulty {
         &self,
         account: &AccountId,
         name: &str,
-        change: &(dyn Fn(&mut Domain) + Sync),
+        change: &DomainChange<'_>,
     ) -> Result<Domain, StoreError> {
         self.check("update_domain")?;
         self.inner.update_domain(account, name, change)

@@ -814,17 +814,16 @@ impl CustomerProfiles {
         check_settings(&r.settings)?;
         let now = self.inner.now();
         let given = &r.settings;
-        let bad_settings = Mutex::new(None);
+        let location = self.store().location();
         let d = self
             .store()
             .update_domain(self.inner.account(), &r.domain_name, &|d| {
-                let mut st: DomainSettings = match serde_json::from_str(&d.settings) {
-                    Ok(st) => st,
-                    Err(e) => {
-                        *bad_settings.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
-                        return;
-                    }
-                };
+                let mut st: DomainSettings =
+                    serde_json::from_str(&d.settings).map_err(|e| StoreError::Corrupt {
+                        location: location.clone(),
+                        what: format!("domain {:?}", d.name),
+                        problem: format!("its settings: {e}"),
+                    })?;
                 let cleared = |v: &Option<String>| v.clone().filter(|v| !v.is_empty());
                 if given.default_encryption_key.is_some() {
                     st.default_encryption_key = cleared(&given.default_encryption_key);
@@ -850,12 +849,8 @@ impl CustomerProfiles {
                 // A domain's settings are written from this type.
                 d.settings = serde_json::to_string(&st).unwrap_or_else(|_| d.settings.clone());
                 d.updated_ms = now;
+                Ok(())
             })?;
-        if let Some(e) = bad_settings.into_inner().unwrap_or_else(|p| p.into_inner()) {
-            return Err(ApiError::internal(&format!(
-                "the domain's stored settings: {e}"
-            )));
-        }
         Ok(domain_response(&d, None))
     }
 

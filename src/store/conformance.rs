@@ -1136,6 +1136,7 @@ fn domains_change_in_place_by_account(s: &dyn Store) {
             // What a store keeps of itself is not the caller's to change.
             d.name = "renamed".into();
             d.created_ms = 1;
+            Ok(())
         })
         .unwrap();
     let want = Domain {
@@ -1148,7 +1149,10 @@ fn domains_change_in_place_by_account(s: &dyn Store) {
     assert!(s.domain(&a, "renamed").unwrap().is_none());
     // Each change starts from what the one before wrote.
     let again = s
-        .update_domain(&a, "d", &|d| d.settings = "{}".into())
+        .update_domain(&a, "d", &|d| {
+            d.settings = "{}".into();
+            Ok(())
+        })
         .unwrap();
     assert_eq!(
         (again.default_expiration_days, again.settings.as_str()),
@@ -1159,8 +1163,15 @@ fn domains_change_in_place_by_account(s: &dyn Store) {
         s.domain(&b, "d").unwrap().unwrap().default_expiration_days,
         5
     );
+    // A change that fails writes nothing.
+    let refused = s.update_domain(&a, "d", &|d| {
+        d.default_expiration_days = 99;
+        Err(StoreError::NoDomain("refused".into()))
+    });
+    assert!(matches!(refused, Err(StoreError::NoDomain(n)) if n == "refused"));
+    assert_eq!(s.domain(&a, "d").unwrap(), Some(again));
     assert!(matches!(
-        s.update_domain(&a, "nope", &|_| {}),
+        s.update_domain(&a, "nope", &|_| Ok(())),
         Err(StoreError::NoDomain(_))
     ));
 }

@@ -5,11 +5,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{
-    AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, EndpointBatch,
-    EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf, JobCounters, JobFilter, JobRecord,
-    JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, NewJob, PieceCounts, PieceStore,
-    Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint, Transition,
-    WriteCounts, fields_object,
+    AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, DomainChange,
+    EndpointBatch, EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf, JobCounters, JobFilter,
+    JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, NewJob, PieceCounts,
+    PieceStore, Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint,
+    Transition, WriteCounts, fields_object,
 };
 
 type Key = (AccountId, String);
@@ -400,14 +400,14 @@ impl ProfileStore for MemoryStore {
         &self,
         account: &AccountId,
         name: &str,
-        change: &(dyn Fn(&mut Domain) + Sync),
+        change: &DomainChange<'_>,
     ) -> Result<Domain, StoreError> {
         let mut st = self.state();
         let row = st
             .domains
             .get_mut(&key(account, name))
             .ok_or_else(|| StoreError::NoDomain(name.to_owned()))?;
-        let d = row.domain.changed(change);
+        let d = row.domain.changed(change)?;
         row.domain = d.clone();
         Ok(d)
     }

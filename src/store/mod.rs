@@ -270,14 +270,22 @@ impl Domain {
     /// This domain after `change`, with what a store keeps of its own (the
     /// name and the creation time) as they were: what
     /// [`ProfileStore::update_domain`] writes.
-    pub fn changed(&self, change: &(dyn Fn(&mut Domain) + Sync)) -> Domain {
+    ///
+    /// # Errors
+    ///
+    /// What `change` returns.
+    pub fn changed(&self, change: &DomainChange<'_>) -> Result<Domain, StoreError> {
         let mut d = self.clone();
-        change(&mut d);
+        change(&mut d)?;
         d.name.clone_from(&self.name);
         d.created_ms = self.created_ms;
-        d
+        Ok(d)
     }
 }
+
+/// A change to a domain ([`ProfileStore::update_domain`]); an error leaves
+/// the domain as it was.
+pub type DomainChange<'a> = dyn Fn(&mut Domain) -> Result<(), StoreError> + Sync + 'a;
 
 /// What kind of job a job is.
 #[derive(Clone, Copy, Debug, Eq, Hash, PartialEq)]
@@ -1139,12 +1147,13 @@ pub trait ProfileStore: Send + Sync {
     ///
     /// # Errors
     ///
-    /// [`StoreError::NoDomain`], or a backend error.
+    /// [`StoreError::NoDomain`], what `change` returns (then nothing is
+    /// written), or a backend error.
     fn update_domain(
         &self,
         account: &AccountId,
         name: &str,
-        change: &(dyn Fn(&mut Domain) + Sync),
+        change: &DomainChange<'_>,
     ) -> Result<Domain, StoreError>;
 
     /// Deletes a domain with its profiles and its finished jobs; returns

@@ -19,11 +19,11 @@ mod ranges;
 mod tls;
 
 use super::{
-    AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, EndpointBatch,
-    EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf, FailureKind, JobCounters, JobFilter,
-    JobKind, JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, NewJob,
-    PieceCounts, PieceStore, Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError,
-    StoredEndpoint, Transition, WriteCounts, fields_object,
+    AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, DomainChange,
+    EndpointBatch, EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf, FailureKind,
+    JobCounters, JobFilter, JobKind, JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange,
+    LeaseStore, NewJob, PieceCounts, PieceStore, Profile, ProfileBatch, ProfileStore, Segment,
+    Store, StoreError, StoredEndpoint, Transition, WriteCounts, fields_object,
 };
 
 /// Migrations, in order; the table `sluice_schema` says how many have run.
@@ -1087,7 +1087,7 @@ impl ProfileStore for PgStore {
         &self,
         account: &AccountId,
         name: &str,
-        change: &(dyn Fn(&mut Domain) + Sync),
+        change: &DomainChange<'_>,
     ) -> Result<Domain, StoreError> {
         self.write(|tx| {
             let old = tx
@@ -1100,7 +1100,7 @@ impl ProfileStore for PgStore {
                 )?
                 .map(|r| domain_from_row(&r))
                 .ok_or_else(|| StoreError::NoDomain(name.to_owned()))?;
-            let d = old.changed(change);
+            let d = old.changed(change)?;
             tx.execute(
                 "UPDATE domains SET default_expiration_days = $3, updated_ms = $4, \
                  settings = $5 WHERE account = $1 AND name = $2",

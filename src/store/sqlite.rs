@@ -8,11 +8,11 @@ use rusqlite::{
 };
 
 use super::{
-    AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, EndpointBatch,
-    EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf, FailureKind, JobCounters, JobFilter,
-    JobKind, JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, NewJob,
-    PieceCounts, PieceStore, Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError,
-    StoredEndpoint, Transition, WriteCounts, fields_object,
+    AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, DomainChange,
+    EndpointBatch, EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf, FailureKind,
+    JobCounters, JobFilter, JobKind, JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange,
+    LeaseStore, NewJob, PieceCounts, PieceStore, Profile, ProfileBatch, ProfileStore, Segment,
+    Store, StoreError, StoredEndpoint, Transition, WriteCounts, fields_object,
 };
 
 /// The database file's name inside the data directory.
@@ -1512,7 +1512,7 @@ impl ProfileStore for SqliteStore {
         &self,
         account: &AccountId,
         name: &str,
-        change: &(dyn Fn(&mut Domain) + Sync),
+        change: &DomainChange<'_>,
     ) -> Result<Domain, StoreError> {
         self.write(|tx| {
             let old = tx
@@ -1526,7 +1526,7 @@ impl ProfileStore for SqliteStore {
                 .optional()
                 .map_err(self.db())?
                 .ok_or_else(|| StoreError::NoDomain(name.to_owned()))?;
-            let d = old.changed(change);
+            let d = old.changed(change)?;
             tx.execute(
                 "UPDATE domains SET default_expiration_days = ?3, updated_ms = ?4, \
                  settings = ?5 WHERE account = ?1 AND name = ?2",
