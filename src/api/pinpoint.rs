@@ -470,22 +470,7 @@ impl Pinpoint {
         {
             return Err(not_found("Segment", seg));
         }
-        let objects = self
-            .runner
-            .config()
-            .objects
-            .as_ref()
-            .ok_or_else(|| ApiError::internal(&"the runner has no buckets"))?;
-        let url = ObjectUrl::parse(&s3_url)
-            .map_err(|e| ApiError::bad_request(format!("S3Url: {}", e.message)))?;
-        // Another account's bucket is one this account cannot see.
-        let owner = crate::store::bucket_owner(self.store().as_ref(), &url.bucket)?;
-        if owner != *self.account() {
-            return Err(ApiError::not_found(format!(
-                "S3Url: bucket {:?} does not exist",
-                url.bucket
-            )));
-        }
+        let (url, objects) = self.own_bucket("S3Url", &s3_url)?;
         let listed = resolve(&**objects, &url).map_err(|e| match e.kind {
             ObjectErrorKind::BadName => ApiError::bad_request(format!("S3Url: {}", e.message)),
             ObjectErrorKind::NoSuchBucket | ObjectErrorKind::NoSuchKey => {
@@ -520,18 +505,27 @@ impl Pinpoint {
         Ok(job_response(&job, &spec))
     }
 
-    fn import_job(&self, app_id: &str, job_id: &str) -> Result<(JobRecord, ImportJob), ApiError> {
-        self.app(app_id)?;
-        let job = self
-            .store()
-            .job(JobRef {
-                account: self.account(),
-                id: job_id,
-            })?
-            .filter(|j| j.kind == JobKind::Import && j.app.as_deref() == Some(app_id))
-            .ok_or_else(|| not_found("Import job", job_id))?;
-        let spec = spec_of(&job)?;
-        Ok((job, spec))
+    /// The bucket of `url` (the request's `member`), with the runner's
+    /// buckets, when the URL parses and the bucket is not another
+    /// account's (which this account cannot see).
+    fn own_bucket(
+        &self,
+        member: &str,
+        url: &str,
+    ) -> Result<(ObjectUrl, &crate::job::Objects), ApiError> {
+        let objects = self
+            .runner
+            .config()
+            .objects
+            .as_ref()
+            .ok_or_else(|| ApiError::internal(&"the runner has no buckets"))?;
+        let url = ObjectUrl::parse(url)
+            .map_err(|e| ApiError::bad_request(format!("{member}: {}", e.message)))?;
+        let owner = crate::store::bucket_owner(self.store().as_ref(), &url.bucket)?;
+        if owner != *self.account() {
+            return Err(no_bucket(member, &url.bucket));
+        }
+        Ok((url, objects))
     }
 
     /// GetImportJob.
@@ -544,22 +538,37 @@ impl Pinpoint {
         app_id: &str,
         job_id: &str,
     ) -> Result<ImportJobResponse, ApiError> {
-        let (job, spec) = self.import_job(app_id, job_id)?;
-        Ok(job_response(&job, &spec))
+        self.app_job(&IMPORTS, app_id, job_id)
     }
 
-    /// A page of the app's jobs of one kind, newest first, with their
-    /// specs (`spec` reads one); with `segment`, those `of_segment` says
-    /// are the segment's.
-    fn jobs_page<T>(
+    /// One job of the app, of the kind `of` names.
+    fn app_job<T, D>(
         &self,
+        of: &AppJobs<T, D>,
         app_id: &str,
-        kind: JobKind,
+        job_id: &str,
+    ) -> Result<JobResponse<D>, ApiError> {
+        self.app(app_id)?;
+        let job = self
+            .store()
+            .job(JobRef {
+                account: self.account(),
+                id: job_id,
+            })?
+            .filter(|j| j.kind == of.kind && j.app.as_deref() == Some(app_id))
+            .ok_or_else(|| not_found(of.what, job_id))?;
+        Ok((of.respond)(&job, &(of.spec)(&job)?))
+    }
+
+    /// A page of the app's jobs of the kind `of` names, newest first; with
+    /// `segment`, those of the segment.
+    fn jobs_page<T, D>(
+        &self,
+        of: &AppJobs<T, D>,
+        app_id: &str,
         segment: Option<&str>,
         page: &PageRequest,
-        spec: fn(&JobRecord) -> Result<T, ApiError>,
-        of_segment: fn(&JobRecord, &T) -> Option<String>,
-    ) -> Result<JobsPage<T>, ApiError> {
+    ) -> Result<JobsResponse<D>, ApiError> {
         self.app(app_id)?;
         if let Some(seg) = segment
             && self.store().segment(self.account(), app_id, seg)?.is_none()
@@ -569,42 +578,26 @@ impl Pinpoint {
         let jobs = self.store().jobs(&JobFilter {
             account: Some(self.account().clone()),
             app: Some(app_id.to_owned()),
-            kind: Some(kind),
+            kind: Some(of.kind),
             ..JobFilter::default()
         })?;
         let mut with_specs = Vec::with_capacity(jobs.len());
         for j in jobs {
-            let spec = spec(&j)?;
-            if segment.is_none_or(|s| of_segment(&j, &spec).as_deref() == Some(s)) {
+            let spec = (of.spec)(&j)?;
+            if segment.is_none_or(|s| (of.segment)(&j, &spec).as_deref() == Some(s)) {
                 with_specs.push((j, spec));
             }
         }
-        keyset_page(
+        let (items, next_token) = keyset_page(
             with_specs,
             |(j, _)| (j.created_ms, j.id.clone()),
             page_size(page)?,
             page.token.as_deref(),
             "Token",
             true,
-        )
-    }
-
-    fn import_jobs_page(
-        &self,
-        app_id: &str,
-        segment: Option<&str>,
-        page: &PageRequest,
-    ) -> Result<ImportJobsResponse, ApiError> {
-        let (items, next_token) = self.jobs_page(
-            app_id,
-            JobKind::Import,
-            segment,
-            page,
-            spec_of,
-            |j, s: &ImportJob| s.segment(&j.id),
         )?;
-        Ok(ImportJobsResponse {
-            item: items.iter().map(|(j, s)| job_response(j, s)).collect(),
+        Ok(JobsResponse {
+            item: items.iter().map(|(j, s)| (of.respond)(j, s)).collect(),
             next_token,
         })
     }
@@ -620,7 +613,7 @@ impl Pinpoint {
         app_id: &str,
         page: &PageRequest,
     ) -> Result<ImportJobsResponse, ApiError> {
-        self.import_jobs_page(app_id, None, page)
+        self.jobs_page(&IMPORTS, app_id, None, page)
     }
 
     /// GetSegmentImportJobs: the import jobs that defined or filled a
@@ -636,7 +629,7 @@ impl Pinpoint {
         segment_id: &str,
         page: &PageRequest,
     ) -> Result<ImportJobsResponse, ApiError> {
-        self.import_jobs_page(app_id, Some(segment_id), page)
+        self.jobs_page(&IMPORTS, app_id, Some(segment_id), page)
     }
 
     /// CreateExportJob: the app's endpoints, or a segment's, out to
@@ -687,23 +680,12 @@ impl Pinpoint {
                 Some(found.version)
             }
         };
-        let url = ObjectUrl::parse(&prefix)
-            .map_err(|e| ApiError::bad_request(format!("S3UrlPrefix: {}", e.message)))?;
-        let objects = self
-            .runner
-            .config()
-            .objects
-            .as_ref()
-            .ok_or_else(|| ApiError::internal(&"the runner has no buckets"))?;
-        let owner = crate::store::bucket_owner(self.store().as_ref(), &url.bucket)?;
-        let exists = objects
+        let (url, objects) = self.own_bucket("S3UrlPrefix", &prefix)?;
+        if !objects
             .bucket_exists(&url.bucket)
-            .map_err(|e| ApiError::internal(&e.message))?;
-        if owner != *self.account() || !exists {
-            return Err(ApiError::not_found(format!(
-                "S3UrlPrefix: bucket {:?} does not exist",
-                url.bucket
-            )));
+            .map_err(|e| ApiError::internal(&e.message))?
+        {
+            return Err(no_bucket("S3UrlPrefix", &url.bucket));
         }
         let spec = ExportJob {
             app: app_id.to_owned(),
@@ -731,36 +713,7 @@ impl Pinpoint {
         app_id: &str,
         job_id: &str,
     ) -> Result<ExportJobResponse, ApiError> {
-        self.app(app_id)?;
-        let job = self
-            .store()
-            .job(JobRef {
-                account: self.account(),
-                id: job_id,
-            })?
-            .filter(|j| j.kind == JobKind::Export && j.app.as_deref() == Some(app_id))
-            .ok_or_else(|| not_found("Export job", job_id))?;
-        Ok(export_response(&job, &export_spec_of(&job)?))
-    }
-
-    fn export_jobs_page(
-        &self,
-        app_id: &str,
-        segment: Option<&str>,
-        page: &PageRequest,
-    ) -> Result<ExportJobsResponse, ApiError> {
-        let (items, next_token) = self.jobs_page(
-            app_id,
-            JobKind::Export,
-            segment,
-            page,
-            export_spec_of,
-            |_, s: &ExportJob| s.segment_id.clone(),
-        )?;
-        Ok(ExportJobsResponse {
-            item: items.iter().map(|(j, s)| export_response(j, s)).collect(),
-            next_token,
-        })
+        self.app_job(&EXPORTS, app_id, job_id)
     }
 
     /// GetExportJobs, newest first.
@@ -774,7 +727,7 @@ impl Pinpoint {
         app_id: &str,
         page: &PageRequest,
     ) -> Result<ExportJobsResponse, ApiError> {
-        self.export_jobs_page(app_id, None, page)
+        self.jobs_page(&EXPORTS, app_id, None, page)
     }
 
     /// GetSegmentExportJobs: the export jobs of a segment, newest first.
@@ -789,7 +742,7 @@ impl Pinpoint {
         segment_id: &str,
         page: &PageRequest,
     ) -> Result<ExportJobsResponse, ApiError> {
-        self.export_jobs_page(app_id, Some(segment_id), page)
+        self.jobs_page(&EXPORTS, app_id, Some(segment_id), page)
     }
 
     /// GetEndpoint.
@@ -1074,8 +1027,40 @@ fn spec_of(job: &JobRecord) -> Result<ImportJob, ApiError> {
     }
 }
 
-/// A page of jobs with their specs, and the next page's token.
-type JobsPage<T> = (Vec<(JobRecord, T)>, Option<String>);
+/// The NotFoundException for a bucket that does not exist (or is another
+/// account's), named by the request's `member`.
+fn no_bucket(member: &str, bucket: &str) -> ApiError {
+    ApiError::not_found(format!("{member}: bucket {bucket:?} does not exist"))
+}
+
+/// How the API reads and answers one kind of an app's jobs.
+struct AppJobs<T, D> {
+    kind: JobKind,
+    /// What NotFoundException calls one (`Import job`).
+    what: &'static str,
+    /// Its spec.
+    spec: fn(&JobRecord) -> Result<T, ApiError>,
+    /// The segment it is listed under, if any.
+    segment: fn(&JobRecord, &T) -> Option<String>,
+    /// Its answer.
+    respond: fn(&JobRecord, &T) -> JobResponse<D>,
+}
+
+const IMPORTS: AppJobs<ImportJob, ImportJobRequest> = AppJobs {
+    kind: JobKind::Import,
+    what: "Import job",
+    spec: spec_of,
+    segment: |job, spec| spec.segment(&job.id),
+    respond: job_response,
+};
+
+const EXPORTS: AppJobs<ExportJob, ExportJobRequest> = AppJobs {
+    kind: JobKind::Export,
+    what: "Export job",
+    spec: export_spec_of,
+    segment: |_, spec| spec.segment_id.clone(),
+    respond: export_response,
+};
 
 fn export_spec_of(job: &JobRecord) -> Result<ExportJob, ApiError> {
     match JobSpec::of(job)? {
