@@ -624,6 +624,7 @@ fn trim_in_place(s: &mut String) {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn an_exported_endpoint_reads_back_and_unknown_members_are_refused() {
@@ -642,7 +643,6 @@ mod tests {
         let err = serde_json::from_str::<Endpoint>(r#"{"Address":"x","Bogus":1}"#).unwrap_err();
         assert!(err.to_string().contains("Bogus"), "{err}");
     }
-    use super::*;
 
     fn checked(json: &str) -> Result<Endpoint, String> {
         let mut e: Endpoint = serde_json::from_str(json).map_err(|e| e.to_string())?;

@@ -192,21 +192,19 @@ pub fn write_requested_endpoints(
         EndpointRequestError::Invalid(format!("{}: {why}", names[n]))
     };
     let phone = PhoneNormalizer::new();
+    let mut identities = Vec::with_capacity(endpoints.len());
     let mut ids = Vec::with_capacity(endpoints.len());
     // Ids an earlier item of the request makes (it has what a new one needs).
     let mut made = std::collections::HashSet::new();
     for (n, e) in endpoints.iter_mut().enumerate() {
         e.check(&phone).map_err(|r| invalid(n, &r))?;
-        let id = match e.identity() {
-            Some(Identity::Id(id)) => id,
-            Some(Identity::Address { channel, address }) => derived_endpoint_id(&channel, &address),
-            None => {
-                return Err(invalid(
-                    n,
-                    &"it needs an Id, or a ChannelType and an Address",
-                ));
-            }
+        let Some(identity) = e.identity() else {
+            return Err(invalid(
+                n,
+                &"it needs an Id, or a ChannelType and an Address",
+            ));
         };
+        let id = id_of(&identity);
         // Refused before anything is written: a new endpoint without what
         // a new one needs (the store refuses it too, should one be deleted
         // in between).
@@ -221,15 +219,9 @@ pub fn write_requested_endpoints(
             made.insert(id.clone());
         }
         ids.push(id);
+        identities.push(identity);
     }
-    let keys: Vec<EndpointKey<'_>> = endpoints
-        .iter()
-        .zip(&ids)
-        .map(|(e, id)| match (&e.id, &e.channel_type, &e.address) {
-            (None, Some(c), Some(a)) => EndpointKey::Address(c, a),
-            _ => EndpointKey::Id(id),
-        })
-        .collect();
+    let keys: Vec<EndpointKey<'_>> = identities.iter().map(key_of).collect();
     let batch = EndpointBatch {
         by: EndpointWriter::Request(account),
         app,
@@ -563,10 +555,23 @@ fn next_batch(
 
 /// The id a kept row's endpoint gets if it is new.
 fn new_id(r: &UniqueRecord<'_, EndpointMapper>) -> String {
-    match Identity::from_key(r.key_bytes()) {
-        Some(Identity::Id(id)) => id,
-        Some(Identity::Address { channel, address }) => derived_endpoint_id(&channel, &address),
-        None => String::new(),
+    Identity::from_key(r.key_bytes()).map_or_else(String::new, |i| id_of(&i))
+}
+
+/// The id of an endpoint of this identity: its own, or the one derived
+/// from its channel and address.
+fn id_of(identity: &Identity) -> String {
+    match identity {
+        Identity::Id(id) => id.clone(),
+        Identity::Address { channel, address } => derived_endpoint_id(channel, address),
+    }
+}
+
+/// How the store finds the stored endpoint of an identity.
+fn key_of(identity: &Identity) -> EndpointKey<'_> {
+    match identity {
+        Identity::Id(id) => EndpointKey::Id(id),
+        Identity::Address { channel, address } => EndpointKey::Address(channel, address),
     }
 }
 
@@ -605,13 +610,7 @@ fn write_batch(
     failures: &mut Vec<Failure>,
 ) -> Result<(), End> {
     let mut fresh: Vec<_> = ready.iter_mut().map(|r| r.fresh.take()).collect();
-    let keys: Vec<EndpointKey<'_>> = ready
-        .iter()
-        .map(|r| match &r.identity {
-            Identity::Id(id) => EndpointKey::Id(id),
-            Identity::Address { channel, address } => EndpointKey::Address(channel, address),
-        })
-        .collect();
+    let keys: Vec<EndpointKey<'_>> = ready.iter().map(|r| key_of(&r.identity)).collect();
     let mut merge = |n: usize, old: Option<StoredEndpoint>| {
         let r = &ready[n];
         match (old, fresh[n].take()) {
