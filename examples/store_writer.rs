@@ -98,7 +98,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             let rows: Vec<ProfileRow<'_>> = ks
                 .iter()
                 .zip(fs)
-                .map(|(key, values)| ProfileRow { key, values })
+                .map(|(key, values)| ProfileRow {
+                    key,
+                    values,
+                    terms: &[],
+                })
                 .collect();
             let c = store.write_profiles(&ProfileBatch {
                 attempt: Attempt { job, attempt },

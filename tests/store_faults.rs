@@ -19,8 +19,8 @@ use sluice::store::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, DomainChange,
     EndpointBatch, EndpointMerge, EndpointWrite, EndpointsOf, JobCounters, JobFilter, JobRecord,
     JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, MemoryStore, NewJob, PieceCounts,
-    PieceStore, Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint,
-    Transition, WriteCounts,
+    PieceStore, Profile, ProfileBatch, ProfileSearch, ProfileStore, Segment, Store, StoreError,
+    StoredEndpoint, Transition, WriteCounts,
 };
 use sluice::synth::{EndpointSpec, Spec, write_customers, write_endpoints};
 use sluice::{ImportJob, JobSpec, Objects, ProfileJob, Runner, RunnerConfig, Source};
@@ -231,6 +231,39 @@ impl ProfileStore for Faulty {
     ) -> Result<Option<Profile>, StoreError> {
         self.check("profile")?;
         self.inner.profile(account, domain, key, now_ms)
+    }
+    fn profile_by_no(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        no: u64,
+        now_ms: i64,
+    ) -> Result<Option<Profile>, StoreError> {
+        self.check("profile_by_no")?;
+        self.inner.profile_by_no(account, domain, no, now_ms)
+    }
+    fn search_profiles(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        search: &ProfileSearch<'_>,
+    ) -> Result<Vec<Profile>, StoreError> {
+        self.check("search_profiles")?;
+        self.inner.search_profiles(account, domain, search)
+    }
+    fn settle_search(&self, account: &AccountId, domain: &str) -> Result<(), StoreError> {
+        self.check("settle_search")?;
+        self.inner.settle_search(account, domain)
+    }
+    fn delete_profile(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.check("delete_profile")?;
+        self.inner.delete_profile(account, domain, key, now_ms)
     }
     fn count_profiles(
         &self,

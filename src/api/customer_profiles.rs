@@ -36,6 +36,7 @@ use super::{
     ApiError, Timestamp, bad_token, check_len, check_name, check_range, keyset_page, page_size,
 };
 use crate::crypto::{self, DataKey, MasterKey, SealedKey, Sealer};
+use crate::job::search;
 use crate::job::{
     Clock, FailureKind, JobSpec, JobStatus, Objects, ProfileJob, Runner, Source, UPLOADS_BUCKET,
     new_job_id,
@@ -188,6 +189,183 @@ pub type DeleteDomainRequest = DomainRequest;
 pub struct DeleteDomainResponse {
     /// What was deleted.
     pub message: String,
+}
+
+/// `SearchProfilesRequest`.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SearchProfilesRequest {
+    /// The domain (in the URI).
+    #[serde(default)]
+    pub domain_name: String,
+    /// From the `NextToken` of the page before (query `next-token`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+    /// 1 to 100; 20 when not given (query `max-results`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_results: Option<i64>,
+    /// The first key.
+    #[serde(default)]
+    pub key_name: String,
+    /// Its values.
+    #[serde(default)]
+    pub values: Vec<String>,
+    /// Up to four more keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub additional_search_keys: Option<Vec<SearchKeyValues>>,
+    /// `AND` or `OR` (the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub logical_operator: Option<String>,
+}
+
+/// `AdditionalSearchKey` and `FoundByKeyValue`: a key and values.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SearchKeyValues {
+    /// The key.
+    #[serde(default)]
+    pub key_name: String,
+    /// Its values.
+    #[serde(default)]
+    pub values: Vec<String>,
+}
+
+/// `SearchProfilesResponse`: `Items` are the service's `Profile` shape.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct SearchProfilesResponse {
+    /// The profiles found.
+    pub items: Vec<Value>,
+    /// Where the next page starts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_token: Option<String>,
+}
+
+/// `DeleteProfileRequest`.
+#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteProfileRequest {
+    /// The domain (in the URI).
+    #[serde(default)]
+    pub domain_name: String,
+    /// The profile.
+    #[serde(default)]
+    pub profile_id: String,
+}
+
+/// `DeleteProfileResponse`.
+#[derive(Clone, Debug, Eq, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct DeleteProfileResponse {
+    /// What was deleted.
+    pub message: String,
+}
+
+/// The members of the service's `Profile` that hold text, and those that
+/// hold an `Address`; `Attributes` is a map of text.
+const PROFILE_TEXT: &[&str] = &[
+    "AccountNumber",
+    "AdditionalInformation",
+    "BusinessName",
+    "FirstName",
+    "MiddleName",
+    "LastName",
+    "BirthDate",
+    "PhoneNumber",
+    "MobilePhoneNumber",
+    "HomePhoneNumber",
+    "BusinessPhoneNumber",
+    "EmailAddress",
+    "PersonalEmailAddress",
+    "BusinessEmailAddress",
+    "PartyTypeString",
+    "GenderString",
+];
+const PROFILE_ADDRESSES: &[&str] = &[
+    "Address",
+    "ShippingAddress",
+    "MailingAddress",
+    "BillingAddress",
+];
+const ADDRESS_MEMBERS: &[&str] = &[
+    "Address1",
+    "Address2",
+    "Address3",
+    "Address4",
+    "City",
+    "County",
+    "State",
+    "Province",
+    "Country",
+    "PostalCode",
+];
+
+/// A stored profile in the service's `Profile` shape: its mapped fields
+/// where the shape has them (`Gender` and `PartyType` when they are one of
+/// their enum's values, otherwise as `GenderString` and `PartyTypeString`),
+/// its `ProfileId`, and the keys that found it.
+fn profile_shape(found: &search::Found) -> Value {
+    let fields: Value = serde_json::from_str(&found.profile.fields).unwrap_or(Value::Null);
+    let mut out = Map::new();
+    out.insert(
+        "ProfileId".into(),
+        Value::String(crate::store::profile_id(found.profile.no)),
+    );
+    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_owned);
+    for &m in PROFILE_TEXT {
+        if let Some(v) = fields.get(m).and_then(text) {
+            out.insert(m.into(), Value::String(v));
+        }
+    }
+    for (m, allowed, alt) in [
+        (
+            "Gender",
+            &["MALE", "FEMALE", "UNSPECIFIED"][..],
+            "GenderString",
+        ),
+        (
+            "PartyType",
+            &["INDIVIDUAL", "BUSINESS", "OTHER"][..],
+            "PartyTypeString",
+        ),
+    ] {
+        if let Some(v) = fields.get(m).and_then(text) {
+            let member = if allowed.contains(&v.as_str()) {
+                m
+            } else {
+                alt
+            };
+            out.entry(member).or_insert(Value::String(v));
+        }
+    }
+    for &m in PROFILE_ADDRESSES {
+        let address: Map<String, Value> = ADDRESS_MEMBERS
+            .iter()
+            .filter_map(|&a| {
+                let v = fields.get(m)?.get(a).and_then(text)?;
+                Some((a.to_owned(), Value::String(v)))
+            })
+            .collect();
+        if !address.is_empty() {
+            out.insert(m.into(), Value::Object(address));
+        }
+    }
+    if let Some(attrs) = fields.get("Attributes").and_then(Value::as_object) {
+        let attrs: Map<String, Value> = attrs
+            .iter()
+            .filter_map(|(k, v)| Some((k.clone(), Value::String(text(v)?))))
+            .collect();
+        if !attrs.is_empty() {
+            out.insert("Attributes".into(), Value::Object(attrs));
+        }
+    }
+    let found_by: Vec<Value> = found
+        .found_by
+        .iter()
+        .map(|k| json!({"KeyName": k.name, "Values": k.values}))
+        .collect();
+    out.insert("FoundByItems".into(), Value::Array(found_by));
+    Value::Object(out)
 }
 
 /// `ListDomainsRequest`.
@@ -852,6 +1030,139 @@ impl CustomerProfiles {
                 Ok(())
             })?;
         Ok(domain_response(&d, None))
+    }
+
+    /// `SearchProfiles`: live profiles by up to five keys (`KeyName` and
+    /// `AdditionalSearchKeys`), `AND` or `OR`, in the order they were first
+    /// written, `MaxResults` (1 to 100, 20 when not given) at a time.
+    ///
+    /// # Errors
+    ///
+    /// `ResourceNotFoundException` for an unknown domain;
+    /// `BadRequestException` naming the member that is wrong: a key that
+    /// is neither predefined nor a UniqueKey of the domain's jobs, a value
+    /// out of length, too many keys, a bad operator or token.
+    pub fn search_profiles(
+        &self,
+        r: &SearchProfilesRequest,
+    ) -> Result<SearchProfilesResponse, ApiError> {
+        let limit = match r.max_results {
+            None => 20,
+            Some(n) => {
+                check_range("MaxResults", n, 1, 100)?;
+                n as usize
+            }
+        };
+        let all = match r.logical_operator.as_deref() {
+            None | Some("OR") => false,
+            Some("AND") => true,
+            Some(other) => {
+                return Err(ApiError::bad_request(format!(
+                    "LogicalOperator must be AND or OR; it is {other:?}"
+                )));
+            }
+        };
+        let extra = r.additional_search_keys.as_deref().unwrap_or_default();
+        if r.additional_search_keys.is_some() && !(1..=4).contains(&extra.len()) {
+            return Err(ApiError::bad_request(format!(
+                "AdditionalSearchKeys must hold 1 to 4 keys; it holds {}",
+                extra.len()
+            )));
+        }
+        let mut keys = Vec::with_capacity(1 + extra.len());
+        let given = std::iter::once(("", &r.key_name, &r.values)).chain(
+            extra
+                .iter()
+                .map(|k| ("AdditionalSearchKeys.", &k.key_name, &k.values)),
+        );
+        for (at, name, values) in given {
+            check_name(&format!("{at}KeyName"), name, 64, b"_-")?;
+            if values.is_empty() {
+                return Err(ApiError::bad_request(format!(
+                    "{at}Values of {name:?} must hold at least one value"
+                )));
+            }
+            for v in values {
+                check_len(&format!("{at}Values of {name:?}"), v, 1, 255)?;
+            }
+            keys.push(search::SearchKey {
+                name: name.clone(),
+                values: values.clone(),
+            });
+        }
+        let after = match &r.next_token {
+            None => 0,
+            Some(t) => crate::store::profile_no(t).ok_or_else(|| bad_token("NextToken"))?,
+        };
+        let query = search::SearchQuery {
+            keys,
+            all,
+            after,
+            limit,
+        };
+        let page = search::search(
+            self.store(),
+            self.inner.account(),
+            &r.domain_name,
+            &query,
+            self.inner.now(),
+        )
+        .map_err(|e| match e {
+            search::SearchError::Store(e) => ApiError::from(e),
+            e @ search::SearchError::UnknownKey(_) => ApiError::bad_request(e.to_string()),
+        })?;
+        Ok(SearchProfilesResponse {
+            items: page.found.iter().map(profile_shape).collect(),
+            next_token: page.next.map(crate::store::profile_id),
+        })
+    }
+
+    /// `DeleteProfile`: the profile and its values, at once.
+    ///
+    /// # Errors
+    ///
+    /// `ResourceNotFoundException` for an unknown domain or a profile it
+    /// does not have; `BadRequestException` for an id that is not one.
+    pub fn delete_profile(
+        &self,
+        r: &DeleteProfileRequest,
+    ) -> Result<DeleteProfileResponse, ApiError> {
+        let d = self.domain(&r.domain_name)?;
+        let missing = || {
+            ApiError::not_found(format!(
+                "profile {:?} not found in domain {:?}",
+                r.profile_id, d.name
+            ))
+        };
+        if r.profile_id.is_empty() {
+            return Err(ApiError::bad_request("ProfileId is required"));
+        }
+        if r.profile_id.len() != 32
+            || !r
+                .profile_id
+                .bytes()
+                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        {
+            return Err(ApiError::bad_request(format!(
+                "ProfileId must be 32 lowercase hexadecimal digits; it is {:?}",
+                r.profile_id
+            )));
+        }
+        let no = crate::store::profile_no(&r.profile_id).ok_or_else(missing)?;
+        let (account, now) = (self.inner.account(), self.inner.now());
+        let profile = self
+            .store()
+            .profile_by_no(account, &d.name, no, now)?
+            .ok_or_else(missing)?;
+        if !self
+            .store()
+            .delete_profile(account, &d.name, &profile.key, now)?
+        {
+            return Err(missing());
+        }
+        Ok(DeleteProfileResponse {
+            message: format!("profile {} deleted", r.profile_id),
+        })
     }
 
     /// `GetDomain`, with `Stats` counting live profiles.

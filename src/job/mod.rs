@@ -47,8 +47,10 @@ mod import;
 mod lease;
 mod profiles;
 mod runner;
+pub mod search;
 mod spec;
 mod split;
+mod terms;
 mod transfer;
 mod write;
 

@@ -203,8 +203,19 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ProfileJob) -> End {
         written_through: ctx.job.written_through.as_deref(),
     };
     let now = || ctx.now();
-    match write::write(&outcome.records, ctx.pool, &target, &now, ctx.stop_asked) {
-        Ok(_) => finished(summary),
+    let wrote = write::write(&outcome.records, ctx.pool, &target, &now, ctx.stop_asked);
+    // What was written is folded into the search index however the
+    // writing ended: searches find it either way, faster once folded.
+    let settled = store.settle_search(account, &spec.domain);
+    match wrote {
+        Ok(_) => match settled {
+            Ok(()) => finished(summary),
+            Err(e) => ctx.store_failed_keeping(
+                "indexing the profiles for search",
+                e,
+                Some("every record is written".into()),
+            ),
+        },
         Err((Halt::Stopped, n)) => ctx.stopped(format!(
             "stopped on request while writing; the {} records written before stay",
             written + n

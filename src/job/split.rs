@@ -28,6 +28,7 @@ use std::time::Duration;
 use serde_json::json;
 
 use super::context::{End, RunContext, ended, failure_kind};
+use super::terms::TermPlan;
 use super::write::{write_key_array, write_values};
 use super::{Clock, Objects, Source};
 use crate::ingest::{Failure, Ingest, Input, RowMapper};
@@ -469,7 +470,9 @@ impl RangeWorker<'_> {
         };
         let records = &outcome.records;
         let multi = records.mapping().key_fields().len() > 1;
+        let plan = TermPlan::of(records.mapping());
         let mut staged = Staged::default();
+        let mut values = Vec::new();
         for rec in records.iter() {
             let start = staged.text.len();
             if multi {
@@ -479,9 +482,16 @@ impl RangeWorker<'_> {
             }
             let key_end = staged.text.len();
             write_values(&mut staged.text, rec.value_bytes());
-            staged
-                .rows
-                .push((start, key_end, staged.text.len(), rec.ordinal()));
+            values.clear();
+            values.extend(rec.value_bytes());
+            plan.push(&values, &staged.text[start..key_end], &mut staged.terms);
+            staged.rows.push((
+                start,
+                key_end,
+                staged.text.len(),
+                rec.ordinal(),
+                staged.terms.len(),
+            ));
         }
         if std::str::from_utf8(&staged.text).is_err() {
             return Err(format!("{}: kept values that are not text", source.name()));
@@ -494,22 +504,28 @@ impl RangeWorker<'_> {
 #[derive(Default)]
 struct Staged {
     text: Vec<u8>,
-    /// (key start, key end = values start, values end, ordinal).
-    rows: Vec<(usize, usize, usize, u64)>,
+    /// (key start, key end = values start, values end, ordinal, terms end).
+    rows: Vec<(usize, usize, usize, u64, usize)>,
+    /// Every row's search terms, one row's after another's.
+    terms: Vec<i64>,
 }
 
 impl Staged {
     fn views(&self, parts: u32) -> Vec<StagedRow<'_>> {
         let text = std::str::from_utf8(&self.text).unwrap_or_default();
+        let mut term_at = 0;
         self.rows
             .iter()
-            .map(|&(start, key_end, end, ordinal)| {
+            .map(|&(start, key_end, end, ordinal, terms_end)| {
                 let key = text.get(start..key_end).unwrap_or_default();
+                let terms = self.terms.get(term_at..terms_end).unwrap_or_default();
+                term_at = terms_end;
                 StagedRow {
                     part: part_of(key.as_bytes(), parts),
                     ordinal,
                     key,
                     values: text.get(key_end..end).unwrap_or_default(),
+                    terms,
                 }
             })
             .collect()

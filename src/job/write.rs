@@ -14,6 +14,7 @@ use rayon::slice::ParallelSliceMut;
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::terms::TermPlan;
 use crate::ingest::output::write_json_bytes;
 use crate::ingest::{RecordHandle, Records, UniqueRecord};
 use crate::store::{Attempt, ProfileBatch, ProfileRow, ProfileStore, StoreError};
@@ -52,6 +53,10 @@ struct Batch {
     /// (key end, values end) offsets into `text`, per row; each key starts
     /// where the previous values end.
     ends: Vec<(usize, usize)>,
+    /// The rows' search terms, one after another.
+    terms: Vec<i64>,
+    /// Where each row's terms end in `terms`.
+    term_ends: Vec<usize>,
 }
 
 /// Writes `records`, calling `stop` between batches. Ends with why it
@@ -186,12 +191,14 @@ fn write_batches(
                     return Err(Halt::Stopped);
                 }
                 let mut views = Vec::with_capacity(batch.ends.len());
-                let mut at = 0;
-                for &(key_end, values_end) in &batch.ends {
+                let (mut at, mut term_at) = (0, 0);
+                for (&(key_end, values_end), &term_end) in batch.ends.iter().zip(&batch.term_ends) {
                     let key = batch.text.get(at..key_end).unwrap_or_default();
                     let values = batch.text.get(key_end..values_end).unwrap_or_default();
-                    views.push(ProfileRow { key, values });
+                    let terms = batch.terms.get(term_at..term_end).unwrap_or_default();
+                    views.push(ProfileRow { key, values, terms });
                     at = values_end;
+                    term_at = term_end;
                 }
                 let counts = target
                     .store
@@ -208,22 +215,28 @@ fn write_batches(
                 drop(views);
                 batch.text.clear();
                 batch.ends.clear();
+                batch.terms.clear();
+                batch.term_ends.clear();
                 let _ = give_back.send(batch);
             }
             Ok(())
         });
         let per_batch = target.batch_rows.max(1);
         let n_targets = mapping.fields().len();
+        let plan = TermPlan::of(mapping);
         // Encodes and sends one batch; false when the writer has stopped
         // (its result says why).
         let send = |handles: &[RecordHandle]| -> Result<bool, Halt> {
-            let (mut text, mut ends) = match recycled.try_recv() {
-                Ok(b) => (b.text.into_bytes(), b.ends),
+            let (mut text, mut ends, mut terms, mut term_ends) = match recycled.try_recv() {
+                Ok(b) => (b.text.into_bytes(), b.ends, b.terms, b.term_ends),
                 Err(_) => (
                     Vec::with_capacity(handles.len() * 160),
                     Vec::with_capacity(handles.len()),
+                    Vec::with_capacity(handles.len() * 4),
+                    Vec::with_capacity(handles.len()),
                 ),
             };
+            let mut values = Vec::with_capacity(n_targets);
             for (&h, r) in handles
                 .iter()
                 .zip(records.get_each(handles.iter().copied()))
@@ -233,6 +246,10 @@ fn write_batches(
                 let key_end = text.len();
                 write_values(&mut text, r.value_bytes());
                 ends.push((key_end, text.len()));
+                values.clear();
+                values.extend(r.value_bytes());
+                plan.push(&values, key, &mut terms);
+                term_ends.push(terms.len());
             }
             // Keys and values are `str`s written by this crate, so this
             // does not fail; if it did, the row is named.
@@ -247,7 +264,14 @@ fn write_batches(
                     targets: n_targets,
                 })
             })?;
-            Ok(tx.send(Batch { text, ends }).is_ok())
+            Ok(tx
+                .send(Batch {
+                    text,
+                    ends,
+                    terms,
+                    term_ends,
+                })
+                .is_ok())
         };
         let mut sent_all = true;
         let mut unsent = None;

@@ -27,6 +27,8 @@ pub enum RestCall {
     GetDomain(cp::DomainRequest),
     DeleteDomain(cp::DomainRequest),
     UpdateDomain(cp::UpdateDomainRequest),
+    SearchProfiles(cp::SearchProfilesRequest),
+    DeleteProfile(cp::DeleteProfileRequest),
     CreateUploadJob(cp::CreateUploadJobRequest),
     ListUploadJobs(cp::ListUploadJobsRequest),
     GetUploadJob(cp::JobRequest),
@@ -201,6 +203,20 @@ fn profiles(method: &str, s: &[&str], q: &str, body: &[u8]) -> Result<Option<Res
             domain_name: (*d).to_owned(),
             ..body_as(body)?
         }),
+        ("POST", ["domains", d, "profiles", "search"]) => {
+            C::SearchProfiles(cp::SearchProfilesRequest {
+                domain_name: (*d).to_owned(),
+                next_token: query_param(q, "next-token"),
+                max_results: int_param(q, "max-results")?,
+                ..body_as(body)?
+            })
+        }
+        ("POST", ["domains", d, "profiles", "delete"]) => {
+            C::DeleteProfile(cp::DeleteProfileRequest {
+                domain_name: (*d).to_owned(),
+                ..body_as(body)?
+            })
+        }
         ("POST", ["domains", d, "upload-jobs"]) => C::CreateUploadJob(cp::CreateUploadJobRequest {
             domain_name: (*d).to_owned(),
             ..body_as(body)?
@@ -332,6 +348,8 @@ impl RestCall {
             C::GetDomain(_) => "GetDomain",
             C::DeleteDomain(_) => "DeleteDomain",
             C::UpdateDomain(_) => "UpdateDomain",
+            C::SearchProfiles(_) => "SearchProfiles",
+            C::DeleteProfile(_) => "DeleteProfile",
             C::CreateUploadJob(_) => "CreateUploadJob",
             C::ListUploadJobs(_) => "ListUploadJobs",
             C::GetUploadJob(_) => "GetUploadJob",
@@ -372,6 +390,8 @@ impl RestCall {
             C::GetDomain(r) => reply(p.get_domain(&r)),
             C::DeleteDomain(r) => reply(p.delete_domain(&r)),
             C::UpdateDomain(r) => reply(p.update_domain(&r)),
+            C::SearchProfiles(r) => reply(p.search_profiles(&r)),
+            C::DeleteProfile(r) => reply(p.delete_profile(&r)),
             C::CreateUploadJob(r) => reply(p.create_upload_job(&r)),
             C::ListUploadJobs(r) => reply(p.list_upload_jobs(&r)),
             C::GetUploadJob(r) => reply(p.get_upload_job(&r)),

@@ -18,8 +18,8 @@ use std::sync::{Arc, Barrier};
 use super::{
     AccountId, App, Attempt, BucketSettings, Domain, EndpointBatch, EndpointKey, EndpointMerge,
     EndpointWrite, EndpointWriter, EndpointsOf, JobCounters, JobFilter, JobKind, JobRef, JobStatus,
-    Lease, NewJob, PieceCounts, ProfileBatch, ProfileRow, Segment, Store, StoreError,
-    StoredEndpoint, Transition,
+    Lease, NewJob, PieceCounts, ProfileBatch, ProfileRow, ProfileSearch, Segment, Store,
+    StoreError, StoredEndpoint, Transition,
 };
 
 /// Makes a fresh, empty store.
@@ -30,7 +30,7 @@ type Check = (&'static str, fn(&dyn Store));
 
 /// Runs every check, each on a fresh store.
 pub fn all(fresh: Fresh<'_>) {
-    let checks: [Check; 16] = [
+    let checks: [Check; 17] = [
         (
             "transitions follow the state machine",
             transitions_follow_the_state_machine,
@@ -61,6 +61,10 @@ pub fn all(fresh: Fresh<'_>) {
         (
             "expiry: the longest wins, and purges",
             expiry_the_longest_wins_and_purges,
+        ),
+        (
+            "profiles: numbered, searched by term, deleted",
+            profiles_numbered_searched_deleted,
         ),
         ("endpoints, segments and apps", endpoints_segments_and_apps),
         (
@@ -557,8 +561,135 @@ fn rows<'a>(keys: &'a [String], values: &'a str) -> Vec<ProfileRow<'a>> {
         .map(|k| ProfileRow {
             key: k.as_str(),
             values,
+            terms: &[],
         })
         .collect()
+}
+
+fn profiles_numbered_searched_deleted(s: &dyn Store) {
+    let a = acct();
+    s.create_domain(&a, &Domain::new("d", 14, T0)).unwrap();
+    s.create_domain(&a, &Domain::new("other", 14, T0)).unwrap();
+    let attempt = running(s, &a, "w", Some("d"));
+    let at = Attempt {
+        job: job_ref(&a, "w"),
+        attempt,
+    };
+    // Terms 1..: k0 has {1, 10}, k1 {2, 10}, k2 {3, 11}, k3 {4}.
+    let terms: [&[i64]; 4] = [&[1, 10], &[2, 10], &[3, 11], &[4]];
+    let keys = ["k0", "k1", "k2", "k3"];
+    let write = |at: Attempt<'_>, domain: &str, which: &[usize], now: i64| {
+        let rows: Vec<ProfileRow<'_>> = which
+            .iter()
+            .map(|&i| ProfileRow {
+                key: keys[i],
+                values: "[\"x\"]",
+                terms: terms[i],
+            })
+            .collect();
+        s.write_profiles(&ProfileBatch {
+            attempt: at,
+            domain,
+            now_ms: now,
+            expires_ms: now + DAY,
+            targets: &["v"],
+            rows: &rows,
+        })
+        .unwrap()
+    };
+    write(at, "d", &[0, 2], T0);
+    // Searches find what is written before and after it is folded.
+    let search = |groups: &[Vec<i64>], all: bool, after: u64, limit: usize| -> Vec<String> {
+        s.search_profiles(
+            &a,
+            "d",
+            &ProfileSearch {
+                groups,
+                all,
+                after,
+                limit,
+                now_ms: T0 + 1,
+            },
+        )
+        .unwrap()
+        .into_iter()
+        .map(|p| p.key)
+        .collect()
+    };
+    assert_eq!(search(&[vec![10]], false, 0, 10), ["k0"]);
+    s.settle_search(&a, "d").unwrap();
+    write(at, "d", &[1, 3], T0);
+    assert_eq!(search(&[vec![10]], false, 0, 10), ["k0", "k1"]);
+    s.settle_search(&a, "d").unwrap();
+    s.settle_search(&a, "d").unwrap();
+    // Numbers: unique, in the order the profiles were made, kept on update.
+    let no = |k: &str| s.profile(&a, "d", k, T0 + 1).unwrap().unwrap().no;
+    let nos: Vec<u64> = keys.iter().map(|k| no(k)).collect();
+    assert!(
+        nos[0] < nos[2] && nos[2] < nos[1] && nos[1] < nos[3],
+        "{nos:?}"
+    );
+    write(at, "d", &[0], T0);
+    assert_eq!(no("k0"), nos[0]);
+    let by_no = s.profile_by_no(&a, "d", nos[2], T0 + 1).unwrap().unwrap();
+    assert_eq!((by_no.key.as_str(), by_no.no), ("k2", nos[2]));
+    assert_eq!(s.profile_by_no(&a, "d", u64::MAX, T0 + 1).unwrap(), None);
+    // OR, AND, pages in number order.
+    assert_eq!(
+        search(&[vec![10], vec![11]], false, 0, 10),
+        ["k0", "k2", "k1"]
+    );
+    assert_eq!(search(&[vec![10, 11]], false, 0, 2), ["k0", "k2"]);
+    assert_eq!(search(&[vec![10, 11]], false, nos[2], 2), ["k1"]);
+    assert_eq!(search(&[vec![10], vec![2]], true, 0, 10), ["k1"]);
+    assert_eq!(
+        search(&[vec![10], vec![3]], true, 0, 10),
+        Vec::<String>::new()
+    );
+    assert_eq!(search(&[vec![99]], false, 0, 10), Vec::<String>::new());
+    // Another domain's profiles are not found; its numbers are its own.
+    let other = running(s, &a, "o", Some("other"));
+    let ot = Attempt {
+        job: job_ref(&a, "o"),
+        attempt: other,
+    };
+    write(ot, "other", &[3], T0);
+    assert_eq!(search(&[vec![4]], false, 0, 10), ["k3"]);
+    // Deleted: gone from reads and searches; a second delete finds none.
+    assert!(s.delete_profile(&a, "d", "k0", T0 + 1).unwrap());
+    assert!(!s.delete_profile(&a, "d", "k0", T0 + 1).unwrap());
+    assert_eq!(s.profile(&a, "d", "k0", T0 + 1).unwrap(), None);
+    assert_eq!(search(&[vec![10]], false, 0, 10), ["k1"]);
+    assert_eq!(s.count_profiles(&a, "d", T0 + 1).unwrap(), 3);
+    // Expired profiles are not found.
+    let late = s
+        .search_profiles(
+            &a,
+            "d",
+            &ProfileSearch {
+                groups: &[vec![10]],
+                all: false,
+                after: 0,
+                limit: 10,
+                now_ms: T0 + 2 * DAY,
+            },
+        )
+        .unwrap();
+    assert!(late.is_empty());
+    assert!(matches!(
+        s.search_profiles(
+            &a,
+            "nope",
+            &ProfileSearch {
+                groups: &[vec![1]],
+                all: false,
+                after: 0,
+                limit: 1,
+                now_ms: T0
+            }
+        ),
+        Err(StoreError::NoDomain(_))
+    ));
 }
 
 fn profiles_created_then_updated(s: &dyn Store) {
@@ -599,10 +730,12 @@ fn profiles_created_then_updated(s: &dyn Store) {
         ProfileRow {
             key: "z",
             values: "[\"\"]",
+            terms: &[],
         },
         ProfileRow {
             key: "y",
             values: "[\"\"]",
+            terms: &[],
         },
     ];
     assert!(matches!(
@@ -613,10 +746,12 @@ fn profiles_created_then_updated(s: &dyn Store) {
         ProfileRow {
             key: "x",
             values: "[\"\"]",
+            terms: &[],
         },
         ProfileRow {
             key: "x",
             values: "[\"\"]",
+            terms: &[],
         },
     ];
     assert!(matches!(
@@ -636,6 +771,7 @@ fn profiles_created_then_updated(s: &dyn Store) {
         let row = [ProfileRow {
             key: "w",
             values: bad,
+            terms: &[],
         }];
         assert!(
             matches!(
@@ -650,6 +786,7 @@ fn profiles_created_then_updated(s: &dyn Store) {
     let nested = [ProfileRow {
         key: "n",
         values: r#"["C1","Köln","tab\there","\"q\""]"#,
+        terms: &[],
     }];
     s.write_profiles(&ProfileBatch {
         targets: &[
@@ -1396,6 +1533,7 @@ fn ranges_lease_once_fence_and_merge_by_place(s: &dyn Store) {
         ordinal,
         key,
         values,
+        terms: &[],
     };
     let stale = [row(0, 9, "k1", "[\"stale\"]")];
     assert!(!r.complete_range(&one, &result(4), &stale).unwrap());
@@ -1543,6 +1681,7 @@ fn merges_tell_new_keys_from_keys_there_or_written_meanwhile(s: &dyn Store) {
                 ordinal: i as u64,
                 key,
                 values,
+                terms: &[],
             })
             .collect();
         let result = RangeResult {

@@ -8,8 +8,8 @@ use super::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, DomainChange,
     EndpointBatch, EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf, JobCounters, JobFilter,
     JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, NewJob, PieceCounts,
-    PieceStore, Profile, ProfileBatch, ProfileStore, Segment, Store, StoreError, StoredEndpoint,
-    Transition, WriteCounts, fields_object,
+    PieceStore, Profile, ProfileBatch, ProfileSearch, ProfileStore, Segment, Store, StoreError,
+    StoredEndpoint, Transition, WriteCounts, fields_object,
 };
 
 type Key = (AccountId, String);
@@ -25,6 +25,8 @@ struct DomainRow {
     id: u64,
     /// No live profile expires before this (`None`: there are none).
     next_expiry: Option<i64>,
+    /// The number the next new profile gets.
+    next_profile_no: u64,
 }
 
 #[derive(Debug, Default)]
@@ -32,6 +34,8 @@ struct State {
     domains: BTreeMap<Key, DomainRow>,
     next_domain_id: u64,
     profiles: BTreeMap<u64, BTreeMap<String, Profile>>,
+    /// Each profile's search terms, by (domain id, key).
+    terms: HashMap<(u64, String), Vec<i64>>,
     jobs: BTreeMap<Key, JobRecord>,
     pieces: BTreeMap<Key, BTreeMap<u64, PieceCounts>>,
     leases: BTreeMap<Key, Lease>,
@@ -373,6 +377,7 @@ impl ProfileStore for MemoryStore {
                 domain: d.clone(),
                 id,
                 next_expiry: None,
+                next_profile_no: 1,
             },
         );
         Ok(())
@@ -422,6 +427,7 @@ impl ProfileStore for MemoryStore {
             });
         }
         let n = st.profiles.remove(&id).map_or(0, |p| p.len() as u64);
+        st.terms.retain(|(d, _), _| *d != id);
         let gone: Vec<Key> = st
             .jobs
             .iter()
@@ -459,6 +465,10 @@ impl ProfileStore for MemoryStore {
         let (Some(last), false) = (b.rows.last(), b.rows.is_empty()) else {
             return Ok(WriteCounts::default());
         };
+        let mut next_no = st.domain_row(account, b.domain)?.next_profile_no;
+        for r in b.rows {
+            st.terms.insert((id, r.key.to_owned()), r.terms.to_vec());
+        }
         let profiles = st.profiles.entry(id).or_default();
         let mut counts = WriteCounts::default();
         for (r, fields) in b.rows.iter().zip(fields) {
@@ -473,6 +483,7 @@ impl ProfileStore for MemoryStore {
                     profiles.insert(
                         r.key.to_owned(),
                         Profile {
+                            no: next_no,
                             key: r.key.to_owned(),
                             fields,
                             created_ms: b.now_ms,
@@ -481,10 +492,12 @@ impl ProfileStore for MemoryStore {
                         },
                     );
                     counts.created += 1;
+                    next_no += 1;
                 }
             }
         }
         let row = st.domain_row(account, b.domain)?;
+        row.next_profile_no = next_no;
         row.next_expiry = Some(
             row.next_expiry
                 .map_or(b.expires_ms, |t| t.min(b.expires_ms)),
@@ -511,6 +524,67 @@ impl ProfileStore for MemoryStore {
             .and_then(|p| p.get(k))
             .filter(|p| p.expires_ms > now_ms)
             .cloned())
+    }
+
+    fn profile_by_no(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        no: u64,
+        now_ms: i64,
+    ) -> Result<Option<Profile>, StoreError> {
+        let mut st = self.state();
+        let id = st.domain_row(account, domain)?.id;
+        Ok(st
+            .profiles
+            .get(&id)
+            .and_then(|p| p.values().find(|p| p.no == no))
+            .filter(|p| p.expires_ms > now_ms)
+            .cloned())
+    }
+
+    fn search_profiles(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        q: &ProfileSearch<'_>,
+    ) -> Result<Vec<Profile>, StoreError> {
+        let mut st = self.state();
+        let id = st.domain_row(account, domain)?.id;
+        let Some(profiles) = st.profiles.get(&id) else {
+            return Ok(Vec::new());
+        };
+        let matches = |p: &Profile| {
+            let terms = st.terms.get(&(id, p.key.clone()));
+            let has = |g: &Vec<i64>| terms.is_some_and(|t| t.iter().any(|x| g.contains(x)));
+            if q.all {
+                q.groups.iter().all(has)
+            } else {
+                q.groups.iter().any(has)
+            }
+        };
+        let mut found: Vec<Profile> = profiles
+            .values()
+            .filter(|p| p.no > q.after && p.expires_ms > q.now_ms && matches(p))
+            .cloned()
+            .collect();
+        found.sort_by_key(|p| p.no);
+        found.truncate(q.limit);
+        Ok(found)
+    }
+
+    fn delete_profile(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        k: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        let mut st = self.state();
+        let id = st.domain_row(account, domain)?.id;
+        st.terms.remove(&(id, k.to_owned()));
+        let gone = st.profiles.get_mut(&id).and_then(|p| p.remove(k));
+        Ok(gone.is_some_and(|p| p.expires_ms > now_ms))
     }
 
     fn count_profiles(

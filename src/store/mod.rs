@@ -913,6 +913,9 @@ pub struct ProfileRow<'a> {
     /// fields without their names, which a store may keep once rather than
     /// on every row (see [`fields_object`]).
     pub values: &'a str,
+    /// The profile's search terms ([`search_term`]), which
+    /// [`ProfileStore::search_profiles`] finds it by.
+    pub terms: &'a [i64],
 }
 
 /// Rows to write in one transaction, in ascending key order.
@@ -1105,6 +1108,9 @@ pub struct WriteCounts {
 /// A stored profile.
 #[derive(Clone, Debug, Eq, PartialEq)]
 pub struct Profile {
+    /// Its number in its domain, given when it is created and kept while
+    /// it lives: its `ProfileId` is [`profile_id`] of it.
+    pub no: u64,
     /// The normalized unique key.
     pub key: String,
     /// The mapped fields, a JSON object.
@@ -1115,6 +1121,76 @@ pub struct Profile {
     pub updated_ms: i64,
     /// When it expires.
     pub expires_ms: i64,
+}
+
+/// A search key's value as stores index it: SipHash-1-3 under fixed keys
+/// (specified, so the same in every version and on every machine) of the
+/// key's name and the value in lower case. Two values that differ only in
+/// case are one term; a store may answer a term with a profile that no
+/// longer has it, or (once in 2^64) has another with the same term, so
+/// callers check what they find against the profile's values.
+pub fn search_term(key: &str, value: &str) -> i64 {
+    use std::hash::Hasher;
+    let mut h =
+        siphasher::sip::SipHasher13::new_with_keys(0x736c_7569_6365_2d73, 0x6561_7263_682d_7631);
+    h.write(key.as_bytes());
+    h.write_u8(0xff);
+    if value.is_ascii() {
+        for b in value.bytes() {
+            h.write_u8(b.to_ascii_lowercase());
+        }
+    } else {
+        h.write(value.to_lowercase().as_bytes());
+    }
+    // The bits as they are: a term is a number to compare, not to count.
+    h.finish().cast_signed()
+}
+
+/// An odd multiplier and its inverse modulo 2^128: a profile's number is
+/// spread over its id's 128 bits, and the id read back exactly.
+const ID_MUL: u128 = 0x9e37_79b9_7f4a_7c15_f39c_c060_5ced_c835;
+const ID_INV: u128 = {
+    // Newton's iteration doubles the bits of an inverse each step.
+    let mut x = ID_MUL;
+    let mut i = 0;
+    while i < 7 {
+        x = x.wrapping_mul(2u128.wrapping_sub(ID_MUL.wrapping_mul(x)));
+        i += 1;
+    }
+    x
+};
+
+/// A profile's `ProfileId`: its number, mixed (a bijection) into 32
+/// lowercase hex digits, the service's `[a-f0-9]{32}`.
+pub fn profile_id(no: u64) -> String {
+    let x = u128::from(no).wrapping_mul(ID_MUL);
+    format!("{:032x}", x ^ (x >> 64))
+}
+
+/// The number a `ProfileId` names, if it names one ([`profile_id`] read
+/// back); `None` for anything else.
+pub fn profile_no(id: &str) -> Option<u64> {
+    if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+        return None;
+    }
+    let y = u128::from_str_radix(id, 16).ok()?;
+    u64::try_from((y ^ (y >> 64)).wrapping_mul(ID_INV)).ok()
+}
+
+/// Which profiles a search wants.
+#[derive(Clone, Copy, Debug)]
+pub struct ProfileSearch<'a> {
+    /// Groups of terms: a profile matches a group when it has one of its
+    /// terms.
+    pub groups: &'a [Vec<i64>],
+    /// Whether a profile must match every group (AND), or one (OR).
+    pub all: bool,
+    /// Only profiles numbered above this one (the previous page's last).
+    pub after: u64,
+    /// At most this many.
+    pub limit: usize,
+    /// Live at this time.
+    pub now_ms: i64,
 }
 
 /// Customer Profiles: domains and their profiles.
@@ -1190,6 +1266,59 @@ pub trait ProfileStore: Send + Sync {
         key: &str,
         now_ms: i64,
     ) -> Result<Option<Profile>, StoreError>;
+
+    /// A live profile by its number.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoDomain`], or a backend error.
+    fn profile_by_no(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        no: u64,
+        now_ms: i64,
+    ) -> Result<Option<Profile>, StoreError>;
+
+    /// Live profiles with the search's terms, by ascending number. A
+    /// store may also answer profiles that had the terms when written and
+    /// have other values now: callers check.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoDomain`], or a backend error.
+    fn search_profiles(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        search: &ProfileSearch<'_>,
+    ) -> Result<Vec<Profile>, StoreError>;
+
+    /// Folds the terms of profiles written since the last call into the
+    /// domain's search index, for stores that index in bulk (jobs call it
+    /// when they have written); searches find every profile either way,
+    /// only faster after. Does nothing elsewhere.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoDomain`], or a backend error.
+    fn settle_search(&self, account: &AccountId, domain: &str) -> Result<(), StoreError> {
+        let _ = (account, domain);
+        Ok(())
+    }
+
+    /// Deletes a profile by its key; whether there was one (live).
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoDomain`], or a backend error.
+    fn delete_profile(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError>;
 
     /// How many live profiles a domain has.
     ///
@@ -1685,6 +1814,8 @@ pub struct StagedRow<'a> {
     pub key: &'a str,
     /// The values, as [`ProfileRow::values`].
     pub values: &'a str,
+    /// The search terms, as [`ProfileRow::terms`].
+    pub terms: &'a [i64],
 }
 
 /// One part of a job's merge.
@@ -1894,7 +2025,51 @@ pub fn open(location: &str) -> Result<std::sync::Arc<dyn Store>, StoreError> {
 
 #[cfg(test)]
 mod tests {
-    use super::{is_string_array, next_quote_or_escape};
+    use super::{is_string_array, next_quote_or_escape, profile_id, profile_no, search_term};
+
+    #[test]
+    fn profile_ids_read_back_to_their_numbers_and_nothing_else_does() {
+        for no in [0, 1, 2, 7, 1 << 20, u64::MAX - 1, u64::MAX] {
+            let id = profile_id(no);
+            assert_eq!(id.len(), 32);
+            assert!(
+                id.bytes()
+                    .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+            );
+            assert_eq!(profile_no(&id), Some(no), "{id}");
+        }
+        assert_ne!(profile_id(1), profile_id(2));
+        for bad in [
+            "",
+            "xyz",
+            &"0".repeat(31),
+            &"G".repeat(32),
+            &profile_id(3).to_uppercase(),
+        ] {
+            assert_eq!(profile_no(bad), None, "{bad}");
+        }
+        // Most of the 2^128 ids name no number.
+        assert_eq!(profile_no(&"f".repeat(32)), None);
+    }
+
+    #[test]
+    fn search_terms_ignore_case_and_tell_keys_apart() {
+        assert_eq!(
+            search_term("_email", "A@B.com"),
+            search_term("_email", "a@b.COM")
+        );
+        assert_eq!(
+            search_term("_fullName", "ÉLodie Ünal"),
+            search_term("_fullName", "élodie ünal")
+        );
+        assert_ne!(
+            search_term("_email", "a@b.com"),
+            search_term("_phone", "a@b.com")
+        );
+        assert_ne!(search_term("_email", "ab"), search_term("_emaila", "b"));
+        // Stored: the value may never change.
+        assert_eq!(search_term("_account", "C1"), search_term("_account", "c1"));
+    }
 
     #[test]
     fn quotes_and_escapes_are_found_where_a_byte_by_byte_search_finds_them() {

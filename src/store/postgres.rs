@@ -22,8 +22,9 @@ use super::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, DomainChange,
     EndpointBatch, EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf, FailureKind,
     JobCounters, JobFilter, JobKind, JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange,
-    LeaseStore, NewJob, PieceCounts, PieceStore, Profile, ProfileBatch, ProfileStore, Segment,
-    Store, StoreError, StoredEndpoint, Transition, WriteCounts, fields_object,
+    LeaseStore, NewJob, PieceCounts, PieceStore, Profile, ProfileBatch, ProfileSearch,
+    ProfileStore, Segment, Store, StoreError, StoredEndpoint, Transition, WriteCounts,
+    fields_object,
 };
 
 /// Migrations, in order; the table `sluice_schema` says how many have run.
@@ -218,6 +219,19 @@ const MIGRATIONS: &[&str] = &[
     // 77.8 s, created 67.1 s -> 70.5 s (twice the pages to write first).
     r#"
     ALTER TABLE profiles SET (fillfactor = 50);
+    "#,
+    // 3: profiles are numbered (their ProfileId) and carry their search
+    // terms, found through a GIN index: its pending list takes a merge's
+    // terms in bulk, and an update that keeps the terms stays HOT.
+    r#"
+    CREATE SEQUENCE profile_nos CACHE 1000;
+    ALTER TABLE profiles ADD COLUMN profile_no BIGINT;
+    UPDATE profiles SET profile_no = nextval('profile_nos');
+    ALTER TABLE profiles ALTER COLUMN profile_no SET DEFAULT nextval('profile_nos'),
+        ALTER COLUMN profile_no SET NOT NULL;
+    ALTER TABLE profiles ADD COLUMN search_terms BIGINT[] NOT NULL DEFAULT '{}';
+    CREATE INDEX profiles_by_no ON profiles(domain_id, profile_no);
+    CREATE INDEX profiles_by_term ON profiles USING gin (search_terms);
     "#,
 ];
 
@@ -664,6 +678,38 @@ impl PgStore {
         Ok(a.check(status.parse().unwrap_or(JobStatus::Failed), attempts)?)
     }
 
+    /// Profiles from rows of [`PROFILE_SELECT`], their fields made objects.
+    fn profiles_of(&self, domain: &str, rows: &[Row]) -> Result<Vec<Profile>, StoreError> {
+        let mut shapes: HashMap<String, Vec<String>> = HashMap::new();
+        rows.iter()
+            .map(|r| {
+                let key: String = r.get(1);
+                let corrupt = |problem: String| StoreError::Corrupt {
+                    location: self.location.clone(),
+                    what: format!("profile {key:?} of domain {domain:?}"),
+                    problem,
+                };
+                let shape: String = r
+                    .get::<_, Option<String>>(6)
+                    .ok_or_else(|| corrupt("its shape is missing".into()))?;
+                if !shapes.contains_key(&shape) {
+                    let targets =
+                        serde_json::from_str(&shape).map_err(|e| corrupt(format!("shape: {e}")))?;
+                    shapes.insert(shape.clone(), targets);
+                }
+                let fields = fields_object(&shapes[&shape], r.get(2)).map_err(corrupt)?;
+                Ok(Profile {
+                    no: u(r.get(0)),
+                    key,
+                    fields,
+                    created_ms: r.get(3),
+                    updated_ms: r.get(4),
+                    expires_ms: r.get(5),
+                })
+            })
+            .collect()
+    }
+
     fn domain_id(
         c: &mut impl postgres::GenericClient,
         account: &AccountId,
@@ -1036,6 +1082,26 @@ fn domain_from_row(r: &Row) -> Domain {
 }
 
 /// Deletes a domain's expired profiles and finds its next expiry.
+/// Live profiles of domain `$1` at `$2`, as [`PgStore::profiles_of`]
+/// reads them; callers add their conditions.
+const PROFILE_SELECT: &str = "SELECT p.profile_no, p.profile_key, p.field_values, \
+    p.created_ms, p.updated_ms, p.expires_ms, s.targets \
+    FROM profiles p LEFT JOIN profile_shapes s ON s.id = p.shape_id \
+    WHERE p.domain_id = $1 AND p.expires_ms > $2";
+
+/// Terms as an array literal, `{1,-2}`.
+fn array_literal(terms: &[i64]) -> String {
+    let mut s = String::from("{");
+    for (i, t) in terms.iter().enumerate() {
+        if i > 0 {
+            s.push(',');
+        }
+        s.push_str(&t.to_string());
+    }
+    s.push('}');
+    s
+}
+
 fn purge_domain(tx: &mut Transaction<'_>, domain_id: i64, now_ms: i64) -> TxResult<u64> {
     let purged = tx.execute(
         "DELETE FROM profiles WHERE domain_id = $1 AND expires_ms <= $2",
@@ -1173,6 +1239,9 @@ impl ProfileStore for PgStore {
         let account = b.attempt.job.account;
         let keys: Vec<&str> = b.rows.iter().map(|r| r.key).collect();
         let values: Vec<&str> = b.rows.iter().map(|r| r.values).collect();
+        // Each row's terms as an array literal: unnest takes no array of
+        // arrays of different lengths.
+        let terms: Vec<String> = b.rows.iter().map(|r| array_literal(r.terms)).collect();
         self.write(|tx| {
             let (domain_id, next_expiry): (i64, Option<i64>) = tx
                 .query_opt(
@@ -1195,15 +1264,25 @@ impl ProfileStore for PgStore {
             let created: i64 = tx
                 .query_one(
                     "WITH w AS (INSERT INTO profiles(domain_id, profile_key, shape_id, \
-                     field_values, created_ms, updated_ms, expires_ms) \
-                     SELECT $1, k, $2, v, $3, $3, $4 FROM unnest($5::text[], $6::text[]) AS t(k, v) \
+                     field_values, created_ms, updated_ms, expires_ms, search_terms) \
+                     SELECT $1, k, $2, v, $3, $3, $4, tm::bigint[] \
+                     FROM unnest($5::text[], $6::text[], $7::text[]) AS t(k, v, tm) \
                      ON CONFLICT(domain_id, profile_key) DO UPDATE SET \
                      shape_id = excluded.shape_id, field_values = excluded.field_values, \
                      updated_ms = excluded.updated_ms, \
-                     expires_ms = greatest(profiles.expires_ms, excluded.expires_ms) \
+                     expires_ms = greatest(profiles.expires_ms, excluded.expires_ms), \
+                     search_terms = excluded.search_terms \
                      RETURNING xmax = 0 AS inserted) \
                      SELECT count(*) FILTER (WHERE inserted) FROM w",
-                    &[&domain_id, &shape, &b.now_ms, &b.expires_ms, &keys, &values],
+                    &[
+                        &domain_id,
+                        &shape,
+                        &b.now_ms,
+                        &b.expires_ms,
+                        &keys,
+                        &values,
+                        &terms,
+                    ],
                 )?
                 .get(0);
             let counts = WriteCounts {
@@ -1237,39 +1316,85 @@ impl ProfileStore for PgStore {
         key: &str,
         now_ms: i64,
     ) -> Result<Option<Profile>, StoreError> {
-        let found = self.read(|c| {
+        let rows = self.read(|c| {
             let id = Self::domain_id(c, account, domain)?;
-            Ok(c.query_opt(
-                "SELECT p.profile_key, p.field_values, p.created_ms, p.updated_ms, \
-                 p.expires_ms, s.targets \
-                 FROM profiles p LEFT JOIN profile_shapes s ON s.id = p.shape_id \
-                 WHERE p.domain_id = $1 AND p.profile_key = $2 AND p.expires_ms > $3",
-                &[&id, &key, &now_ms],
-            )?
-            .map(|r| {
-                let profile = Profile {
-                    key: r.get(0),
-                    fields: r.get(1),
-                    created_ms: r.get(2),
-                    updated_ms: r.get(3),
-                    expires_ms: r.get(4),
-                };
-                (profile, r.get::<_, Option<String>>(5))
-            }))
+            Ok(c.query(
+                &format!("{PROFILE_SELECT} AND p.profile_key = $3"),
+                &[&id, &now_ms, &key],
+            )?)
         })?;
-        let Some((mut profile, targets)) = found else {
+        Ok(self.profiles_of(domain, &rows)?.pop())
+    }
+
+    fn profile_by_no(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        no: u64,
+        now_ms: i64,
+    ) -> Result<Option<Profile>, StoreError> {
+        let Ok(no) = i64::try_from(no) else {
             return Ok(None);
         };
-        let corrupt = |problem: String| StoreError::Corrupt {
-            location: self.location.clone(),
-            what: format!("profile {key:?} of domain {domain:?}"),
-            problem,
+        let rows = self.read(|c| {
+            let id = Self::domain_id(c, account, domain)?;
+            Ok(c.query(
+                &format!("{PROFILE_SELECT} AND p.profile_no = $3"),
+                &[&id, &now_ms, &no],
+            )?)
+        })?;
+        Ok(self.profiles_of(domain, &rows)?.pop())
+    }
+
+    fn search_profiles(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        q: &ProfileSearch<'_>,
+    ) -> Result<Vec<Profile>, StoreError> {
+        let after = i64::try_from(q.after).unwrap_or(i64::MAX);
+        let limit = i64::try_from(q.limit).unwrap_or(i64::MAX);
+        // OR: one overlap with every term; AND: one per group.
+        let groups: Vec<Vec<i64>> = if q.all {
+            q.groups.to_vec()
+        } else {
+            vec![q.groups.iter().flatten().copied().collect()]
         };
-        let targets: Vec<String> = targets
-            .ok_or_else(|| corrupt("its shape is missing".into()))
-            .and_then(|t| serde_json::from_str(&t).map_err(|e| corrupt(format!("shape: {e}"))))?;
-        profile.fields = fields_object(&targets, &profile.fields).map_err(corrupt)?;
-        Ok(Some(profile))
+        let mut sql = format!("{PROFILE_SELECT} AND p.profile_no > $3");
+        for k in 0..groups.len() {
+            sql.push_str(&format!(" AND p.search_terms && ${}::bigint[]", 5 + k));
+        }
+        sql.push_str(" ORDER BY p.profile_no LIMIT $4");
+        let rows = self.read(|c| {
+            let id = Self::domain_id(c, account, domain)?;
+            let mut params: Vec<&(dyn postgres::types::ToSql + Sync)> =
+                vec![&id, &q.now_ms, &after, &limit];
+            params.extend(
+                groups
+                    .iter()
+                    .map(|g| g as &(dyn postgres::types::ToSql + Sync)),
+            );
+            Ok(c.query(&sql, &params)?)
+        })?;
+        self.profiles_of(domain, &rows)
+    }
+
+    fn delete_profile(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let id = Self::domain_id(tx, account, domain)?;
+            let live = tx.query_opt(
+                "DELETE FROM profiles WHERE domain_id = $1 AND profile_key = $2 \
+                 RETURNING expires_ms > $3",
+                &[&id, &key, &now_ms],
+            )?;
+            Ok(live.is_some_and(|r| r.get::<_, bool>(0)))
+        })
     }
 
     fn count_profiles(

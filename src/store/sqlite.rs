@@ -11,8 +11,9 @@ use super::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, DomainChange,
     EndpointBatch, EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf, FailureKind,
     JobCounters, JobFilter, JobKind, JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange,
-    LeaseStore, NewJob, PieceCounts, PieceStore, Profile, ProfileBatch, ProfileStore, Segment,
-    Store, StoreError, StoredEndpoint, Transition, WriteCounts, fields_object,
+    LeaseStore, NewJob, PieceCounts, PieceStore, Profile, ProfileBatch, ProfileSearch,
+    ProfileStore, Segment, Store, StoreError, StoredEndpoint, Transition, WriteCounts,
+    fields_object,
 };
 
 /// The database file's name inside the data directory.
@@ -396,6 +397,36 @@ const MIGRATIONS: &[&str] = &[
                e.user_id, e.fields, e.created_ms, e.updated_ms, e.created_by
         FROM endpoints e JOIN apps a ON a.app_no = e.app_no;
     ",
+    // 8: profiles are numbered in their domain (their ProfileId), and
+    // searched by term. A term index kept row by row in a B-tree cost
+    // more than the whole job (every batch dirtied most of its pages):
+    // a batch's terms go to `search_pending` as one blob, and are folded
+    // into `search_index`, a blob of sorted (term, number) pairs per
+    // bucket of terms, once a job has written (`settle_search`).
+    "
+    ALTER TABLE profiles ADD COLUMN profile_no INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE domains ADD COLUMN next_profile_no INTEGER NOT NULL DEFAULT 1;
+    UPDATE profiles SET profile_no = n.no FROM (
+        SELECT domain_id, profile_key,
+            row_number() OVER (PARTITION BY domain_id ORDER BY profile_key) AS no
+        FROM profiles) n
+    WHERE n.domain_id = profiles.domain_id AND n.profile_key = profiles.profile_key;
+    UPDATE domains SET next_profile_no = 1 + coalesce(
+        (SELECT max(profile_no) FROM profiles p WHERE p.domain_id = domains.id), 0);
+    CREATE INDEX profiles_by_no ON profiles(domain_id, profile_no);
+    CREATE TABLE search_pending(
+        id INTEGER PRIMARY KEY,
+        domain_id INTEGER NOT NULL,
+        entries BLOB NOT NULL
+    );
+    CREATE INDEX search_pending_by_domain ON search_pending(domain_id);
+    CREATE TABLE search_index(
+        domain_id INTEGER NOT NULL,
+        bucket INTEGER NOT NULL,
+        entries BLOB NOT NULL,
+        PRIMARY KEY(domain_id, bucket)
+    ) WITHOUT ROWID;
+    ",
 ];
 
 /// The schema version this build writes.
@@ -563,6 +594,102 @@ impl SqliteStore {
             })
             .map_err(self.db())?
             .ok_or_else(|| StoreError::NoDomain(name.to_owned()))
+    }
+
+    /// The live profile `which` picks (`?2`) in domain `?1`, live at `?3`,
+    /// its fields made an object.
+    fn profile_where(
+        &self,
+        c: &Connection,
+        domain: &str,
+        which: &str,
+        params: impl rusqlite::Params,
+    ) -> Result<Option<Profile>, StoreError> {
+        let found = c
+            .prepare_cached(&format!(
+                "SELECT p.profile_no, p.profile_key, p.field_values, p.created_ms, \
+                 p.updated_ms, p.expires_ms, p.shape_id, s.targets \
+                 FROM profiles p LEFT JOIN profile_shapes s ON s.id = p.shape_id \
+                 WHERE p.domain_id = ?1 AND {which} AND p.expires_ms > ?3"
+            ))
+            .and_then(|mut s| {
+                s.query_row(params, |r| {
+                    let profile = Profile {
+                        no: u64::try_from(r.get::<_, i64>(0)?).unwrap_or(0),
+                        key: r.get(1)?,
+                        fields: r.get(2)?,
+                        created_ms: r.get(3)?,
+                        updated_ms: r.get(4)?,
+                        expires_ms: r.get(5)?,
+                    };
+                    Ok((profile, r.get::<_, i64>(6)?, r.get::<_, Option<String>>(7)?))
+                })
+                .optional()
+            })
+            .map_err(self.db())?;
+        let Some((mut profile, shape, targets)) = found else {
+            return Ok(None);
+        };
+        // Shape 0: rows from before shapes, whose values are the object.
+        if shape != 0 {
+            let corrupt = |problem: String| StoreError::Corrupt {
+                location: self.location.clone(),
+                what: format!("profile {:?} of domain {domain:?}", profile.key),
+                problem,
+            };
+            let targets: Vec<String> = targets
+                .ok_or_else(|| corrupt(format!("its shape {shape} is missing")))
+                .and_then(|t| {
+                    serde_json::from_str(&t).map_err(|e| corrupt(format!("shape {shape}: {e}")))
+                })?;
+            profile.fields = fields_object(&targets, &profile.fields).map_err(corrupt)?;
+        }
+        Ok(Some(profile))
+    }
+
+    /// The profile numbers each of `terms` (sorted) points at in a domain:
+    /// from the folded index, a bucket's blob searched by halves, and from
+    /// the entries not folded yet, read through.
+    fn postings(
+        &self,
+        c: &Connection,
+        domain_id: i64,
+        terms: &[i64],
+    ) -> Result<std::collections::HashMap<i64, Vec<i64>>, StoreError> {
+        let mut found: std::collections::HashMap<i64, Vec<i64>> = std::collections::HashMap::new();
+        let mut bucket = c
+            .prepare_cached("SELECT entries FROM search_index WHERE domain_id = ?1 AND bucket = ?2")
+            .map_err(self.db())?;
+        for &term in terms {
+            let blob: Option<Vec<u8>> = bucket
+                .query_row(params![domain_id, bucket_of(term)], |r| r.get(0))
+                .optional()
+                .map_err(self.db())?;
+            let Some(blob) = blob else { continue };
+            let entries = SearchEntries(&blob);
+            let mut at = entries.first_at_least(term);
+            while let Some((t, no)) = entries.get(at).filter(|(t, _)| *t == term) {
+                found.entry(t).or_default().push(no);
+                at += 1;
+            }
+        }
+        let mut pending = c
+            .prepare_cached("SELECT entries FROM search_pending WHERE domain_id = ?1")
+            .map_err(self.db())?;
+        let mut rows = pending.query([domain_id]).map_err(self.db())?;
+        while let Some(r) = rows.next().map_err(self.db())? {
+            let blob = r
+                .get_ref(0)
+                .map_err(self.db())?
+                .as_blob()
+                .unwrap_or_default();
+            for (t, no) in SearchEntries(blob).iter() {
+                if terms.binary_search(&t).is_ok() {
+                    found.entry(t).or_default().push(no);
+                }
+            }
+        }
+        Ok(found)
     }
 
     /// Refuses unless the job is running in this attempt: writes belong to
@@ -929,25 +1056,140 @@ fn purge_domain(conn: &Connection, domain_id: i64, now_ms: i64) -> rusqlite::Res
     Ok(n as u64)
 }
 
+/// Buckets of the search index: a term's top 16 bits. The canonical
+/// domain's ~30 M entries make ~7 KiB a bucket: one read a term.
+fn bucket_of(term: i64) -> i64 {
+    term >> 48
+}
+
+/// (term, profile number) pairs, 16 bytes each, little-endian: a batch's
+/// terms in `search_pending`, a bucket's sorted in `search_index`.
+#[derive(Clone, Copy)]
+struct SearchEntries<'a>(&'a [u8]);
+
+impl SearchEntries<'_> {
+    fn len(self) -> usize {
+        self.0.len() / 16
+    }
+
+    fn get(self, i: usize) -> Option<(i64, i64)> {
+        let e = self.0.get(i * 16..i * 16 + 16)?;
+        let (t, n) = e.split_at(8);
+        Some((
+            i64::from_le_bytes(t.try_into().ok()?),
+            i64::from_le_bytes(n.try_into().ok()?),
+        ))
+    }
+
+    fn iter(self) -> impl Iterator<Item = (i64, i64)> {
+        (0..self.len()).filter_map(move |i| self.get(i))
+    }
+
+    /// Where the first entry of `term` or above is, in sorted entries.
+    fn first_at_least(self, term: i64) -> usize {
+        let (mut lo, mut hi) = (0, self.len());
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.get(mid).is_some_and(|(t, _)| t < term) {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        lo
+    }
+}
+
+fn put_entries(out: &mut Vec<u8>, entries: impl Iterator<Item = (i64, i64)>) {
+    for (t, no) in entries {
+        out.extend_from_slice(&t.to_le_bytes());
+        out.extend_from_slice(&no.to_le_bytes());
+    }
+}
+
+/// Entries folded at once: ~64 MiB of them in memory.
+const SETTLE_ENTRIES: usize = 4 << 20;
+
+/// Folds a domain's pending search entries into its index, a range of
+/// buckets at a time (each pass reads the pending blobs again and keeps
+/// its range's entries), each bucket's blob merged with them in order.
+fn settle(tx: &Connection, domain_id: i64) -> rusqlite::Result<()> {
+    let total: i64 = tx.query_row(
+        "SELECT coalesce(sum(length(entries)), 0) / 16 FROM search_pending WHERE domain_id = ?1",
+        [domain_id],
+        |r| r.get(0),
+    )?;
+    if total == 0 {
+        return Ok(());
+    }
+    let passes = (usize::try_from(total).unwrap_or(usize::MAX) / SETTLE_ENTRIES + 1) as i64;
+    let buckets: i64 = 1 << 16;
+    let mut read = tx.prepare_cached("SELECT entries FROM search_pending WHERE domain_id = ?1")?;
+    let mut old = tx.prepare_cached(
+        "SELECT bucket, entries FROM search_index \
+         WHERE domain_id = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket",
+    )?;
+    let mut put = tx.prepare_cached(
+        "INSERT OR REPLACE INTO search_index(domain_id, bucket, entries) VALUES (?1, ?2, ?3)",
+    )?;
+    for pass in 0..passes {
+        // Buckets from -2^15 (terms are signed) in `passes` ranges.
+        let lo = -(buckets / 2) + buckets * pass / passes;
+        let hi = -(buckets / 2) + buckets * (pass + 1) / passes;
+        let mut fresh: Vec<(i64, i64)> = Vec::new();
+        let mut rows = read.query([domain_id])?;
+        while let Some(r) = rows.next()? {
+            let blob = r.get_ref(0)?.as_blob()?;
+            fresh.extend(
+                SearchEntries(blob)
+                    .iter()
+                    .filter(|&(t, _)| (lo..hi).contains(&bucket_of(t))),
+            );
+        }
+        fresh.sort_unstable();
+        fresh.dedup();
+        let mut stored: std::collections::HashMap<i64, Vec<u8>> = old
+            .query_map(params![domain_id, lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<rusqlite::Result<_>>()?;
+        let mut blob = Vec::new();
+        for group in fresh.chunk_by(|a, b| bucket_of(a.0) == bucket_of(b.0)) {
+            let bucket = bucket_of(group[0].0);
+            let before = stored.remove(&bucket).unwrap_or_default();
+            let mut merged: Vec<(i64, i64)> = SearchEntries(&before).iter().collect();
+            merged.extend_from_slice(group);
+            merged.sort_unstable();
+            merged.dedup();
+            blob.clear();
+            put_entries(&mut blob, merged.into_iter());
+            put.execute(params![domain_id, bucket, blob])?;
+        }
+    }
+    tx.execute(
+        "DELETE FROM search_pending WHERE domain_id = ?1",
+        [domain_id],
+    )?;
+    Ok(())
+}
+
 /// Profiles a statement upserts at once: one statement of many rows costs
 /// SQLite a third less per row than a row a statement
 /// (examples/store_writer).
 const PROFILES_PER_STATEMENT: usize = 64;
 
 /// The upsert of `rows` profiles: `?1` the domain, `?2` the shape, `?3`
-/// the time, `?4` the expiry, then each row's key and values.
+/// the time, `?4` the expiry, `?5` the number of the first row if it is
+/// new (each next row's one more), then each row's key and values.
 fn upsert_profiles_sql(rows: usize) -> String {
     let mut sql = String::from(
-        "INSERT INTO profiles \
-         (domain_id, profile_key, shape_id, field_values, created_ms, updated_ms, expires_ms) \
-         VALUES ",
+        "INSERT INTO profiles (domain_id, profile_key, shape_id, field_values, created_ms, \
+         updated_ms, expires_ms, profile_no) VALUES ",
     );
     for i in 0..rows {
         if i > 0 {
             sql.push(',');
         }
-        let (k, v) = (5 + 2 * i, 6 + 2 * i);
-        sql.push_str(&format!("(?1, ?{k}, ?2, ?{v}, ?3, ?3, ?4)"));
+        let (k, v) = (6 + 2 * i, 7 + 2 * i);
+        sql.push_str(&format!("(?1, ?{k}, ?2, ?{v}, ?3, ?3, ?4, ?5 + {i})"));
     }
     sql.push_str(
         " ON CONFLICT(domain_id, profile_key) DO UPDATE SET \
@@ -957,15 +1199,17 @@ fn upsert_profiles_sql(rows: usize) -> String {
     sql
 }
 
-/// Upserts a batch's rows, [`PROFILES_PER_STATEMENT`] at a time.
+/// Upserts a batch's rows, [`PROFILES_PER_STATEMENT`] at a time; a new
+/// row numbered `first_no` plus its place in the batch.
 fn upsert_profiles(
     tx: &Connection,
     domain_id: i64,
     shape: i64,
+    first_no: i64,
     b: &ProfileBatch<'_>,
 ) -> rusqlite::Result<()> {
     let full = upsert_profiles_sql(PROFILES_PER_STATEMENT);
-    for chunk in b.rows.chunks(PROFILES_PER_STATEMENT) {
+    for (n, chunk) in b.rows.chunks(PROFILES_PER_STATEMENT).enumerate() {
         let tail;
         let sql = if chunk.len() == PROFILES_PER_STATEMENT {
             &full
@@ -978,9 +1222,10 @@ fn upsert_profiles(
         st.raw_bind_parameter(2, shape)?;
         st.raw_bind_parameter(3, b.now_ms)?;
         st.raw_bind_parameter(4, b.expires_ms)?;
+        st.raw_bind_parameter(5, first_no + (n * PROFILES_PER_STATEMENT) as i64)?;
         for (i, row) in chunk.iter().enumerate() {
-            st.raw_bind_parameter(5 + 2 * i, row.key)?;
-            st.raw_bind_parameter(6 + 2 * i, row.values)?;
+            st.raw_bind_parameter(6 + 2 * i, row.key)?;
+            st.raw_bind_parameter(7 + 2 * i, row.values)?;
         }
         st.raw_execute()?;
     }
@@ -1565,6 +1810,12 @@ impl ProfileStore for SqliteStore {
                 .execute("DELETE FROM profiles WHERE domain_id = ?1", [id])
                 .map_err(self.db())?;
             for sql in [
+                "DELETE FROM search_index WHERE domain_id = ?1",
+                "DELETE FROM search_pending WHERE domain_id = ?1",
+            ] {
+                tx.execute(sql, [id]).map_err(self.db())?;
+            }
+            for sql in [
                 "DELETE FROM pieces WHERE account = ?1 AND job_id IN \
                  (SELECT id FROM jobs WHERE account = ?1 AND domain = ?2)",
                 "DELETE FROM jobs WHERE account = ?1 AND domain = ?2",
@@ -1583,13 +1834,16 @@ impl ProfileStore for SqliteStore {
         self.write(|tx| {
             tx.pragma_update(None, "cache_size", -PROFILE_CACHE_KIB)
                 .map_err(self.db())?;
-            let (domain_id, next_expiry): (i64, Option<i64>) = tx
+            let (domain_id, next_expiry, first_no): (i64, Option<i64>, i64) = tx
                 .prepare_cached(
-                    "SELECT id, next_expiry_ms FROM domains WHERE account = ?1 AND name = ?2",
+                    "SELECT id, next_expiry_ms, next_profile_no FROM domains \
+                     WHERE account = ?1 AND name = ?2",
                 )
                 .and_then(|mut s| {
-                    s.query_row([account.as_str(), b.domain], |r| Ok((r.get(0)?, r.get(1)?)))
-                        .optional()
+                    s.query_row([account.as_str(), b.domain], |r| {
+                        Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                    })
+                    .optional()
                 })
                 .map_err(self.db())?
                 .ok_or_else(|| StoreError::NoDomain(b.domain.to_owned()))?;
@@ -1597,39 +1851,56 @@ impl ProfileStore for SqliteStore {
             if next_expiry.is_some_and(|t| t <= b.now_ms) {
                 purge_domain(tx, domain_id, b.now_ms).map_err(self.db())?;
             }
-            // Which rows were new is told by counting the domain's keys in
-            // the batch's key range before and after: every row inserted is
-            // a batch key (they are unique: strictly ascending, checked),
-            // and expired rows were purged above. Cheaper than
-            // INSERT OR IGNORE then UPDATE (examples/store_writer, 3 M rows:
-            // 204k -> 277k rows/s creating, 234k -> 489k updating).
             let (first, last) = match (b.rows.first(), b.rows.last()) {
                 (Some(f), Some(l)) => (f.key, l.key),
                 _ => return Ok(WriteCounts::default()),
             };
-            let in_range = || -> rusqlite::Result<u64> {
-                tx.prepare_cached(
-                    "SELECT count(*) FROM profiles \
+            // The keys the domain has in the batch's range, with their
+            // numbers (kept; new rows get `first_no` on): which rows are
+            // new, and what each row's terms point at. Expired rows were
+            // purged above. A range of a first upload holds none.
+            let existing: Vec<(String, i64)> = tx
+                .prepare_cached(
+                    "SELECT profile_key, profile_no FROM profiles \
                      WHERE domain_id = ?1 AND profile_key >= ?2 AND profile_key <= ?3",
-                )?
-                .query_row(params![domain_id, first, last], |r| r.get::<_, i64>(0))
-                .map(|n| n as u64)
-            };
+                )
+                .and_then(|mut s| {
+                    s.query_map(params![domain_id, first, last], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })?
+                    .collect()
+                })
+                .map_err(self.db())?;
             let shape = shape_id(tx, b.targets).map_err(self.db())?;
-            let before = in_range().map_err(self.db())?;
-            upsert_profiles(tx, domain_id, shape, b).map_err(self.db())?;
-            // A range that held no key before holds only the batch's new
-            // ones: counting them again would read every row just written
-            // (most batches of a first upload).
-            let created = if before == 0 {
-                b.rows.len() as u64
-            } else {
-                in_range().map_err(self.db())?.saturating_sub(before)
-            };
+            upsert_profiles(tx, domain_id, shape, first_no, b).map_err(self.db())?;
+            let mut entries = Vec::with_capacity(b.rows.iter().map(|r| r.terms.len() * 16).sum());
+            let mut old = existing.iter().peekable();
+            let mut updated = 0;
+            for (i, row) in b.rows.iter().enumerate() {
+                while old.next_if(|(k, _)| k.as_str() < row.key).is_some() {}
+                let no = match old.next_if(|(k, _)| k == row.key) {
+                    Some(&(_, no)) => {
+                        updated += 1;
+                        no
+                    }
+                    None => first_no + i as i64,
+                };
+                put_entries(&mut entries, row.terms.iter().map(|&t| (t, no)));
+            }
+            if !entries.is_empty() {
+                tx.prepare_cached("INSERT INTO search_pending(domain_id, entries) VALUES (?1, ?2)")
+                    .and_then(|mut s| s.execute(params![domain_id, entries]))
+                    .map_err(self.db())?;
+            }
             let counts = WriteCounts {
-                created,
-                updated: b.rows.len() as u64 - created,
+                created: b.rows.len() as u64 - updated,
+                updated,
             };
+            tx.execute(
+                "UPDATE domains SET next_profile_no = ?2 WHERE id = ?1",
+                params![domain_id, first_no + b.rows.len() as i64],
+            )
+            .map_err(self.db())?;
             tx.execute(
                 "UPDATE domains SET next_expiry_ms = min(coalesce(next_expiry_ms, ?2), ?2) \
                  WHERE id = ?1",
@@ -1659,47 +1930,105 @@ impl ProfileStore for SqliteStore {
         key: &str,
         now_ms: i64,
     ) -> Result<Option<Profile>, StoreError> {
-        let found = self.read(|c| {
+        self.read(|c| {
             let id = self.domain_id(c, account, domain)?;
-            c.prepare_cached(
-                "SELECT p.profile_key, p.field_values, p.created_ms, p.updated_ms, \
-                 p.expires_ms, p.shape_id, s.targets \
-                 FROM profiles p LEFT JOIN profile_shapes s ON s.id = p.shape_id \
-                 WHERE p.domain_id = ?1 AND p.profile_key = ?2 AND p.expires_ms > ?3",
-            )
-            .and_then(|mut s| {
-                s.query_row(params![id, key, now_ms], |r| {
-                    let profile = Profile {
-                        key: r.get(0)?,
-                        fields: r.get(1)?,
-                        created_ms: r.get(2)?,
-                        updated_ms: r.get(3)?,
-                        expires_ms: r.get(4)?,
-                    };
-                    Ok((profile, r.get::<_, i64>(5)?, r.get::<_, Option<String>>(6)?))
-                })
-                .optional()
-            })
-            .map_err(self.db())
-        })?;
-        let Some((mut profile, shape, targets)) = found else {
+            self.profile_where(c, domain, "p.profile_key = ?2", params![id, key, now_ms])
+        })
+    }
+
+    fn profile_by_no(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        no: u64,
+        now_ms: i64,
+    ) -> Result<Option<Profile>, StoreError> {
+        let Ok(no) = i64::try_from(no) else {
             return Ok(None);
         };
-        // Shape 0: rows from before shapes, whose values are the object.
-        if shape != 0 {
-            let corrupt = |problem: String| StoreError::Corrupt {
-                location: self.location.clone(),
-                what: format!("profile {key:?} of domain {domain:?}"),
-                problem,
+        self.read(|c| {
+            let id = self.domain_id(c, account, domain)?;
+            self.profile_where(c, domain, "p.profile_no = ?2", params![id, no, now_ms])
+        })
+    }
+
+    fn search_profiles(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        q: &ProfileSearch<'_>,
+    ) -> Result<Vec<Profile>, StoreError> {
+        self.read(|c| {
+            let id = self.domain_id(c, account, domain)?;
+            let mut terms: Vec<i64> = q.groups.iter().flatten().copied().collect();
+            terms.sort_unstable();
+            terms.dedup();
+            let postings = self.postings(c, id, &terms)?;
+            let of_group = |g: &Vec<i64>| -> Vec<i64> {
+                let mut nos: Vec<i64> = g
+                    .iter()
+                    .filter_map(|t| postings.get(t))
+                    .flatten()
+                    .copied()
+                    .filter(|&no| u64::try_from(no).is_ok_and(|no| no > q.after))
+                    .collect();
+                nos.sort_unstable();
+                nos.dedup();
+                nos
             };
-            let targets: Vec<String> = targets
-                .ok_or_else(|| corrupt(format!("its shape {shape} is missing")))
-                .and_then(|t| {
-                    serde_json::from_str(&t).map_err(|e| corrupt(format!("shape {shape}: {e}")))
-                })?;
-            profile.fields = fields_object(&targets, &profile.fields).map_err(corrupt)?;
-        }
-        Ok(Some(profile))
+            let mut groups = q.groups.iter().map(of_group);
+            let mut nos = groups.next().unwrap_or_default();
+            for g in groups {
+                if q.all {
+                    nos.retain(|no| g.binary_search(no).is_ok());
+                } else {
+                    nos.extend(g);
+                    nos.sort_unstable();
+                    nos.dedup();
+                }
+            }
+            let mut found = Vec::new();
+            for no in nos {
+                if found.len() >= q.limit {
+                    break;
+                }
+                let p =
+                    self.profile_where(c, domain, "p.profile_no = ?2", params![id, no, q.now_ms])?;
+                found.extend(p);
+            }
+            Ok(found)
+        })
+    }
+
+    fn settle_search(&self, account: &AccountId, domain: &str) -> Result<(), StoreError> {
+        self.write(|tx| {
+            let id = self.domain_id(tx, account, domain)?;
+            settle(tx, id).map_err(self.db())
+        })
+    }
+
+    fn delete_profile(
+        &self,
+        account: &AccountId,
+        domain: &str,
+        key: &str,
+        now_ms: i64,
+    ) -> Result<bool, StoreError> {
+        self.write(|tx| {
+            let id = self.domain_id(tx, account, domain)?;
+            // Its terms stay in the index until folded again, pointing at
+            // nothing: searches find no profile there.
+            let live: Option<bool> = tx
+                .query_row(
+                    "DELETE FROM profiles WHERE domain_id = ?1 AND profile_key = ?2 \
+                     RETURNING expires_ms > ?3",
+                    params![id, key, now_ms],
+                    |r| r.get(0),
+                )
+                .optional()
+                .map_err(self.db())?;
+            Ok(live == Some(true))
+        })
     }
 
     fn count_profiles(
@@ -2450,10 +2779,12 @@ mod tests {
             crate::store::ProfileRow {
                 key: "a",
                 values: r#"["1","x y","","q\"t"]"#,
+                terms: &[],
             },
             crate::store::ProfileRow {
                 key: "b",
                 values: r#"["2","Köln","tab\there","\\"]"#,
+                terms: &[],
             },
         ];
         store
@@ -2512,6 +2843,7 @@ mod tests {
                 .map(|k| crate::store::ProfileRow {
                     key: k,
                     values: &value,
+                    terms: &[],
                 })
                 .collect();
             store

@@ -44,12 +44,12 @@ fn merge_winners(
             &format!(
                 "WITH w AS MATERIALIZED ({winners_of}), \
                  u AS (UPDATE profiles p SET shape_id = $2, field_values = w.vals, \
-                 updated_ms = $3, expires_ms = greatest(p.expires_ms, $4) \
+                 updated_ms = $3, expires_ms = greatest(p.expires_ms, $4), search_terms = w.terms \
                  FROM w WHERE p.domain_id = $1 AND p.profile_key = w.key \
                  RETURNING p.profile_key), \
                  i AS (INSERT INTO profiles(domain_id, profile_key, shape_id, field_values, \
-                 created_ms, updated_ms, expires_ms) \
-                 SELECT $1, key, $2, vals, $3, $3, $4 FROM w \
+                 created_ms, updated_ms, expires_ms, search_terms) \
+                 SELECT $1, key, $2, vals, $3, $3, $4, terms FROM w \
                  WHERE NOT EXISTS (SELECT 1 FROM u WHERE u.profile_key = w.key) \
                  RETURNING 1) \
                  SELECT (SELECT count(*) FROM i), (SELECT count(*) FROM u)"
@@ -68,12 +68,13 @@ fn merge_winners(
     let row = tx.query_one(
         &format!(
             "WITH w AS (INSERT INTO profiles(domain_id, profile_key, shape_id, \
-             field_values, created_ms, updated_ms, expires_ms) \
-             SELECT $1, key, $2, vals, $3, $3, $4 FROM ({winners_of}) s \
+             field_values, created_ms, updated_ms, expires_ms, search_terms) \
+             SELECT $1, key, $2, vals, $3, $3, $4, terms FROM ({winners_of}) s \
              ON CONFLICT(domain_id, profile_key) DO UPDATE SET \
              shape_id = excluded.shape_id, field_values = excluded.field_values, \
              updated_ms = excluded.updated_ms, \
-             expires_ms = greatest(profiles.expires_ms, excluded.expires_ms) \
+             expires_ms = greatest(profiles.expires_ms, excluded.expires_ms), \
+             search_terms = excluded.search_terms \
              RETURNING xmax = 0 AS inserted) \
              SELECT count(*) FILTER (WHERE inserted), count(*) FROM w"
         ),
@@ -186,7 +187,8 @@ impl RangeStore for PgStore {
             for part in 0..parts {
                 tx.batch_execute(&format!(
                     "CREATE TABLE {}(piece BIGINT NOT NULL, ordinal BIGINT NOT NULL, \
-                     key TEXT COLLATE \"C\" NOT NULL, vals TEXT NOT NULL)",
+                     key TEXT COLLATE \"C\" NOT NULL, vals TEXT NOT NULL, \
+                     terms BIGINT[] NOT NULL)",
                     stage_table(stage, part)
                 ))?;
             }
@@ -358,15 +360,21 @@ impl RangeStore for PgStore {
             let piece = n(l.piece);
             for part in 0..parts {
                 let sink = tx.copy_in(&format!(
-                    "COPY {}(piece, ordinal, key, vals) FROM STDIN BINARY",
+                    "COPY {}(piece, ordinal, key, vals, terms) FROM STDIN BINARY",
                     stage_table(stage, part)
                 ))?;
                 let mut w = BinaryCopyInWriter::new(
                     sink,
-                    &[Type::INT8, Type::INT8, Type::TEXT, Type::TEXT],
+                    &[
+                        Type::INT8,
+                        Type::INT8,
+                        Type::TEXT,
+                        Type::TEXT,
+                        Type::INT8_ARRAY,
+                    ],
                 );
                 for r in rows.iter().filter(|r| r.part % parts == part) {
-                    w.write(&[&piece, &n(r.ordinal), &r.key, &r.values])?;
+                    w.write(&[&piece, &n(r.ordinal), &r.key, &r.values, &r.terms])?;
                 }
                 w.finish()?;
             }
@@ -501,7 +509,7 @@ impl RangeStore for PgStore {
             )?;
             // The winners: per key the row of the greatest place.
             let winners_of = format!(
-                "SELECT DISTINCT ON (key) key, vals FROM {} \
+                "SELECT DISTINCT ON (key) key, vals, terms FROM {} \
                  ORDER BY key, piece DESC, ordinal DESC",
                 stage_table(stage, m.part)
             );
@@ -516,8 +524,8 @@ impl RangeStore for PgStore {
                 match plain.execute(
                     &format!(
                         "INSERT INTO profiles(domain_id, profile_key, shape_id, field_values, \
-                         created_ms, updated_ms, expires_ms) \
-                         SELECT $1, key, $2, vals, $3, $3, $4 FROM ({winners_of}) w"
+                         created_ms, updated_ms, expires_ms, search_terms) \
+                         SELECT $1, key, $2, vals, $3, $3, $4, terms FROM ({winners_of}) w"
                     ),
                     &params,
                 ) {
