@@ -109,6 +109,7 @@ fn content_type_of(key: &str, unique: &BTreeMap<String, ContentType>) -> Option<
     match key {
         "_email" => Some(ContentType::EmailAddress),
         "_phone" => Some(ContentType::PhoneNumber),
+        "_fullName" => Some(ContentType::Name),
         _ => unique.get(key).copied(),
     }
 }
@@ -214,39 +215,43 @@ pub fn search(
                 .collect(),
         })
         .collect();
-    // Profiles named by id are read directly; the other keys through terms.
-    let by_id: Vec<Profile> = {
-        let mut nos: Vec<u64> = keys
-            .iter()
-            .filter(|k| k.name == PROFILE_ID)
-            .flat_map(|k| {
-                k.values
-                    .iter()
-                    .filter_map(|v| profile_no(&v.to_lowercase()))
-            })
-            .filter(|&no| no > q.after)
-            .collect();
-        nos.sort_unstable();
-        nos.dedup();
+    // Profiles named by id or by unique key are read directly; the other
+    // keys are found through their terms.
+    let direct_key = |k: &SearchKey| k.name == PROFILE_ID || unique.contains_key(&k.name);
+    let direct: Vec<Profile> = {
         let mut found = Vec::new();
-        for no in nos {
-            found.extend(store.profile_by_no(account, domain, no, now_ms)?);
+        for k in keys.iter().filter(|k| direct_key(k)) {
+            for v in &k.values {
+                let p = if k.name == PROFILE_ID {
+                    match profile_no(&v.to_lowercase()) {
+                        Some(no) => store.profile_by_no(account, domain, no, now_ms)?,
+                        None => None,
+                    }
+                } else {
+                    store.profile(account, domain, v, now_ms)?
+                };
+                found.extend(p.filter(|p| p.no > q.after));
+            }
         }
+        found.sort_by_key(|p| p.no);
+        found.dedup_by_key(|p| p.no);
         found
     };
     let groups: Vec<Vec<i64>> = keys
         .iter()
-        .filter(|k| k.name != PROFILE_ID)
+        .filter(|k| !direct_key(k))
         .map(|k| k.values.iter().map(|v| search_term(&k.name, v)).collect())
         .collect();
     let limit = q.limit.max(1);
     let mut after = q.after;
     let mut found: Vec<Found> = Vec::new();
     loop {
-        // Candidates: with AND and an id, the ids' profiles are all there
-        // can be; otherwise a page of term matches (and, with OR, the ids').
-        let (mut candidates, more) = if groups.is_empty() || (q.all && !by_id.is_empty()) {
-            (by_id.clone(), false)
+        // Candidates: with AND and a direct key, its profiles are all there
+        // can be; otherwise a page of term matches (and, with OR, the
+        // direct keys' profiles).
+        let by_direct = groups.is_empty() || (q.all && keys.iter().any(direct_key));
+        let (mut candidates, more) = if by_direct {
+            (direct.clone(), false)
         } else {
             let page = store.search_profiles(
                 account,
@@ -265,7 +270,7 @@ pub fn search(
             if !q.all {
                 // Ids beyond this page's last are for a later page.
                 c.extend(
-                    by_id
+                    direct
                         .iter()
                         .filter(|p| p.no > after && (!full || last.is_some_and(|l| p.no <= l)))
                         .cloned(),

@@ -484,7 +484,7 @@ impl RangeWorker<'_> {
             write_values(&mut staged.text, rec.value_bytes());
             values.clear();
             values.extend(rec.value_bytes());
-            plan.push(&values, &staged.text[start..key_end], &mut staged.terms);
+            plan.push(&values, &mut staged.terms);
             staged.rows.push((
                 start,
                 key_end,

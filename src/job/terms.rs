@@ -37,8 +37,6 @@ pub(crate) struct TermPlan {
     fields: Vec<(&'static str, usize)>,
     /// The full name's fields present, in name order.
     name_parts: Vec<usize>,
-    /// The unique key's field name, when it is one field.
-    unique: Option<String>,
 }
 
 impl TermPlan {
@@ -49,20 +47,13 @@ impl TermPlan {
             fields.extend(targets.iter().filter_map(|t| index(t)).map(|i| (key, i)));
         }
         let name_parts = FULL_NAME.1.iter().filter_map(|t| index(t)).collect();
-        let unique = match mapping.key_fields() {
-            [one] => Some(mapping.fields()[*one].name.to_string()),
-            _ => None,
-        };
-        TermPlan {
-            fields,
-            name_parts,
-            unique,
-        }
+        TermPlan { fields, name_parts }
     }
 
     /// Appends the terms of a row of `values` (one per field, in the
-    /// mapping's order) and stored `key`.
-    pub(crate) fn push(&self, values: &[&[u8]], key: &[u8], out: &mut Vec<i64>) {
+    /// mapping's order). The unique key needs none: a search by its name
+    /// reads the profile by its key.
+    pub(crate) fn push(&self, values: &[&[u8]], out: &mut Vec<i64>) {
         fn text(b: &[u8]) -> Option<&str> {
             std::str::from_utf8(b).ok().filter(|s| !s.is_empty())
         }
@@ -80,9 +71,6 @@ impl TermPlan {
             if !parts.is_empty() {
                 out.push(search_term(FULL_NAME.0, &parts.join(" ")));
             }
-        }
-        if let (Some(name), Some(k)) = (&self.unique, text(key)) {
-            out.push(search_term(name, k));
         }
     }
 }

@@ -248,7 +248,7 @@ fn write_batches(
                 ends.push((key_end, text.len()));
                 values.clear();
                 values.extend(r.value_bytes());
-                plan.push(&values, key, &mut terms);
+                plan.push(&values, &mut terms);
                 term_ends.push(terms.len());
             }
             // Keys and values are `str`s written by this crate, so this

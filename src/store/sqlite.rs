@@ -1062,22 +1062,32 @@ fn bucket_of(term: i64) -> i64 {
     term >> 48
 }
 
-/// (term, profile number) pairs, 16 bytes each, little-endian: a batch's
-/// terms in `search_pending`, a bucket's sorted in `search_index`.
+/// (term, profile number) pairs, [`ENTRY`] bytes each, little-endian:
+/// a batch's terms in `search_pending`, a bucket's sorted in
+/// `search_index`.
 #[derive(Clone, Copy)]
 struct SearchEntries<'a>(&'a [u8]);
 
+/// A term's 8 bytes and a number's low 5 (numbers stay below 2^40,
+/// [`MAX_PROFILE_NO`]): the index is a fifth smaller than with 8.
+const ENTRY: usize = 13;
+
+/// The greatest profile number SQLite's index can hold.
+const MAX_PROFILE_NO: i64 = (1 << 40) - 1;
+
 impl SearchEntries<'_> {
     fn len(self) -> usize {
-        self.0.len() / 16
+        self.0.len() / ENTRY
     }
 
     fn get(self, i: usize) -> Option<(i64, i64)> {
-        let e = self.0.get(i * 16..i * 16 + 16)?;
+        let e = self.0.get(i * ENTRY..(i + 1) * ENTRY)?;
         let (t, n) = e.split_at(8);
+        let mut no = [0u8; 8];
+        no[..5].copy_from_slice(n);
         Some((
             i64::from_le_bytes(t.try_into().ok()?),
-            i64::from_le_bytes(n.try_into().ok()?),
+            i64::from_le_bytes(no),
         ))
     }
 
@@ -1103,7 +1113,7 @@ impl SearchEntries<'_> {
 fn put_entries(out: &mut Vec<u8>, entries: impl Iterator<Item = (i64, i64)>) {
     for (t, no) in entries {
         out.extend_from_slice(&t.to_le_bytes());
-        out.extend_from_slice(&no.to_le_bytes());
+        out.extend_from_slice(&no.to_le_bytes()[..5]);
     }
 }
 
@@ -1115,7 +1125,10 @@ const SETTLE_ENTRIES: usize = 4 << 20;
 /// its range's entries), each bucket's blob merged with them in order.
 fn settle(tx: &Connection, domain_id: i64) -> rusqlite::Result<()> {
     let total: i64 = tx.query_row(
-        "SELECT coalesce(sum(length(entries)), 0) / 16 FROM search_pending WHERE domain_id = ?1",
+        &format!(
+            "SELECT coalesce(sum(length(entries)), 0) / {ENTRY} FROM search_pending \
+             WHERE domain_id = ?1"
+        ),
         [domain_id],
         |r| r.get(0),
     )?;
@@ -1873,7 +1886,18 @@ impl ProfileStore for SqliteStore {
                 .map_err(self.db())?;
             let shape = shape_id(tx, b.targets).map_err(self.db())?;
             upsert_profiles(tx, domain_id, shape, first_no, b).map_err(self.db())?;
-            let mut entries = Vec::with_capacity(b.rows.iter().map(|r| r.terms.len() * 16).sum());
+            if first_no.saturating_add(b.rows.len() as i64) > MAX_PROFILE_NO {
+                return Err(StoreError::Backend {
+                    location: self.location.clone(),
+                    message: format!(
+                        "domain {:?} has used every profile number this store can give",
+                        b.domain
+                    ),
+                    transient: false,
+                });
+            }
+            let mut entries =
+                Vec::with_capacity(b.rows.iter().map(|r| r.terms.len() * ENTRY).sum());
             let mut old = existing.iter().peekable();
             let mut updated = 0;
             for (i, row) in b.rows.iter().enumerate() {

@@ -144,6 +144,16 @@ class SearchProfiles(unittest.TestCase):
                                                     "Values": ["+12065550003"]}])
         self.assertEqual(sorted(p["AccountNumber"] for p in either["Items"]),
                          ["ACC-1", "ACC-2", "ACC-3"])
+        # AND with a key that finds nothing finds nothing.
+        for key, value in [("Email", "nobody@example.com"), ("_profileId", "0" * 32)]:
+            none = self.search(key, [value], LogicalOperator="AND",
+                               AdditionalSearchKeys=[{"KeyName": "_fullName",
+                                                      "Values": ["Ann Lee"]}])
+            self.assertEqual(none["Items"], [], key)
+        by_key = self.search("Email", ["p10@example.com"], LogicalOperator="AND",
+                             AdditionalSearchKeys=[{"KeyName": "_fullName",
+                                                    "Values": ["Ann Lee"]}])
+        self.assertEqual([p["AccountNumber"] for p in by_key["Items"]], ["ACC-10"])
         # OR is the default.
         default = self.search("_account", ["ACC-1"], AdditionalSearchKeys=[
             {"KeyName": "_account", "Values": ["ACC-2"]}])
