@@ -15,6 +15,7 @@ import argparse
 import csv
 import http.client
 import json
+import os
 import random
 import time
 import urllib.parse
@@ -57,11 +58,13 @@ def main():
     ap.add_argument("--warmup", type=int, default=300)
     args = ap.parse_args()
 
-    server = Server(args.bin, args.data)
-    try:
-        run(server, args)
-    finally:
-        server.stop()
+    # The server's request log to a file, as a server's would go.
+    with open(os.path.join(args.data, "search-bench.log"), "w") as log:
+        server = Server(args.bin, args.data, stderr=log)
+        try:
+            run(server, args)
+        finally:
+            server.stop()
 
 
 def run(server, args):
