@@ -181,7 +181,8 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ProfileJob) -> End {
         Ok(o) => o,
         Err(end) => return end,
     };
-    let summary = &outcome.summary;
+    let crate::ingest::Outcome { summary, records } = outcome;
+    let summary = &summary;
     if let Err(e) = store.save_progress(ctx.job_ref(), &counters_of(summary)) {
         return ctx.store_failed("saving the counts", e);
     }
@@ -203,7 +204,9 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ProfileJob) -> End {
         written_through: ctx.job.written_through.as_deref(),
     };
     let now = || ctx.now();
-    let wrote = write::write(&outcome.records, ctx.pool, &target, &now, ctx.stop_asked);
+    let wrote = write::write(&records, ctx.pool, &target, &now, ctx.stop_asked);
+    // The records' memory back before the fold takes its own.
+    drop(records);
     // What was written is folded into the search index however the
     // writing ended: searches find it either way, faster once folded.
     let settled = store.settle_search(account, &spec.domain);

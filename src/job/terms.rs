@@ -2,7 +2,7 @@
 //! [`super::search`] finds profiles by.
 
 use crate::ingest::Mapping;
-use crate::store::search_term;
+use crate::store::{search_term, search_term_of};
 
 /// The searchable keys that read profile fields, and their fields.
 pub(super) const FIELD_KEYS: &[(&str, &[&str])] = &[
@@ -63,13 +63,16 @@ impl TermPlan {
             }
         }
         if !self.name_parts.is_empty() {
-            let parts: Vec<&str> = self
-                .name_parts
-                .iter()
-                .filter_map(|&i| values.get(i).and_then(|v| text(v)))
-                .collect();
-            if !parts.is_empty() {
-                out.push(search_term(FULL_NAME.0, &parts.join(" ")));
+            let mut parts = [""; 3];
+            let mut n = 0;
+            for &i in &self.name_parts {
+                if let Some(v) = values.get(i).and_then(|v| text(v)) {
+                    parts[n] = v;
+                    n += 1;
+                }
+            }
+            if n > 0 {
+                out.push(search_term_of(FULL_NAME.0, &parts[..n]));
             }
         }
     }

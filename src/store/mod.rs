@@ -1130,17 +1130,33 @@ pub struct Profile {
 /// longer has it, or (once in 2^64) has another with the same term, so
 /// callers check what they find against the profile's values.
 pub fn search_term(key: &str, value: &str) -> i64 {
+    search_term_of(key, &[value])
+}
+
+/// [`search_term`] of `parts` joined by single spaces, without joining
+/// them (a full name from its parts, for every row of a job).
+pub fn search_term_of(key: &str, parts: &[&str]) -> i64 {
     use std::hash::Hasher;
     let mut h =
         siphasher::sip::SipHasher13::new_with_keys(0x736c_7569_6365_2d73, 0x6561_7263_682d_7631);
     h.write(key.as_bytes());
     h.write_u8(0xff);
-    if value.is_ascii() {
-        for b in value.bytes() {
-            h.write_u8(b.to_ascii_lowercase());
+    let mut lower = [0u8; 64];
+    for (i, part) in parts.iter().enumerate() {
+        if i > 0 {
+            h.write_u8(b' ');
         }
-    } else {
-        h.write(value.to_lowercase().as_bytes());
+        if part.is_ascii() {
+            // SipHash takes bytes as a stream: chunks hash as the whole.
+            for chunk in part.as_bytes().chunks(lower.len()) {
+                for (to, from) in lower.iter_mut().zip(chunk) {
+                    *to = from.to_ascii_lowercase();
+                }
+                h.write(&lower[..chunk.len()]);
+            }
+        } else {
+            h.write(part.to_lowercase().as_bytes());
+        }
     }
     // The bits as they are: a term is a number to compare, not to count.
     h.finish().cast_signed()
@@ -2069,6 +2085,16 @@ mod tests {
         assert_ne!(search_term("_email", "ab"), search_term("_emaila", "b"));
         // Stored: the value may never change.
         assert_eq!(search_term("_account", "C1"), search_term("_account", "c1"));
+        let long = "A".repeat(200);
+        assert_eq!(search_term("_x", &long), search_term("_x", &long.to_lowercase()));
+        assert_eq!(
+            super::search_term_of("_fullName", &["Ann", "Lee"]),
+            search_term("_fullName", "ann lee")
+        );
+        assert_eq!(
+            super::search_term_of("_fullName", &["Zoë", "Ünal"]),
+            search_term("_fullName", "ZOË ÜNAL")
+        );
     }
 
     #[test]

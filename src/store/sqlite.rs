@@ -16,6 +16,9 @@ use super::{
     fields_object,
 };
 
+mod pending;
+use pending::{Pending, each_entry};
+
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "sluice.db";
 
@@ -400,7 +403,7 @@ const MIGRATIONS: &[&str] = &[
     // 8: profiles are numbered in their domain (their ProfileId), and
     // searched by term. A term index kept row by row in a B-tree cost
     // more than the whole job (every batch dirtied most of its pages):
-    // a batch's terms go to `search_pending` as one blob, and are folded
+    // a batch's terms go to a file (`pending`), and are folded
     // into `search_index`, a blob of sorted (term, number) pairs per
     // bucket of terms, once a job has written (`settle_search`).
     "
@@ -414,12 +417,6 @@ const MIGRATIONS: &[&str] = &[
     UPDATE domains SET next_profile_no = 1 + coalesce(
         (SELECT max(profile_no) FROM profiles p WHERE p.domain_id = domains.id), 0);
     CREATE INDEX profiles_by_no ON profiles(domain_id, profile_no);
-    CREATE TABLE search_pending(
-        id INTEGER PRIMARY KEY,
-        domain_id INTEGER NOT NULL,
-        entries BLOB NOT NULL
-    );
-    CREATE INDEX search_pending_by_domain ON search_pending(domain_id);
     CREATE TABLE search_index(
         domain_id INTEGER NOT NULL,
         bucket INTEGER NOT NULL,
@@ -463,6 +460,8 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     /// Stopped before the writer's last checkpoint.
     checkpointer: Option<Checkpointer>,
+    /// Search entries not folded yet.
+    pending: Pending,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -524,6 +523,7 @@ impl SqliteStore {
             .wal_hook(Some(checkpointer.commit_hook(wal)))
             .map_err(db_err(&location))?;
         Ok(SqliteStore {
+            pending: Pending::beside(&path),
             path,
             location,
             writer: Mutex::new(writer),
@@ -539,6 +539,15 @@ impl SqliteStore {
 
     fn db(&self) -> impl Fn(rusqlite::Error) -> StoreError + '_ {
         db_err(&self.location)
+    }
+
+    /// A pending search file that could not be written or read.
+    fn io_error(&self, e: &std::io::Error) -> StoreError {
+        StoreError::Backend {
+            location: self.location.clone(),
+            message: format!("search entries beside the database: {e}"),
+            transient: false,
+        }
     }
 
     fn writer(&self) -> MutexGuard<'_, Connection> {
@@ -681,21 +690,15 @@ impl SqliteStore {
                 at += 1;
             }
         }
-        let mut pending = c
-            .prepare_cached("SELECT entries FROM search_pending WHERE domain_id = ?1")
-            .map_err(self.db())?;
-        let mut rows = pending.query([domain_id]).map_err(self.db())?;
-        while let Some(r) = rows.next().map_err(self.db())? {
-            let blob = r
-                .get_ref(0)
-                .map_err(self.db())?
-                .as_blob()
-                .unwrap_or_default();
-            for (t, no) in SearchEntries(blob).iter() {
+        let files = self.pending.files(domain_id).map_err(|e| self.io_error(&e))?;
+        for f in files {
+            each_entry(&f, |e| {
+                let (t, no) = entry(e);
                 if terms.binary_search(&t).is_ok() {
                     found.entry(t).or_default().push(no);
                 }
-            }
+            })
+            .map_err(|e| self.io_error(&e))?;
         }
         Ok(found)
     }
@@ -1071,8 +1074,7 @@ fn bucket_of(term: i64) -> i64 {
 }
 
 /// (term, profile number) pairs, [`ENTRY`] bytes each, little-endian:
-/// a batch's terms in `search_pending`, a bucket's sorted in
-/// `search_index`.
+/// a batch's terms in a pending file, a bucket's sorted in `search_index`.
 #[derive(Clone, Copy)]
 struct SearchEntries<'a>(&'a [u8]);
 
@@ -1089,14 +1091,7 @@ impl SearchEntries<'_> {
     }
 
     fn get(self, i: usize) -> Option<(i64, i64)> {
-        let e = self.0.get(i * ENTRY..(i + 1) * ENTRY)?;
-        let (t, n) = e.split_at(8);
-        let mut no = [0u8; 8];
-        no[..5].copy_from_slice(n);
-        Some((
-            i64::from_le_bytes(t.try_into().ok()?),
-            i64::from_le_bytes(no),
-        ))
+        self.0.get(i * ENTRY..(i + 1) * ENTRY).map(entry)
     }
 
     fn iter(self) -> impl Iterator<Item = (i64, i64)> {
@@ -1118,6 +1113,15 @@ impl SearchEntries<'_> {
     }
 }
 
+/// One entry's (term, number), from its [`ENTRY`] bytes.
+fn entry(e: &[u8]) -> (i64, i64) {
+    let mut t = [0u8; 8];
+    let mut no = [0u8; 8];
+    t.copy_from_slice(&e[..8]);
+    no[..5].copy_from_slice(&e[8..ENTRY]);
+    (i64::from_le_bytes(t), i64::from_le_bytes(no))
+}
+
 fn put_entries(out: &mut Vec<u8>, entries: impl Iterator<Item = (i64, i64)>) {
     for (t, no) in entries {
         out.extend_from_slice(&t.to_le_bytes());
@@ -1125,71 +1129,80 @@ fn put_entries(out: &mut Vec<u8>, entries: impl Iterator<Item = (i64, i64)>) {
     }
 }
 
-/// Entries folded at once: ~64 MiB of them in memory.
-const SETTLE_ENTRIES: usize = 4 << 20;
+/// Entries folded at once: ~256 MiB of them in memory (the job's
+/// records are gone by then).
+const SETTLE_ENTRIES: usize = 16 << 20;
 
 /// Folds a domain's pending search entries into its index, a range of
-/// buckets at a time (each pass reads the pending blobs again and keeps
+/// buckets at a time (each pass reads the pending files again and keeps
 /// its range's entries), each bucket's blob merged with them in order.
-fn settle(tx: &Connection, domain_id: i64) -> rusqlite::Result<()> {
-    let total: i64 = tx.query_row(
-        &format!(
-            "SELECT coalesce(sum(length(entries)), 0) / {ENTRY} FROM search_pending \
-             WHERE domain_id = ?1"
-        ),
-        [domain_id],
-        |r| r.get(0),
-    )?;
+/// Returns the files folded, to remove once the transaction commits.
+fn settle(tx: &Connection, domain_id: i64, pending: &Pending) -> Result<Vec<PathBuf>, String> {
+    let files = pending
+        .take(domain_id)
+        .map_err(|e| format!("search entries: {e}"))?;
+    let bytes: u64 = files
+        .iter()
+        .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
+        .sum();
+    let total = usize::try_from(bytes).unwrap_or(usize::MAX) / ENTRY;
     if total == 0 {
-        return Ok(());
+        return Ok(files);
     }
-    let passes = (usize::try_from(total).unwrap_or(usize::MAX) / SETTLE_ENTRIES + 1) as i64;
+    let db = |e: rusqlite::Error| e.to_string();
+    let passes = (total / SETTLE_ENTRIES + 1) as i64;
     let buckets: i64 = 1 << 16;
-    let mut read = tx.prepare_cached("SELECT entries FROM search_pending WHERE domain_id = ?1")?;
-    let mut old = tx.prepare_cached(
-        "SELECT bucket, entries FROM search_index \
-         WHERE domain_id = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket",
-    )?;
-    let mut put = tx.prepare_cached(
-        "INSERT OR REPLACE INTO search_index(domain_id, bucket, entries) VALUES (?1, ?2, ?3)",
-    )?;
+    let mut old = tx
+        .prepare_cached(
+            "SELECT bucket, entries FROM search_index \
+             WHERE domain_id = ?1 AND bucket >= ?2 AND bucket < ?3 ORDER BY bucket",
+        )
+        .map_err(db)?;
+    let mut put = tx
+        .prepare_cached(
+            "INSERT OR REPLACE INTO search_index(domain_id, bucket, entries) VALUES (?1, ?2, ?3)",
+        )
+        .map_err(db)?;
     for pass in 0..passes {
         // Buckets from -2^15 (terms are signed) in `passes` ranges.
         let lo = -(buckets / 2) + buckets * pass / passes;
         let hi = -(buckets / 2) + buckets * (pass + 1) / passes;
-        let mut fresh: Vec<(i64, i64)> = Vec::new();
-        let mut rows = read.query([domain_id])?;
-        while let Some(r) = rows.next()? {
-            let blob = r.get_ref(0)?.as_blob()?;
-            fresh.extend(
-                SearchEntries(blob)
-                    .iter()
-                    .filter(|&(t, _)| (lo..hi).contains(&bucket_of(t))),
-            );
+        let mut fresh: Vec<(i64, i64)> = Vec::with_capacity(total / passes as usize + 1);
+        for f in &files {
+            each_entry(f, |e| {
+                let (t, no) = entry(e);
+                if (lo..hi).contains(&bucket_of(t)) {
+                    fresh.push((t, no));
+                }
+            })
+            .map_err(|e| format!("search entries {}: {e}", f.display()))?;
         }
-        fresh.sort_unstable();
+        // On the global pool: its threads are idle once the job has written.
+        rayon::slice::ParallelSliceMut::par_sort_unstable(&mut fresh[..]);
         fresh.dedup();
         let mut stored: std::collections::HashMap<i64, Vec<u8>> = old
-            .query_map(params![domain_id, lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))?
-            .collect::<rusqlite::Result<_>>()?;
+            .query_map(params![domain_id, lo, hi], |r| Ok((r.get(0)?, r.get(1)?)))
+            .and_then(|rows| rows.collect())
+            .map_err(db)?;
         let mut blob = Vec::new();
         for group in fresh.chunk_by(|a, b| bucket_of(a.0) == bucket_of(b.0)) {
             let bucket = bucket_of(group[0].0);
-            let before = stored.remove(&bucket).unwrap_or_default();
-            let mut merged: Vec<(i64, i64)> = SearchEntries(&before).iter().collect();
-            merged.extend_from_slice(group);
-            merged.sort_unstable();
-            merged.dedup();
             blob.clear();
-            put_entries(&mut blob, merged.into_iter());
-            put.execute(params![domain_id, bucket, blob])?;
+            match stored.remove(&bucket) {
+                // A new bucket: the group is sorted already.
+                None => put_entries(&mut blob, group.iter().copied()),
+                Some(before) => {
+                    let mut merged: Vec<(i64, i64)> = SearchEntries(&before).iter().collect();
+                    merged.extend_from_slice(group);
+                    merged.sort_unstable();
+                    merged.dedup();
+                    put_entries(&mut blob, merged.into_iter());
+                }
+            }
+            put.execute(params![domain_id, bucket, blob]).map_err(db)?;
         }
     }
-    tx.execute(
-        "DELETE FROM search_pending WHERE domain_id = ?1",
-        [domain_id],
-    )?;
-    Ok(())
+    Ok(files)
 }
 
 /// Profiles a statement upserts at once: one statement of many rows costs
@@ -1830,12 +1843,8 @@ impl ProfileStore for SqliteStore {
             let profiles = tx
                 .execute("DELETE FROM profiles WHERE domain_id = ?1", [id])
                 .map_err(self.db())?;
-            for sql in [
-                "DELETE FROM search_index WHERE domain_id = ?1",
-                "DELETE FROM search_pending WHERE domain_id = ?1",
-            ] {
-                tx.execute(sql, [id]).map_err(self.db())?;
-            }
+            tx.execute("DELETE FROM search_index WHERE domain_id = ?1", [id])
+                .map_err(self.db())?;
             for sql in [
                 "DELETE FROM pieces WHERE account = ?1 AND job_id IN \
                  (SELECT id FROM jobs WHERE account = ?1 AND domain = ?2)",
@@ -1845,7 +1854,13 @@ impl ProfileStore for SqliteStore {
                 tx.execute(sql, [account.as_str(), name])
                     .map_err(self.db())?;
             }
-            Ok(profiles as u64)
+            Ok((profiles as u64, id))
+        })
+        .and_then(|(profiles, id)| {
+            // After the commit: the domain's pending entries are nobody's.
+            let files = self.pending.files(id).map_err(|e| self.io_error(&e))?;
+            self.pending.remove(&files).map_err(|e| self.io_error(&e))?;
+            Ok(profiles)
         })
     }
 
@@ -1920,9 +1935,9 @@ impl ProfileStore for SqliteStore {
                 put_entries(&mut entries, row.terms.iter().map(|&t| (t, no)));
             }
             if !entries.is_empty() {
-                tx.prepare_cached("INSERT INTO search_pending(domain_id, entries) VALUES (?1, ?2)")
-                    .and_then(|mut s| s.execute(params![domain_id, entries]))
-                    .map_err(self.db())?;
+                self.pending
+                    .append(domain_id, &entries)
+                    .map_err(|e| self.io_error(&e))?;
             }
             let counts = WriteCounts {
                 created: b.rows.len() as u64 - updated,
@@ -2032,10 +2047,15 @@ impl ProfileStore for SqliteStore {
     }
 
     fn settle_search(&self, account: &AccountId, domain: &str) -> Result<(), StoreError> {
-        self.write(|tx| {
+        let folded = self.write(|tx| {
             let id = self.domain_id(tx, account, domain)?;
-            settle(tx, id).map_err(self.db())
-        })
+            settle(tx, id, &self.pending).map_err(|message| StoreError::Backend {
+                location: self.location.clone(),
+                message: format!("folding search entries: {message}"),
+                transient: false,
+            })
+        })?;
+        self.pending.remove(&folded).map_err(|e| self.io_error(&e))
     }
 
     fn delete_profile(
