@@ -2086,7 +2086,10 @@ mod tests {
         // Stored: the value may never change.
         assert_eq!(search_term("_account", "C1"), search_term("_account", "c1"));
         let long = "A".repeat(200);
-        assert_eq!(search_term("_x", &long), search_term("_x", &long.to_lowercase()));
+        assert_eq!(
+            search_term("_x", &long),
+            search_term("_x", &long.to_lowercase())
+        );
         assert_eq!(
             super::search_term_of("_fullName", &["Ann", "Lee"]),
             search_term("_fullName", "ann lee")

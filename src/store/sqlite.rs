@@ -690,7 +690,10 @@ impl SqliteStore {
                 at += 1;
             }
         }
-        let files = self.pending.files(domain_id).map_err(|e| self.io_error(&e))?;
+        let files = self
+            .pending
+            .files(domain_id)
+            .map_err(|e| self.io_error(&e))?;
         for f in files {
             each_entry(&f, |e| {
                 let (t, no) = entry(e);
