@@ -221,15 +221,8 @@ pub(super) fn run(ctx: &RunContext<'_>, store: &dyn RangeStore, job: &Job<'_>) -
             .into_iter()
             .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
     });
-    // What was merged is folded into the search index however the merge
-    // ended (PostgreSQL: GIN's pending list, filled by the merge, in one
-    // sorted pass).
-    let settled = ctx.store.settle_search(&ctx.job.account, job.domain);
     if let Err(e) = merged {
         return ctx.store_failed("merging the staged rows", e);
-    }
-    if let Err(e) = settled {
-        return ctx.store_failed("indexing the profiles for search", e);
     }
     if (ctx.stop_asked)() {
         return stopped(ctx, store);

@@ -1243,9 +1243,6 @@ impl ProfileStore for PgStore {
         // arrays of different lengths.
         let terms: Vec<String> = b.rows.iter().map(|r| array_literal(r.terms)).collect();
         self.write(|tx| {
-            // As the merge: the terms wait in GIN's pending list for the
-            // job's `settle_search`.
-            tx.batch_execute("SET LOCAL gin_pending_list_limit = '1GB'")?;
             let (domain_id, next_expiry): (i64, Option<i64>) = tx
                 .query_opt(
                     "SELECT id, next_expiry_ms FROM domains WHERE account = $1 AND name = $2 \
@@ -1380,20 +1377,6 @@ impl ProfileStore for PgStore {
             Ok(c.query(&sql, &params)?)
         })?;
         self.profiles_of(domain, &rows)
-    }
-
-    fn settle_search(&self, account: &AccountId, domain: &str) -> Result<(), StoreError> {
-        // Merges fill GIN's pending list (`gin_pending_list_limit`); here
-        // it goes into the index in one pass. The list is the index's,
-        // not the domain's: this folds every job's terms so far.
-        self.write(|tx| {
-            Self::domain_id(tx, account, domain)?;
-            tx.execute(
-                "SELECT gin_clean_pending_list('profiles_by_term'::regclass)",
-                &[],
-            )?;
-            Ok(())
-        })
     }
 
     fn delete_profile(

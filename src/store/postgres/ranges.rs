@@ -504,12 +504,8 @@ impl RangeStore for PgStore {
             // spilled); no parallel workers: parts already run side by
             // side, and two parts with their workers took 17 s where two
             // without took 11 s.
-            // The search terms into GIN's pending list without flushing it
-            // every 4 MB (each flush an unsorted walk of the index): the
-            // job's `settle_search` folds the list in one sorted pass.
             tx.batch_execute(
-                "SET LOCAL work_mem = '1GB'; SET LOCAL max_parallel_workers_per_gather = 0; \
-                 SET LOCAL gin_pending_list_limit = '1GB'",
+                "SET LOCAL work_mem = '1GB'; SET LOCAL max_parallel_workers_per_gather = 0",
             )?;
             // The winners: per key the row of the greatest place.
             let winners_of = format!(
