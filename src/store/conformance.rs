@@ -617,6 +617,10 @@ fn profiles_numbered_searched_deleted(s: &dyn Store) {
         .collect()
     };
     assert_eq!(search(&[vec![10]], false, 0, 10), ["k0"]);
+    // By number before the fold, too.
+    let k0 = s.profile(&a, "d", "k0", T0 + 1).unwrap().unwrap();
+    let by_no = s.profile_by_no(&a, "d", k0.no, T0 + 1).unwrap();
+    assert_eq!(by_no.map(|p| p.key).as_deref(), Some("k0"));
     s.settle_search(&a, "d").unwrap();
     write(at, "d", &[1, 3], T0);
     assert_eq!(search(&[vec![10]], false, 0, 10), ["k0", "k1"]);
@@ -659,6 +663,7 @@ fn profiles_numbered_searched_deleted(s: &dyn Store) {
     assert!(s.delete_profile(&a, "d", "k0", T0 + 1).unwrap());
     assert!(!s.delete_profile(&a, "d", "k0", T0 + 1).unwrap());
     assert_eq!(s.profile(&a, "d", "k0", T0 + 1).unwrap(), None);
+    assert_eq!(s.profile_by_no(&a, "d", nos[0], T0 + 1).unwrap(), None);
     assert_eq!(search(&[vec![10]], false, 0, 10), ["k1"]);
     assert_eq!(s.count_profiles(&a, "d", T0 + 1).unwrap(), 3);
     // Expired profiles are not found.

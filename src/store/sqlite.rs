@@ -17,7 +17,7 @@ use super::{
 };
 
 mod pending;
-use pending::{Pending, each_entry};
+use pending::{Pending, each_entry, each_keys_chunk, key_records, put_key};
 
 /// The database file's name inside the data directory.
 pub const DB_FILE: &str = "sluice.db";
@@ -416,7 +416,12 @@ const MIGRATIONS: &[&str] = &[
     WHERE n.domain_id = profiles.domain_id AND n.profile_key = profiles.profile_key;
     UPDATE domains SET next_profile_no = 1 + coalesce(
         (SELECT max(profile_no) FROM profiles p WHERE p.domain_id = domains.id), 0);
-    CREATE INDEX profiles_by_no ON profiles(domain_id, profile_no);
+    CREATE TABLE profile_keys(
+        domain_id INTEGER NOT NULL,
+        block INTEGER NOT NULL,
+        entries BLOB NOT NULL,
+        PRIMARY KEY(domain_id, block)
+    ) WITHOUT ROWID;
     CREATE TABLE search_index(
         domain_id INTEGER NOT NULL,
         bucket INTEGER NOT NULL,
@@ -605,30 +610,21 @@ impl SqliteStore {
             .ok_or_else(|| StoreError::NoDomain(name.to_owned()))
     }
 
-    /// The live profile of domain `?1` at `?3` whose key (or, `by_no`,
-    /// number) is `?2`, its fields made an object.
+    /// The live profile of domain `?1` at `?3` whose key is `?2`, its
+    /// fields made an object.
     fn profile_where(
         &self,
         c: &Connection,
         domain: &str,
-        by_no: bool,
         params: impl rusqlite::Params,
     ) -> Result<Option<Profile>, StoreError> {
-        // By number through its index, named: without statistics SQLite
-        // took the primary key's `domain_id = ?` and read the whole domain
-        // (seconds a search on the canonical domain).
-        let (index, which) = if by_no {
-            ("INDEXED BY profiles_by_no", "p.profile_no = ?2")
-        } else {
-            ("", "p.profile_key = ?2")
-        };
         let found = c
-            .prepare_cached(&format!(
+            .prepare_cached(
                 "SELECT p.profile_no, p.profile_key, p.field_values, p.created_ms, \
                  p.updated_ms, p.expires_ms, p.shape_id, s.targets \
-                 FROM profiles p {index} LEFT JOIN profile_shapes s ON s.id = p.shape_id \
-                 WHERE p.domain_id = ?1 AND {which} AND p.expires_ms > ?3"
-            ))
+                 FROM profiles p LEFT JOIN profile_shapes s ON s.id = p.shape_id \
+                 WHERE p.domain_id = ?1 AND p.profile_key = ?2 AND p.expires_ms > ?3",
+            )
             .and_then(|mut s| {
                 s.query_row(params, |r| {
                     let profile = Profile {
@@ -664,6 +660,52 @@ impl SqliteStore {
         Ok(Some(profile))
     }
 
+    /// The keys of profiles by number: from their blocks of
+    /// `profile_keys`, and those not folded yet from the pending keys
+    /// files. Numbers with no key (none, or deleted since) are left out.
+    fn keys_of(
+        &self,
+        c: &Connection,
+        domain_id: i64,
+        nos: &[i64],
+    ) -> Result<std::collections::HashMap<i64, String>, StoreError> {
+        let mut found = std::collections::HashMap::new();
+        let mut block = c
+            .prepare_cached("SELECT entries FROM profile_keys WHERE domain_id = ?1 AND block = ?2")
+            .map_err(self.db())?;
+        let mut blocks: Vec<i64> = nos.iter().map(|&n| block_of(n)).collect();
+        blocks.sort_unstable();
+        blocks.dedup();
+        for b in blocks {
+            let blob: Option<Vec<u8>> = block
+                .query_row(params![domain_id, b], |r| r.get(0))
+                .optional()
+                .map_err(self.db())?;
+            for (no, key) in blob.as_deref().map(key_records).into_iter().flatten() {
+                if nos.contains(&no) {
+                    found.insert(no, String::from_utf8_lossy(key).into_owned());
+                }
+            }
+        }
+        if found.len() < nos.len() {
+            let files = self
+                .pending
+                .files(domain_id)
+                .map_err(|e| self.io_error(&e))?;
+            for f in files.iter().filter(|f| is_keys_file(f)) {
+                each_keys_chunk(f, |chunk| {
+                    for (no, key) in key_records(chunk) {
+                        if nos.contains(&no) {
+                            found.insert(no, String::from_utf8_lossy(key).into_owned());
+                        }
+                    }
+                })
+                .map_err(|e| self.io_error(&e))?;
+            }
+        }
+        Ok(found)
+    }
+
     /// The profile numbers each of `terms` (sorted) points at in a domain:
     /// from the folded index, a bucket's blob searched by halves, and from
     /// the entries not folded yet, read through.
@@ -694,8 +736,8 @@ impl SqliteStore {
             .pending
             .files(domain_id)
             .map_err(|e| self.io_error(&e))?;
-        for f in files {
-            each_entry(&f, |e| {
+        for f in files.iter().filter(|f| !is_keys_file(f)) {
+            each_entry(f, |e| {
                 let (t, no) = entry(e);
                 if terms.binary_search(&t).is_ok() {
                     found.entry(t).or_default().push(no);
@@ -957,6 +999,10 @@ fn migrate(conn: &mut Connection, location: &str) -> Result<(), StoreError> {
     for sql in &MIGRATIONS[version as usize..] {
         tx.execute_batch(sql).map_err(db)?;
     }
+    if version < 8 {
+        // Profiles numbered by migration 8: their numbers' keys.
+        backfill_profile_keys(&tx).map_err(db)?;
+    }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)
         .map_err(db)?;
     tx.commit().map_err(db)
@@ -1132,6 +1178,73 @@ fn put_entries(out: &mut Vec<u8>, entries: impl Iterator<Item = (i64, i64)>) {
     }
 }
 
+/// Profile numbers a block of `profile_keys` holds: 256, ~9 KiB of keys
+/// on the canonical domain.
+fn block_of(no: i64) -> i64 {
+    no >> 8
+}
+
+/// Writes (number, key) records into their blocks of `profile_keys`,
+/// merged with what the blocks hold. `records` sorted by number.
+fn put_keys(tx: &Connection, domain_id: i64, records: &[(i64, &[u8])]) -> rusqlite::Result<()> {
+    let mut old =
+        tx.prepare_cached("SELECT entries FROM profile_keys WHERE domain_id = ?1 AND block = ?2")?;
+    let mut put = tx.prepare_cached(
+        "INSERT OR REPLACE INTO profile_keys(domain_id, block, entries) VALUES (?1, ?2, ?3)",
+    )?;
+    let mut blob = Vec::new();
+    for group in records.chunk_by(|a, b| block_of(a.0) == block_of(b.0)) {
+        let block = block_of(group[0].0);
+        let before: Option<Vec<u8>> = old
+            .query_row(params![domain_id, block], |r| r.get(0))
+            .optional()?;
+        blob.clear();
+        match before {
+            None => {
+                for &(no, key) in group {
+                    put_key(&mut blob, no, key);
+                }
+            }
+            Some(before) => {
+                let mut all: Vec<(i64, &[u8])> = key_records(&before).collect();
+                all.extend_from_slice(group);
+                // The later record of a number wins (none should repeat).
+                all.sort_by_key(|r| r.0);
+                all.dedup_by_key(|r| r.0);
+                for (no, key) in all {
+                    put_key(&mut blob, no, key);
+                }
+            }
+        }
+        put.execute(params![domain_id, block, blob])?;
+    }
+    Ok(())
+}
+
+/// The keys of profiles numbered by migration 8, into `profile_keys`.
+fn backfill_profile_keys(tx: &Connection) -> rusqlite::Result<()> {
+    let mut rows = tx.prepare(
+        "SELECT domain_id, profile_no, profile_key FROM profiles ORDER BY domain_id, profile_no",
+    )?;
+    let all: Vec<(i64, i64, String)> = rows
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?
+        .collect::<rusqlite::Result<_>>()?;
+    for domain in all.chunk_by(|a, b| a.0 == b.0) {
+        let records: Vec<(i64, &[u8])> = domain
+            .iter()
+            .map(|(_, no, k)| (*no, k.as_bytes()))
+            .collect();
+        put_keys(tx, domain[0].0, &records)?;
+    }
+    Ok(())
+}
+
+/// Whether a pending file holds keys (not terms).
+fn is_keys_file(p: &Path) -> bool {
+    p.file_name()
+        .is_some_and(|n| n.to_string_lossy().contains(".keys"))
+}
+
 /// Entries folded at once: ~256 MiB of them in memory (the job's
 /// records are gone by then).
 const SETTLE_ENTRIES: usize = 16 << 20;
@@ -1144,7 +1257,26 @@ fn settle(tx: &Connection, domain_id: i64, pending: &Pending) -> Result<Vec<Path
     let files = pending
         .take(domain_id)
         .map_err(|e| format!("search entries: {e}"))?;
-    let bytes: u64 = files
+    let db = |e: rusqlite::Error| e.to_string();
+    // New profiles' numbers and keys into their blocks.
+    let mut keys: Vec<u8> = Vec::new();
+    let mut spans: Vec<(i64, usize, usize)> = Vec::new();
+    for f in files.iter().filter(|f| is_keys_file(f)) {
+        each_keys_chunk(f, |chunk| {
+            for (no, key) in key_records(chunk) {
+                spans.push((no, keys.len(), keys.len() + key.len()));
+                keys.extend_from_slice(key);
+            }
+        })
+        .map_err(|e| format!("profile keys {}: {e}", f.display()))?;
+    }
+    spans.sort_by_key(|s| s.0);
+    let records: Vec<(i64, &[u8])> = spans.iter().map(|&(no, a, b)| (no, &keys[a..b])).collect();
+    put_keys(tx, domain_id, &records).map_err(db)?;
+    drop(records);
+    drop(keys);
+    let files_terms: Vec<&PathBuf> = files.iter().filter(|f| !is_keys_file(f)).collect();
+    let bytes: u64 = files_terms
         .iter()
         .map(|f| std::fs::metadata(f).map_or(0, |m| m.len()))
         .sum();
@@ -1152,7 +1284,6 @@ fn settle(tx: &Connection, domain_id: i64, pending: &Pending) -> Result<Vec<Path
     if total == 0 {
         return Ok(files);
     }
-    let db = |e: rusqlite::Error| e.to_string();
     let passes = (total / SETTLE_ENTRIES + 1) as i64;
     let buckets: i64 = 1 << 16;
     let mut old = tx
@@ -1171,7 +1302,7 @@ fn settle(tx: &Connection, domain_id: i64, pending: &Pending) -> Result<Vec<Path
         let lo = -(buckets / 2) + buckets * pass / passes;
         let hi = -(buckets / 2) + buckets * (pass + 1) / passes;
         let mut fresh: Vec<(i64, i64)> = Vec::with_capacity(total / passes as usize + 1);
-        for f in &files {
+        for f in &files_terms {
             each_entry(f, |e| {
                 let (t, no) = entry(e);
                 if (lo..hi).contains(&bucket_of(t)) {
@@ -1846,8 +1977,12 @@ impl ProfileStore for SqliteStore {
             let profiles = tx
                 .execute("DELETE FROM profiles WHERE domain_id = ?1", [id])
                 .map_err(self.db())?;
-            tx.execute("DELETE FROM search_index WHERE domain_id = ?1", [id])
-                .map_err(self.db())?;
+            for sql in [
+                "DELETE FROM search_index WHERE domain_id = ?1",
+                "DELETE FROM profile_keys WHERE domain_id = ?1",
+            ] {
+                tx.execute(sql, [id]).map_err(self.db())?;
+            }
             for sql in [
                 "DELETE FROM pieces WHERE account = ?1 AND job_id IN \
                  (SELECT id FROM jobs WHERE account = ?1 AND domain = ?2)",
@@ -1924,6 +2059,7 @@ impl ProfileStore for SqliteStore {
             }
             let mut entries =
                 Vec::with_capacity(b.rows.iter().map(|r| r.terms.len() * ENTRY).sum());
+            let mut new_keys = Vec::new();
             let mut old = existing.iter().peekable();
             let mut updated = 0;
             for (i, row) in b.rows.iter().enumerate() {
@@ -1933,13 +2069,21 @@ impl ProfileStore for SqliteStore {
                         updated += 1;
                         no
                     }
-                    None => first_no + i as i64,
+                    None => {
+                        put_key(&mut new_keys, first_no + i as i64, row.key.as_bytes());
+                        first_no + i as i64
+                    }
                 };
                 put_entries(&mut entries, row.terms.iter().map(|&t| (t, no)));
             }
             if !entries.is_empty() {
                 self.pending
                     .append(domain_id, &entries)
+                    .map_err(|e| self.io_error(&e))?;
+            }
+            if !new_keys.is_empty() {
+                self.pending
+                    .append_keys(domain_id, &new_keys)
                     .map_err(|e| self.io_error(&e))?;
             }
             let counts = WriteCounts {
@@ -1982,7 +2126,7 @@ impl ProfileStore for SqliteStore {
     ) -> Result<Option<Profile>, StoreError> {
         self.read(|c| {
             let id = self.domain_id(c, account, domain)?;
-            self.profile_where(c, domain, false, params![id, key, now_ms])
+            self.profile_where(c, domain, params![id, key, now_ms])
         })
     }
 
@@ -1998,7 +2142,13 @@ impl ProfileStore for SqliteStore {
         };
         self.read(|c| {
             let id = self.domain_id(c, account, domain)?;
-            self.profile_where(c, domain, true, params![id, no, now_ms])
+            let Some(key) = self.keys_of(c, id, &[no])?.remove(&no) else {
+                return Ok(None);
+            };
+            // The key's profile, if it is still the one numbered so.
+            Ok(self
+                .profile_where(c, domain, params![id, key, now_ms])?
+                .filter(|p| i64::try_from(p.no) == Ok(no)))
         })
     }
 
@@ -2038,12 +2188,17 @@ impl ProfileStore for SqliteStore {
                 }
             }
             let mut found = Vec::new();
-            for no in nos {
-                if found.len() >= q.limit {
-                    break;
+            // Numbers to keys a page's worth at a time.
+            for page in nos.chunks(q.limit.max(1)) {
+                let keys = self.keys_of(c, id, page)?;
+                for no in page {
+                    if found.len() >= q.limit {
+                        return Ok(found);
+                    }
+                    let Some(key) = keys.get(no) else { continue };
+                    let p = self.profile_where(c, domain, params![id, key, q.now_ms])?;
+                    found.extend(p.filter(|p| i64::try_from(p.no) == Ok(*no)));
                 }
-                let p = self.profile_where(c, domain, true, params![id, no, q.now_ms])?;
-                found.extend(p);
             }
             Ok(found)
         })
