@@ -2978,6 +2978,91 @@ mod tests {
     }
 
     #[test]
+    fn torn_pending_files_lose_nothing_already_written() {
+        // A process killed while appending leaves half an entry and half a
+        // chunk at the ends of the pending files: the next batch's
+        // entries and keys still read whole, and the fold finds all.
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let a = AccountId::default();
+        let attempt = running_job(&store, &a);
+        let write = |key: &'static str, terms: &'static [i64]| {
+            let rows = [crate::store::ProfileRow {
+                key,
+                values: r#"["x"]"#,
+                terms,
+            }];
+            store
+                .write_profiles(&ProfileBatch {
+                    attempt,
+                    domain: "d",
+                    now_ms: 1,
+                    expires_ms: i64::MAX,
+                    targets: &["v"],
+                    rows: &rows,
+                })
+                .unwrap();
+        };
+        let found = |term: i64| -> Vec<String> {
+            store
+                .search_profiles(
+                    &a,
+                    "d",
+                    &ProfileSearch {
+                        groups: &[vec![term]],
+                        all: false,
+                        after: 0,
+                        limit: 10,
+                        now_ms: 2,
+                    },
+                )
+                .unwrap()
+                .into_iter()
+                .map(|p| p.key)
+                .collect()
+        };
+        write("a", &[7]);
+        let pending = dir.path().join("search-pending");
+        for (name, torn) in [
+            ("1.terms", &[1u8, 2, 3][..]),
+            ("1.keys", &[200, 0, 0, 0, 0, 0, 0, 0, 9][..]),
+        ] {
+            let mut f = fs::OpenOptions::new()
+                .append(true)
+                .open(pending.join(name))
+                .unwrap();
+            std::io::Write::write_all(&mut f, torn).unwrap();
+        }
+        write("b", &[7, 8]);
+        assert_eq!(found(7), ["a", "b"]);
+        assert_eq!(found(8), ["b"]);
+        let b = store.profile(&a, "d", "b", 2).unwrap().unwrap();
+        assert_eq!(
+            store.profile_by_no(&a, "d", b.no, 2).unwrap().unwrap().key,
+            "b"
+        );
+        store.settle_search(&a, "d").unwrap();
+        assert_eq!(fs::read_dir(&pending).unwrap().count(), 0);
+        assert_eq!(found(7), ["a", "b"]);
+        assert_eq!(
+            store.profile_by_no(&a, "d", b.no, 2).unwrap().unwrap().key,
+            "b"
+        );
+        // A fold file a crash left behind is folded again, harmlessly.
+        write("c", &[7]);
+        let c = store.profile(&a, "d", "c", 2).unwrap().unwrap();
+        fs::rename(pending.join("1.terms"), pending.join("1.5.terms.fold")).unwrap();
+        fs::rename(pending.join("1.keys"), pending.join("1.5.keys.fold")).unwrap();
+        assert_eq!(found(7), ["a", "b", "c"]);
+        store.settle_search(&a, "d").unwrap();
+        assert_eq!(found(7), ["a", "b", "c"]);
+        assert_eq!(
+            store.profile_by_no(&a, "d", c.no, 2).unwrap().unwrap().key,
+            "c"
+        );
+    }
+
+    #[test]
     fn the_views_show_shaped_profiles_as_the_library_reads_them() {
         let dir = tempfile::tempdir().unwrap();
         let store = SqliteStore::open(dir.path()).unwrap();

@@ -33,21 +33,22 @@ impl Pending {
         Pending { dir }
     }
 
-    fn active(&self, domain: i64) -> PathBuf {
-        self.dir.join(format!("{domain}.terms"))
+    /// A file of the directory opened to read and append, made (readable
+    /// by its owner alone) if need be.
+    fn open_append(&self, name: &str) -> io::Result<File> {
+        crate::crypto::create_private_dir_all(&self.dir)?;
+        let mut opts = OpenOptions::new();
+        opts.create(true).read(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+        opts.open(self.dir.join(name))
     }
 
     /// Appends entries to the domain's active file. A torn entry at its
     /// end (a process killed mid-write) is cut off first, so that what
     /// follows stays aligned.
     pub(super) fn append(&self, domain: i64, entries: &[u8]) -> io::Result<()> {
-        crate::crypto::create_private_dir_all(&self.dir)?;
-        let path = self.active(domain);
-        let mut opts = OpenOptions::new();
-        opts.create(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&path)?;
+        let mut f = self.open_append(&format!("{domain}.terms"))?;
         let len = f.metadata()?.len();
         let torn = len % ENTRY as u64;
         if torn != 0 {
@@ -146,13 +147,7 @@ pub(super) fn each_entry(path: &Path, mut f: impl FnMut(&[u8])) -> io::Result<()
 /// chunk at its end: chunks are a job's batches, so few to walk.
 impl Pending {
     pub(super) fn append_keys(&self, domain: i64, payload: &[u8]) -> io::Result<()> {
-        crate::crypto::create_private_dir_all(&self.dir)?;
-        let path = self.dir.join(format!("{domain}.keys"));
-        let mut opts = OpenOptions::new();
-        opts.create(true).read(true).append(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-        let mut f = opts.open(&path)?;
+        let mut f = self.open_append(&format!("{domain}.keys"))?;
         let whole = whole_chunks(&mut f)?;
         if whole != f.metadata()?.len() {
             f.set_len(whole)?;
