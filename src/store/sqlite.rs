@@ -2934,6 +2934,13 @@ mod tests {
             (p.fields.as_str(), p.created_ms, p.updated_ms),
             (fields, 1, 2)
         );
+        // Numbered by the migration, and found by its number (its
+        // ProfileId).
+        assert_eq!(p.no, 1);
+        let by_no = store
+            .profile_by_no(&AccountId::default(), "d", 1, 3)
+            .unwrap();
+        assert_eq!(by_no.map(|p| p.key).as_deref(), Some("k"));
         let c = Connection::open(dir.path().join(DB_FILE)).unwrap();
         let seen: String = c
             .query_row(
