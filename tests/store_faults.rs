@@ -285,13 +285,13 @@ impl AppStore for Faulty {
         &self,
         account: &AccountId,
         app: &str,
-        segment: Option<&str>,
+        filter: Option<&EndpointFilter>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredEndpoint>, StoreError> {
         self.check("endpoints_after")?;
         self.inner
-            .endpoints_after(account, app, segment, after, limit)
+            .endpoints_after(account, app, filter, after, limit)
     }
     fn delete_endpoints(
         &self,
@@ -366,12 +366,22 @@ impl AppStore for Faulty {
         account: &AccountId,
         app: &str,
         id: &str,
+        name: Option<&str>,
         definition: &str,
         now_ms: i64,
     ) -> Result<Segment, StoreError> {
         self.check("update_segment")?;
         self.inner
-            .update_segment(account, app, id, definition, now_ms)
+            .update_segment(account, app, id, name, definition, now_ms)
+    }
+    fn delete_segment(
+        &self,
+        account: &AccountId,
+        app: &str,
+        id: &str,
+    ) -> Result<Segment, StoreError> {
+        self.check("delete_segment")?;
+        self.inner.delete_segment(account, app, id)
     }
     fn segment_channel_counts(
         &self,

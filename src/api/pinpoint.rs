@@ -26,10 +26,15 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::{ApiError, check_len, keyset_page};
+use crate::endpoints::segment::{
+    Dimensional, SegmentDimensions, SegmentGroupList, StoredDimensional,
+};
 use crate::endpoints::{Endpoint, Format};
+use crate::job::segment::{self, SegmentError, SegmentKind};
 use crate::job::{
     Clock, EndpointDocument, EndpointRequestError, ExportJob, ImportJob, JobSpec, JobStatus,
-    Runner, new_job_id, nothing_to_import, objects_to_import, write_requested_endpoints,
+    Runner, dimensional_import, new_job_id, nothing_to_import, objects_to_import,
+    write_requested_endpoints,
 };
 use crate::objects::{ObjectErrorKind, ObjectUrl, resolve};
 use crate::store::{
@@ -263,25 +268,61 @@ pub struct SegmentImportResource {
     pub size: u64,
 }
 
-/// `SegmentResponse` (import segments).
-#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+/// `SegmentResponse`: an imported segment has its `ImportDefinition`, a
+/// dimensional one its `Dimensions` or `SegmentGroups`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 #[allow(missing_docs)]
 pub struct SegmentResponse {
     pub application_id: String,
     pub arn: String,
     pub creation_date: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<SegmentDimensions>,
     pub id: String,
-    pub import_definition: SegmentImportResource,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub import_definition: Option<SegmentImportResource>,
     pub last_modified_date: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_groups: Option<SegmentGroupList>,
     pub segment_type: String,
+    #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
     pub version: u32,
 }
 
+/// `WriteSegmentRequest`: CreateSegment's and UpdateSegment's body.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+#[allow(missing_docs)]
+pub struct WriteSegmentRequest {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dimensions: Option<SegmentDimensions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub segment_groups: Option<SegmentGroupList>,
+    #[serde(rename = "tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<BTreeMap<String, String>>,
+}
+
+impl WriteSegmentRequest {
+    fn dimensional(&self) -> Dimensional {
+        Dimensional {
+            dimensions: self.dimensions.clone(),
+            segment_groups: self.segment_groups.clone(),
+        }
+    }
+
+    fn defines(&self) -> bool {
+        self.dimensions.is_some() || self.segment_groups.is_some()
+    }
+}
+
 /// `SegmentsResponse`.
-#[derive(Clone, Debug, Default, Eq, PartialEq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct SegmentsResponse {
     /// This page.
@@ -309,6 +350,14 @@ impl std::fmt::Debug for Pinpoint {
 
 fn not_found(what: &str, id: &str) -> ApiError {
     ApiError::not_found(format!("{what} {id} not found"))
+}
+
+fn segment_error(e: SegmentError) -> ApiError {
+    match e {
+        SegmentError::NoSegment(id) => not_found("Segment", &id),
+        SegmentError::Invalid(why) => ApiError::bad_request(why),
+        SegmentError::Store(e) => e.into(),
+    }
 }
 
 impl Pinpoint {
@@ -464,12 +513,12 @@ impl Pinpoint {
         if let Some(n) = &r.segment_name {
             check_len("SegmentName", n, 1, 256)?;
         }
-        self.app(app_id)?;
         if let Some(seg) = &r.segment_id
-            && self.store().segment(self.account(), app_id, seg)?.is_none()
+            && let (_, SegmentKind::Dimensional(_)) = self.segment_of(app_id, seg)?
         {
-            return Err(not_found("Segment", seg));
+            return Err(ApiError::bad_request(dimensional_import(seg)));
         }
+        self.app(app_id)?;
         let (url, objects) = self.own_bucket("S3Url", &s3_url)?;
         let listed = resolve(&**objects, &url).map_err(|e| match e.kind {
             ObjectErrorKind::BadName => ApiError::bad_request(format!("S3Url: {}", e.message)),
@@ -909,6 +958,27 @@ impl Pinpoint {
     }
 
     fn segment_response(&self, s: Segment) -> Result<SegmentResponse, ApiError> {
+        let arn = format!(
+            "arn:aws:mobiletargeting:{}:{}:apps/{}/segments/{}",
+            self.config.region, self.config.account, s.app, s.id
+        );
+        let mut answer = SegmentResponse {
+            arn,
+            application_id: s.app.clone(),
+            creation_date: iso8601(s.created_ms),
+            id: s.id.clone(),
+            last_modified_date: iso8601(s.updated_ms),
+            name: s.name.clone(),
+            version: s.version,
+            ..SegmentResponse::default()
+        };
+        if let SegmentKind::Dimensional(d) = SegmentKind::of(&s).map_err(segment_error)? {
+            answer.segment_type = "DIMENSIONAL".into();
+            answer.dimensions = d.dimensional.dimensions;
+            answer.segment_groups = d.dimensional.segment_groups;
+            answer.tags = d.tags;
+            return Ok(answer);
+        }
         let def: serde_json::Value =
             serde_json::from_str(&s.definition).map_err(|e| ApiError::internal(&e))?;
         let field = |k: &str| def.get(k).and_then(|v| v.as_str()).map(str::to_owned);
@@ -917,27 +987,181 @@ impl Pinpoint {
             .segment_channel_counts(self.account(), &s.app, &s.id)?
             .into_iter()
             .collect();
-        Ok(SegmentResponse {
-            arn: format!(
-                "arn:aws:mobiletargeting:{}:{}:apps/{}/segments/{}",
-                self.config.region, self.config.account, s.app, s.id
-            ),
-            import_definition: SegmentImportResource {
-                size: channel_counts.values().sum(),
-                channel_counts,
-                external_id: field("ExternalId"),
-                format: field("Format").unwrap_or_default(),
-                role_arn: field("RoleArn").unwrap_or_default(),
-                s3_url: field("S3Url").unwrap_or_default(),
-            },
-            application_id: s.app,
-            creation_date: iso8601(s.created_ms),
-            id: s.id,
-            last_modified_date: iso8601(s.updated_ms),
-            name: s.name,
-            segment_type: "IMPORT".into(),
-            version: s.version,
-        })
+        answer.segment_type = "IMPORT".into();
+        answer.import_definition = Some(SegmentImportResource {
+            size: channel_counts.values().sum(),
+            channel_counts,
+            external_id: field("ExternalId"),
+            format: field("Format").unwrap_or_default(),
+            role_arn: field("RoleArn").unwrap_or_default(),
+            s3_url: field("S3Url").unwrap_or_default(),
+        });
+        Ok(answer)
+    }
+
+    /// A segment of the app, with its kind.
+    fn segment_of(&self, app_id: &str, id: &str) -> Result<(Segment, SegmentKind), ApiError> {
+        self.app(app_id)?;
+        let s = self
+            .store()
+            .segment(self.account(), app_id, id)?
+            .ok_or_else(|| not_found("Segment", id))?;
+        let kind = SegmentKind::of(&s).map_err(segment_error)?;
+        Ok((s, kind))
+    }
+
+    /// CreateSegment: a dimensional segment, of the endpoints that pass
+    /// its `Dimensions`, or its `SegmentGroups` (base segments filtered by
+    /// dimensions), or every endpoint of the app with neither. The store
+    /// evaluates it when it is read (an export job of it).
+    ///
+    /// # Errors
+    ///
+    /// `BadRequestException` for a definition that breaks a rule (naming
+    /// the member), a missing or overlong name, or bad tags;
+    /// `NotFoundException` for an unknown app or base segment.
+    pub fn create_segment(
+        &self,
+        app_id: &str,
+        r: &WriteSegmentRequest,
+    ) -> Result<SegmentResponse, ApiError> {
+        let name = r
+            .name
+            .as_deref()
+            .ok_or_else(|| ApiError::bad_request("Name is required"))?;
+        check_len("Name", name, 1, 256)?;
+        for (k, v) in r.tags.iter().flatten() {
+            check_len("tags key", k, 1, 128)?;
+            check_len("tags value", v, 0, 256)?;
+        }
+        self.app(app_id)?;
+        let dimensional = r.dimensional();
+        segment::check(&**self.store(), self.account(), app_id, None, &dimensional)
+            .map_err(segment_error)?;
+        let now = (self.clock)();
+        let seg = Segment {
+            app: app_id.to_owned(),
+            id: new_job_id(),
+            name: Some(name.to_owned()),
+            definition: StoredDimensional {
+                dimensional,
+                tags: r.tags.clone().filter(|t| !t.is_empty()),
+            }
+            .to_definition(),
+            created_ms: now,
+            updated_ms: now,
+            version: 1,
+        };
+        self.store().create_segment(self.account(), &seg)?;
+        self.segment_response(seg)
+    }
+
+    /// UpdateSegment: a new version of the segment. A dimensional segment
+    /// takes the definition given (and keeps its own when the request has
+    /// neither `Dimensions` nor `SegmentGroups`); an imported one takes a
+    /// new name only. Tags are not changed (the service no longer
+    /// processes them on update).
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException` for an unknown app, segment or base segment;
+    /// `BadRequestException` for a definition that breaks a rule, one
+    /// built on the segment itself, or a definition for an imported
+    /// segment.
+    pub fn update_segment(
+        &self,
+        app_id: &str,
+        id: &str,
+        r: &WriteSegmentRequest,
+    ) -> Result<SegmentResponse, ApiError> {
+        if let Some(n) = &r.name {
+            check_len("Name", n, 1, 256)?;
+        }
+        let (seg, kind) = self.segment_of(app_id, id)?;
+        let definition = match kind {
+            SegmentKind::Import if r.defines() => {
+                return Err(ApiError::bad_request(format!(
+                    "segment {id} is an imported segment: its endpoints come from its import \
+                     jobs, not from Dimensions or SegmentGroups (make a dimensional segment \
+                     with it as a base segment instead)"
+                )));
+            }
+            SegmentKind::Import => seg.definition,
+            SegmentKind::Dimensional(mut d) => {
+                if r.defines() {
+                    d.dimensional = r.dimensional();
+                    segment::check(
+                        &**self.store(),
+                        self.account(),
+                        app_id,
+                        Some(id),
+                        &d.dimensional,
+                    )
+                    .map_err(segment_error)?;
+                }
+                d.to_definition()
+            }
+        };
+        let seg = self.store().update_segment(
+            self.account(),
+            app_id,
+            id,
+            r.name.as_deref(),
+            &definition,
+            (self.clock)(),
+        )?;
+        self.segment_response(seg)
+    }
+
+    /// DeleteSegment: the segment and its memberships (not the
+    /// endpoints); answers it as it was.
+    ///
+    /// # Errors
+    ///
+    /// `NotFoundException` for an unknown app or segment;
+    /// `BadRequestException` while another segment is built on it or one
+    /// of its import or export jobs is queued or running.
+    pub fn delete_segment(&self, app_id: &str, id: &str) -> Result<SegmentResponse, ApiError> {
+        let (seg, _) = self.segment_of(app_id, id)?;
+        for other in self.store().segments(self.account(), app_id)? {
+            if let SegmentKind::Dimensional(d) = SegmentKind::of(&other).map_err(segment_error)?
+                && d.dimensional.sources().any(|r| r.id == id)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "segment {} is built on segment {id}; update or delete it first",
+                    other.id
+                )));
+            }
+        }
+        if let Some(job) = self.segment_job_in_progress(app_id, id)? {
+            return Err(ApiError::bad_request(format!(
+                "segment {id} has job {job} in progress; wait for it to finish"
+            )));
+        }
+        let answer = self.segment_response(seg)?;
+        self.store().delete_segment(self.account(), app_id, id)?;
+        Ok(answer)
+    }
+
+    /// An import or export job of the segment that is queued or running.
+    fn segment_job_in_progress(&self, app_id: &str, id: &str) -> Result<Option<String>, ApiError> {
+        let jobs = self.store().jobs(&JobFilter {
+            account: Some(self.account().clone()),
+            app: Some(app_id.to_owned()),
+            statuses: vec![JobStatus::Queued, JobStatus::Running],
+            ..JobFilter::default()
+        })?;
+        for j in jobs {
+            let segment = match j.kind {
+                JobKind::Import => (IMPORTS.segment)(&j, &(IMPORTS.spec)(&j)?),
+                JobKind::Export => (EXPORTS.segment)(&j, &(EXPORTS.spec)(&j)?),
+                _ => None,
+            };
+            if segment.as_deref() == Some(id) {
+                return Ok(Some(j.id));
+            }
+        }
+        Ok(None)
     }
 
     /// GetSegment.
@@ -946,11 +1170,7 @@ impl Pinpoint {
     ///
     /// `NotFoundException` for an unknown app or segment.
     pub fn get_segment(&self, app_id: &str, id: &str) -> Result<SegmentResponse, ApiError> {
-        self.app(app_id)?;
-        let s = self
-            .store()
-            .segment(self.account(), app_id, id)?
-            .ok_or_else(|| not_found("Segment", id))?;
+        let (s, _) = self.segment_of(app_id, id)?;
         self.segment_response(s)
     }
 

@@ -22,6 +22,7 @@ and writes what it keeps.
 
 mod csv;
 mod map;
+pub mod segment;
 
 use std::collections::BTreeMap;
 

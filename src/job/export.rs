@@ -21,9 +21,10 @@ use serde::{Deserialize, Serialize};
 
 use super::context::{End, RunContext};
 use super::import::app_and_segment;
+use super::segment::{SegmentError, filter_of};
 use crate::endpoints::Endpoint;
 use crate::objects::{ObjectAttributes, ObjectUrl, Objects};
-use crate::store::{JobCounters, JobStatus, StoredEndpoint};
+use crate::store::{EndpointFilter, JobCounters, JobStatus, StoredEndpoint};
 use crate::time::iso8601;
 
 /// Endpoints in one piece (one file, ~4 MB of gzip): a page held in
@@ -116,6 +117,22 @@ struct Written {
     failed: Option<String>,
 }
 
+/// The test that passes the endpoints of segment `id` of `app`.
+fn segment_filter(ctx: &RunContext<'_>, app: &str, id: &str) -> Result<EndpointFilter, End> {
+    let seg = match ctx.store.segment(&ctx.job.account, app, id) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(End::invalid(format!("app {app} has no segment {id}"))),
+        Err(e) => return Err(ctx.store_failed("reading the segment", e)),
+    };
+    filter_of(ctx.store, &ctx.job.account, &seg, ctx.now()).map_err(|e| match e {
+        SegmentError::Store(e) => ctx.store_failed("reading the base segments", e),
+        SegmentError::NoSegment(base) => End::invalid(format!(
+            "segment {id} is built on segment {base}, which no longer exists"
+        )),
+        SegmentError::Invalid(why) => End::invalid(format!("segment {id}: {why}")),
+    })
+}
+
 /// Runs an export job.
 pub(super) fn run(ctx: &RunContext<'_>, spec: &ExportJob) -> End {
     let store = ctx.store;
@@ -126,6 +143,15 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ExportJob) -> End {
     if let Err(end) = app_and_segment(ctx, &spec.app, spec.segment_id.as_deref()) {
         return end;
     }
+    // A dimensional segment holds the endpoints that pass its dimensions
+    // when the job starts (recency is measured from then).
+    let filter = match &spec.segment_id {
+        None => None,
+        Some(id) => match segment_filter(ctx, &spec.app, id) {
+            Ok(f) => Some(f),
+            Err(end) => return end,
+        },
+    };
     let url = match ObjectUrl::parse(&spec.s3_url_prefix) {
         Ok(u) => u,
         Err(e) => return End::invalid(e.message),
@@ -188,7 +214,7 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ExportJob) -> End {
             let page = match store.endpoints_after(
                 account,
                 &spec.app,
-                spec.segment_id.as_deref(),
+                filter.as_ref(),
                 after.as_deref(),
                 per_piece,
             ) {

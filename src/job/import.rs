@@ -22,6 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::Objects;
 use super::context::{End, RunContext, counters_of};
+use super::segment::SegmentKind;
 use super::write::prefix;
 use crate::crypto::HmacKey;
 use crate::endpoints::{Endpoint, EndpointMapper, Format, Identity, decode, gzip_inner};
@@ -268,6 +269,29 @@ pub(super) fn app_and_segment(
     Ok(())
 }
 
+/// Checks that segment `id` of `app` is filled by imports: a dimensional
+/// segment's endpoints are chosen by its dimensions.
+fn imported_segment(ctx: &RunContext<'_>, app: &str, id: &str) -> Result<(), End> {
+    let seg = match ctx.store.segment(&ctx.job.account, app, id) {
+        Ok(Some(s)) => s,
+        Ok(None) => return Err(End::invalid(format!("app {app} has no segment {id}"))),
+        Err(e) => return Err(ctx.store_failed("reading the segment", e)),
+    };
+    match SegmentKind::of(&seg) {
+        Ok(SegmentKind::Import) => Ok(()),
+        Ok(SegmentKind::Dimensional(_)) => Err(End::invalid(dimensional_import(id))),
+        Err(e) => Err(End::invalid(e.to_string())),
+    }
+}
+
+/// Why an import cannot fill dimensional segment `id`.
+pub fn dimensional_import(id: &str) -> String {
+    format!(
+        "SegmentId {id} names a dimensional segment, whose endpoints are chosen by its \
+         dimensions; an import fills an imported segment (DefineSegment makes one)"
+    )
+}
+
 /// Runs an import job: the objects through the engine, then the kept
 /// endpoints into the app (and its segment).
 pub(super) fn run(ctx: &RunContext<'_>, spec: &ImportJob) -> End {
@@ -285,6 +309,11 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ImportJob) -> End {
         return fail("this runner has no buckets to read from".into());
     };
     if let Err(end) = app_and_segment(ctx, &spec.app, spec.segment_id.as_deref()) {
+        return end;
+    }
+    if let Some(id) = &spec.segment_id
+        && let Err(end) = imported_segment(ctx, &spec.app, id)
+    {
         return end;
     }
     let url = match ObjectUrl::parse(&spec.s3_url) {
@@ -463,7 +492,14 @@ fn write(
             .map_err(|e| ctx.store_failed("making the segment", e))?;
     } else if let Some(seg) = &segment {
         store
-            .update_segment(account, &spec.app, seg, &spec.import_definition(), now)
+            .update_segment(
+                account,
+                &spec.app,
+                seg,
+                None,
+                &spec.import_definition(),
+                now,
+            )
             .map_err(|e| ctx.store_failed("updating the segment", e))?;
     }
     // The endpoints in the order of the id each gets if it is new (its own,

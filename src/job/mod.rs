@@ -48,6 +48,7 @@ mod lease;
 mod profiles;
 mod runner;
 pub mod search;
+pub mod segment;
 mod spec;
 mod split;
 mod terms;
@@ -64,8 +65,8 @@ use serde::{Deserialize, Serialize};
 pub use device::run_device;
 pub use export::{EndpointDocument, ExportJob, PIECE_ENDPOINTS};
 pub use import::{
-    EndpointRequestError, ImportJob, derived_endpoint_id, nothing_to_import, objects_to_import,
-    write_requested_endpoints,
+    EndpointRequestError, ImportJob, derived_endpoint_id, dimensional_import, nothing_to_import,
+    objects_to_import, write_requested_endpoints,
 };
 pub use lease::{Holder, LEASE_TTL, job_lease};
 pub use profiles::ProfileJob;

@@ -63,6 +63,19 @@ pub enum RestCall {
         app: String,
         segment: String,
     },
+    CreateSegment {
+        app: String,
+        request: pp::WriteSegmentRequest,
+    },
+    UpdateSegment {
+        app: String,
+        segment: String,
+        request: pp::WriteSegmentRequest,
+    },
+    DeleteSegment {
+        app: String,
+        segment: String,
+    },
     GetSegmentImportJobs {
         app: String,
         segment: String,
@@ -275,6 +288,19 @@ fn pinpoint(method: &str, s: &[&str], q: &str, body: &[u8]) -> Result<Option<Res
             app: own(a),
             segment: own(g),
         },
+        ("POST", ["apps", a, "segments"]) => C::CreateSegment {
+            app: own(a),
+            request: body_as(body)?,
+        },
+        ("PUT", ["apps", a, "segments", g]) => C::UpdateSegment {
+            app: own(a),
+            segment: own(g),
+            request: body_as(body)?,
+        },
+        ("DELETE", ["apps", a, "segments", g]) => C::DeleteSegment {
+            app: own(a),
+            segment: own(g),
+        },
         ("GET", ["apps", a, "segments", g, "jobs", "import"]) => C::GetSegmentImportJobs {
             app: own(a),
             segment: own(g),
@@ -365,6 +391,9 @@ impl RestCall {
             C::GetImportJob { .. } => "GetImportJob",
             C::GetSegments { .. } => "GetSegments",
             C::GetSegment { .. } => "GetSegment",
+            C::CreateSegment { .. } => "CreateSegment",
+            C::UpdateSegment { .. } => "UpdateSegment",
+            C::DeleteSegment { .. } => "DeleteSegment",
             C::GetSegmentImportJobs { .. } => "GetSegmentImportJobs",
             C::GetEndpoint { .. } => "GetEndpoint",
             C::GetUserEndpoints { .. } => "GetUserEndpoints",
@@ -409,6 +438,15 @@ impl RestCall {
             C::GetImportJob { app, job } => reply(pp.get_import_job(&app, &job)),
             C::GetSegments { app, page } => reply(pp.get_segments(&app, &page)),
             C::GetSegment { app, segment } => reply(pp.get_segment(&app, &segment)),
+            C::CreateSegment { app, request } => {
+                reply_with(StatusCode::CREATED, pp.create_segment(&app, &request))
+            }
+            C::UpdateSegment {
+                app,
+                segment,
+                request,
+            } => reply(pp.update_segment(&app, &segment, &request)),
+            C::DeleteSegment { app, segment } => reply(pp.delete_segment(&app, &segment)),
             C::GetSegmentImportJobs { app, segment, page } => {
                 reply(pp.get_segment_import_jobs(&app, &segment, &page))
             }

@@ -16,10 +16,10 @@ conformance::all(&|| Box::new(MemoryStore::new()));
 use std::sync::{Arc, Barrier};
 
 use super::{
-    AccountId, App, Attempt, BucketSettings, Domain, EndpointBatch, EndpointKey, EndpointMerge,
-    EndpointWrite, EndpointWriter, EndpointsOf, JobCounters, JobFilter, JobKind, JobRef, JobStatus,
-    Lease, NewJob, PieceCounts, ProfileBatch, ProfileRow, ProfileSearch, Segment, Store,
-    StoreError, StoredEndpoint, Transition,
+    AccountId, App, Attempt, BucketSettings, Comparison, Domain, EndpointBatch, EndpointFilter,
+    EndpointKey, EndpointMerge, EndpointWrite, EndpointWriter, EndpointsOf, JobCounters, JobFilter,
+    JobKind, JobRef, JobStatus, Lease, NewJob, PieceCounts, ProfileBatch, ProfileRow,
+    ProfileSearch, Segment, Store, StoreError, StoredEndpoint, Transition, ValueTest,
 };
 
 /// Makes a fresh, empty store.
@@ -30,7 +30,7 @@ type Check = (&'static str, fn(&dyn Store));
 
 /// Runs every check, each on a fresh store.
 pub fn all(fresh: Fresh<'_>) {
-    let checks: [Check; 17] = [
+    let checks: [Check; 18] = [
         (
             "transitions follow the state machine",
             transitions_follow_the_state_machine,
@@ -67,6 +67,10 @@ pub fn all(fresh: Fresh<'_>) {
             profiles_numbered_searched_deleted,
         ),
         ("endpoints, segments and apps", endpoints_segments_and_apps),
+        (
+            "segments: filtered by the store, deleted",
+            segments_filtered_by_the_store_deleted,
+        ),
         (
             "endpoints: written by requests, deleted by id and user",
             endpoints_written_by_requests_deleted_by_id_and_user,
@@ -958,7 +962,12 @@ fn endpoints_written_by_requests_deleted_by_id_and_user(s: &dyn Store) {
     );
     // Pages in id order, of the app or of a segment.
     let ids = |v: Vec<StoredEndpoint>| v.into_iter().map(|e| e.id).collect::<Vec<_>>();
-    let page = |seg, after, limit| ids(s.endpoints_after(&a, "app1", seg, after, limit).unwrap());
+    let page = |seg: Option<&str>, after, limit| {
+        let f = seg.map(|s| EndpointFilter::MemberOf(s.into()));
+        ids(s
+            .endpoints_after(&a, "app1", f.as_ref(), after, limit)
+            .unwrap())
+    };
     assert_eq!(page(None, None, 2), ["e1", "e2"]);
     assert_eq!(page(None, Some("e2"), 2), ["e3"]);
     assert!(page(None, Some("e3"), 2).is_empty());
@@ -1005,6 +1014,110 @@ fn endpoints_written_by_requests_deleted_by_id_and_user(s: &dyn Store) {
     assert!(matches!(
         s.delete_endpoints(&a, "nope", EndpointsOf::User("u1")),
         Err(StoreError::NoApp(_))
+    ));
+}
+
+/// Filters pass the same endpoints on every backend, a page at a time
+/// (pages read on past endpoints that fail), from a segment's members
+/// when one drives; a deleted segment takes its members with it.
+fn segments_filtered_by_the_store_deleted(s: &dyn Store) {
+    let a = acct();
+    s.create_app(&a, &app("app1", T0)).unwrap();
+    let seg = |id: &str| Segment {
+        app: "app1".into(),
+        id: id.into(),
+        name: None,
+        definition: "{}".into(),
+        created_ms: T0,
+        updated_ms: T0,
+        version: 1,
+    };
+    s.create_segment(&a, &seg("imp")).unwrap();
+    // 30 endpoints: e00..e29, team Red for even, Blue for odd; spend i;
+    // e00..e09 in segment imp.
+    let ids: Vec<String> = (0..30).map(|i| format!("e{i:02}")).collect();
+    let keys: Vec<EndpointKey<'_>> = ids.iter().map(|id| EndpointKey::Id(id)).collect();
+    let write = |range: std::ops::Range<usize>, segment| {
+        let batch = EndpointBatch {
+            by: EndpointWriter::Request(&a),
+            app: "app1",
+            now_ms: T0 + range.start as i64,
+            keys: &keys[range.clone()],
+            segment,
+        };
+        s.write_endpoints(&batch, &mut |n, _| {
+            let i = range.start + n;
+            let team = if i % 2 == 0 { "Red" } else { "Blue" };
+            Ok(StoredEndpoint {
+                fields: format!(
+                    "{{\"Attributes\":{{\"Team\":[\"{team}\"]}},\"Metrics\":{{\"spend\":{i}}}}}"
+                ),
+                ..endpoint(&ids[i], "EMAIL", &format!("{i}@x.co"), "u")
+            })
+        })
+        .unwrap();
+    };
+    write(0..10, Some("imp"));
+    write(10..30, None);
+    let team = |t: &str| EndpointFilter::Values {
+        path: vec!["Attributes".into(), "Team".into()],
+        test: ValueTest::Equals {
+            values: vec![t.into()],
+            fold_case: false,
+        },
+    };
+    let spend = |op, x| EndpointFilter::Values {
+        path: vec!["Metrics".into(), "spend".into()],
+        test: ValueTest::Compare(op, x),
+    };
+    let page = |f: &EndpointFilter, after: Option<&str>, limit| {
+        s.endpoints_after(&a, "app1", Some(f), after, limit)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.id)
+            .collect::<Vec<_>>()
+    };
+    let blue_big = EndpointFilter::All(vec![team("Blue"), spend(Comparison::Greater, 20.0)]);
+    assert_eq!(page(&blue_big, None, 2), ["e21", "e23"]);
+    assert_eq!(page(&blue_big, Some("e23"), 10), ["e25", "e27", "e29"]);
+    let red_members =
+        EndpointFilter::All(vec![EndpointFilter::MemberOf("imp".into()), team("Red")]);
+    assert_eq!(page(&red_members, Some("e02"), 10), ["e04", "e06", "e08"]);
+    let outside = EndpointFilter::All(vec![
+        EndpointFilter::Not(Box::new(EndpointFilter::MemberOf("imp".into()))),
+        spend(Comparison::LessOrEqual, 11.0),
+    ]);
+    assert_eq!(page(&outside, None, 10), ["e10", "e11"]);
+    let either = EndpointFilter::Any(vec![
+        EndpointFilter::MemberOf("imp".into()),
+        EndpointFilter::WrittenSince(T0 + 10),
+    ]);
+    assert_eq!(page(&either, Some("e08"), 3), ["e09", "e10", "e11"]);
+    assert!(page(&EndpointFilter::Any(vec![]), None, 10).is_empty());
+    assert_eq!(
+        page(&EndpointFilter::Every, Some("e27"), 10),
+        ["e28", "e29"]
+    );
+    // Deleted, with its members: the endpoints stay.
+    s.create_segment(&a, &seg("other")).unwrap();
+    let gone = s.delete_segment(&a, "app1", "imp").unwrap();
+    assert_eq!(gone.id, "imp");
+    assert!(s.segment(&a, "app1", "imp").unwrap().is_none());
+    assert!(page(&EndpointFilter::MemberOf("imp".into()), None, 10).is_empty());
+    assert!(
+        s.segment_channel_counts(&a, "app1", "imp")
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(page(&EndpointFilter::Every, None, 100).len(), 30);
+    assert!(s.segment(&a, "app1", "other").unwrap().is_some());
+    assert!(matches!(
+        s.delete_segment(&a, "app1", "imp"),
+        Err(StoreError::NoSegment { .. })
+    ));
+    assert!(matches!(
+        s.delete_segment(&AccountId::new("222222222222"), "app1", "other"),
+        Err(StoreError::NoSegment { .. })
     ));
 }
 
@@ -1210,14 +1323,18 @@ fn endpoints_segments_and_apps(s: &dyn Store) {
         Some("S")
     );
     let seg = s
-        .update_segment(&a, "app1", "seg", "{\"y\":2}", T0 + 9)
+        .update_segment(&a, "app1", "seg", None, "{\"y\":2}", T0 + 9)
         .unwrap();
     assert_eq!(
         (seg.version, seg.updated_ms, seg.definition.as_str()),
         (2, T0 + 9, "{\"y\":2}")
     );
+    let seg = s
+        .update_segment(&a, "app1", "seg", Some("renamed"), "{\"y\":3}", T0 + 10)
+        .unwrap();
+    assert_eq!((seg.version, seg.name.as_deref()), (3, Some("renamed")));
     assert!(matches!(
-        s.update_segment(&a, "app1", "nope", "{}", T0),
+        s.update_segment(&a, "app1", "nope", None, "{}", T0),
         Err(StoreError::NoSegment { .. })
     ));
     let no_seg = EndpointBatch {

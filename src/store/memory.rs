@@ -6,10 +6,10 @@ use std::sync::{Mutex, MutexGuard};
 
 use super::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, DomainChange,
-    EndpointBatch, EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf, JobCounters, JobFilter,
-    JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, NewJob, PieceCounts,
-    PieceStore, Profile, ProfileBatch, ProfileSearch, ProfileStore, Segment, Store, StoreError,
-    StoredEndpoint, Transition, WriteCounts, fields_object,
+    EndpointBatch, EndpointFilter, EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf,
+    JobCounters, JobFilter, JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore,
+    NewJob, PieceCounts, PieceStore, Profile, ProfileBatch, ProfileSearch, ProfileStore, Segment,
+    Store, StoreError, StoredEndpoint, Transition, WriteCounts, fields_object, filtered_page,
 };
 
 type Key = (AccountId, String);
@@ -782,7 +782,7 @@ impl AppStore for MemoryStore {
         &self,
         account: &AccountId,
         app: &str,
-        segment: Option<&str>,
+        filter: Option<&EndpointFilter>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredEndpoint>, StoreError> {
@@ -792,27 +792,50 @@ impl AppStore for MemoryStore {
         let Some(endpoints) = st.endpoints.get(&k) else {
             return Ok(Vec::new());
         };
-        let from = std::ops::Bound::Excluded(after.unwrap_or("").to_owned());
-        let from_member = from.clone();
-        let all = endpoints
-            .by_id
-            .range::<String, _>((from, std::ops::Bound::Unbounded))
-            .map(|(_, e)| e);
-        Ok(match segment {
-            None => all.take(limit).cloned().collect(),
-            Some(seg) => st
-                .members
-                .get(&k)
-                .and_then(|m| m.get(seg))
-                .map(|m| {
-                    m.range::<String, _>((from_member, std::ops::Bound::Unbounded))
-                        .filter_map(|id| endpoints.get(id))
-                        .take(limit)
-                        .cloned()
-                        .collect()
-                })
-                .unwrap_or_default(),
-        })
+        let members = st.members.get(&k);
+        let of = |seg: &str| members.and_then(|m| m.get(seg));
+        let from = |after: &str| {
+            (
+                std::ops::Bound::Excluded(after.to_owned()),
+                std::ops::Bound::Unbounded,
+            )
+        };
+        let Some(filter) = filter else {
+            return Ok(endpoints
+                .by_id
+                .range::<String, _>(from(after.unwrap_or("")))
+                .take(limit)
+                .map(|(_, e)| e.clone())
+                .collect());
+        };
+        let driver = filter.driving_segment();
+        let mut page = |after: &str, n: usize| -> Result<Vec<StoredEndpoint>, StoreError> {
+            Ok(match driver {
+                None => endpoints
+                    .by_id
+                    .range::<String, _>(from(after))
+                    .take(n)
+                    .map(|(_, e)| e.clone())
+                    .collect(),
+                Some(seg) => of(seg)
+                    .map(|m| {
+                        m.range::<String, _>(from(after))
+                            .take(n)
+                            .filter_map(|id| endpoints.get(id).cloned())
+                            .collect()
+                    })
+                    .unwrap_or_default(),
+            })
+        };
+        let mut member = |seg: &str, id: &str| Ok(of(seg).is_some_and(|m| m.contains(id)));
+        filtered_page(
+            &self.location(),
+            filter,
+            after,
+            limit,
+            &mut page,
+            &mut member,
+        )
     }
 
     fn delete_endpoints(
@@ -888,6 +911,7 @@ impl AppStore for MemoryStore {
         account: &AccountId,
         app: &str,
         id: &str,
+        name: Option<&str>,
         definition: &str,
         now_ms: i64,
     ) -> Result<Segment, StoreError> {
@@ -900,10 +924,35 @@ impl AppStore for MemoryStore {
                 app: app.to_owned(),
                 segment: id.to_owned(),
             })?;
+        if let Some(name) = name {
+            seg.name = Some(name.to_owned());
+        }
         seg.definition = definition.to_owned();
         seg.updated_ms = now_ms;
         seg.version += 1;
         Ok(seg.clone())
+    }
+
+    fn delete_segment(
+        &self,
+        account: &AccountId,
+        app: &str,
+        id: &str,
+    ) -> Result<Segment, StoreError> {
+        let mut st = self.state();
+        let k = key(account, app);
+        let seg = st
+            .segments
+            .get_mut(&k)
+            .and_then(|s| s.remove(id))
+            .ok_or_else(|| StoreError::NoSegment {
+                app: app.to_owned(),
+                segment: id.to_owned(),
+            })?;
+        if let Some(m) = st.members.get_mut(&k) {
+            m.remove(id);
+        }
+        Ok(seg)
     }
 
     fn segment_channel_counts(

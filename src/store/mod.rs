@@ -44,6 +44,7 @@ can move the clock.
 */
 
 pub mod conformance;
+mod filter;
 mod memory;
 #[cfg(feature = "postgres")]
 mod postgres;
@@ -53,6 +54,7 @@ mod status;
 
 use std::fmt;
 
+pub use filter::{Comparison, EndpointFilter, MemberLookup, ValueTest, distance_km, filtered_page};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 #[doc(hidden)]
@@ -1575,9 +1577,11 @@ pub trait AppStore: Send + Sync {
         user_id: &str,
     ) -> Result<Vec<StoredEndpoint>, StoreError>;
 
-    /// The endpoints of an app, or of one of its segments, in id order:
+    /// The endpoints of an app, or those `filter` passes, in id order:
     /// those after `after` (from the first when `None`), at most `limit`.
-    /// A page shorter than `limit` is the last.
+    /// A page shorter than `limit` is the last. A filter with a
+    /// [driving segment](EndpointFilter::driving_segment) reads that
+    /// segment's members only.
     ///
     /// # Errors
     ///
@@ -1586,7 +1590,7 @@ pub trait AppStore: Send + Sync {
         &self,
         account: &AccountId,
         app: &str,
-        segment: Option<&str>,
+        filter: Option<&EndpointFilter>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredEndpoint>, StoreError>;
@@ -1632,7 +1636,8 @@ pub trait AppStore: Send + Sync {
     /// A backend error.
     fn segments(&self, account: &AccountId, app: &str) -> Result<Vec<Segment>, StoreError>;
 
-    /// Replaces a segment's definition and adds one to its version.
+    /// Replaces a segment's definition (and its name, when `name` is
+    /// given) and adds one to its version.
     ///
     /// # Errors
     ///
@@ -1642,8 +1647,22 @@ pub trait AppStore: Send + Sync {
         account: &AccountId,
         app: &str,
         id: &str,
+        name: Option<&str>,
         definition: &str,
         now_ms: i64,
+    ) -> Result<Segment, StoreError>;
+
+    /// Deletes a segment with its members (not the endpoints); returns it
+    /// as it was.
+    ///
+    /// # Errors
+    ///
+    /// [`StoreError::NoSegment`], or a backend error.
+    fn delete_segment(
+        &self,
+        account: &AccountId,
+        app: &str,
+        id: &str,
     ) -> Result<Segment, StoreError>;
 
     /// How many endpoints of a segment are on each channel, by channel.

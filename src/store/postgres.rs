@@ -20,11 +20,11 @@ mod tls;
 
 use super::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, DomainChange,
-    EndpointBatch, EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf, FailureKind,
-    JobCounters, JobFilter, JobKind, JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange,
-    LeaseStore, NewJob, PieceCounts, PieceStore, Profile, ProfileBatch, ProfileSearch,
+    EndpointBatch, EndpointFilter, EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf,
+    FailureKind, JobCounters, JobFilter, JobKind, JobRecord, JobRef, JobStatus, JobStore, Lease,
+    LeaseChange, LeaseStore, NewJob, PieceCounts, PieceStore, Profile, ProfileBatch, ProfileSearch,
     ProfileStore, Segment, Store, StoreError, StoredEndpoint, Transition, WriteCounts,
-    fields_object,
+    fields_object, filtered_page,
 };
 
 /// Migrations, in order; the table `sluice_schema` says how many have run.
@@ -1823,34 +1823,77 @@ impl AppStore for PgStore {
         &self,
         account: &AccountId,
         app: &str,
-        segment: Option<&str>,
+        filter: Option<&EndpointFilter>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredEndpoint>, StoreError> {
         self.read(|c| {
             let no =
                 Self::app_no(c, account, app)?.ok_or_else(|| StoreError::NoApp(app.to_owned()))?;
-            let after = after.unwrap_or("");
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            let rows = match segment {
-                None => c.query(
-                    &format!(
-                        "SELECT {ENDPOINT_COLUMNS} FROM endpoints \
-                         WHERE app_no = $1 AND endpoint_id > $2 ORDER BY endpoint_id LIMIT $3"
-                    ),
-                    &[&no, &after, &limit],
-                )?,
-                Some(seg) => c.query(
-                    &format!(
-                        "SELECT {ENDPOINT_COLUMNS} FROM segment_members \
-                         JOIN endpoints USING (app_no, endpoint_id) \
-                         WHERE app_no = $1 AND segment_id = $2 AND endpoint_id > $3 \
-                         ORDER BY endpoint_id LIMIT $4"
-                    ),
-                    &[&no, &seg, &after, &limit],
-                )?,
+            let driver = filter.and_then(EndpointFilter::driving_segment);
+            // Both closures below query: they share the client, and keep a
+            // failed query's own error, so a lost connection is retried as
+            // any read is.
+            let c = std::cell::RefCell::new(c);
+            let failed = std::cell::RefCell::new(None);
+            let keep = |r: Result<_, postgres::Error>| {
+                r.map_err(|e| {
+                    let shown = StoreError::Backend {
+                        location: self.location(),
+                        message: e.to_string(),
+                        transient: false,
+                    };
+                    *failed.borrow_mut() = Some(e);
+                    shown
+                })
             };
-            Ok(rows.iter().map(endpoint_from_row).collect())
+            let mut page = |after: &str, n: usize| {
+                let n = i64::try_from(n).unwrap_or(i64::MAX);
+                let rows = match driver {
+                    None => c.borrow_mut().query(
+                        &format!(
+                            "SELECT {ENDPOINT_COLUMNS} FROM endpoints \
+                             WHERE app_no = $1 AND endpoint_id > $2 ORDER BY endpoint_id LIMIT $3"
+                        ),
+                        &[&no, &after, &n],
+                    ),
+                    Some(seg) => c.borrow_mut().query(
+                        &format!(
+                            "SELECT {ENDPOINT_COLUMNS} FROM segment_members \
+                             JOIN endpoints USING (app_no, endpoint_id) \
+                             WHERE app_no = $1 AND segment_id = $2 AND endpoint_id > $3 \
+                             ORDER BY endpoint_id LIMIT $4"
+                        ),
+                        &[&no, &seg, &after, &n],
+                    ),
+                };
+                keep(rows).map(|rows| rows.iter().map(endpoint_from_row).collect())
+            };
+            let out = match filter {
+                None => page(after.unwrap_or(""), limit),
+                Some(filter) => {
+                    let mut member = |seg: &str, id: &str| {
+                        keep(c.borrow_mut().query(
+                            "SELECT 1 FROM segment_members \
+                             WHERE app_no = $1 AND segment_id = $2 AND endpoint_id = $3",
+                            &[&no, &seg, &id],
+                        ))
+                        .map(|rows| !rows.is_empty())
+                    };
+                    filtered_page(
+                        &self.location(),
+                        filter,
+                        after,
+                        limit,
+                        &mut page,
+                        &mut member,
+                    )
+                }
+            };
+            if let Some(e) = failed.into_inner() {
+                return Err(e.into());
+            }
+            Ok(out?)
         })
     }
 
@@ -1953,6 +1996,7 @@ impl AppStore for PgStore {
         account: &AccountId,
         app: &str,
         id: &str,
+        name: Option<&str>,
         definition: &str,
         now_ms: i64,
     ) -> Result<Segment, StoreError> {
@@ -1968,12 +2012,44 @@ impl AppStore for PgStore {
                 .query_opt(
                     &format!(
                         "UPDATE segments SET definition = $3, updated_ms = $4, \
-                         version = version + 1 WHERE app_id = $1 AND segment_id = $2 \
+                         version = version + 1, name = coalesce($5, name) \
+                         WHERE app_id = $1 AND segment_id = $2 \
                          RETURNING {SEGMENT_COLUMNS}"
                     ),
-                    &[&app, &id, &definition, &now_ms],
+                    &[&app, &id, &definition, &now_ms, &name],
                 )?
                 .ok_or_else(missing)?;
+            Ok(segment_from_row(&row))
+        })
+    }
+
+    fn delete_segment(
+        &self,
+        account: &AccountId,
+        app: &str,
+        id: &str,
+    ) -> Result<Segment, StoreError> {
+        self.write(|tx| {
+            let missing = || StoreError::NoSegment {
+                app: app.to_owned(),
+                segment: id.to_owned(),
+            };
+            let Some(no) = Self::app_no(tx, account, app)? else {
+                return Err(missing().into());
+            };
+            let row = tx
+                .query_opt(
+                    &format!(
+                        "DELETE FROM segments WHERE app_id = $1 AND segment_id = $2 \
+                         RETURNING {SEGMENT_COLUMNS}"
+                    ),
+                    &[&app, &id],
+                )?
+                .ok_or_else(missing)?;
+            tx.execute(
+                "DELETE FROM segment_members WHERE app_no = $1 AND segment_id = $2",
+                &[&no, &id],
+            )?;
             Ok(segment_from_row(&row))
         })
     }

@@ -9,11 +9,11 @@ use rusqlite::{
 
 use super::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, DomainChange,
-    EndpointBatch, EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf, FailureKind,
-    JobCounters, JobFilter, JobKind, JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange,
-    LeaseStore, NewJob, PieceCounts, PieceStore, Profile, ProfileBatch, ProfileSearch,
+    EndpointBatch, EndpointFilter, EndpointKey, EndpointMerge, EndpointWrite, EndpointsOf,
+    FailureKind, JobCounters, JobFilter, JobKind, JobRecord, JobRef, JobStatus, JobStore, Lease,
+    LeaseChange, LeaseStore, NewJob, PieceCounts, PieceStore, Profile, ProfileBatch, ProfileSearch,
     ProfileStore, Segment, Store, StoreError, StoredEndpoint, Transition, WriteCounts,
-    fields_object,
+    fields_object, filtered_page,
 };
 
 mod pending;
@@ -2525,7 +2525,7 @@ impl AppStore for SqliteStore {
         &self,
         account: &AccountId,
         app: &str,
-        segment: Option<&str>,
+        filter: Option<&EndpointFilter>,
         after: Option<&str>,
         limit: usize,
     ) -> Result<Vec<StoredEndpoint>, StoreError> {
@@ -2533,31 +2533,52 @@ impl AppStore for SqliteStore {
             let no = app_no(c, account, app)
                 .map_err(self.db())?
                 .ok_or_else(|| StoreError::NoApp(app.to_owned()))?;
-            let after = after.unwrap_or("");
-            let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-            match segment {
-                None => all(
-                    c,
-                    &format!(
-                        "SELECT {ENDPOINT_COLUMNS} FROM endpoints \
-                         WHERE app_no = ?1 AND endpoint_id > ?2 ORDER BY endpoint_id LIMIT ?3"
+            let driver = filter.and_then(EndpointFilter::driving_segment);
+            let mut page = |after: &str, n: usize| {
+                let n = i64::try_from(n).unwrap_or(i64::MAX);
+                match driver {
+                    None => all(
+                        c,
+                        &format!(
+                            "SELECT {ENDPOINT_COLUMNS} FROM endpoints \
+                             WHERE app_no = ?1 AND endpoint_id > ?2 ORDER BY endpoint_id LIMIT ?3"
+                        ),
+                        params![no, after, n],
+                        endpoint_from_row,
                     ),
-                    params![no, after, limit],
-                    endpoint_from_row,
-                ),
-                Some(seg) => all(
-                    c,
-                    &format!(
-                        "SELECT {ENDPOINT_COLUMNS} FROM segment_members \
-                         JOIN endpoints USING (app_no, endpoint_id) \
-                         WHERE app_no = ?1 AND segment_id = ?2 AND endpoint_id > ?3 \
-                         ORDER BY endpoint_id LIMIT ?4"
+                    Some(seg) => all(
+                        c,
+                        &format!(
+                            "SELECT {ENDPOINT_COLUMNS} FROM segment_members \
+                             JOIN endpoints USING (app_no, endpoint_id) \
+                             WHERE app_no = ?1 AND segment_id = ?2 AND endpoint_id > ?3 \
+                             ORDER BY endpoint_id LIMIT ?4"
+                        ),
+                        params![no, seg, after, n],
+                        endpoint_from_row,
                     ),
-                    params![no, seg, after, limit],
-                    endpoint_from_row,
-                ),
-            }
-            .map_err(self.db())
+                }
+                .map_err(self.db())
+            };
+            let Some(filter) = filter else {
+                return page(after.unwrap_or(""), limit);
+            };
+            let mut member = |seg: &str, id: &str| {
+                c.prepare_cached(
+                    "SELECT 1 FROM segment_members \
+                     WHERE app_no = ?1 AND segment_id = ?2 AND endpoint_id = ?3",
+                )
+                .and_then(|mut q| q.exists(params![no, seg, id]))
+                .map_err(self.db())
+            };
+            filtered_page(
+                &self.location(),
+                filter,
+                after,
+                limit,
+                &mut page,
+                &mut member,
+            )
         })
     }
 
@@ -2672,6 +2693,7 @@ impl AppStore for SqliteStore {
         account: &AccountId,
         app: &str,
         id: &str,
+        name: Option<&str>,
         definition: &str,
         now_ms: i64,
     ) -> Result<Segment, StoreError> {
@@ -2685,9 +2707,9 @@ impl AppStore for SqliteStore {
             }
             let n = tx
                 .execute(
-                    "UPDATE segments SET definition = ?3, updated_ms = ?4, version = version + 1 \
-                     WHERE app_id = ?1 AND segment_id = ?2",
-                    params![app, id, definition, now_ms],
+                    "UPDATE segments SET definition = ?3, updated_ms = ?4, version = version + 1, \
+                     name = coalesce(?5, name) WHERE app_id = ?1 AND segment_id = ?2",
+                    params![app, id, definition, now_ms, name],
                 )
                 .map_err(self.db())?;
             if n == 0 {
@@ -2701,6 +2723,46 @@ impl AppStore for SqliteStore {
                 segment_from_row,
             )
             .map_err(self.db())
+        })
+    }
+
+    fn delete_segment(
+        &self,
+        account: &AccountId,
+        app: &str,
+        id: &str,
+    ) -> Result<Segment, StoreError> {
+        self.write(|tx| {
+            let missing = || StoreError::NoSegment {
+                app: app.to_owned(),
+                segment: id.to_owned(),
+            };
+            let Some(no) = app_no(tx, account, app).map_err(self.db())? else {
+                return Err(missing());
+            };
+            let seg = tx
+                .query_row(
+                    &format!(
+                        "SELECT {SEGMENT_COLUMNS} FROM segments \
+                         WHERE app_id = ?1 AND segment_id = ?2"
+                    ),
+                    [app, id],
+                    segment_from_row,
+                )
+                .optional()
+                .map_err(self.db())?
+                .ok_or_else(missing)?;
+            tx.execute(
+                "DELETE FROM segment_members WHERE app_no = ?1 AND segment_id = ?2",
+                params![no, id],
+            )
+            .map_err(self.db())?;
+            tx.execute(
+                "DELETE FROM segments WHERE app_id = ?1 AND segment_id = ?2",
+                [app, id],
+            )
+            .map_err(self.db())?;
+            Ok(seg)
         })
     }
 
