@@ -17,10 +17,10 @@ use std::time::Duration;
 use sluice::objects::{MemoryObjects, ObjectAttributes, put};
 use sluice::store::{
     AccountId, App, AppStore, Attempt, BucketSettings, BucketStore, Domain, DomainChange,
-    EndpointBatch, EndpointMerge, EndpointWrite, EndpointsOf, JobCounters, JobFilter, JobRecord,
-    JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, MemoryStore, NewJob, PieceCounts,
-    PieceStore, Profile, ProfileBatch, ProfileSearch, ProfileStore, Segment, Store, StoreError,
-    StoredEndpoint, Transition, WriteCounts,
+    EndpointBatch, EndpointFilter, EndpointMerge, EndpointWrite, EndpointsOf, JobCounters,
+    JobFilter, JobRecord, JobRef, JobStatus, JobStore, Lease, LeaseChange, LeaseStore, MemoryStore,
+    NewJob, PieceCounts, PieceStore, Profile, ProfileBatch, ProfileSearch, ProfileStore, Segment,
+    Store, StoreError, StoredEndpoint, Transition, WriteCounts,
 };
 use sluice::synth::{EndpointSpec, Spec, write_customers, write_endpoints};
 use sluice::{ImportJob, JobSpec, Objects, ProfileJob, Runner, RunnerConfig, Source};

@@ -47,7 +47,7 @@ pub enum SegmentKind {
     /// Filled by import jobs: its members are recorded.
     Import,
     /// Chosen by what endpoints carry.
-    Dimensional(StoredDimensional),
+    Dimensional(Box<StoredDimensional>),
 }
 
 impl SegmentKind {
@@ -58,7 +58,7 @@ impl SegmentKind {
     /// [`SegmentError::Invalid`] for a definition that does not read.
     pub fn of(seg: &Segment) -> Result<SegmentKind, SegmentError> {
         match StoredDimensional::read(&seg.definition) {
-            Ok(Some(d)) => Ok(SegmentKind::Dimensional(d)),
+            Ok(Some(d)) => Ok(SegmentKind::Dimensional(Box::new(d))),
             Ok(None) => Ok(SegmentKind::Import),
             Err(e) => Err(SegmentError::Invalid(format!(
                 "the stored definition of segment {} does not read: {e}",

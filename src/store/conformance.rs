@@ -1047,7 +1047,7 @@ fn segments_filtered_by_the_store_deleted(s: &dyn Store) {
         };
         s.write_endpoints(&batch, &mut |n, _| {
             let i = range.start + n;
-            let team = if i % 2 == 0 { "Red" } else { "Blue" };
+            let team = if i.is_multiple_of(2) { "Red" } else { "Blue" };
             Ok(StoredEndpoint {
                 fields: format!(
                     "{{\"Attributes\":{{\"Team\":[\"{team}\"]}},\"Metrics\":{{\"spend\":{i}}}}}"

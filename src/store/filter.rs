@@ -99,6 +99,9 @@ pub enum Comparison {
 /// Answers whether an endpoint (by id) is a member of a segment.
 pub type MemberLookup<'a> = dyn FnMut(&str, &str) -> Result<bool, StoreError> + 'a;
 
+/// Reads the endpoints after an id (in id order), at most so many.
+pub type PageRead<'a> = dyn FnMut(&str, usize) -> Result<Vec<StoredEndpoint>, StoreError> + 'a;
+
 const DAY_MS: i64 = 86_400_000;
 
 impl EndpointFilter {
@@ -214,7 +217,7 @@ pub fn filtered_page(
     filter: &EndpointFilter,
     after: Option<&str>,
     limit: usize,
-    page: &mut dyn FnMut(&str, usize) -> Result<Vec<StoredEndpoint>, StoreError>,
+    page: &mut PageRead<'_>,
     member: &mut MemberLookup<'_>,
 ) -> Result<Vec<StoredEndpoint>, StoreError> {
     let n = limit.clamp(1, 10_000);

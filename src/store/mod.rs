@@ -54,7 +54,9 @@ mod status;
 
 use std::fmt;
 
-pub use filter::{Comparison, EndpointFilter, MemberLookup, ValueTest, distance_km, filtered_page};
+pub use filter::{
+    Comparison, EndpointFilter, MemberLookup, PageRead, ValueTest, distance_km, filtered_page,
+};
 pub use memory::MemoryStore;
 #[cfg(feature = "postgres")]
 #[doc(hidden)]

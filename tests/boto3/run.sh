@@ -28,11 +28,13 @@ export PATH="$VENV/bin:$PATH"   # the aws CLI, moto_server
 "$VENV/bin/python" tests/boto3/test_accounts.py
 # Reading profiles back: SearchProfiles by every key, DeleteProfile.
 "$VENV/bin/python" tests/boto3/test_search_profiles.py
+# Pinpoint segments: dimensional ones and groups, exported; updated, deleted.
+"$VENV/bin/python" tests/boto3/test_segments.py
 # Again on a PostgreSQL store when there is a server to make databases on
 # (.ci/run starts one): each server a new database of it.
 if [ -n "${SLUICE_TEST_PG:-}" ]; then
   for t in test_upload_jobs test_search_profiles test_import_jobs test_importexport_jobs \
-      test_bad_input test_faults; do
+      test_segments test_bad_input test_faults; do
     echo "== $t on PostgreSQL"
     SLUICE_BOTO3_PG="$SLUICE_TEST_PG" "$VENV/bin/python" "tests/boto3/$t.py"
   done
