@@ -67,7 +67,9 @@ try:
         j["TotalPieces"], j["FailedPieces"], j["TotalProcessed"], j["TotalFailures"]))
 
     # Then every endpoint out again: an export job, its time and the
-    # server's memory while it runs (sampled), against before it.
+    # server's memory while it runs (sampled), against before it; then a
+    # dimensional segment's (the store reads every endpoint and keeps
+    # those that pass), beside it.
     def rss_mib():
         with open("/proc/%d/status" % server.proc.pid) as f:
             for line in f:
@@ -75,24 +77,37 @@ try:
                     return int(line.split()[1]) / 1024
         return 0.0
     sluice("bucket", "mb", "s3://out")
-    before = peak = rss_mib()
-    t0 = time.time()
-    job = pp.create_export_job(ApplicationId=app, ExportJobRequest={
-        "S3UrlPrefix": "s3://out/endpoints/",
-        "RoleArn": "arn:aws:iam::123456789012:role/Export"})["ExportJobResponse"]["Id"]
-    while True:
-        e = pp.get_export_job(ApplicationId=app, JobId=job)["ExportJobResponse"]
-        peak = max(peak, rss_mib())
-        if e["JobStatus"] in ("COMPLETED", "FAILED"):
-            break
-        time.sleep(0.05)
-    took = time.time() - t0
-    out = os.path.join(data, "buckets", "out", "endpoints", job)
-    written = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
-    print("export: %s in %.2f s, %d endpoints in %d files (%.1f MB gzip); server RSS %.0f MiB "
-          "before, %.0f MiB at most while it ran" % (
-              e["JobStatus"], took, e["TotalProcessed"], e["TotalPieces"], written / 1e6,
-              before, peak))
+
+    def export(what, **request):
+        before = peak = rss_mib()
+        t0 = time.time()
+        job = pp.create_export_job(ApplicationId=app, ExportJobRequest=dict(
+            S3UrlPrefix="s3://out/endpoints/",
+            RoleArn="arn:aws:iam::123456789012:role/Export", **request))[
+            "ExportJobResponse"]["Id"]
+        while True:
+            e = pp.get_export_job(ApplicationId=app, JobId=job)["ExportJobResponse"]
+            peak = max(peak, rss_mib())
+            if e["JobStatus"] in ("COMPLETED", "FAILED"):
+                break
+            time.sleep(0.05)
+        took = time.time() - t0
+        out = os.path.join(data, "buckets", "out", "endpoints", job)
+        written = sum(os.path.getsize(os.path.join(out, f)) for f in os.listdir(out))
+        print("%s: %s in %.2f s, %d endpoints in %d files (%.1f MB gzip); server RSS %.0f "
+              "MiB before, %.0f MiB at most while it ran" % (
+                  what, e["JobStatus"], took, e["TotalProcessed"], e["TotalPieces"],
+                  written / 1e6, before, peak))
+
+    export("export")
+    seg = pp.create_segment(ApplicationId=app, WriteSegmentRequest={
+        "Name": "valuable", "Dimensions": {
+            "Metrics": {"lifetime_value": {"ComparisonOperator": "GREATER_THAN_OR_EQUAL",
+                                           "Value": 500}},
+            "UserAttributes": {"LastName": {"AttributeType": "CONTAINS",
+                                            "Values": ["a", "e"]}}}})
+    export("export of a dimensional segment",
+           SegmentId=seg["SegmentResponse"]["Id"])
 finally:
     server.stop(timeout=60)
     shutil.rmtree(data, ignore_errors=True)

@@ -4,8 +4,11 @@ Amazon Pinpoint's apps, import jobs, endpoints and segments.
 Operations and members are those of `pinpoint.json`: CreateApp, GetApp,
 GetApps, DeleteApp, CreateImportJob, GetImportJob, GetImportJobs,
 GetSegmentImportJobs, GetEndpoint, GetUserEndpoints, UpdateEndpoint,
-UpdateEndpointsBatch, DeleteEndpoint, DeleteUserEndpoints, GetSegment and
-GetSegments. Import jobs read endpoint files from buckets
+UpdateEndpointsBatch, DeleteEndpoint, DeleteUserEndpoints, CreateSegment,
+UpdateSegment, DeleteSegment, GetSegment, GetSegments, CreateExportJob,
+GetExportJob, GetExportJobs and GetSegmentExportJobs. Dimensional segments
+are checked here and evaluated by the store
+([`crate::job::segment`]). Import jobs read endpoint files from buckets
 ([`crate::endpoints`] describes the format) and run on the job runner, at
 most two per app at once unless configured otherwise.
 
