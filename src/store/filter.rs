@@ -8,6 +8,8 @@
 //! backend evaluates a filter with [`EndpointFilter::matches`], so a
 //! segment holds the same endpoints on any backend.
 
+use std::collections::{HashMap, HashSet};
+
 use serde_json::Value;
 
 use super::{StoreError, StoredEndpoint};
@@ -96,8 +98,9 @@ pub enum Comparison {
     Greater,
 }
 
-/// Answers whether an endpoint (by id) is a member of a segment.
-pub type MemberLookup<'a> = dyn FnMut(&str, &str) -> Result<bool, StoreError> + 'a;
+/// Answers which of some endpoints (by id) are members of a segment: one
+/// question a page, however many endpoints it holds.
+pub type MemberLookup<'a> = dyn FnMut(&str, &[&str]) -> Result<Vec<String>, StoreError> + 'a;
 
 /// Reads the endpoints after an id (in id order), at most so many.
 pub type PageRead<'a> = dyn FnMut(&str, usize) -> Result<Vec<StoredEndpoint>, StoreError> + 'a;
@@ -116,21 +119,37 @@ impl EndpointFilter {
         }
     }
 
+    /// The segments whose members the filter asks about.
+    pub fn segments(&self) -> Vec<&str> {
+        let mut out = Vec::new();
+        self.each_segment(&mut out);
+        out.sort_unstable();
+        out.dedup();
+        out
+    }
+
+    fn each_segment<'a>(&'a self, out: &mut Vec<&'a str>) {
+        match self {
+            EndpointFilter::MemberOf(s) => out.push(s),
+            EndpointFilter::All(v) | EndpointFilter::Any(v) => {
+                v.iter().for_each(|f| f.each_segment(out));
+            }
+            EndpointFilter::Not(f) => f.each_segment(out),
+            _ => {}
+        }
+    }
+
     /// Whether the endpoint passes. `fields` is its fields read as JSON;
     /// `member(segment, id)` answers membership.
-    ///
-    /// # Errors
-    ///
-    /// What `member` returns.
     pub fn matches(
         &self,
         endpoint: &StoredEndpoint,
         fields: &Value,
-        member: &mut MemberLookup<'_>,
-    ) -> Result<bool, StoreError> {
-        Ok(match self {
+        member: &dyn Fn(&str, &str) -> bool,
+    ) -> bool {
+        match self {
             EndpointFilter::Every => true,
-            EndpointFilter::MemberOf(s) => member(s, &endpoint.id)?,
+            EndpointFilter::MemberOf(s) => member(s, &endpoint.id),
             EndpointFilter::Values { path, test } => {
                 let mut hit = false;
                 each_value(at(fields, path), &mut |v| hit = hit || test.passes(v));
@@ -151,41 +170,40 @@ impl EndpointFilter {
                     _ => false,
                 }
             }
-            EndpointFilter::All(all) => {
-                for f in all {
-                    if !f.matches(endpoint, fields, member)? {
-                        return Ok(false);
-                    }
-                }
-                true
-            }
-            EndpointFilter::Any(any) => {
-                for f in any {
-                    if f.matches(endpoint, fields, member)? {
-                        return Ok(true);
-                    }
-                }
-                false
-            }
-            EndpointFilter::Not(f) => !f.matches(endpoint, fields, member)?,
-        })
+            EndpointFilter::All(all) => all.iter().all(|f| f.matches(endpoint, fields, member)),
+            EndpointFilter::Any(any) => any.iter().any(|f| f.matches(endpoint, fields, member)),
+            EndpointFilter::Not(f) => !f.matches(endpoint, fields, member),
+        }
     }
 
     /// The endpoints of `page` that pass, in order, at most `limit`; the
-    /// fields of each are read as JSON here.
+    /// fields of each are read as JSON here, and membership is asked once
+    /// per segment for the whole page (every endpoint of the page is a
+    /// member of `driver`, the segment it was read from, if any).
     ///
     /// # Errors
     ///
     /// [`StoreError::Corrupt`] (of the store at `location`) for fields
-    /// that are not JSON, or what `member` returns.
+    /// that are not JSON, or what `members` returns.
     pub fn keep(
         &self,
         location: &str,
         page: Vec<StoredEndpoint>,
         limit: usize,
         out: &mut Vec<StoredEndpoint>,
-        member: &mut MemberLookup<'_>,
+        driver: Option<&str>,
+        members: &mut MemberLookup<'_>,
     ) -> Result<(), StoreError> {
+        let mut known: HashMap<&str, HashSet<String>> = HashMap::new();
+        let ids: Vec<&str> = page.iter().map(|e| e.id.as_str()).collect();
+        for seg in self.segments() {
+            if Some(seg) != driver {
+                known.insert(seg, members(seg, &ids)?.into_iter().collect());
+            }
+        }
+        let member = |seg: &str, id: &str| {
+            Some(seg) == driver || known.get(seg).is_some_and(|m| m.contains(id))
+        };
         for e in page {
             if out.len() >= limit {
                 break;
@@ -196,7 +214,7 @@ impl EndpointFilter {
                     what: format!("endpoint {}", e.id),
                     problem: err.to_string(),
                 })?;
-            if self.matches(&e, &fields, member)? {
+            if self.matches(&e, &fields, &member) {
                 out.push(e);
             }
         }
@@ -205,7 +223,9 @@ impl EndpointFilter {
 }
 
 /// Reads endpoints with `page(after, n)` (endpoints in id order after
-/// `after`, at most `n`; fewer means the last) and keeps those `filter`
+/// `after`, at most `n`; fewer means the last: every endpoint of the app,
+/// or the members of the filter's [driving
+/// segment](EndpointFilter::driving_segment)) and keeps those `filter`
 /// passes until `limit` are kept or the endpoints end: how every backend
 /// answers a filtered page.
 ///
@@ -218,8 +238,9 @@ pub fn filtered_page(
     after: Option<&str>,
     limit: usize,
     page: &mut PageRead<'_>,
-    member: &mut MemberLookup<'_>,
+    members: &mut MemberLookup<'_>,
 ) -> Result<Vec<StoredEndpoint>, StoreError> {
+    let driver = filter.driving_segment();
     let n = limit.clamp(1, 10_000);
     let mut cursor = after.unwrap_or("").to_owned();
     let mut out = Vec::new();
@@ -229,7 +250,7 @@ pub fn filtered_page(
         let Some(end) = read.last().map(|e| e.id.clone()) else {
             break;
         };
-        filter.keep(location, read, limit, &mut out, member)?;
+        filter.keep(location, read, limit, &mut out, driver, members)?;
         if last {
             break;
         }
@@ -318,8 +339,7 @@ mod tests {
     fn passes(f: &EndpointFilter, fields: &str) -> bool {
         let e = endpoint("e", fields, 5_000);
         let v: Value = serde_json::from_str(fields).unwrap();
-        f.matches(&e, &v, &mut |s, id| Ok(s == "seg" && id == "e"))
-            .unwrap()
+        f.matches(&e, &v, &|s, id| s == "seg" && id == "e")
     }
 
     #[test]
@@ -435,11 +455,36 @@ mod tests {
                 .collect())
         };
         let got = filtered_page("here", &odd, Some("e03"), 3, &mut page, &mut |_, _| {
-            Ok(false)
+            Ok(Vec::new())
         })
         .unwrap();
         let ids: Vec<&str> = got.iter().map(|e| e.id.as_str()).collect();
         assert_eq!(ids, ["e20", "e21", "e22"]);
         assert!(reads > 1);
+    }
+
+    #[test]
+    fn membership_is_asked_once_a_page_and_never_of_the_driver() {
+        let page: Vec<StoredEndpoint> = (0..6)
+            .map(|i| endpoint(&format!("e{i}"), "{}", 0))
+            .collect();
+        let f = EndpointFilter::All(vec![
+            EndpointFilter::MemberOf("drv".into()),
+            EndpointFilter::Not(Box::new(EndpointFilter::Any(vec![
+                EndpointFilter::MemberOf("a".into()),
+                EndpointFilter::MemberOf("a".into()),
+            ]))),
+        ]);
+        assert_eq!(f.segments(), ["a", "drv"]);
+        let mut asked = Vec::new();
+        let mut out = Vec::new();
+        f.keep("here", page, 10, &mut out, Some("drv"), &mut |seg, ids| {
+            asked.push((seg.to_owned(), ids.len()));
+            Ok(vec!["e1".into(), "e4".into()])
+        })
+        .unwrap();
+        assert_eq!(asked, [("a".to_owned(), 6)]);
+        let ids: Vec<&str> = out.iter().map(|e| e.id.as_str()).collect();
+        assert_eq!(ids, ["e0", "e2", "e3", "e5"]);
     }
 }

@@ -827,14 +827,20 @@ impl AppStore for MemoryStore {
                     .unwrap_or_default(),
             })
         };
-        let mut member = |seg: &str, id: &str| Ok(of(seg).is_some_and(|m| m.contains(id)));
+        let mut members = |seg: &str, ids: &[&str]| {
+            Ok(ids
+                .iter()
+                .filter(|id| of(seg).is_some_and(|m| m.contains(**id)))
+                .map(|id| (*id).to_owned())
+                .collect())
+        };
         filtered_page(
             &self.location(),
             filter,
             after,
             limit,
             &mut page,
-            &mut member,
+            &mut members,
         )
     }
 

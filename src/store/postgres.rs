@@ -1872,13 +1872,13 @@ impl AppStore for PgStore {
             let out = match filter {
                 None => page(after.unwrap_or(""), limit),
                 Some(filter) => {
-                    let mut member = |seg: &str, id: &str| {
+                    let mut members = |seg: &str, ids: &[&str]| {
                         keep(c.borrow_mut().query(
-                            "SELECT 1 FROM segment_members \
-                             WHERE app_no = $1 AND segment_id = $2 AND endpoint_id = $3",
-                            &[&no, &seg, &id],
+                            "SELECT endpoint_id FROM segment_members \
+                             WHERE app_no = $1 AND segment_id = $2 AND endpoint_id = ANY($3)",
+                            &[&no, &seg, &ids],
                         ))
-                        .map(|rows| !rows.is_empty())
+                        .map(|rows| rows.iter().map(|r| r.get(0)).collect())
                     };
                     filtered_page(
                         &self.location(),
@@ -1886,7 +1886,7 @@ impl AppStore for PgStore {
                         after,
                         limit,
                         &mut page,
-                        &mut member,
+                        &mut members,
                     )
                 }
             };

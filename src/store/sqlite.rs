@@ -2563,13 +2563,20 @@ impl AppStore for SqliteStore {
             let Some(filter) = filter else {
                 return page(after.unwrap_or(""), limit);
             };
-            let mut member = |seg: &str, id: &str| {
-                c.prepare_cached(
-                    "SELECT 1 FROM segment_members \
-                     WHERE app_no = ?1 AND segment_id = ?2 AND endpoint_id = ?3",
-                )
-                .and_then(|mut q| q.exists(params![no, seg, id]))
-                .map_err(self.db())
+            let mut members = |seg: &str, ids: &[&str]| {
+                let mut q = c
+                    .prepare_cached(
+                        "SELECT 1 FROM segment_members \
+                         WHERE app_no = ?1 AND segment_id = ?2 AND endpoint_id = ?3",
+                    )
+                    .map_err(self.db())?;
+                let mut found = Vec::new();
+                for id in ids {
+                    if q.exists(params![no, seg, id]).map_err(self.db())? {
+                        found.push((*id).to_owned());
+                    }
+                }
+                Ok(found)
             };
             filtered_page(
                 &self.location(),
@@ -2577,7 +2584,7 @@ impl AppStore for SqliteStore {
                 after,
                 limit,
                 &mut page,
-                &mut member,
+                &mut members,
             )
         })
     }
