@@ -24,7 +24,7 @@ use super::import::app_and_segment;
 use super::segment::{SegmentError, filter_of};
 use crate::endpoints::Endpoint;
 use crate::objects::{ObjectAttributes, ObjectUrl, Objects};
-use crate::store::{EndpointFilter, JobCounters, JobStatus, StoredEndpoint};
+use crate::store::{EndpointFilter, JobCounters, JobStatus, Segment, StoredEndpoint};
 use crate::time::iso8601;
 
 /// Endpoints in one piece (one file, ~4 MB of gzip): a page held in
@@ -117,14 +117,11 @@ struct Written {
     failed: Option<String>,
 }
 
-/// The test that passes the endpoints of segment `id` of `app`.
-fn segment_filter(ctx: &RunContext<'_>, app: &str, id: &str) -> Result<EndpointFilter, End> {
-    let seg = match ctx.store.segment(&ctx.job.account, app, id) {
-        Ok(Some(s)) => s,
-        Ok(None) => return Err(End::invalid(format!("app {app} has no segment {id}"))),
-        Err(e) => return Err(ctx.store_failed("reading the segment", e)),
-    };
-    filter_of(ctx.store, &ctx.job.account, &seg, ctx.now()).map_err(|e| match e {
+/// The test that passes the endpoints of `seg`, its recency measured from
+/// now.
+fn segment_filter(ctx: &RunContext<'_>, seg: &Segment) -> Result<EndpointFilter, End> {
+    let id = &seg.id;
+    filter_of(ctx.store, &ctx.job.account, seg, ctx.now()).map_err(|e| match e {
         SegmentError::Store(e) => ctx.store_failed("reading the base segments", e),
         SegmentError::NoSegment(base) => End::invalid(format!(
             "segment {id} is built on segment {base}, which no longer exists"
@@ -140,14 +137,12 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ExportJob) -> End {
     let Some(objects) = ctx.config.objects.as_ref() else {
         return End::internal("this runner has no buckets to export to".into());
     };
-    if let Err(end) = app_and_segment(ctx, &spec.app, spec.segment_id.as_deref()) {
-        return end;
-    }
     // A dimensional segment holds the endpoints that pass its dimensions
     // when the job starts (recency is measured from then).
-    let filter = match &spec.segment_id {
-        None => None,
-        Some(id) => match segment_filter(ctx, &spec.app, id) {
+    let filter = match app_and_segment(ctx, &spec.app, spec.segment_id.as_deref()) {
+        Err(end) => return end,
+        Ok(None) => None,
+        Ok(Some(seg)) => match segment_filter(ctx, &seg) {
             Ok(f) => Some(f),
             Err(end) => return end,
         },

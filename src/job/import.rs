@@ -247,40 +247,26 @@ pub fn write_requested_endpoints(
     Ok(written)
 }
 
-/// Checks that a job's app, and its segment if it names one, are there.
+/// Checks that a job's app, and its segment if it names one, are there;
+/// returns the segment.
 pub(super) fn app_and_segment(
     ctx: &RunContext<'_>,
     app: &str,
     segment: Option<&str>,
-) -> Result<(), End> {
+) -> Result<Option<Segment>, End> {
     let account = &ctx.job.account;
     match ctx.store.app(account, app) {
         Ok(Some(_)) => {}
         Ok(None) => return Err(End::invalid(format!("app {app} does not exist"))),
         Err(e) => return Err(ctx.store_failed("reading the app", e)),
     }
-    if let Some(seg) = segment {
-        match ctx.store.segment(account, app, seg) {
-            Ok(Some(_)) => {}
-            Ok(None) => return Err(End::invalid(format!("app {app} has no segment {seg}"))),
-            Err(e) => return Err(ctx.store_failed("reading the segment", e)),
-        }
-    }
-    Ok(())
-}
-
-/// Checks that segment `id` of `app` is filled by imports: a dimensional
-/// segment's endpoints are chosen by its dimensions.
-fn imported_segment(ctx: &RunContext<'_>, app: &str, id: &str) -> Result<(), End> {
-    let seg = match ctx.store.segment(&ctx.job.account, app, id) {
-        Ok(Some(s)) => s,
-        Ok(None) => return Err(End::invalid(format!("app {app} has no segment {id}"))),
-        Err(e) => return Err(ctx.store_failed("reading the segment", e)),
+    let Some(seg) = segment else {
+        return Ok(None);
     };
-    match SegmentKind::of(&seg) {
-        Ok(SegmentKind::Import) => Ok(()),
-        Ok(SegmentKind::Dimensional(_)) => Err(End::invalid(dimensional_import(id))),
-        Err(e) => Err(End::invalid(e.to_string())),
+    match ctx.store.segment(account, app, seg) {
+        Ok(Some(s)) => Ok(Some(s)),
+        Ok(None) => Err(End::invalid(format!("app {app} has no segment {seg}"))),
+        Err(e) => Err(ctx.store_failed("reading the segment", e)),
     }
 }
 
@@ -308,13 +294,18 @@ pub(super) fn run(ctx: &RunContext<'_>, spec: &ImportJob) -> End {
     let Some(objects) = ctx.config.objects.as_ref() else {
         return fail("this runner has no buckets to read from".into());
     };
-    if let Err(end) = app_and_segment(ctx, &spec.app, spec.segment_id.as_deref()) {
-        return end;
-    }
-    if let Some(id) = &spec.segment_id
-        && let Err(end) = imported_segment(ctx, &spec.app, id)
-    {
-        return end;
+    // An import fills an imported segment: a dimensional segment's
+    // endpoints are chosen by its dimensions.
+    let segment = match app_and_segment(ctx, &spec.app, spec.segment_id.as_deref()) {
+        Ok(s) => s,
+        Err(end) => return end,
+    };
+    if let Some(seg) = &segment {
+        match SegmentKind::of(seg) {
+            Ok(SegmentKind::Import) => {}
+            Ok(SegmentKind::Dimensional(_)) => return invalid(dimensional_import(&seg.id)),
+            Err(e) => return invalid(e.to_string()),
+        }
     }
     let url = match ObjectUrl::parse(&spec.s3_url) {
         Ok(u) => u,
