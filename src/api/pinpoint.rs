@@ -516,12 +516,17 @@ impl Pinpoint {
         if let Some(n) = &r.segment_name {
             check_len("SegmentName", n, 1, 256)?;
         }
-        if let Some(seg) = &r.segment_id
-            && let (_, SegmentKind::Dimensional(_)) = self.segment_of(app_id, seg)?
-        {
-            return Err(ApiError::bad_request(dimensional_import(seg)));
+        match &r.segment_id {
+            // The app with the segment.
+            Some(seg) => {
+                if let (_, SegmentKind::Dimensional(_)) = self.segment_of(app_id, seg)? {
+                    return Err(ApiError::bad_request(dimensional_import(seg)));
+                }
+            }
+            None => {
+                self.app(app_id)?;
+            }
         }
-        self.app(app_id)?;
         let (url, objects) = self.own_bucket("S3Url", &s3_url)?;
         let listed = resolve(&**objects, &url).map_err(|e| match e.kind {
             ObjectErrorKind::BadName => ApiError::bad_request(format!("S3Url: {}", e.message)),
