@@ -413,6 +413,9 @@ impl SegmentDimensions {
             ("UserAttributes", &self.user_attributes),
         ] {
             for (name, a) in attrs.iter().flatten() {
+                if name.is_empty() {
+                    return Err(format!("{at}.{member}: an attribute name is empty"));
+                }
                 a.check(&format!("{at}.{member}.{name}"))?;
             }
         }
@@ -461,9 +464,6 @@ impl AttributeDimension {
     }
 
     fn check(&self, at: &str) -> Result<(), String> {
-        if at.rsplit('.').next().is_some_and(str::is_empty) {
-            return Err(format!("{at}: an attribute name is empty"));
-        }
         let kind = self.attribute_type.unwrap_or_default();
         let wanted = match kind {
             AttributeType::Before | AttributeType::After | AttributeType::On => Some(1),
@@ -508,6 +508,8 @@ mod tests {
     #[test]
     fn the_service_rules_hold() {
         assert!(check(r#"{}"#).is_ok());
+        // The name is the map's key, dots and all.
+        assert!(check(r#"{"Dimensions":{"Attributes":{"v1.":{"Values":["x"]}}}}"#).is_ok());
         assert!(
             check(
                 r#"{"Dimensions":{"Demographic":{"Platform":{"Values":["ios"]}},
@@ -544,6 +546,10 @@ mod tests {
             (
                 r#"{"Dimensions":{"Attributes":{"a":{"AttributeType":"ON","Values":[]}}}}"#,
                 "takes 1 date, not 0",
+            ),
+            (
+                r#"{"Dimensions":{"Attributes":{"":{"Values":["x"]}}}}"#,
+                "Dimensions.Attributes: an attribute name is empty",
             ),
             (
                 r#"{"Dimensions":{"UserAttributes":{"a":{"Values":[]}}}}"#,
