@@ -138,7 +138,16 @@ impl Resolve<'_> {
         seg: &Segment,
         visiting: &mut Vec<String>,
     ) -> Result<EndpointFilter, SegmentError> {
-        match SegmentKind::of(seg)? {
+        self.segment_of_kind(seg, SegmentKind::of(seg)?, visiting)
+    }
+
+    fn segment_of_kind(
+        &self,
+        seg: &Segment,
+        kind: SegmentKind,
+        visiting: &mut Vec<String>,
+    ) -> Result<EndpointFilter, SegmentError> {
+        match kind {
             SegmentKind::Import => Ok(EndpointFilter::MemberOf(seg.id.clone())),
             SegmentKind::Dimensional(d) => {
                 if let Some(at) = visiting.iter().position(|v| *v == seg.id) {
@@ -210,15 +219,15 @@ impl Resolve<'_> {
                     r.id, seg.version
                 )));
             }
-            let f = self.segment(&seg, visiting)?;
-            if matches!(f, EndpointFilter::MemberOf(_)) && refs.len() > 1 {
+            let kind = SegmentKind::of(&seg)?;
+            if kind == SegmentKind::Import && refs.len() > 1 {
                 return Err(SegmentError::Invalid(format!(
                     "SourceSegments: {} is an imported segment, and an imported segment is \
                      the only base segment of its group (several dimensional ones may be)",
                     r.id
                 )));
             }
-            sources.push(f);
+            sources.push(self.segment_of_kind(&seg, kind, visiting)?);
         }
         let base = if sources.is_empty() {
             EndpointFilter::Every
@@ -316,11 +325,17 @@ fn path(p: &[&str]) -> Vec<String> {
     p.iter().map(|s| (*s).to_owned()).collect()
 }
 
-fn combine(how: Combine, parts: Vec<EndpointFilter>) -> EndpointFilter {
-    match how {
-        Combine::All => EndpointFilter::All(parts),
-        Combine::Any => EndpointFilter::Any(parts),
-        Combine::None => EndpointFilter::Not(Box::new(EndpointFilter::Any(parts))),
+/// `parts` combined; one part alone is itself under `All` and `Any`, so
+/// that a group of one imported segment reads its members
+/// ([`EndpointFilter::driving_segment`]) rather than every endpoint.
+fn combine(how: Combine, mut parts: Vec<EndpointFilter>) -> EndpointFilter {
+    let alone = if parts.len() == 1 { parts.pop() } else { None };
+    match (how, alone) {
+        (Combine::All | Combine::Any, Some(f)) => f,
+        (Combine::None, Some(f)) => EndpointFilter::Not(Box::new(f)),
+        (Combine::All, None) => EndpointFilter::All(parts),
+        (Combine::Any, None) => EndpointFilter::Any(parts),
+        (Combine::None, None) => EndpointFilter::Not(Box::new(EndpointFilter::Any(parts))),
     }
 }
 
@@ -339,9 +354,13 @@ fn set_filter(path: Vec<String>, set: &SetDimension, fold_case: bool) -> Endpoin
 }
 
 fn attribute_filter(path: Vec<String>, a: &AttributeDimension) -> EndpointFilter {
-    // Checked before: the dates read, as many as the type takes.
-    let t = a.instants().unwrap_or_default();
-    let at = |i: usize| t.get(i).copied().unwrap_or_default();
+    // Checked before: the dates of a date type read, as many as it takes.
+    let at = |i: usize| {
+        a.instants()
+            .ok()
+            .and_then(|t| t.get(i).copied())
+            .unwrap_or_default()
+    };
     let test = match a.attribute_type.unwrap_or_default() {
         AttributeType::Inclusive | AttributeType::Exclusive => ValueTest::Equals {
             values: a.values.clone(),
@@ -358,5 +377,62 @@ fn attribute_filter(path: Vec<String>, a: &AttributeDimension) -> EndpointFilter
         EndpointFilter::Not(Box::new(f))
     } else {
         f
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{App, AppStore, MemoryStore};
+
+    #[test]
+    fn a_group_on_an_imported_segment_reads_its_members() {
+        let store = MemoryStore::new();
+        let a = AccountId::default();
+        let app = App {
+            id: "app".into(),
+            name: "app".into(),
+            tags: "{}".into(),
+            created_ms: 0,
+        };
+        store.create_app(&a, &app).unwrap();
+        let seg = |id: &str, definition: String| Segment {
+            app: "app".into(),
+            id: id.into(),
+            name: None,
+            definition,
+            created_ms: 0,
+            updated_ms: 0,
+            version: 1,
+        };
+        store
+            .create_segment(&a, &seg("imp", r#"{"Format":"CSV"}"#.into()))
+            .unwrap();
+        for (groups, driver) in [
+            (
+                r#"{"Groups":[{"SourceSegments":[{"Id":"imp"}]}]}"#,
+                Some("imp"),
+            ),
+            (
+                r#"{"Groups":[{"SourceSegments":[{"Id":"imp"}],"Dimensions":[
+                {"Metrics":{"m":{"ComparisonOperator":"EQUAL","Value":1}}}]}]}"#,
+                Some("imp"),
+            ),
+            (
+                r#"{"Include":"NONE","Groups":[{"SourceSegments":[{"Id":"imp"}]}]}"#,
+                None,
+            ),
+        ] {
+            let stored = StoredDimensional {
+                dimensional: Dimensional {
+                    dimensions: None,
+                    segment_groups: Some(serde_json::from_str(groups).unwrap()),
+                },
+                tags: None,
+            };
+            let dim = seg("dim", stored.to_definition());
+            let f = filter_of(&store, &a, &dim, 0).unwrap();
+            assert_eq!(f.driving_segment(), driver, "{groups}: {f:?}");
+        }
     }
 }
