@@ -311,11 +311,14 @@ fn check(
     let fields: Value = serde_json::from_str(&profile.fields).unwrap_or(Value::Null);
     let mut found_by = Vec::new();
     for k in keys {
-        let have = values_of(&profile, &fields, &k.name, unique.contains_key(&k.name));
+        let have: Vec<String> = values_of(&profile, &fields, &k.name, unique.contains_key(&k.name))
+            .iter()
+            .map(|h| h.to_lowercase())
+            .collect();
         let matched: Vec<String> = k
             .values
             .iter()
-            .filter(|v| have.iter().any(|h| h.to_lowercase() == v.to_lowercase()))
+            .filter(|v| have.contains(&v.to_lowercase()))
             .cloned()
             .collect();
         if matched.is_empty() {
