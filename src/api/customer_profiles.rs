@@ -1137,12 +1137,7 @@ impl CustomerProfiles {
         if r.profile_id.is_empty() {
             return Err(ApiError::bad_request("ProfileId is required"));
         }
-        if r.profile_id.len() != 32
-            || !r
-                .profile_id
-                .bytes()
-                .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
-        {
+        if !crate::store::is_profile_id(&r.profile_id) {
             return Err(ApiError::bad_request(format!(
                 "ProfileId must be 32 lowercase hexadecimal digits; it is {:?}",
                 r.profile_id

@@ -1187,10 +1187,16 @@ pub fn profile_id(no: u64) -> String {
     format!("{:032x}", x ^ (x >> 64))
 }
 
+/// Whether `id` has a `ProfileId`'s shape: 32 lowercase hex digits
+/// (whether it names a number is [`profile_no`]'s to say).
+pub fn is_profile_id(id: &str) -> bool {
+    id.len() == 32 && id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// The number a `ProfileId` names, if it names one ([`profile_id`] read
 /// back); `None` for anything else.
 pub fn profile_no(id: &str) -> Option<u64> {
-    if id.len() != 32 || !id.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f')) {
+    if !is_profile_id(id) {
         return None;
     }
     let y = u128::from_str_radix(id, 16).ok()?;
