@@ -2045,8 +2045,6 @@ impl ProfileStore for SqliteStore {
                     .collect()
                 })
                 .map_err(self.db())?;
-            let shape = shape_id(tx, b.targets).map_err(self.db())?;
-            upsert_profiles(tx, domain_id, shape, first_no, b).map_err(self.db())?;
             if first_no.saturating_add(b.rows.len() as i64) > MAX_PROFILE_NO {
                 return Err(StoreError::Backend {
                     location: self.location.clone(),
@@ -2057,6 +2055,8 @@ impl ProfileStore for SqliteStore {
                     transient: false,
                 });
             }
+            let shape = shape_id(tx, b.targets).map_err(self.db())?;
+            upsert_profiles(tx, domain_id, shape, first_no, b).map_err(self.db())?;
             let mut entries =
                 Vec::with_capacity(b.rows.iter().map(|r| r.terms.len() * ENTRY).sum());
             let mut new_keys = Vec::new();
